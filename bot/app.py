@@ -1,0 +1,146 @@
+"""Builds the python-telegram-bot Application, wires the services, owns start-up and shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import BotCommand, BotCommandScopeChat, Update
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CommandHandler,
+    ContextTypes,
+    Defaults,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.config import Settings
+from bot.services import Services, get_services
+from handlers import errors
+from handlers.registry import all_commands
+from storage.db import Database
+
+log = logging.getLogger("lasersell_bot.app")
+
+# Handler groups: lower runs first. Group -1 records the user and gates admin commands.
+GATE_GROUP = -1
+
+
+async def record_user(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None or user.is_bot:
+        return
+    services = get_services(context)
+    # The chat to reach the user in is their private chat with the bot.
+    chat_id = chat.id if chat.type == "private" else user.id
+    await services.users.seen(user.id, chat_id, user.first_name, user.last_name, user.username)
+
+
+def _admin_gate(admin_names: set[str]):  # type: ignore[no-untyped-def]
+    async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text or not message.text.startswith("/"):
+            return
+        name = message.text.split()[0][1:].split("@")[0].lower()
+        user = update.effective_user
+        if name in admin_names and (user is None or not get_services(context).settings.is_admin(user.id)):
+            # To anyone else an admin command does not exist.
+            await errors.unknown_command(update, context)
+            raise ApplicationHandlerStop
+
+    return gate
+
+
+def build_application(settings: Settings, services: Services, *, poll_interval: float = 0.0) -> Application:
+    token = settings.telegram_bot_token
+    if not token:
+        raise ValueError("build_application needs a bot token (the sandbox supplies one)")
+    base = settings.telegram_api_base_url
+    app = (
+        Application.builder()
+        .token(token)
+        .base_url(f"{base}/bot")
+        .base_file_url(f"{base}/file/bot")
+        .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=None))
+        .post_init(_post_init)
+        .concurrent_updates(True)
+        .build()
+    )
+    app.bot_data["services"] = services
+    commands = all_commands()
+    app.add_handler(TypeHandler(Update, record_user), group=GATE_GROUP)
+    app.add_handler(
+        MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
+    )
+    for command in commands:
+        app.add_handler(CommandHandler(command.name, command.callback))
+    app.add_handler(MessageHandler(filters.COMMAND, errors.unknown_command))
+    app.add_error_handler(errors.on_error)
+    return app
+
+
+async def _post_init(app: Application) -> None:
+    services: Services = app.bot_data["services"]
+    commands = all_commands()
+    public = [BotCommand(c.name, c.description[:256]) for c in commands if not c.admin]
+    await app.bot.set_my_commands(public)
+    if any(c.admin for c in commands):
+        admin_menu = [BotCommand(c.name, c.description[:256]) for c in commands]
+        for admin_id in services.settings.admin_user_ids:
+            try:
+                await app.bot.set_my_commands(admin_menu, scope=BotCommandScopeChat(admin_id))
+            except TelegramError as exc:  # the admin may not have started the bot yet
+                log.info("admin menu not set for %s: %s", admin_id, exc)
+
+
+class BotRunner:
+    """Start and stop the whole bot in the current event loop (used by `run`, the sandbox and tests)."""
+
+    def __init__(self, settings: Settings, *, poll_timeout: int = 10) -> None:
+        self.settings = settings
+        self.poll_timeout = poll_timeout
+        self.db: Database | None = None
+        self.app: Application | None = None
+        self.services: Services | None = None
+
+    async def start(self) -> None:
+        self.db = await Database.open(self.settings.database_path)
+        self.services = Services.build(self.settings, self.db)
+        self.app = build_application(self.settings, self.services)
+        await self.app.initialize()
+        if self.app.post_init:
+            await self.app.post_init(self.app)
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            timeout=self.poll_timeout,
+            drop_pending_updates=False,
+            allowed_updates=Update.ALL_TYPES,
+        )
+        log.info("bot started as @%s", self.app.bot.username)
+
+    async def stop(self) -> None:
+        if self.app is not None:
+            try:
+                if self.app.updater is not None and self.app.updater.running:
+                    await self.app.updater.stop()
+                if self.app.running:
+                    await self.app.stop()
+                await self.app.shutdown()
+            finally:
+                self.app = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,80 @@
+"""Telegram users."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from storage.db import Database
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class User:
+    telegram_id: int
+    chat_id: int
+    first_name: str
+    last_name: str | None
+    username: str | None
+    created_at: int
+    last_seen_at: int
+    blocked: bool
+
+
+def _row(row: object) -> User:
+    r = dict(row)  # type: ignore[call-overload]
+    return User(
+        telegram_id=r["telegram_id"],
+        chat_id=r["chat_id"],
+        first_name=r["first_name"],
+        last_name=r["last_name"],
+        username=r["username"],
+        created_at=r["created_at"],
+        last_seen_at=r["last_seen_at"],
+        blocked=bool(r["blocked"]),
+    )
+
+
+class Users:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def seen(
+        self,
+        telegram_id: int,
+        chat_id: int,
+        first_name: str,
+        last_name: str | None = None,
+        username: str | None = None,
+    ) -> User:
+        """Record that the user talked to the bot (creating them); a message from them unblocks them."""
+        now = now_ms()
+        await self.db.execute(
+            """INSERT INTO users (telegram_id, chat_id, first_name, last_name, username, created_at, last_seen_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(telegram_id) DO UPDATE SET chat_id=excluded.chat_id, first_name=excluded.first_name,
+                 last_name=excluded.last_name, username=excluded.username, last_seen_at=excluded.last_seen_at,
+                 blocked=0""",
+            (telegram_id, chat_id, first_name or "", last_name, username, now, now),
+        )
+        user = await self.get(telegram_id)
+        assert user is not None
+        return user
+
+    async def get(self, telegram_id: int) -> User | None:
+        row = await self.db.fetchone("SELECT * FROM users WHERE telegram_id=?", (telegram_id,))
+        return _row(row) if row else None
+
+    async def set_blocked(self, telegram_id: int, blocked: bool = True) -> None:
+        await self.db.execute("UPDATE users SET blocked=? WHERE telegram_id=?", (int(blocked), telegram_id))
+
+    async def all_reachable(self) -> list[User]:
+        rows = await self.db.fetchall("SELECT * FROM users WHERE blocked=0 ORDER BY telegram_id")
+        return [_row(r) for r in rows]
+
+    async def count(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM users")
+        return int(row[0]) if row else 0
