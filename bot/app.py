@@ -22,7 +22,7 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.services import Services, get_services
 from handlers import errors
-from handlers.registry import all_commands
+from handlers.registry import all_commands, feature_modules
 from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.app")
@@ -79,6 +79,9 @@ def build_application(settings: Settings, services: Services, *, poll_interval: 
     )
     for command in commands:
         app.add_handler(CommandHandler(command.name, command.callback))
+    for module in feature_modules():
+        if hasattr(module, "register"):
+            module.register(app)
     app.add_handler(MessageHandler(filters.COMMAND, errors.unknown_command))
     app.add_error_handler(errors.on_error)
     return app
@@ -110,12 +113,18 @@ class BotRunner:
 
     async def start(self) -> None:
         self.db = await Database.open(self.settings.database_path)
-        self.services = Services.build(self.settings, self.db)
+        try:
+            self.services = await Services.build(self.settings, self.db)
+        except BaseException:
+            await self.db.close()
+            self.db = None
+            raise
         self.app = build_application(self.settings, self.services)
         await self.app.initialize()
         if self.app.post_init:
             await self.app.post_init(self.app)
         await self.app.start()
+        self.services.attach_bot(self.app.bot)
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,
@@ -134,6 +143,9 @@ class BotRunner:
                 await self.app.shutdown()
             finally:
                 self.app = None
+        if self.services is not None:
+            await self.services.close()
+            self.services = None
         if self.db is not None:
             await self.db.close()
             self.db = None

@@ -5,9 +5,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config import Settings
+from bot.accounts import AccountService
+from bot.config import ConfigError, Settings
+from bot.deletions import ScheduledDeletions
+from bot.lasersell_api import LaserSellApi
+from bot.solana_rpc import SolanaRpc
+from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key
 from storage.db import Database
 from storage.users import Users
+
+CHECK_KEY = "vault_check"
+
+
+async def open_vault(settings: Settings, db: Database) -> Vault:
+    """Load the master key and prove it opens this database's secrets (a sealed check value)."""
+    settings.require_master_key()
+    try:
+        vault = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
+    except VaultError as exc:
+        variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        raise ConfigError(variable, str(exc).rstrip("."), "Fix the value or generate one with `lasersell-bot gen-master-key`") from None
+    row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
+    if row is None:
+        await db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (CHECK_KEY, vault.check_blob()))
+        return vault
+    try:
+        vault.verify_check(bytes(row[0]))
+    except WrongMasterKey as exc:
+        variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        raise ConfigError(
+            variable,
+            f"this master key does not open the secrets in {settings.database_path} ({exc})",
+            "Set the master key this database was sealed with (after a rotation: the new key)",
+        ) from None
+    return vault
 
 
 @dataclass
@@ -15,10 +46,33 @@ class Services:
     settings: Settings
     db: Database
     users: Users
+    vault: Vault
+    api: LaserSellApi
+    rpc: SolanaRpc
+    accounts: AccountService
+    deletions: ScheduledDeletions
+    bot: Any = None  # the telegram Bot, attached once the Application exists
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Services:
-        return cls(settings=settings, db=db, users=Users(db))
+    async def build(cls, settings: Settings, db: Database) -> Services:
+        vault = await open_vault(settings, db)
+        api = LaserSellApi(settings.lasersell_api_url, settings.lasersell_stream_url)
+        rpc = SolanaRpc(settings.solana_rpc_url)
+        accounts = AccountService(settings, db, vault, api, rpc)
+        services = cls(
+            settings=settings, db=db, users=Users(db), vault=vault, api=api, rpc=rpc, accounts=accounts,
+            deletions=ScheduledDeletions(db, lambda chat_id, message_id: services.bot.delete_message(chat_id, message_id)),
+        )
+        return services
+
+    def attach_bot(self, bot: Any) -> None:
+        self.bot = bot
+        self.deletions.start()
+
+    async def close(self) -> None:
+        await self.deletions.stop()
+        await self.api.close()
+        await self.rpc.close()
 
 
 def get_services(context: Any) -> Services:

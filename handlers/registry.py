@@ -22,13 +22,18 @@ class Command:
     usage: str = ""  # extra help line, e.g. "/strategy tp 25 sl 10"
 
 
+def feature_modules() -> list[Any]:
+    """Feature modules in menu order; each has COMMANDS and may have register(app) for its buttons."""
+    from handlers import settings, start, strategy, text, wallets
+
+    return [start, wallets, strategy, settings, text]
+
+
 def all_commands() -> list[Command]:
     """Every command of every feature module, in menu order."""
-    from handlers import start
-
     commands: list[Command] = []
-    for module in (start,):
-        commands.extend(module.COMMANDS)
+    for module in feature_modules():
+        commands.extend(getattr(module, "COMMANDS", []))
     names = [c.name for c in commands]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

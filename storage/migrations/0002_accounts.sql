@@ -39,3 +39,11 @@ CREATE TABLE user_settings (
     skipped_steps      TEXT NOT NULL DEFAULT '',
     updated_at         INTEGER NOT NULL
 );
+
+-- Messages the bot must delete later (a shown secret), kept here so a restart does not forget them.
+CREATE TABLE scheduled_deletions (
+    chat_id     INTEGER NOT NULL,
+    message_id  INTEGER NOT NULL,
+    delete_at   INTEGER NOT NULL,   -- unix ms
+    PRIMARY KEY (chat_id, message_id)
+);

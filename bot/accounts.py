@@ -1,0 +1,271 @@
+"""Accounts: a user's LaserSell key, wallets and strategy, with secrets sealed by the vault.
+
+Every operation checks everything first and stores last, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from solders.keypair import Keypair
+
+from bot.config import Settings
+from bot.keys import KeyFormatError, export_secret, generate_wallet, parse_wallet_secret, registration_proof
+from bot.lasersell_api import InvalidApiKey, LaserSellApi, LaserSellApiError
+from bot.logs import register_secret
+from bot.solana_rpc import RpcError, SolanaRpc
+from bot.strategy import DEFAULT_STRATEGY, Strategy
+from bot.vault import Vault, VaultError
+from storage.accounts import DuplicateWallet, KeyInUse, LaserSellKeys, SettingsStore, Wallet, Wallets
+from storage.db import Database
+
+log = logging.getLogger("lasersell_bot.accounts")
+
+API_KEY_KIND = "api_key"
+WALLET_KIND = "wallet"
+FREE_TIER_WALLETS = 1
+MAX_LABEL = 32
+
+
+class AccountError(Exception):
+    """A request the user made cannot be done; the message says why and what to do, in words."""
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    hint: str
+    max_wallets: int
+    source: str  # "yours" or "operator"
+
+
+@dataclass(frozen=True)
+class WalletView:
+    wallet: Wallet
+    sol_lamports: int | None
+    token_count: int | None
+
+
+def key_hint(api_key: str) -> str:
+    return f"{api_key[:3]}…{api_key[-4:]}" if len(api_key) > 8 else "…"
+
+
+def key_hash(api_key: str) -> str:
+    return hashlib.sha256(b"lasersell-bot/api-key/v1:" + api_key.encode()).hexdigest()
+
+
+class AccountService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        vault: Vault,
+        api: LaserSellApi,
+        rpc: SolanaRpc,
+        on_change: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.vault = vault
+        self.api = api
+        self.rpc = rpc
+        self.wallets = Wallets(db)
+        self.keys = LaserSellKeys(db)
+        self.store = SettingsStore(db)
+        # called after any change that the user's stream must pick up (key, wallets, strategy, settings)
+        self.on_change = on_change
+
+    async def _changed(self, user_id: int) -> None:
+        if self.on_change is not None:
+            await self.on_change(user_id)
+
+    # --- the LaserSell key ------------------------------------------------------------------------------
+    async def set_api_key(self, user_id: int, api_key: str) -> ApiKeyInfo:
+        api_key = api_key.strip()
+        if len(api_key) < 8 or any(c.isspace() for c in api_key):
+            raise AccountError("That does not look like a LaserSell API key. Copy it from your LaserSell dashboard.")
+        register_secret(api_key)
+        digest = key_hash(api_key)
+        owner = await self.keys.owner_of(digest)
+        if owner is not None and owner != user_id:
+            raise AccountError(
+                "That key is already used by another user of this bot. Each LaserSell key allows one stream "
+                "session: use a key of your own."
+            )
+        strategy = await self.strategy(user_id)
+        try:
+            limits = await self.api.check_key(api_key, strategy.to_wire())
+        except InvalidApiKey:
+            raise AccountError("LaserSell refused that key. Check it on your LaserSell dashboard and send it again.") from None
+        except LaserSellApiError as exc:
+            raise AccountError(f"I could not check the key with LaserSell ({exc}). Nothing was saved; try again.") from None
+        max_wallets = int(limits.get("max_wallets_per_session") or FREE_TIER_WALLETS)
+        sealed = self.vault.seal(api_key.encode(), user_id=user_id, kind=API_KEY_KIND, identity="api_key")
+        try:
+            await self.keys.set(user_id, sealed, key_hint(api_key), digest, json.dumps({"max_wallets": max_wallets}))
+        except KeyInUse:
+            raise AccountError("That key is already used by another user of this bot.") from None
+        await self._register_pending_wallets(user_id, api_key)
+        await self._changed(user_id)
+        return ApiKeyInfo(key_hint(api_key), max_wallets, "yours")
+
+    async def api_key(self, user_id: int) -> tuple[str, ApiKeyInfo] | None:
+        """The key the user's stream and API calls use: their own, else the operator's (admins only)."""
+        stored = await self.keys.get(user_id)
+        if stored is not None:
+            key = self.vault.open(stored.sealed, user_id=user_id, kind=API_KEY_KIND, identity="api_key").decode()
+            register_secret(key)
+            limits = json.loads(stored.tier or "{}")
+            return key, ApiKeyInfo(stored.key_hint, int(limits.get("max_wallets", FREE_TIER_WALLETS)), "yours")
+        operator = self.settings.lasersell_api_key
+        if operator and self.settings.is_admin(user_id):
+            return operator, ApiKeyInfo(key_hint(operator), 200, "operator")
+        return None
+
+    async def key_info(self, user_id: int) -> ApiKeyInfo | None:
+        found = await self.api_key(user_id)
+        return found[1] if found else None
+
+    # --- wallets ----------------------------------------------------------------------------------------
+    async def import_wallet(self, user_id: int, secret_text: str, label: str | None = None) -> Wallet:
+        try:
+            keypair = parse_wallet_secret(secret_text)
+        except KeyFormatError as exc:
+            raise AccountError(str(exc)) from None
+        return await self._add(user_id, keypair, label)
+
+    async def generate(self, user_id: int, label: str | None = None) -> tuple[Wallet, str]:
+        keypair, secret = generate_wallet()
+        register_secret(secret)
+        wallet = await self._add(user_id, keypair, label)
+        return wallet, secret
+
+    async def _add(self, user_id: int, keypair: Keypair, label: str | None) -> Wallet:
+        address = str(keypair.pubkey())
+        existing = await self.wallets.by_address(address)
+        if existing is not None:
+            if existing.telegram_id == user_id:
+                raise AccountError(f"That wallet is already in your list as “{existing.label}”.")
+            raise AccountError("That wallet is already added by another user of this bot.")
+        current = await self.wallets.list(user_id)
+        found = await self.api_key(user_id)
+        if found is not None and len(current) >= found[1].max_wallets:
+            raise AccountError(
+                f"Your LaserSell plan streams at most {found[1].max_wallets} wallet(s) per session and you have "
+                f"{len(current)}. Remove one with /wallets, or upgrade your LaserSell plan."
+            )
+        label = _clean_label(label) or f"Wallet {len(current) + 1}"
+        registered = False
+        if found is not None:
+            await self._register(found[0], keypair, label)
+            registered = True
+        sealed = self.vault.seal(bytes(keypair), user_id=user_id, kind=WALLET_KIND, identity=address)
+        try:
+            wallet = await self.wallets.add(user_id, address, label, sealed)
+        except DuplicateWallet as exc:
+            raise AccountError("That wallet is already added." if exc.mine else "That wallet belongs to another user.") from None
+        if registered:
+            await self.wallets.mark_registered(wallet.id)
+            wallet = await self.wallets.get(user_id, wallet.id) or wallet
+        await self._changed(user_id)
+        return wallet
+
+    async def _register(self, api_key: str, keypair: Keypair, label: str) -> None:
+        try:
+            await self.api.register_wallet(api_key, registration_proof(keypair, int(time.time())), label)
+        except InvalidApiKey:
+            raise AccountError("LaserSell refused your API key while registering the wallet: set it again with /apikey.") from None
+        except LaserSellApiError as exc:
+            raise AccountError(f"LaserSell could not register the wallet ({exc}). Nothing was saved; try again.") from None
+
+    async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
+        for wallet in await self.wallets.list(user_id):
+            if wallet.registered_at is None:
+                keypair = self._keypair(wallet)
+                await self._register(api_key, keypair, wallet.label)
+                await self.wallets.mark_registered(wallet.id)
+
+    def _keypair(self, wallet: Wallet) -> Keypair:
+        try:
+            raw = self.vault.open(wallet.sealed, user_id=wallet.telegram_id, kind=WALLET_KIND, identity=wallet.address)
+        except VaultError as exc:
+            raise AccountError(f"The key of wallet {wallet.label} cannot be opened: {exc}") from None
+        return Keypair.from_bytes(raw)
+
+    async def keypair(self, user_id: int, address: str) -> Keypair:
+        """Decrypt a wallet key (only to sign, or for an explicit export)."""
+        wallet = await self.wallets.by_address(address)
+        if wallet is None or wallet.telegram_id != user_id:
+            raise AccountError("That wallet is not one of yours.")
+        return self._keypair(wallet)
+
+    async def export(self, user_id: int, wallet_id: int) -> tuple[Wallet, str]:
+        wallet = await self._own(user_id, wallet_id)
+        secret = export_secret(self._keypair(wallet))
+        register_secret(secret)
+        return wallet, secret
+
+    async def rename(self, user_id: int, wallet_id: int, label: str) -> Wallet:
+        cleaned = _clean_label(label)
+        if not cleaned:
+            raise AccountError(f"A wallet name needs 1 to {MAX_LABEL} letters, digits or spaces.")
+        await self._own(user_id, wallet_id)
+        await self.wallets.rename(user_id, wallet_id, cleaned)
+        return await self._own(user_id, wallet_id)
+
+    async def set_default(self, user_id: int, wallet_id: int) -> Wallet:
+        await self._own(user_id, wallet_id)
+        await self.wallets.set_default(user_id, wallet_id)
+        return await self._own(user_id, wallet_id)
+
+    async def remove(self, user_id: int, wallet_id: int) -> Wallet:
+        wallet = await self._own(user_id, wallet_id)
+        await self.wallets.remove(user_id, wallet_id)
+        await self._changed(user_id)
+        return wallet
+
+    async def _own(self, user_id: int, wallet_id: int) -> Wallet:
+        wallet = await self.wallets.get(user_id, wallet_id)
+        if wallet is None:
+            raise AccountError("That wallet is no longer in your list. Open /wallets to see the current list.")
+        return wallet
+
+    async def overview(self, user_id: int) -> list[WalletView]:
+        views = []
+        for wallet in await self.wallets.list(user_id):
+            try:
+                sol: int | None = await self.rpc.get_balance(wallet.address)
+                tokens: int | None = sum(1 for h in await self.rpc.get_token_holdings(wallet.address) if h.amount > 0)
+            except RpcError as exc:
+                log.warning("balance lookup failed: %s", exc)
+                sol, tokens = None, None
+            views.append(WalletView(wallet, sol, tokens))
+        return views
+
+    # --- strategy ---------------------------------------------------------------------------------------
+    async def strategy(self, user_id: int) -> Strategy:
+        settings = await self.store.get(user_id)
+        return Strategy.from_json(settings.strategy_json) if settings.strategy_json else DEFAULT_STRATEGY
+
+    async def set_strategy(self, user_id: int, strategy: Strategy) -> Strategy:
+        strategy = strategy.validated()
+        await self.store.update(user_id, strategy_json=strategy.to_json())
+        await self._changed(user_id)
+        return strategy
+
+    async def forget(self, user_id: int) -> None:
+        from storage.accounts import forget_user
+
+        await forget_user(self.db, user_id)
+        await self._changed(user_id)
+
+
+def _clean_label(label: str | None) -> str:
+    if not label:
+        return ""
+    cleaned = " ".join("".join(c for c in label if c.isalnum() or c in " -_.#").split())
+    return cleaned[:MAX_LABEL]

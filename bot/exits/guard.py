@@ -1,0 +1,676 @@
+"""The transaction guard: never sign what you have not checked.
+
+The LaserSell stream hands the bot ready-made, unsigned transactions. A compromised or spoofed stream
+could hand over anything, so before a wallet key is decrypted the guard decodes the message and
+refuses everything but a sell (or buy) of one position by one wallet:
+
+- The message decodes (legacy or v0), every index points inside the account list, keys are unique.
+- The fee payer is the wallet and it is the only required signature.
+- v0 address lookup tables are refused: the accounts they add live on chain, so without an RPC
+  round trip we cannot see which accounts the instructions touch, and a table could hide a foreign
+  token account or a writable wallet account from every rule below.
+- Every program called is on an allow-list: Compute Budget, System, SPL Token, Token-2022,
+  Associated Token Account, Memo (v1 and v2), the DEX programs of the market types the stream
+  reports, plus the caller's ``extra_programs`` (treated like DEX programs).
+- Compute Budget: the priority fee (unit price x unit limit) is capped, because a hostile stream
+  could otherwise burn the wallet's SOL in fees.
+- SPL Token / Token-2022: only Transfer, TransferChecked, CloseAccount, SyncNative and the
+  InitializeAccount variants for accounts the wallet owns. Approve, ApproveChecked, SetAuthority,
+  Burn and everything else are refused. Sells may transfer only from the position's token account,
+  with the wallet as authority, for the position's mint, in total at most the position size. Buys
+  may not transfer tokens at all. CloseAccount must pay the rent back to the wallet.
+- System: Transfer / TransferWithSeed out of the wallet are summed against the tip (sells) or the
+  spend plus tip (buys). Assign, AssignWithSeed, Allocate, nonce operations and plain CreateAccount
+  are refused. CreateAccountWithSeed is allowed only for accounts owned by a Token program (the
+  wrapped-SOL account a swap uses); its lamports count as SOL leaving the wallet, except the
+  rent-exempt reserve when the same transaction closes the account back to the wallet.
+- Associated Token Account: Create / CreateIdempotent only with the wallet as payer and owner, and
+  at most ``MAX_NEW_ACCOUNTS`` new accounts per transaction (each costs rent).
+- DEX programs: their instructions cannot all be decoded, so the guard checks what it can:
+  an instruction that passes the wallet must also pass the position's mint, and may not pass the
+  wallet's associated token account of any other mint it lists (except the SOL and USD1 quote mints);
+  the Anchor buy/sell instructions of pump.fun, PumpSwap and Raydium LaunchLab are decoded, so a sell
+  cannot contain a buy (or a buy a sell), sold amounts count toward the position size and a buy's
+  declared maximum spend is bounded.
+
+Residual risk, stated plainly: a listed DEX program runs with the wallet's signature, so what it
+does
+with the wallet's funds is bounded by that program's own code and by the arguments it is given.
+For Meteora DBC / DAMM v2 and Raydium CPMM the swap direction and amount are not decoded; a hostile
+stream could pass a non-associated token account of the wallet, or make such a swap sell the
+position for a bad price (slippage is the DEX's argument). The guard prevents draining SOL by plain
+transfers, handing out token authority, selling other positions through associated accounts, and
+fee burning; it does not replace simulating the transaction against the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+COMPUTE_BUDGET_PROGRAM = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
+TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+ASSOCIATED_TOKEN_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
+MEMO_V1_PROGRAM = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
+
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
+USD1_MINT = Pubkey.from_string("USD1ttGY1N17NEEHLmELoaybftRBUSErhqYiQzvEmuB")
+
+# The DEX programs behind the stream's market types (ids checked against public program registries).
+DEX_PROGRAMS: dict[Pubkey, str] = {
+    Pubkey.from_string("6EF8rrecthR5Dkzon8Nwu78hRvfCKubJ14M5uBEwF6P"): "pump.fun",
+    Pubkey.from_string("pAMMBay6oceH9fJKBRHGP5D4bD4sWpmSwMn52FMfXEA"): "PumpSwap",
+    Pubkey.from_string("dbcij3LWUppWqq96dh6gJWwBifmcGfLSB5D4DuSMaqN"): "Meteora DBC",
+    Pubkey.from_string("cpamdpZCGKUy5JxQXB4dcpGPiikHawvSWAd6mEn1sGG"): "Meteora DAMM v2",
+    Pubkey.from_string("LanMV9sAd7wArD4vJFi2qDdfnVhFxYSUg6eADduJ3uj"): "Raydium LaunchLab",
+    Pubkey.from_string("CPMMoo8L3F4NbTegBCKVNunggL7H1ZpdTHKxQB5qKP1C"): "Raydium CPMM",
+}
+
+TOKEN_PROGRAMS = frozenset({TOKEN_PROGRAM, TOKEN_2022_PROGRAM})
+QUOTE_MINTS = frozenset({NATIVE_MINT, USD1_MINT})
+
+PROGRAM_NAMES: dict[Pubkey, str] = {
+    COMPUTE_BUDGET_PROGRAM: "Compute Budget",
+    SYSTEM_PROGRAM: "System",
+    TOKEN_PROGRAM: "SPL Token",
+    TOKEN_2022_PROGRAM: "Token-2022",
+    ASSOCIATED_TOKEN_PROGRAM: "Associated Token Account",
+    MEMO_PROGRAM: "Memo",
+    MEMO_V1_PROGRAM: "Memo",
+    **DEX_PROGRAMS,
+}
+
+# 0.01 SOL: far above any sane priority fee, far below what a fee-burning attack would want.
+DEFAULT_MAX_PRIORITY_FEE_LAMPORTS = 10_000_000
+# An exit needs at most its token account and a wrapped-SOL account; a few more is harmless.
+MAX_NEW_ACCOUNTS = 3
+# Token accounts with extensions are bigger than 165 bytes, but nothing we sign needs more than this.
+MAX_TOKEN_ACCOUNT_SPACE = 1024
+
+_LAMPORTS_PER_SOL = Decimal(1_000_000_000)
+# Rent-exempt reserve: (128 bytes of metadata + data) x 3480 lamports per byte-year x 2 years.
+_RENT_LAMPORTS_PER_BYTE = 3480 * 2
+_ACCOUNT_STORAGE_OVERHEAD = 128
+
+# Compute budget defaults applied by the runtime when the transaction does not set a limit.
+_DEFAULT_UNITS_PER_INSTRUCTION = 200_000
+_MAX_COMPUTE_UNITS = 1_400_000
+
+
+def _anchor_discriminator(name: str) -> bytes:
+    return hashlib.sha256(f"global:{name}".encode()).digest()[:8]
+
+
+# Anchor instructions of pump.fun / PumpSwap / Raydium LaunchLab, with the byte offset of the u64
+# argument that carries the tokens sold (sells) or the most quote the trade may spend (buys).
+_DEX_SELLS: dict[bytes, tuple[str, int]] = {
+    _anchor_discriminator("sell"): ("sell", 8),  # (amount, min_quote_out)
+    _anchor_discriminator("sell_exact_in"): ("sell_exact_in", 8),  # (amount_in, min_out, fee)
+    _anchor_discriminator("sell_exact_out"): ("sell_exact_out", 16),  # (amount_out, max_in, fee)
+}
+_DEX_BUYS: dict[bytes, tuple[str, int]] = {
+    _anchor_discriminator("buy"): ("buy", 16),  # (amount_out, max_quote_in)
+    _anchor_discriminator("buy_exact_in"): ("buy_exact_in", 8),  # (amount_in, min_out, fee)
+    _anchor_discriminator("buy_exact_out"): ("buy_exact_out", 16),  # (amount_out, max_in, fee)
+    _anchor_discriminator("buy_exact_sol_in"): ("buy_exact_sol_in", 8),  # (sol_in, min_tokens)
+    _anchor_discriminator("buy_exact_quote_in"): ("buy_exact_quote_in", 8),  # (quote_in, min_base)
+}
+
+_SYSTEM_REFUSED = {
+    0: "create an account that would need a second signature",
+    4: "advance a durable nonce",
+    5: "withdraw from a nonce account",
+    6: "initialize a nonce account",
+    7: "change a nonce account's authority",
+    8: "allocate account space",
+    9: "allocate account space",
+    12: "upgrade a nonce account",
+}
+
+
+class GuardRefusal(Exception):
+    """The guard would not sign: ``rule`` is a stable code, ``str()`` a sentence for the trader."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"Refused to sign: {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class SellIntent:
+    """What the trader agreed to: sell at most ``max_tokens`` of ``mint`` held by ``wallet``."""
+
+    wallet: Pubkey
+    mint: Pubkey
+    token_account: Pubkey | None
+    max_tokens: int
+    max_tip_lamports: int
+    token_program: Pubkey | None = None
+
+
+@dataclass(frozen=True)
+class BuyIntent:
+    """What the trader agreed to: spend at most ``max_sol_lamports`` (plus tip) on ``mint``."""
+
+    wallet: Pubkey
+    mint: Pubkey
+    max_sol_lamports: int
+    max_tip_lamports: int
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    """What a checked transaction does, for display and logging."""
+
+    tokens_out: int
+    sol_out: int
+    priority_fee_lamports: int
+    programs: tuple[str, ...]
+    dex_quote_in_max: int = 0
+
+
+def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM) -> Pubkey:
+    """The wallet's associated token account for ``mint`` under ``token_program``."""
+    address, _bump = Pubkey.find_program_address(
+        [bytes(wallet), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
+    )
+    return address
+
+
+def format_sol(lamports: int) -> str:
+    """Lamports as a trader reads them: ``2.5 SOL``."""
+    text = format(Decimal(lamports) / _LAMPORTS_PER_SOL, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} SOL"
+
+
+def _short(key: Pubkey) -> str:
+    text = str(key)
+    return f"{text[:4]}…{text[-4:]}"
+
+
+def _rent_exempt(space: int) -> int:
+    return (_ACCOUNT_STORAGE_OVERHEAD + space) * _RENT_LAMPORTS_PER_BYTE
+
+
+def _u64(data: bytes, offset: int, what: str) -> int:
+    if len(data) < offset + 8:
+        raise GuardRefusal("malformed", f"the {what} instruction is cut short")
+    return int.from_bytes(data[offset : offset + 8], "little")
+
+
+def _u32(data: bytes, offset: int, what: str) -> int:
+    if len(data) < offset + 4:
+        raise GuardRefusal("malformed", f"the {what} instruction is cut short")
+    return int.from_bytes(data[offset : offset + 4], "little")
+
+
+@dataclass
+class _SeedAccount:
+    lamports: int
+    space: int
+
+
+@dataclass
+class _Review:
+    """One pass over the instructions; ``side`` is ``"sell"`` or ``"buy"``."""
+
+    side: str
+    wallet: Pubkey
+    mint: Pubkey
+    extra_programs: frozenset[Pubkey]
+    position_account: Pubkey | None = None
+    position_token_program: Pubkey | None = None
+    tokens_out: int = 0
+    sol_out: int = 0
+    dex_quote_in: int = 0
+    new_accounts: int = 0
+    unit_limit: int | None = None
+    unit_price: int | None = None
+    budget_seen: set[int] = field(default_factory=set)
+    seed_accounts: dict[Pubkey, _SeedAccount] = field(default_factory=dict)
+    closed_to_wallet: set[Pubkey] = field(default_factory=set)
+    programs: list[str] = field(default_factory=list)
+    other_instructions: int = 0
+
+    # Compute Budget -------------------------------------------------------------------------
+    def compute_budget(self, data: bytes) -> None:
+        if not data:
+            raise GuardRefusal("malformed", "a compute budget instruction is empty")
+        kind = data[0]
+        if kind in self.budget_seen:
+            raise GuardRefusal("malformed", "the transaction sets the same compute budget twice")
+        self.budget_seen.add(kind)
+        if kind == 1:  # RequestHeapFrame
+            _u32(data, 1, "compute budget")
+        elif kind == 2:  # SetComputeUnitLimit
+            self.unit_limit = _u32(data, 1, "compute budget")
+        elif kind == 3:  # SetComputeUnitPrice, micro-lamports per unit
+            self.unit_price = _u64(data, 1, "compute budget")
+        elif kind == 4:  # SetLoadedAccountsDataSizeLimit
+            _u32(data, 1, "compute budget")
+        else:
+            raise GuardRefusal("compute_budget", "the transaction uses an unknown compute budget instruction")
+
+    def priority_fee(self) -> int:
+        default_limit = _DEFAULT_UNITS_PER_INSTRUCTION * self.other_instructions
+        limit = min(self.unit_limit if self.unit_limit is not None else default_limit, _MAX_COMPUTE_UNITS)
+        price = self.unit_price or 0
+        return -(-price * limit // 1_000_000)  # the runtime rounds up
+
+    # System -------------------------------------------------------------------------------
+    def system(self, data: bytes, accounts: list[Pubkey]) -> None:
+        kind = _u32(data, 0, "System")
+        if kind == 2:  # Transfer
+            lamports = _u64(data, 4, "System transfer")
+            source, destination = self._need(accounts, 2, "System transfer")[:2]
+            self._sol_from_wallet(source, destination, lamports)
+        elif kind == 11:  # TransferWithSeed: from an address derived from the base (the signer)
+            lamports = _u64(data, 4, "System transfer")
+            _source, base, destination = self._need(accounts, 3, "System transfer")[:3]
+            self._sol_from_wallet(base, destination, lamports)
+        elif kind == 3:  # CreateAccountWithSeed
+            self._create_with_seed(data, accounts)
+        elif kind in (1, 10):
+            raise GuardRefusal("assign", "the transaction would hand an account over to another program")
+        elif kind in _SYSTEM_REFUSED:
+            raise GuardRefusal(
+                "system_instruction_not_allowed",
+                f"the transaction would {_SYSTEM_REFUSED[kind]}, which an exit never needs",
+            )
+        else:
+            raise GuardRefusal("system_instruction_not_allowed", "the transaction uses an unknown System instruction")
+
+    def _sol_from_wallet(self, source: Pubkey, destination: Pubkey, lamports: int) -> None:
+        if source != self.wallet:
+            raise GuardRefusal(
+                "sol_transfer_foreign_account", f"the transaction moves SOL out of {_short(source)}, not your wallet"
+            )
+        if destination != self.wallet:
+            self.sol_out += lamports
+
+    def _create_with_seed(self, data: bytes, accounts: list[Pubkey]) -> None:
+        funder, created = self._need(accounts, 2, "create account")[:2]
+        seed_len = _u64(data, 36, "create account")
+        offset = 44 + seed_len
+        lamports = _u64(data, offset, "create account")
+        space = _u64(data, offset + 8, "create account")
+        if len(data) < offset + 48:
+            raise GuardRefusal("malformed", "the create account instruction is cut short")
+        owner = Pubkey.from_bytes(data[offset + 16 : offset + 48])
+        if funder != self.wallet:
+            raise GuardRefusal(
+                "sol_transfer_foreign_account", f"the transaction funds an account from {_short(funder)}, not your wallet"
+            )
+        if owner not in TOKEN_PROGRAMS:
+            raise GuardRefusal(
+                "create_account_foreign_owner",
+                f"the transaction would create an account owned by {_short(owner)}, not a token account",
+            )
+        if space > MAX_TOKEN_ACCOUNT_SPACE:
+            raise GuardRefusal("create_account_foreign_owner", "the transaction would create an oversized account")
+        self._count_new_account()
+        self.seed_accounts[created] = _SeedAccount(lamports, space)
+
+    # SPL Token / Token-2022 ---------------------------------------------------------------------
+    def token(self, program: Pubkey, data: bytes, accounts: list[Pubkey]) -> None:
+        if not data:
+            raise GuardRefusal("malformed", "a token instruction is empty")
+        kind = data[0]
+        if kind == 3:  # Transfer
+            amount = _u64(data, 1, "token transfer")
+            source, destination, authority = self._need(accounts, 3, "token transfer")[:3]
+            self._token_out(program, source, destination, authority, None, amount)
+        elif kind == 12:  # TransferChecked
+            amount = _u64(data, 1, "token transfer")
+            if len(data) < 10:
+                raise GuardRefusal("malformed", "the token transfer instruction is cut short")
+            source, mint, destination, authority = self._need(accounts, 4, "token transfer")[:4]
+            self._token_out(program, source, destination, authority, mint, amount)
+        elif kind == 9:  # CloseAccount
+            account, destination = self._need(accounts, 3, "close account")[:2]
+            if destination != self.wallet:
+                raise GuardRefusal(
+                    "close_account_foreign",
+                    f"the transaction would close a token account and send its SOL to {_short(destination)}, "
+                    "not your wallet",
+                )
+            self.closed_to_wallet.add(account)
+        elif kind == 17:  # SyncNative only refreshes a wrapped-SOL balance
+            self._need(accounts, 1, "sync native")
+        elif kind == 1:  # InitializeAccount: owner is the third account
+            self._own_account(self._need(accounts, 3, "initialize account")[2])
+        elif kind in (16, 18):  # InitializeAccount2/3: owner is in the data
+            if len(data) < 33:
+                raise GuardRefusal("malformed", "the initialize account instruction is cut short")
+            self._need(accounts, 2, "initialize account")
+            self._own_account(Pubkey.from_bytes(data[1:33]))
+        elif kind in (4, 13):
+            raise GuardRefusal(
+                "token_approve", "the transaction would let someone else spend your tokens (token approval)"
+            )
+        elif kind == 6:
+            raise GuardRefusal(
+                "set_authority", "the transaction would change who controls one of your token accounts"
+            )
+        elif kind in (8, 15):
+            raise GuardRefusal("token_burn", "the transaction would burn tokens")
+        else:
+            raise GuardRefusal(
+                "token_instruction_not_allowed",
+                f"the transaction uses a token instruction ({kind}) that an exit never needs",
+            )
+
+    def _own_account(self, owner: Pubkey) -> None:
+        if owner != self.wallet:
+            raise GuardRefusal(
+                "token_account_foreign_owner",
+                f"the transaction would set up a token account owned by {_short(owner)}, not your wallet",
+            )
+
+    def _position_account_for(self, program: Pubkey) -> Pubkey:
+        if self.position_account is not None:
+            return self.position_account
+        return associated_token_address(self.wallet, self.mint, self.position_token_program or program)
+
+    def _token_out(
+        self,
+        program: Pubkey,
+        source: Pubkey,
+        destination: Pubkey,
+        authority: Pubkey,
+        mint: Pubkey | None,
+        amount: int,
+    ) -> None:
+        if self.side == "buy":
+            raise GuardRefusal(
+                "token_transfer_in_buy", "the buy would move tokens out of your wallet, which a buy never does"
+            )
+        if source != self._position_account_for(program):
+            raise GuardRefusal(
+                "token_transfer_foreign_account",
+                f"the transaction would move tokens out of {_short(source)}, not the account of this position",
+            )
+        if authority != self.wallet:
+            raise GuardRefusal(
+                "token_transfer_foreign_authority",
+                f"the token transfer is authorised by {_short(authority)}, not your wallet",
+            )
+        if mint is not None and mint != self.mint:
+            raise GuardRefusal(
+                "token_transfer_wrong_mint",
+                f"the transaction would move a different token ({_short(mint)}) than this position's",
+            )
+        if destination != source:
+            self.tokens_out += amount
+
+    # Associated Token Account --------------------------------------------------------------------
+    def associated_token(self, data: bytes, accounts: list[Pubkey]) -> None:
+        if data and data[0] not in (0, 1):
+            raise GuardRefusal(
+                "ata_instruction_not_allowed", "the transaction uses a token account instruction an exit never needs"
+            )
+        payer, _account, owner, _mint, _system, token_program = self._need(accounts, 6, "create token account")[:6]
+        if payer != self.wallet or owner != self.wallet:
+            raise GuardRefusal(
+                "ata_foreign_owner",
+                f"the transaction would create a token account for {_short(owner)} paid by {_short(payer)}; "
+                "only your own accounts are expected",
+            )
+        if token_program not in TOKEN_PROGRAMS:
+            raise GuardRefusal("malformed", "the token account would be created under an unknown token program")
+        self._count_new_account()
+
+    def _count_new_account(self) -> None:
+        self.new_accounts += 1
+        if self.new_accounts > MAX_NEW_ACCOUNTS:
+            raise GuardRefusal(
+                "too_many_new_accounts",
+                f"the transaction would create more than {MAX_NEW_ACCOUNTS} accounts and spend your SOL on rent",
+            )
+
+    # DEX programs ------------------------------------------------------------------------------
+    def dex(self, program: Pubkey, data: bytes, accounts: list[Pubkey]) -> None:
+        if self.wallet in accounts:
+            self._dex_accounts(program, accounts)
+        if program not in DEX_PROGRAMS:
+            return  # caller-approved program: nothing more we can decode
+        head = data[:8]
+        if head in _DEX_BUYS:
+            name, offset = _DEX_BUYS[head]
+            if self.side == "sell":
+                raise GuardRefusal(
+                    "dex_buy_in_sell", f"the sell contains a {PROGRAM_NAMES[program]} buy ({name})"
+                )
+            self.dex_quote_in += _u64(data, offset, f"{PROGRAM_NAMES[program]} {name}")
+        elif head in _DEX_SELLS:
+            name, offset = _DEX_SELLS[head]
+            if self.side == "buy":
+                raise GuardRefusal("dex_sell_in_buy", f"the buy contains a {PROGRAM_NAMES[program]} sell ({name})")
+            self.tokens_out += _u64(data, offset, f"{PROGRAM_NAMES[program]} {name}")
+
+    def _dex_accounts(self, program: Pubkey, accounts: list[Pubkey]) -> None:
+        name = PROGRAM_NAMES.get(program, _short(program))
+        listed = set(accounts)
+        if self.mint not in listed:
+            raise GuardRefusal(
+                "dex_wrong_mint", f"the {name} instruction uses your wallet to trade a different token"
+            )
+        for other_mint in listed - QUOTE_MINTS - {self.mint, self.wallet}:
+            for token_program in TOKEN_PROGRAMS:
+                if associated_token_address(self.wallet, other_mint, token_program) in listed:
+                    raise GuardRefusal(
+                        "dex_foreign_token_account",
+                        f"the {name} instruction touches your token account for another token ({_short(other_mint)})",
+                    )
+
+    # Helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _need(accounts: list[Pubkey], count: int, what: str) -> list[Pubkey]:
+        if len(accounts) < count:
+            raise GuardRefusal("malformed", f"the {what} instruction is missing accounts")
+        return accounts
+
+    def note_program(self, program: Pubkey) -> None:
+        name = PROGRAM_NAMES.get(program, str(program))
+        if name not in self.programs:
+            self.programs.append(name)
+
+    def settle_seed_accounts(self) -> None:
+        # Rent parked in a wrapped-SOL account comes back when it is closed to the wallet.
+        for account, created in self.seed_accounts.items():
+            if account in self.closed_to_wallet:
+                self.sol_out += max(0, created.lamports - _rent_exempt(created.space))
+            else:
+                self.sol_out += created.lamports
+
+
+def _decode(tx: VersionedTransaction | bytes) -> VersionedTransaction:
+    if isinstance(tx, VersionedTransaction):
+        return tx
+    try:
+        return VersionedTransaction.from_bytes(bytes(tx))
+    except Exception as error:  # solders raises its own error types for bad bytes
+        raise GuardRefusal("malformed", "the transaction could not be decoded") from error
+
+
+def _review(
+    tx: VersionedTransaction | bytes,
+    review: _Review,
+    max_priority_fee_lamports: int,
+) -> list[Pubkey]:
+    tx = _decode(tx)
+    message = tx.message
+    if not isinstance(message, Message | MessageV0):
+        raise GuardRefusal("malformed", "the transaction message is of an unknown kind")
+    if isinstance(message, MessageV0) and message.address_table_lookups:
+        raise GuardRefusal(
+            "address_lookup_table",
+            "the transaction loads accounts from lookup tables, which the bot cannot check without the chain",
+        )
+    header = message.header
+    keys = list(message.account_keys)
+    required = header.num_required_signatures
+    if not keys or required == 0 or required > len(keys):
+        raise GuardRefusal("malformed", "the transaction has no valid fee payer")
+    if len(set(keys)) != len(keys):
+        raise GuardRefusal("malformed", "the transaction lists the same account twice")
+    if len(tx.signatures) != required:
+        raise GuardRefusal("malformed", "the transaction's signature count does not match its message")
+    if keys[0] != review.wallet:
+        raise GuardRefusal(
+            "fee_payer", f"the transaction is paid for by {_short(keys[0])}, not your wallet {_short(review.wallet)}"
+        )
+    if required != 1:
+        others = ", ".join(_short(key) for key in keys[1:required])
+        raise GuardRefusal("extra_signer", f"the transaction also needs the signature of {others}")
+    if header.num_readonly_signed_accounts != 0 or header.num_readonly_unsigned_accounts > len(keys) - 1:
+        raise GuardRefusal("malformed", "the transaction's account header is inconsistent")
+
+    instructions = []
+    for instruction in message.instructions:
+        index = instruction.program_id_index
+        if index == 0 or index >= len(keys):
+            raise GuardRefusal("malformed", "an instruction points at a program outside the transaction")
+        raw_accounts = instruction.accounts
+        if any(position >= len(keys) for position in raw_accounts):
+            raise GuardRefusal("malformed", "an instruction points at an account outside the transaction")
+        program = keys[index]
+        if program not in PROGRAM_NAMES and program not in review.extra_programs:
+            raise GuardRefusal(
+                "program_not_allowed", f"the transaction calls a program the bot does not know ({program})"
+            )
+        instructions.append((program, bytes(instruction.data), [keys[position] for position in raw_accounts]))
+
+    for program, data, accounts in instructions:
+        review.note_program(program)
+        if program == COMPUTE_BUDGET_PROGRAM:
+            review.compute_budget(data)
+            continue
+        review.other_instructions += 1
+        if program == SYSTEM_PROGRAM:
+            review.system(data, accounts)
+        elif program in TOKEN_PROGRAMS:
+            review.token(program, data, accounts)
+        elif program == ASSOCIATED_TOKEN_PROGRAM:
+            review.associated_token(data, accounts)
+        elif program in (MEMO_PROGRAM, MEMO_V1_PROGRAM):
+            pass  # a memo only records text
+        else:
+            review.dex(program, data, accounts)
+    review.settle_seed_accounts()
+
+    fee = review.priority_fee()
+    if fee > max_priority_fee_lamports:
+        raise GuardRefusal(
+            "priority_fee_too_high",
+            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
+            f"{format_sol(max_priority_fee_lamports)} limit",
+        )
+    return keys
+
+
+def _report(review: _Review) -> GuardReport:
+    return GuardReport(
+        tokens_out=review.tokens_out,
+        sol_out=review.sol_out,
+        priority_fee_lamports=review.priority_fee(),
+        programs=tuple(review.programs),
+        dex_quote_in_max=review.dex_quote_in,
+    )
+
+
+def check_sell(
+    tx: VersionedTransaction | bytes,
+    intent: SellIntent,
+    *,
+    extra_programs: Iterable[Pubkey] = frozenset(),
+    max_priority_fee_lamports: int = DEFAULT_MAX_PRIORITY_FEE_LAMPORTS,
+) -> GuardReport:
+    """Check that ``tx`` only sells ``intent``'s position; raise :class:`GuardRefusal` otherwise."""
+    review = _Review(
+        side="sell",
+        wallet=intent.wallet,
+        mint=intent.mint,
+        extra_programs=frozenset(extra_programs),
+        position_account=intent.token_account,
+        position_token_program=intent.token_program,
+    )
+    _review(tx, review, max_priority_fee_lamports)
+    if review.tokens_out > intent.max_tokens:
+        raise GuardRefusal(
+            "token_transfer_too_large",
+            f"the transaction would sell {review.tokens_out:,} token units, more than the "
+            f"{intent.max_tokens:,} of this position",
+        )
+    if review.sol_out > intent.max_tip_lamports:
+        raise GuardRefusal(
+            "sol_transfer_too_large",
+            f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
+            f"{format_sol(intent.max_tip_lamports)} tip",
+        )
+    return _report(review)
+
+
+def check_buy(
+    tx: VersionedTransaction | bytes,
+    intent: BuyIntent,
+    *,
+    extra_programs: Iterable[Pubkey] = frozenset(),
+    max_priority_fee_lamports: int = DEFAULT_MAX_PRIORITY_FEE_LAMPORTS,
+) -> GuardReport:
+    """Check that ``tx`` only buys ``intent.mint`` within the spend; raise :class:`GuardRefusal` otherwise."""
+    review = _Review(
+        side="buy",
+        wallet=intent.wallet,
+        mint=intent.mint,
+        extra_programs=frozenset(extra_programs),
+    )
+    _review(tx, review, max_priority_fee_lamports)
+    if review.dex_quote_in > intent.max_sol_lamports:
+        raise GuardRefusal(
+            "dex_spend_too_large",
+            f"the buy allows spending up to {format_sol(review.dex_quote_in)}, more than your "
+            f"{format_sol(intent.max_sol_lamports)}",
+        )
+    budget = intent.max_sol_lamports + intent.max_tip_lamports
+    if review.sol_out > budget:
+        raise GuardRefusal(
+            "sol_transfer_too_large",
+            f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
+            f"{format_sol(intent.max_sol_lamports)} buy plus {format_sol(intent.max_tip_lamports)} tip",
+        )
+    return _report(review)
+
+
+__all__ = [
+    "ASSOCIATED_TOKEN_PROGRAM",
+    "COMPUTE_BUDGET_PROGRAM",
+    "DEFAULT_MAX_PRIORITY_FEE_LAMPORTS",
+    "DEX_PROGRAMS",
+    "MEMO_PROGRAM",
+    "NATIVE_MINT",
+    "SYSTEM_PROGRAM",
+    "TOKEN_2022_PROGRAM",
+    "TOKEN_PROGRAM",
+    "BuyIntent",
+    "GuardRefusal",
+    "GuardReport",
+    "SellIntent",
+    "associated_token_address",
+    "check_buy",
+    "check_sell",
+    "format_sol",
+]

@@ -1,0 +1,132 @@
+"""A small Solana JSON-RPC client: one pooled HTTP connection, answers parsed with solders' typed responses."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from solders.hash import Hash
+from solders.rpc.responses import (
+    GetBalanceResp,
+    GetLatestBlockhashResp,
+    GetSignatureStatusesResp,
+    IsBlockhashValidResp,
+    SendTransactionResp,
+)
+from solders.transaction import VersionedTransaction
+
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
+
+
+class RpcError(Exception):
+    """The node answered with an error (or not at all); `code` is the JSON-RPC code when there was one."""
+
+    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    slot: int
+    confirmation_status: str | None  # processed / confirmed / finalized
+    err: Any  # None when the transaction succeeded
+
+    @property
+    def landed(self) -> bool:
+        return self.err is None and self.confirmation_status in ("confirmed", "finalized")
+
+
+@dataclass(frozen=True)
+class TokenHolding:
+    token_account: str
+    mint: str
+    amount: int
+    decimals: int
+    program: str
+
+
+class SolanaRpc:
+    def __init__(self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+        self.url = url
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60)
+        )
+        self._ids = itertools.count(1)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call_raw(self, method: str, params: list[Any] | None = None) -> str:
+        """POST one request; return the answer's text (for the typed parsers). Raises RpcError on an error."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
+        try:
+            reply = await self._client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise RpcError(f"the Solana RPC did not answer {method}: {type(exc).__name__}") from exc
+        if reply.status_code == 429:
+            raise RpcError("the Solana RPC is rate limiting us (HTTP 429)", 429)
+        text = reply.text
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise RpcError(f"the Solana RPC answered {method} with HTTP {reply.status_code} and no JSON") from None
+        if isinstance(parsed, dict) and parsed.get("error"):
+            error = parsed["error"]
+            raise RpcError(str(error.get("message", error)), error.get("code"), error.get("data"))
+        return text
+
+    async def call(self, method: str, params: list[Any] | None = None) -> Any:
+        return json.loads(await self.call_raw(method, params))["result"]
+
+    async def get_balance(self, pubkey: str) -> int:
+        text = await self.call_raw("getBalance", [pubkey, {"commitment": "confirmed"}])
+        return GetBalanceResp.from_json(text).value
+
+    async def get_latest_blockhash(self) -> tuple[Hash, int]:
+        text = await self.call_raw("getLatestBlockhash", [{"commitment": "confirmed"}])
+        value = GetLatestBlockhashResp.from_json(text).value
+        return value.blockhash, value.last_valid_block_height
+
+    async def is_blockhash_valid(self, blockhash: Hash) -> bool:
+        text = await self.call_raw("isBlockhashValid", [str(blockhash), {"commitment": "processed"}])
+        return IsBlockhashValidResp.from_json(text).value
+
+    async def send_transaction(self, tx: VersionedTransaction | bytes, *, skip_preflight: bool = True) -> str:
+        raw = bytes(tx) if isinstance(tx, VersionedTransaction) else tx
+        options: dict[str, Any] = {"encoding": "base64", "skipPreflight": skip_preflight, "maxRetries": 0}
+        options["preflightCommitment"] = "processed"
+        text = await self.call_raw("sendTransaction", [base64.b64encode(raw).decode(), options])
+        return str(SendTransactionResp.from_json(text).value)
+
+    async def get_signature_statuses(self, signatures: list[str]) -> list[SignatureStatus | None]:
+        text = await self.call_raw("getSignatureStatuses", [signatures, {"searchTransactionHistory": True}])
+        out: list[SignatureStatus | None] = []
+        for status in GetSignatureStatusesResp.from_json(text).value:
+            if status is None:
+                out.append(None)
+                continue
+            confirmation = str(status.confirmation_status).split(".")[-1].lower() if status.confirmation_status else None
+            out.append(SignatureStatus(status.slot, confirmation, status.err))
+        return out
+
+    async def get_token_holdings(self, owner: str) -> list[TokenHolding]:
+        holdings: list[TokenHolding] = []
+        for program in (TOKEN_PROGRAM, TOKEN_2022_PROGRAM):
+            result = await self.call(
+                "getTokenAccountsByOwner", [owner, {"programId": program}, {"encoding": "jsonParsed"}]
+            )
+            for item in result.get("value", []):
+                info = item["account"]["data"]["parsed"]["info"]
+                amount = info["tokenAmount"]
+                holdings.append(
+                    TokenHolding(item["pubkey"], info["mint"], int(amount["amount"]), int(amount["decimals"]), program)
+                )
+        return holdings
+

@@ -1,0 +1,606 @@
+"""One LaserSell stream connection for one API key: connect, configure, reconnect, prioritise.
+
+Event-driven throughout: the reader is an `async for` over the socket, consumers wait on an
+asyncio.Event, and an idle connection costs only websocket keepalive pings.
+
+Configuration is never cached here. Every (re)connect asks the caller's `get_config` for the
+current wallets, strategy and per-position overrides, so an update made while the socket was down
+is applied by the next `configure` (the official SDK re-sends the configure it started with).
+
+One-shot requests (`request_exit_signal`, `close_position`) made while disconnected are queued,
+one per position (the latest wins), and sent right after the next handshake. A caller that was
+waiting on an exit should still re-ask after a reconnect: an exit signal sent while the socket was
+down is never re-sent by the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bot.stream.events import MalformedMessage, StreamEvent, parse_event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "wss://stream.lasersell.io/v1/ws"
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+NEEDS_ATTENTION = "needs_attention"
+STOPPED = "stopped"
+
+# Error codes that mean the key itself is refused: reconnecting would only be refused again.
+_BAD_KEY_CODES = frozenset(
+    {"invalid_api_key", "unauthorized", "forbidden", "api_key_invalid", "api_key_revoked", "invalid_key"}
+)
+_KEY_IN_USE_CODES = frozenset(
+    {
+        "session_limit",
+        "too_many_sessions",
+        "key_in_use",
+        "api_key_in_use",
+        "session_exists",
+        "session_replaced",
+        "session_displaced",
+        "duplicate_session",
+    }
+)
+# Errors about the configuration: terminal when they answer `configure`, not when they answer a
+# later update (then they are delivered as events).
+_CONFIG_CODES = frozenset(
+    {"invalid_strategy", "wallet_not_registered", "too_many_wallets", "invalid_wallet", "invalid_configure"}
+)
+# How soon after a configuration error a server close means the configure itself was refused.
+_REJECT_CLOSE_WINDOW = 5.0
+
+
+class StreamUnavailable(RuntimeError):
+    """The stream is not connected, so the message cannot be sent now."""
+
+
+class StreamClosed(RuntimeError):
+    """The client is stopped or needs attention and no events are left."""
+
+
+class _Terminal(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class StreamConfig:
+    """What the trader wants the stream to do right now (built by the caller on every connect)."""
+
+    wallet_pubkeys: list[str]
+    strategy: Mapping[str, Any]
+    send_mode: str | None = None
+    tip_lamports: int | None = None
+    watch_wallets: list[Mapping[str, Any]] = field(default_factory=list)
+    mirror_config: Mapping[str, Any] | None = None
+    # position_id -> strategy that replaces the session strategy for that one position
+    position_strategies: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+
+    def configure_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "type": "configure",
+            "wallet_pubkeys": list(self.wallet_pubkeys),
+            "strategy": dict(self.strategy),
+        }
+        if self.send_mode is not None:
+            msg["send_mode"] = self.send_mode
+        if self.tip_lamports is not None:
+            msg["tip_lamports"] = self.tip_lamports
+        if self.watch_wallets:
+            msg["watch_wallets"] = [dict(w) for w in self.watch_wallets]
+        if self.mirror_config is not None:
+            msg["mirror_config"] = dict(self.mirror_config)
+        return msg
+
+
+def classify_error(code: str, message: str, *, configure_pending: bool) -> str | None:
+    """A human reason if this error means "stop reconnecting and tell the trader", else None.
+
+    `configure_pending` is True while the error can only be an answer to `configure`.
+    """
+    lowered = code.lower()
+    detail = f" ({message})" if message else ""
+    if lowered in _BAD_KEY_CODES or lowered.startswith("auth"):
+        return f"LaserSell rejected the API key{detail}. Check the key or set a new one."
+    if lowered in _KEY_IN_USE_CODES or (
+        "session" in lowered and any(word in lowered for word in ("limit", "many", "in_use", "exists"))
+    ):
+        return (
+            "This API key is already streaming somewhere else (LaserSell allows one session per key)"
+            f"{detail}. Stop the other session or use another key."
+        )
+    if configure_pending and lowered in _CONFIG_CODES:
+        if lowered == "invalid_strategy":
+            return f"LaserSell rejected the exit strategy{detail}. Change the strategy."
+        if lowered == "wallet_not_registered":
+            return (
+                f"A wallet is not registered with LaserSell{detail}. Register the wallet, then start again."
+            )
+        if lowered == "too_many_wallets":
+            return (
+                f"More wallets than the LaserSell plan allows{detail}. Remove a wallet or upgrade the plan."
+            )
+        return f"LaserSell rejected the stream configuration [{code}]{detail}."
+    return None
+
+
+StateCallback = Callable[[str, "str | None"], Any]
+ConfigProvider = Callable[[], Awaitable[StreamConfig]]
+
+
+class StreamClient:
+    """A self-healing stream connection with urgent-first event delivery.
+
+    Consume with `async for event in client` (or `await client.next_event()`); iteration ends when
+    the client is stopped or needs attention and every event has been handed out.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        get_config: ConfigProvider,
+        *,
+        url: str = DEFAULT_URL,
+        on_state_change: StateCallback | None = None,
+        hello_timeout: float = 10.0,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 30.0,
+        healthy_after: float = 60.0,
+        ping_interval: float | None = 30.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 2.0,
+        trade_tick_keep: int = 64,
+        max_tracked_positions: int = 4096,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api_key = api_key
+        self._get_config = get_config
+        self.url = url
+        self._on_state_change = on_state_change
+        self.hello_timeout = hello_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.healthy_after = healthy_after
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._max_tracked_positions = max_tracked_positions
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._clock = clock
+
+        self._state = STOPPED
+        self.reason: str | None = None
+        self._state_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._callback_tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._ws: ClientConnection | None = None
+        self._attempt_connected_at: float | None = None
+        self._ready = False  # configure sent, hello_ok received, pending flushed: sends go straight out
+
+        # Stats the supervisor shows and tests check.
+        self.reconnect_count = 0
+        self.connected_since: float | None = None
+        self.last_message_at: float | None = None
+        self.session_id: int | None = None
+        self.limits: dict[str, Any] = {}
+        self.messages_received = 0
+        self.frames_skipped = 0
+
+        # Config updates made while not ready: key -> (generation, message). Entries older than the
+        # configure being sent are covered by it; newer ones are sent after it.
+        self._config_generation = 0
+        self._pending_config: dict[Any, tuple[int, dict[str, Any]]] = {}
+        # One-shot requests made while not ready, one per (kind, position): the latest wins.
+        self._pending_requests: dict[tuple[str, Any], dict[str, Any]] = {}
+
+        # Delivery: urgent first, then unknown types, then the coalesced noise (oldest first).
+        self._urgent: deque[StreamEvent] = deque()
+        self._unknown: deque[StreamEvent] = deque(maxlen=64)
+        self._latest: OrderedDict[tuple[str, int], StreamEvent] = OrderedDict()
+        self._ticks: deque[StreamEvent] = deque(maxlen=trade_tick_keep)
+        self._wakeup = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    async def start(self) -> None:
+        """Start (or restart after needs_attention / stop) the connection task."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self.reason = None
+        self._set_state(CONNECTING, None)
+        self._task = asyncio.create_task(self._run(), name="lasersell-stream")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close the socket and end the connection task, waiting at most about `timeout` seconds."""
+        self._stopping = True
+        task, self._task = self._task, None
+        ws = self._ws
+        if ws is not None:
+            try:
+                async with asyncio.timeout(timeout / 2):
+                    await ws.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; the task is cancelled below
+                pass
+        if task is not None and not task.done():
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout / 2)
+            if not done:
+                log.warning("stream task did not end within %.1fs after cancel", timeout)
+        if self._state != NEEDS_ATTENTION:
+            self._set_state(STOPPED, None)
+        self._wakeup.set()
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """True once connected; False on timeout or if the client stopped or needs attention."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._state != CONNECTED:
+                    if self._state in (NEEDS_ATTENTION, STOPPED):
+                        return False
+                    await self._state_changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _set_state(self, state: str, reason: str | None) -> None:
+        if state == self._state and reason == self.reason:
+            return
+        self._state = state
+        self.reason = reason
+        # Wake every waiter, then give the next change a fresh Event.
+        changed, self._state_changed = self._state_changed, asyncio.Event()
+        changed.set()
+        if state in (NEEDS_ATTENTION, STOPPED):
+            self._wakeup.set()
+        if self._on_state_change is not None:
+            try:
+                result = self._on_state_change(state, reason)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._callback_tasks.add(task)
+                    task.add_done_callback(self._callback_tasks.discard)
+            except Exception:
+                log.exception("on_state_change callback failed")
+
+    # ---------------------------------------------------------------- connection loop
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 32)))
+        return self._rng.uniform(0, ceiling)
+
+    async def _run(self) -> None:
+        attempt = 0
+        first = True
+        while not self._stopping:
+            if not first:
+                self.reconnect_count += 1
+            first = False
+            self._attempt_connected_at = None
+            try:
+                await self._connect_once()
+            except _Terminal as terminal:
+                log.warning("stream stopped: %s", terminal.reason)
+                self._set_state(NEEDS_ATTENTION, terminal.reason)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every other failure is worth a retry
+                log.info("stream connection failed: %s", _describe(exc))
+                failure = _describe(exc)
+            else:
+                failure = "the stream server closed the connection"
+            finally:
+                self._ws = None
+                self._ready = False
+                self.connected_since = None
+            if self._stopping:
+                break
+            connected_at = self._attempt_connected_at
+            if connected_at is not None and self._clock() - connected_at >= self.healthy_after:
+                attempt = 0
+            delay = self.backoff_delay(attempt)
+            attempt += 1
+            self._set_state(RECONNECTING, failure)
+            await self._sleep(delay)
+
+    async def _connect_once(self) -> None:
+        """One connection from open to close; sets _attempt_connected_at once the handshake is done."""
+        # One deadline covers opening the socket, configure and hello_ok.
+        deadline = asyncio.get_running_loop().time() + self.hello_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                ws = await connect(
+                    self.url,
+                    additional_headers={"x-api-key": self._api_key},
+                    open_timeout=None,
+                    ping_interval=self._ping_interval,
+                    ping_timeout=self._ping_timeout,
+                    close_timeout=self._close_timeout,
+                )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise _Terminal(
+                    f"LaserSell refused the connection (HTTP {status}): the API key is invalid or not allowed."
+                ) from None
+            raise
+        except TimeoutError:
+            raise TimeoutError("no answer from the stream server within the hello timeout") from None
+
+        self._ws = ws
+        last_error: StreamEvent | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    generation = self._config_generation
+                    config = await self._get_config()
+                    await ws.send(json.dumps(config.configure_message()))
+                    while True:
+                        event = self._accept(await ws.recv())
+                        if event is None:
+                            continue
+                        if event.type == "error":
+                            self._raise_if_terminal(event, configure_pending=True)
+                        elif event.type == "hello_ok":
+                            self._on_hello(event)
+                            break
+            except TimeoutError:
+                raise TimeoutError("no hello_ok from the stream server within the hello timeout") from None
+
+            await self._after_hello(ws, config, generation)
+            self._attempt_connected_at = self.connected_since = self._clock()
+            self._set_state(CONNECTED, None)
+
+            async for frame in ws:
+                event = self._accept(frame)
+                if event is None:
+                    continue
+                if event.type == "error":
+                    self._raise_if_terminal(event, configure_pending=False)
+                    last_error = event
+                else:
+                    last_error = None
+        except ConnectionClosed:
+            self._raise_if_terminal_on_close(last_error)
+            raise
+        finally:
+            self._ready = False
+            await _close_quietly(ws)
+        self._raise_if_terminal_on_close(last_error)
+
+    def _raise_if_terminal(self, event: StreamEvent, *, configure_pending: bool) -> None:
+        reason = classify_error(
+            event.data["code"], event.data["message"], configure_pending=configure_pending
+        )
+        if reason is not None:
+            raise _Terminal(reason)
+
+    def _raise_if_terminal_on_close(self, last_error: StreamEvent | None) -> None:
+        """A configuration error followed at once by the server hanging up is a rejected configure
+        (a server that sends hello_ok before reading configure answers it after the handshake)."""
+        if last_error is None or self._clock() - last_error.received_at > _REJECT_CLOSE_WINDOW:
+            return
+        reason = classify_error(last_error.data["code"], last_error.data["message"], configure_pending=True)
+        if reason is not None:
+            raise _Terminal(reason)
+
+    def _on_hello(self, event: StreamEvent) -> None:
+        session_id = event.data.get("session_id")
+        self.session_id = session_id if isinstance(session_id, int) else None
+        limits = event.data.get("limits")
+        self.limits = dict(limits) if isinstance(limits, dict) else {}
+
+    async def _after_hello(self, ws: ClientConnection, config: StreamConfig, generation: int) -> None:
+        """Re-apply overrides, then whatever changed or was asked while we were not ready."""
+        overrides = dict(config.position_strategies)
+        for key, (gen, _msg) in list(self._pending_config.items()):
+            if gen <= generation:
+                del self._pending_config[key]  # the configure we sent already carries it
+            elif key[0] == "position":
+                overrides.pop(key[1], None)  # newer than the config: sent below instead
+        for position_id, strategy in overrides.items():
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "update_position_strategy",
+                        "position_id": position_id,
+                        "strategy": dict(strategy),
+                    }
+                )
+            )
+        # Loop until nothing is pending, then go ready with no await in between, so an update made
+        # during these sends is either sent here or goes straight out afterwards.
+        while self._pending_config or self._pending_requests:
+            batch = [msg for _, msg in self._pending_config.values()]
+            batch.extend(self._pending_requests.values())
+            self._pending_config.clear()
+            self._pending_requests.clear()
+            for msg in batch:
+                await ws.send(json.dumps(msg))
+        self._ready = True
+
+    # ---------------------------------------------------------------- reading
+
+    def _accept(self, frame: str | bytes) -> StreamEvent | None:
+        """Parse one frame and file it for delivery. Never blocks, never raises on bad input."""
+        now = self._clock()
+        self.last_message_at = now
+        self.messages_received += 1
+        try:
+            event = parse_event(frame, now)
+        except MalformedMessage as exc:
+            self.frames_skipped += 1
+            log.warning("skipped a stream frame: %s", exc)
+            return None
+        self._file(event)
+        return event
+
+    def _file(self, event: StreamEvent) -> None:
+        if event.urgent:
+            if event.known:
+                self._urgent.append(event)
+            else:
+                log.warning("unknown stream message type %r kept as a raw event", event.type)
+                self._unknown.append(event)
+        elif event.type == "trade_tick":
+            self._ticks.append(event)
+        else:
+            latest = self._latest
+            latest[(event.type, event.data["position_id"])] = event
+            if len(latest) > self._max_tracked_positions:
+                latest.popitem(last=False)
+        self._wakeup.set()
+
+    def pending_count(self) -> int:
+        return len(self._urgent) + len(self._unknown) + len(self._latest) + len(self._ticks)
+
+    def _take(self) -> StreamEvent | None:
+        if self._urgent:
+            return self._urgent.popleft()
+        if self._unknown:
+            return self._unknown.popleft()
+        latest, ticks = self._latest, self._ticks
+        if latest:
+            oldest = next(iter(latest.values()))
+            if ticks and ticks[0].received_at < oldest.received_at:
+                return ticks.popleft()
+            return latest.popitem(last=False)[1]
+        if ticks:
+            return ticks.popleft()
+        return None
+
+    async def next_event(self) -> StreamEvent:
+        """The next event, urgent ones first. Raises StreamClosed once stopped and drained."""
+        while True:
+            event = self._take()
+            if event is not None:
+                return event
+            if self._state in (STOPPED, NEEDS_ATTENTION):
+                raise StreamClosed(self.reason or "the stream is stopped")
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        while True:
+            try:
+                yield await self.next_event()
+            except StreamClosed:
+                return
+
+    # ---------------------------------------------------------------- sending
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready and self._ws is not None
+
+    async def send(self, msg: Mapping[str, Any]) -> None:
+        """Send one message now; raises StreamUnavailable when not connected."""
+        ws = self._ws
+        if not self._ready or ws is None:
+            raise StreamUnavailable("the LaserSell stream is not connected")
+        try:
+            await ws.send(json.dumps(msg))
+        except ConnectionClosed as exc:
+            raise StreamUnavailable("the LaserSell stream connection closed") from exc
+
+    async def _send_config(self, key: Any, msg: dict[str, Any]) -> bool:
+        self._config_generation += 1
+        if self.is_ready:
+            try:
+                await self.send(msg)
+                return True
+            except StreamUnavailable:
+                # The next configure is built from the caller's current state, which has this.
+                return False
+        self._pending_config[key] = (self._config_generation, msg)
+        return False
+
+    async def _send_request(self, key: tuple[str, Any], msg: dict[str, Any]) -> bool:
+        if self.is_ready:
+            try:
+                await self.send(msg)
+                return True
+            except StreamUnavailable:
+                pass
+        self._pending_requests[key] = msg
+        return False
+
+    # Each helper returns True if sent now, False if it will take effect after the next handshake.
+
+    async def update_strategy(self, strategy: Mapping[str, Any]) -> bool:
+        return await self._send_config("strategy", {"type": "update_strategy", "strategy": dict(strategy)})
+
+    async def update_wallets(self, wallet_pubkeys: list[str]) -> bool:
+        return await self._send_config(
+            "wallets", {"type": "update_wallets", "wallet_pubkeys": list(wallet_pubkeys)}
+        )
+
+    async def update_position_strategy(self, position_id: int, strategy: Mapping[str, Any]) -> bool:
+        return await self._send_config(
+            ("position", position_id),
+            {"type": "update_position_strategy", "position_id": position_id, "strategy": dict(strategy)},
+        )
+
+    async def close_position(self, position_id: int) -> bool:
+        return await self._send_request(
+            ("close", position_id), {"type": "close_position", "position_id": position_id}
+        )
+
+    async def request_exit_signal(self, position_id: int, slippage_bps: int | None = None) -> bool:
+        msg: dict[str, Any] = {"type": "request_exit_signal", "position_id": position_id}
+        if slippage_bps is not None:
+            msg["slippage_bps"] = slippage_bps
+        return await self._send_request(("exit", position_id), msg)
+
+    async def ping(self) -> bool:
+        """JSON ping (the server answers with a pong event). False when not connected."""
+        try:
+            await self.send({"type": "ping", "client_time_ms": int(time.time() * 1000)})
+        except StreamUnavailable:
+            return False
+        return True
+
+
+async def _close_quietly(ws: ClientConnection) -> None:
+    try:
+        await ws.close()
+    except Exception:  # noqa: BLE001 - the connection is being thrown away
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"the stream server answered HTTP {exc.response.status_code}"
+    if isinstance(exc, ConnectionClosed):
+        return f"connection closed ({exc})"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,90 @@
+"""Small pieces every feature handler uses: buttons, waiting for typed input, deleting secret messages."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+log = logging.getLogger("lasersell_bot.handlers")
+
+AWAITING = "awaiting"
+
+
+def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    """Rows of (label, callback data); callback data stays far under Telegram's 64 bytes."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows])
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def expect_input(context: ContextTypes.DEFAULT_TYPE, what: str, **extra: Any) -> None:
+    """The user's next plain message answers `what` (apikey, import, rename, astralane)."""
+    assert context.user_data is not None
+    context.user_data[AWAITING] = {"what": what, **extra}
+
+
+def awaiting(context: ContextTypes.DEFAULT_TYPE) -> dict[str, Any] | None:
+    return None if context.user_data is None else context.user_data.get(AWAITING)
+
+
+def clear_input(context: ContextTypes.DEFAULT_TYPE) -> None:
+    if context.user_data is not None:
+        context.user_data.pop(AWAITING, None)
+
+
+def is_private(update: Update) -> bool:
+    return update.effective_chat is not None and update.effective_chat.type == "private"
+
+
+async def delete_secret_message(message: Message | None, what: str = "secret") -> str:
+    """Delete the message that held a secret; return a sentence saying so (or asking the user to do it)."""
+    if message is None:
+        return ""
+    try:
+        await message.delete()
+        return f"I deleted your message with the {what} so it does not stay in this chat."
+    except TelegramError as exc:
+        log.warning("could not delete a message holding a secret: %s", exc)
+        return f"⚠️ Telegram did not let me delete your message with the {what}: delete it yourself now."
+
+
+async def refuse_secret_in_group(update: Update, what: str) -> None:
+    """Secrets are accepted in private chats only: delete it here and say where to send it."""
+    note = await delete_secret_message(update.effective_message, what)
+    chat = update.effective_chat
+    if chat is not None:
+        await chat.send_message(
+            f"Never send a {what} in a group. {note} Open a private chat with me and send it there."
+        )
+
+
+async def answer(update: Update, text: str | None = None, alert: bool = False) -> None:
+    """Answer a button press (Telegram shows a spinner until we do)."""
+    if update.callback_query is not None:
+        try:
+            await update.callback_query.answer(text, show_alert=alert)
+        except TelegramError as exc:  # too old: the press is handled anyway
+            log.info("callback answer failed: %s", exc)
+
+
+async def edit_or_reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """From a button: edit that message; from a command: send a new one."""
+    query = update.callback_query
+    if query is not None and query.message is not None:
+        try:
+            await query.edit_message_text(text, reply_markup=markup)
+            return
+        except TelegramError as exc:
+            if "not modified" in str(exc):
+                return
+            log.info("edit failed, sending instead: %s", exc)
+    chat = update.effective_chat
+    assert chat is not None
+    await chat.send_message(text, reply_markup=markup)

@@ -1,0 +1,299 @@
+"""/settings (send mode, tip, slippage cap, retries, auto-sell, alerts, pause), /pause, /resume, /forget."""
+
+from __future__ import annotations
+
+import math
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot.services import Services, get_services
+from handlers.common import (
+    answer,
+    clear_input,
+    delete_secret_message,
+    edit_or_reply,
+    esc,
+    expect_input,
+    is_private,
+    keyboard,
+    refuse_secret_in_group,
+)
+from handlers.registry import Command
+from storage.accounts import UserSettings
+
+SEND_MODES = ("rpc", "helius_sender", "astralane")
+ALERT_KINDS = {"position": "Position opened", "liquidity": "Liquidity trend", "cards": "PnL card updates",
+               "signals": "Exit signals"}
+ALERT_LEVELS = ("on", "silent", "off")
+LAMPORTS_PER_SOL = 1_000_000_000
+MAX_TIP_SOL = 0.1
+USAGE = "/settings mode rpc tip 0.001 cap 15 retries 2 auto off alerts.liquidity silent"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def alert_level(settings: UserSettings, kind: str) -> str:
+    return settings.alerts.get(kind, "on")
+
+
+def describe(s: UserSettings, key_hint: str | None) -> str:
+    alerts = ", ".join(f"{label.lower()}: {alert_level(s, k)}" for k, label in ALERT_KINDS.items())
+    skipped = ", ".join(sorted(s.skipped_steps))
+    return "\n".join(
+        [
+            "<b>Settings</b>",
+            f"• LaserSell key: {esc(key_hint) if key_hint else 'not set (/apikey)'}",
+            f"• Send mode: {esc(s.send_mode)}" + (" (key set)" if s.send_mode == "astralane" and s.astralane_sealed else ""),
+            f"• Tip: {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL",
+            f"• Slippage: {s.slippage_bps / 100:g}%, retries up to {s.slippage_cap_bps / 100:g}%, {s.retry_count} automatic retries",
+            f"• Auto-sell: {'on — exits are sold without a tap' if s.auto_sell else 'off — every sell waits for your tap'}",
+            f"• Alerts: {alerts}",
+            f"• Watching: {'paused' if s.paused else 'on'}",
+        ]
+        + ([f"• Skipped setup steps: {esc(skipped)} (/start to finish)"] if skipped else [])
+    )
+
+
+def markup(s: UserSettings) -> InlineKeyboardMarkup:
+    return keyboard(
+        [(f"Send mode: {s.send_mode}", "cfg:mode")],
+        [("Tip −", "cfg:tip:-"), (f"Tip {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL", "cfg:noop"), ("Tip +", "cfg:tip:+")],
+        [("Cap −", "cfg:cap:-"), (f"Slippage cap {s.slippage_cap_bps / 100:g}%", "cfg:noop"), ("Cap +", "cfg:cap:+")],
+        [(f"Auto-sell: {'on' if s.auto_sell else 'off'}", "cfg:auto")],
+        *[[(f"{label}: {alert_level(s, k)}", f"cfg:al:{k}")] for k, label in ALERT_KINDS.items()],
+        [("Resume watching" if s.paused else "Pause watching", "cfg:pause")],
+    )
+
+
+def _number(name: str, raw: str, low: float, high: float, unit: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} {raw!r} is not a number: use {low:g} to {high:g}{unit}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise SettingsError(f"{name} {raw!r} is out of range: use {low:g} to {high:g}{unit}")
+    return value
+
+
+def validate_alerts(alerts: dict[str, str], auto_sell: bool) -> None:
+    if alerts.get("signals") == "off" and not auto_sell:
+        raise SettingsError(
+            "exit signals cannot be turned off while auto-sell is off: every sell waits for your tap on that alert"
+        )
+
+
+def parse_changes(current: UserSettings, args: list[str]) -> dict[str, object]:
+    """`mode rpc tip 0.001 ...` -> field changes, all checked before anything is stored."""
+    if not args or len(args) % 2:
+        raise SettingsError(f"give settings as name value pairs, for example {USAGE}")
+    changes: dict[str, object] = {}
+    alerts = dict(current.alerts)
+    auto_sell = current.auto_sell
+    for name, raw in zip(args[::2], args[1::2], strict=True):
+        name, low_raw = name.lower(), raw.lower()
+        if name == "mode":
+            if low_raw not in SEND_MODES:
+                raise SettingsError(f"mode {raw!r} is not a send mode: use {', '.join(SEND_MODES)}")
+            changes["send_mode"] = low_raw
+        elif name == "tip":
+            changes["tip_lamports"] = round(_number("tip", raw, 0, MAX_TIP_SOL, " SOL") * LAMPORTS_PER_SOL)
+        elif name == "slippage":
+            changes["slippage_bps"] = round(_number("slippage", raw.rstrip("%"), 0.1, 50, " %") * 100)
+        elif name == "cap":
+            changes["slippage_cap_bps"] = round(_number("cap", raw.rstrip("%"), 0.5, 50, " %") * 100)
+        elif name == "retries":
+            value = _number("retries", raw, 0, 5, "")
+            if value != int(value):
+                raise SettingsError(f"retries {raw!r} must be a whole number from 0 to 5")
+            changes["retry_count"] = int(value)
+        elif name == "auto":
+            if low_raw not in ("on", "off"):
+                raise SettingsError(f"auto {raw!r} must be on or off")
+            auto_sell = low_raw == "on"
+            changes["auto_sell"] = auto_sell
+        elif name.startswith("alerts.") and name[7:] in ALERT_KINDS:
+            if low_raw not in ALERT_LEVELS:
+                raise SettingsError(f"{name} {raw!r} must be one of {', '.join(ALERT_LEVELS)}")
+            alerts[name[7:]] = low_raw
+            changes["alerts_json"] = alerts
+        else:
+            raise SettingsError(
+                f"unknown setting {name!r}: use mode, tip, slippage, cap, retries, auto or "
+                + ", ".join(f"alerts.{k}" for k in ALERT_KINDS)
+            )
+    validate_alerts(alerts, auto_sell)
+    slippage = int(changes.get("slippage_bps", current.slippage_bps))  # type: ignore[call-overload]
+    cap = int(changes.get("slippage_cap_bps", current.slippage_cap_bps))  # type: ignore[call-overload]
+    if cap < slippage:
+        raise SettingsError(f"the slippage cap {cap / 100:g}% is below your slippage {slippage / 100:g}%: raise the cap")
+    return changes
+
+
+async def _show(update: Update, services: Services, user_id: int, *, edit: bool) -> None:
+    s = await services.accounts.store.get(user_id)
+    info = await services.accounts.key_info(user_id)
+    text = describe(s, f"{info.hint} ({'yours' if info.source == 'yours' else 'operator'})" if info else None)
+    if edit:
+        await edit_or_reply(update, text, markup(s))
+    else:
+        assert update.effective_chat is not None
+        await update.effective_chat.send_message(text + f"\n\nOr in one line: <code>{esc(USAGE)}</code>", reply_markup=markup(s))
+
+
+async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_message is not None
+    user_id = update.effective_user.id
+    if context.args:
+        current = await services.accounts.store.get(user_id)
+        try:
+            changes = parse_changes(current, list(context.args))
+        except SettingsError as exc:
+            await update.effective_message.reply_text(f"❌ {esc(exc)}.\nNothing was changed.")
+            return
+        if changes.get("send_mode") == "astralane" and current.astralane_sealed is None:
+            changes.pop("send_mode")
+            await _apply(services, user_id, changes)
+            await ask_astralane_key(update, context)
+            return
+        await _apply(services, user_id, changes)
+        await update.effective_message.reply_text("✅ Saved.")
+    await _show(update, services, user_id, edit=False)
+
+
+async def _apply(services: Services, user_id: int, changes: dict[str, object]) -> None:
+    if changes:
+        await services.accounts.store.update(user_id, **changes)
+        await services.accounts._changed(user_id)
+
+
+async def ask_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    expect_input(context, "astralane")
+    assert update.effective_chat is not None
+    await update.effective_chat.send_message(
+        "Astralane needs its API key: send it as your next message (I delete it at once), or /cancel."
+    )
+
+
+async def save_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE, key: str) -> None:
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_chat is not None
+    if not is_private(update):
+        await refuse_secret_in_group(update, "Astralane key")
+        return
+    note = await delete_secret_message(update.effective_message, "Astralane key")
+    key = key.strip()
+    if len(key) < 8 or any(c.isspace() for c in key):
+        await update.effective_chat.send_message(f"❌ That does not look like an Astralane key. {note} Send it again, or /cancel.")
+        return
+    clear_input(context)
+    user_id = update.effective_user.id
+    sealed = services.vault.seal(key.encode(), user_id=user_id, kind="astralane_key", identity="astralane_key")
+    await _apply(services, user_id, {"astralane_sealed": sealed, "send_mode": "astralane"})
+    await update.effective_chat.send_message(f"✅ Astralane key saved; send mode is astralane. {note}")
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None and update.effective_user is not None
+    services = get_services(context)
+    user_id = update.effective_user.id
+    s = await services.accounts.store.get(user_id)
+    parts = query.data.split(":")
+    changes: dict[str, object] = {}
+    action = parts[1]
+    if action == "mode":
+        mode = SEND_MODES[(SEND_MODES.index(s.send_mode) + 1) % len(SEND_MODES)] if s.send_mode in SEND_MODES else "rpc"
+        if mode == "astralane" and s.astralane_sealed is None:
+            await answer(update)
+            await ask_astralane_key(update, context)
+            return
+        changes["send_mode"] = mode
+    elif action == "tip":
+        step = 100_000  # 0.0001 SOL
+        changes["tip_lamports"] = max(0, min(int(MAX_TIP_SOL * LAMPORTS_PER_SOL), s.tip_lamports + (step if parts[2] == "+" else -step)))
+    elif action == "cap":
+        changes["slippage_cap_bps"] = max(s.slippage_bps, min(5000, s.slippage_cap_bps + (100 if parts[2] == "+" else -100)))
+    elif action == "auto":
+        changes["auto_sell"] = not s.auto_sell
+        if s.auto_sell and s.alerts.get("signals") == "off":
+            alerts = dict(s.alerts)
+            alerts["signals"] = "on"  # without auto-sell the exit alert is how a sell happens
+            changes["alerts_json"] = alerts
+    elif action == "al" and parts[2] in ALERT_KINDS:
+        alerts = dict(s.alerts)
+        level = ALERT_LEVELS[(ALERT_LEVELS.index(alert_level(s, parts[2])) + 1) % len(ALERT_LEVELS)]
+        alerts[parts[2]] = level
+        try:
+            validate_alerts(alerts, s.auto_sell)
+        except SettingsError as exc:
+            alerts[parts[2]] = "on"
+            await answer(update, str(exc).capitalize()[:190], alert=True)
+            changes["alerts_json"] = alerts
+            await _apply(services, user_id, changes)
+            await _show(update, services, user_id, edit=True)
+            return
+        changes["alerts_json"] = alerts
+    elif action == "pause":
+        changes["paused"] = not s.paused
+    elif action == "forget":
+        from bot.accounts import AccountService
+
+        accounts: AccountService = services.accounts
+        await accounts.forget(user_id)
+        clear_input(context)
+        await answer(update, "Everything deleted")
+        await edit_or_reply(update, "🗑 Done: I deleted your keys, wallets, strategy and settings. /start sets you up again.")
+        return
+    elif action == "keep":
+        await answer(update, "Nothing was deleted")
+        await edit_or_reply(update, "Nothing was deleted.")
+        return
+    else:
+        await answer(update)
+        return
+    await _apply(services, user_id, changes)
+    await answer(update)
+    await _show(update, services, user_id, edit=True)
+
+
+async def pause_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _set_paused(update, context, True)
+
+
+async def resume_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await _set_paused(update, context, False)
+
+
+async def _set_paused(update: Update, context: ContextTypes.DEFAULT_TYPE, paused: bool) -> None:
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_message is not None
+    await _apply(services, update.effective_user.id, {"paused": paused})
+    await update.effective_message.reply_text(
+        "⏸ Paused: I stopped watching your wallets. /resume starts again." if paused
+        else "▶️ Watching your wallets again."
+    )
+
+
+async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(
+        "Delete <b>everything</b> I hold for you: your LaserSell key, wallet keys, strategy and settings? This cannot "
+        "be undone; make sure you have your wallet keys elsewhere.",
+        reply_markup=keyboard([("Yes, delete everything", "cfg:forget"), ("Cancel", "cfg:keep")]),
+    )
+
+
+def register(app: Application) -> None:
+    app.add_handler(CallbackQueryHandler(on_button, pattern=r"^cfg:"))
+
+
+COMMANDS = [
+    Command("settings", "Send mode, tip, slippage, auto-sell, alerts, pause", settings_command, section="Setup", usage=USAGE),
+    Command("pause", "Stop watching your wallets for now", pause_command, section="Setup"),
+    Command("resume", "Watch your wallets again", resume_command, section="Setup"),
+    Command("forget", "Delete everything I hold for you", forget_command, section="Setup"),
+]

@@ -1,0 +1,162 @@
+"""/strategy (plain words, an inline editor, and a one-line form) and /ladder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from telegram import InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot.services import get_services
+from bot.strategy import LADDER_USAGE, ONE_LINE_USAGE, Strategy, StrategyError, apply_one_line, parse_ladder
+from handlers.common import answer, edit_or_reply, esc, keyboard
+from handlers.registry import Command
+
+DRAFT = "strategy_draft"
+
+# editor rows: key -> (field, label, step, lowest on-value, highest, default when turned on)
+STEPPERS: dict[str, tuple[str, str, float, float, float, float]] = {
+    "tp": ("take_profit_pct", "Take profit", 5, 1, 10000, 25),
+    "sl": ("stop_loss_pct", "Stop loss", 1, 1, 100, 10),
+    "tr": ("trailing_stop_pct", "Trailing stop", 1, 1, 10000, 5),
+    "dl": ("deadline_s", "Deadline", 15, 15, 86400, 45),
+    "be": ("breakeven_trail_pct", "Breakeven trail", 1, 1, 10000, 3),
+}
+TOGGLES: dict[str, tuple[str, str]] = {"gr": ("sell_on_graduation", "Sell on graduation"), "lg": ("liquidity_guard", "Liquidity guard")}
+
+
+def describe(strategy: Strategy, title: str = "Your exit strategy") -> str:
+    return f"<b>{esc(title)}</b>\n" + "\n".join(f"• {esc(line)}" for line in strategy.describe())
+
+
+def _value_label(key: str, value: float) -> str:
+    if not value:
+        return "off"
+    return f"{value:g} s" if key == "dl" else f"{value:g}%"
+
+
+def editor_markup(draft: Strategy) -> InlineKeyboardMarkup:
+    rows = []
+    for key, (field, label, *_rest) in STEPPERS.items():
+        value = getattr(draft, field)
+        if key == "tp" and draft.ladder:
+            rows.append([(f"Take profit: ladder ({len(draft.ladder)} levels, /ladder)", "s:noop")])
+            continue
+        rows.append([("−", f"s:dn:{key}"), (f"{label}: {_value_label(key, value)}", f"s:tg:{key}"), ("+", f"s:up:{key}")])
+    for key, (field, label) in TOGGLES.items():
+        rows.append([(f"{label}: {'on' if getattr(draft, field) else 'off'}", f"s:tg:{key}")])
+    rows.append([("✅ Done", "s:done"), ("Cancel", "s:cancel")])
+    return keyboard(*rows)
+
+
+async def strategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_message is not None
+    current = await services.accounts.strategy(update.effective_user.id)
+    if context.args:
+        try:
+            changed = apply_one_line(current, list(context.args))
+        except StrategyError as exc:
+            await update.effective_message.reply_text(
+                f"❌ {esc(exc)}.\nNothing was changed. Example: <code>{esc(ONE_LINE_USAGE)}</code>"
+            )
+            return
+        saved = await services.accounts.set_strategy(update.effective_user.id, changed)
+        await update.effective_message.reply_text("✅ Saved and sent to your stream.\n" + describe(saved))
+        return
+    await update.effective_message.reply_text(
+        describe(current) + f"\n\nChange it with the editor, or in one line:\n<code>{esc(ONE_LINE_USAGE)}</code>\n"
+        f"<code>{esc(LADDER_USAGE)}</code>",
+        reply_markup=keyboard([("Edit", "s:edit")]),
+    )
+
+
+async def ladder_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_message is not None
+    current = await services.accounts.strategy(update.effective_user.id)
+    try:
+        changed = parse_ladder(current, list(context.args or []))
+    except StrategyError as exc:
+        await update.effective_message.reply_text(f"❌ {esc(exc)}.\nNothing was changed. Usage: <code>{esc(LADDER_USAGE)}</code>")
+        return
+    saved = await services.accounts.set_strategy(update.effective_user.id, changed)
+    await update.effective_message.reply_text("✅ Saved and sent to your stream.\n" + describe(saved))
+
+
+def _step(draft: Strategy, key: str, direction: int) -> Strategy:
+    field, _label, step, low, high, default = STEPPERS[key]
+    value = getattr(draft, field)
+    if not value:
+        new = default if direction > 0 else 0
+    else:
+        new = value + direction * step
+        if new < low:
+            new = 0  # stepping below the lowest value turns it off
+        new = min(new, high)
+    return replace(draft, **{field: int(new) if key == "dl" else float(new)})
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None and query.data is not None and update.effective_user is not None
+    assert context.user_data is not None
+    services = get_services(context)
+    parts = query.data.split(":")
+    action = parts[1]
+    draft: Strategy | None = context.user_data.get(DRAFT)
+    if action == "edit" or (draft is None and action not in ("noop",)):
+        draft = await services.accounts.strategy(update.effective_user.id)
+        context.user_data[DRAFT] = draft
+        if action != "edit":
+            await answer(update, "The editor was reopened with your saved strategy.")
+            await edit_or_reply(update, describe(draft, "Editing your strategy"), editor_markup(draft))
+            return
+    assert draft is not None
+    if action in ("up", "dn") and parts[2] in STEPPERS:
+        draft = _step(draft, parts[2], 1 if action == "up" else -1)
+    elif action == "tg" and parts[2] in STEPPERS:
+        field = STEPPERS[parts[2]][0]
+        draft = replace(draft, **{field: 0 if getattr(draft, field) else STEPPERS[parts[2]][5]})
+        if parts[2] == "dl":
+            draft = replace(draft, deadline_s=int(draft.deadline_s))
+    elif action == "tg" and parts[2] in TOGGLES:
+        field = TOGGLES[parts[2]][0]
+        draft = replace(draft, **{field: not getattr(draft, field)})
+    elif action == "done":
+        try:
+            saved = await services.accounts.set_strategy(update.effective_user.id, draft)
+        except StrategyError as exc:
+            await answer(update, str(exc)[:190], alert=True)
+            return
+        context.user_data.pop(DRAFT, None)
+        await answer(update, "Saved")
+        await edit_or_reply(update, "✅ Saved and sent to your stream.\n" + describe(saved))
+        from handlers.wallets import _continue_onboarding
+
+        await _continue_onboarding(update, context)
+        return
+    elif action == "cancel":
+        context.user_data.pop(DRAFT, None)
+        await answer(update, "Nothing was changed")
+        current = await services.accounts.strategy(update.effective_user.id)
+        await edit_or_reply(update, describe(current) + "\n(Unchanged.)", keyboard([("Edit", "s:edit")]))
+        return
+    elif action == "noop":
+        await answer(update, "Change the ladder with /ladder")
+        return
+    context.user_data[DRAFT] = draft
+    await answer(update)
+    await edit_or_reply(update, describe(draft, "Editing your strategy (not saved yet)"), editor_markup(draft))
+
+
+def register(app: Application) -> None:
+    app.add_handler(CallbackQueryHandler(on_button, pattern=r"^s:"))
+
+
+COMMANDS = [
+    Command("strategy", "Your exit strategy: see it, edit it, or set it in one line", strategy_command,
+            section="Setup", usage=ONE_LINE_USAGE),
+    Command("ladder", "Take-profit ladder: sell parts at rising profits", ladder_command, section="Setup",
+            usage="/ladder 25:30 50:50 100:100"),
+]

@@ -1,0 +1,17 @@
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Harness, start_harness, stop_harness
+
+ADMIN_ID_PLACEHOLDER = 0
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await start_harness(tmp_path)
+    try:
+        yield h
+    finally:
+        await stop_harness(h)
