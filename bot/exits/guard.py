@@ -34,8 +34,7 @@ refuses everything but a sell (or buy) of one position by one wallet:
   declared maximum spend is bounded.
 
 Residual risk, stated plainly: a listed DEX program runs with the wallet's signature, so what it
-does
-with the wallet's funds is bounded by that program's own code and by the arguments it is given.
+does with the wallet's funds is bounded by that program's own code and by the arguments it is given.
 For Meteora DBC / DAMM v2 and Raydium CPMM the swap direction and amount are not decoded; a hostile
 stream could pass a non-associated token account of the wallet, or make such a swap sell the
 position for a bad price (slippage is the DEX's argument). The guard prevents draining SOL by plain
@@ -46,7 +45,6 @@ fee burning; it does not replace simulating the transaction against the chain.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -291,12 +289,15 @@ class _Review:
                 f"the transaction would {_SYSTEM_REFUSED[kind]}, which an exit never needs",
             )
         else:
-            raise GuardRefusal("system_instruction_not_allowed", "the transaction uses an unknown System instruction")
+            raise GuardRefusal(
+                "system_instruction_not_allowed", "the transaction uses an unknown System instruction"
+            )
 
     def _sol_from_wallet(self, source: Pubkey, destination: Pubkey, lamports: int) -> None:
         if source != self.wallet:
             raise GuardRefusal(
-                "sol_transfer_foreign_account", f"the transaction moves SOL out of {_short(source)}, not your wallet"
+                "sol_transfer_foreign_account",
+                f"the transaction moves SOL out of {_short(source)}, not your wallet",
             )
         if destination != self.wallet:
             self.sol_out += lamports
@@ -312,7 +313,8 @@ class _Review:
         owner = Pubkey.from_bytes(data[offset + 16 : offset + 48])
         if funder != self.wallet:
             raise GuardRefusal(
-                "sol_transfer_foreign_account", f"the transaction funds an account from {_short(funder)}, not your wallet"
+                "sol_transfer_foreign_account",
+                f"the transaction funds an account from {_short(funder)}, not your wallet",
             )
         if owner not in TOKEN_PROGRAMS:
             raise GuardRefusal(
@@ -320,7 +322,9 @@ class _Review:
                 f"the transaction would create an account owned by {_short(owner)}, not a token account",
             )
         if space > MAX_TOKEN_ACCOUNT_SPACE:
-            raise GuardRefusal("create_account_foreign_owner", "the transaction would create an oversized account")
+            raise GuardRefusal(
+                "create_account_foreign_owner", "the transaction would create an oversized account"
+            )
         self._count_new_account()
         self.seed_accounts[created] = _SeedAccount(lamports, space)
 
@@ -396,7 +400,8 @@ class _Review:
     ) -> None:
         if self.side == "buy":
             raise GuardRefusal(
-                "token_transfer_in_buy", "the buy would move tokens out of your wallet, which a buy never does"
+                "token_transfer_in_buy",
+                "the buy would move tokens out of your wallet, which a buy never does",
             )
         if source != self._position_account_for(program):
             raise GuardRefusal(
@@ -420,9 +425,12 @@ class _Review:
     def associated_token(self, data: bytes, accounts: list[Pubkey]) -> None:
         if data and data[0] not in (0, 1):
             raise GuardRefusal(
-                "ata_instruction_not_allowed", "the transaction uses a token account instruction an exit never needs"
+                "ata_instruction_not_allowed",
+                "the transaction uses a token account instruction an exit never needs",
             )
-        payer, _account, owner, _mint, _system, token_program = self._need(accounts, 6, "create token account")[:6]
+        payer, _account, owner, _mint, _system, token_program = self._need(
+            accounts, 6, "create token account"
+        )[:6]
         if payer != self.wallet or owner != self.wallet:
             raise GuardRefusal(
                 "ata_foreign_owner",
@@ -430,7 +438,9 @@ class _Review:
                 "only your own accounts are expected",
             )
         if token_program not in TOKEN_PROGRAMS:
-            raise GuardRefusal("malformed", "the token account would be created under an unknown token program")
+            raise GuardRefusal(
+                "malformed", "the token account would be created under an unknown token program"
+            )
         self._count_new_account()
 
     def _count_new_account(self) -> None:
@@ -458,7 +468,9 @@ class _Review:
         elif head in _DEX_SELLS:
             name, offset = _DEX_SELLS[head]
             if self.side == "buy":
-                raise GuardRefusal("dex_sell_in_buy", f"the buy contains a {PROGRAM_NAMES[program]} sell ({name})")
+                raise GuardRefusal(
+                    "dex_sell_in_buy", f"the buy contains a {PROGRAM_NAMES[program]} sell ({name})"
+                )
             self.tokens_out += _u64(data, offset, f"{PROGRAM_NAMES[program]} {name}")
 
     def _dex_accounts(self, program: Pubkey, accounts: list[Pubkey]) -> None:
@@ -531,7 +543,8 @@ def _review(
         raise GuardRefusal("malformed", "the transaction's signature count does not match its message")
     if keys[0] != review.wallet:
         raise GuardRefusal(
-            "fee_payer", f"the transaction is paid for by {_short(keys[0])}, not your wallet {_short(review.wallet)}"
+            "fee_payer",
+            f"the transaction is paid for by {_short(keys[0])}, not your wallet {_short(review.wallet)}",
         )
     if required != 1:
         others = ", ".join(_short(key) for key in keys[1:required])

@@ -1,0 +1,193 @@
+"""What the user reads: HTML texts (escaped) for stream events, in the trader's words."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from storage.positions import ExitSignal, Position
+
+LAMPORTS_PER_SOL = 1_000_000_000
+
+REASONS = {
+    "target_profit": "🎯 Take profit reached",
+    "take_profit": "🎯 Take profit reached",
+    "tp": "🎯 Take profit reached",
+    "chained_tp": "🎯 Take-profit level reached",
+    "take_profit_level": "🎯 Take-profit level reached",
+    "stop_loss": "🛑 Stop loss hit",
+    "trailing_stop": "📉 Trailing stop hit",
+    "breakeven_trail": "↩️ Breakeven trail: back to entry",
+    "timeout": "⏰ Deadline reached",
+    "deadline_timeout": "⏰ Deadline reached",
+    "deadline": "⏰ Deadline reached",
+    "sell_now": "👆 You asked to sell",
+    "manual": "👆 You asked to sell",
+    "graduation": "🎓 Token graduated",
+    "sell_on_graduation": "🎓 Token graduated",
+    "liquidity_guard": "💧 Liquidity guard: the pool is draining",
+}
+CLOSE_REASONS = {
+    "sold": "sold",
+    "closed_by_user": "you stopped tracking it",
+    "balance_zero": "the tokens left the wallet",
+    "transferred": "the tokens left the wallet",
+}
+MARKETS = {
+    "pump_fun": "Pump.fun",
+    "pump_swap": "PumpSwap",
+    "meteora_dbc": "Meteora DBC",
+    "meteora_damm_v2": "Meteora DAMM v2",
+    "raydium_launchpad": "Raydium LaunchLab",
+    "raydium_cpmm": "Raydium CPMM",
+}
+TRENDS = {"growing": "📈 growing", "stable": "➖ stable", "draining": "🚨 draining"}
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def sol(units: int | None, *, signed: bool = False) -> str:
+    if units is None:
+        return "?"
+    value = units / LAMPORTS_PER_SOL
+    text = f"{value:+.4f}" if signed else f"{value:.4f}"
+    return text.rstrip("0").rstrip(".") + " SOL" if "." in text else text + " SOL"
+
+
+def pct(part: float, whole: float, *, signed: bool = True) -> str:
+    if not whole:
+        return "?"
+    value = 100.0 * part / whole
+    return f"{value:+.1f}%" if signed else f"{value:.1f}%"
+
+
+def tokens(amount: int, decimals: int | None) -> str:
+    value = amount / (10 ** (decimals or 0))
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.2f}M"
+    if value >= 1_000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def reason_words(reason: str) -> str:
+    return REASONS.get(reason, esc(reason))
+
+
+def market_words(market_type: str | None) -> str:
+    if not market_type:
+        return "unknown market"
+    return MARKETS.get(market_type, esc(market_type))
+
+
+def age(ms: int | None, now_ms: int | None = None) -> str:
+    if ms is None:
+        return "?"
+    seconds = max(0, ((now_ms or int(time.time() * 1000)) - ms) // 1000)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def short(address: str) -> str:
+    return f"{address[:4]}…{address[-4:]}"
+
+
+def position_opened(p: Position) -> str:
+    name = f" ({esc(p.name)})" if p.name and p.name != p.symbol else ""
+    return (
+        f"🟢 <b>New position: {esc(p.label)}</b>{name}\n"
+        f"{tokens(p.tokens, p.decimals)} tokens for {sol(p.entry_quote_units)} on {market_words(p.market_type)}\n"
+        f"Wallet <code>{short(p.wallet)}</code> · mint <code>{esc(p.mint)}</code>"
+    )
+
+
+def position_card(p: Position, now_ms: int | None = None) -> str:
+    lines = [f"📊 <b>{esc(p.label)}</b> · {tokens(p.tokens, p.decimals)} tokens · {market_words(p.market_type)}"]
+    if p.profit_units is not None and p.proceeds_units is not None:
+        basis = p.proceeds_units - p.profit_units
+        lines.append(f"PnL {sol(p.profit_units, signed=True)} ({pct(p.profit_units, basis)}) · value {sol(p.proceeds_units)}")
+    else:
+        lines.append(f"Entry {sol(p.entry_quote_units)} · waiting for the first price")
+    extra = []
+    if p.price_quote is not None:
+        extra.append(f"price {p.price_quote / LAMPORTS_PER_SOL:.9f} SOL".rstrip("0"))
+    if p.market_cap_quote is not None:
+        extra.append(f"mcap {sol(p.market_cap_quote)}")
+    if p.liquidity_trend:
+        extra.append(f"liquidity {TRENDS.get(p.liquidity_trend, esc(p.liquidity_trend))}")
+    if extra:
+        lines.append(" · ".join(extra))
+    lines.append(f"Open for {age(p.opened_at_ms or p.first_seen_ms, now_ms)}")
+    return "\n".join(lines)
+
+
+def bands_table(bands: list[dict[str, Any]]) -> str:
+    rows = ["slippage │ sellable"]
+    for band in sorted(bands, key=lambda b: b.get("slippage_bps", 0)):
+        rows.append(f"{band.get('slippage_bps', 0) / 100:>6.1f}% │ {float(band.get('coverage_pct', 0)):5.1f}%")
+    return "<pre>" + esc("\n".join(rows)) + "</pre>"
+
+
+def liquidity_alert(p: Position, trend: str, bands: list[dict[str, Any]]) -> str:
+    head = {
+        "draining": f"🚨 <b>Liquidity draining on {esc(p.label)}</b>: the pool is losing depth. Selling gets more expensive.",
+        "growing": f"📈 <b>Liquidity growing on {esc(p.label)}</b>",
+        "stable": f"➖ <b>Liquidity stable again on {esc(p.label)}</b>",
+    }.get(trend, f"Liquidity on {esc(p.label)}: {esc(trend)}")
+    return f"{head}\nHow much of your position sells within each slippage:\n{bands_table(bands)}"
+
+
+def exit_signal(s: ExitSignal, p: Position | None, *, slippage_bps: int | None = None) -> str:
+    label = esc(p.label) if p else short(s.mint)
+    decimals = p.decimals if p else None
+    basis = p.entry_quote_units * s.position_tokens // p.tokens if p and p.tokens else None
+    pnl = f"{sol(s.profit_units, signed=True)}" + (f" ({pct(s.profit_units, basis)})" if basis else "")
+    amount = f"{tokens(s.tokens_to_sell, decimals)} tokens"
+    if s.sell_tokens and s.sell_tokens < s.position_tokens:
+        share = 100 * s.sell_tokens / s.position_tokens if s.position_tokens else 0
+        amount += f" ({share:.0f}% of the position"
+        amount += f", ladder level {s.level_index + 1})" if s.level_index is not None else ")"
+    elif s.level_index is not None:
+        amount += f" (ladder level {s.level_index + 1})"
+    when = time.strftime("%H:%M:%S", time.gmtime(s.triggered_at_ms / 1000))
+    lines = [
+        f"<b>{reason_words(s.reason)} — {label}</b>",
+        f"PnL {pnl}",
+        f"Sell {amount}",
+        f"Triggered {when} UTC · wallet <code>{short(s.wallet)}</code>",
+    ]
+    if slippage_bps:
+        lines.append(f"Slippage {slippage_bps / 100:g}%")
+    if s.market_type and s.market_type not in MARKETS:
+        lines.append(f"Market: {esc(s.market_type)} (new to this bot)")
+    return "\n".join(lines)
+
+
+def position_closed(p: Position | None, msg: dict[str, Any]) -> str:
+    reason = str(msg.get("reason", ""))
+    label = esc(p.label) if p else short(str(msg.get("mint", "????????")))
+    return f"⚪ <b>{label} closed</b>: {esc(CLOSE_REASONS.get(reason, reason))}."
+
+
+def stream_error(msg: dict[str, Any]) -> str:
+    return f"⚠️ LaserSell says: {esc(msg.get('message') or msg.get('code'))} (<code>{esc(msg.get('code'))}</code>)"
+
+
+def mirror_event(msg: dict[str, Any]) -> str:
+    kind = msg.get("type")
+    if kind == "mirror_buy_failed":
+        return f"🪞 Copy-trade buy of <code>{esc(msg.get('mint'))}</code> failed: {esc(msg.get('reason'))}"
+    if kind == "mirror_wallet_auto_disabled":
+        return (
+            f"🪞 Copy trading of <code>{esc(msg.get('watched_wallet'))}</code> was turned off after "
+            f"{esc(msg.get('loss_count'))} losses: {esc(msg.get('reason'))}"
+        )
+    if kind == "mirror_buy_signal":
+        return f"🪞 Copy-trade buy signal for <code>{esc(msg.get('mint'))}</code> from <code>{esc(msg.get('watched_wallet'))}</code>"
+    return f"LaserSell: {esc(kind)}"

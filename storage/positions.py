@@ -1,0 +1,241 @@
+"""Positions and exit signals as the stream reported them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from dataclasses import dataclass, fields
+from typing import Any
+
+from storage.db import Database
+from storage.users import now_ms
+
+
+@dataclass(frozen=True)
+class Position:
+    telegram_id: int
+    position_id: int
+    wallet: str
+    mint: str
+    token_account: str | None
+    token_program: str | None
+    symbol: str | None
+    name: str | None
+    decimals: int | None
+    tokens: int
+    entry_quote_units: int
+    market_type: str | None
+    opened_at_ms: int | None
+    first_seen_ms: int
+    watched: bool
+    status: str
+    closed_reason: str | None
+    profit_units: int | None
+    proceeds_units: int | None
+    price_quote: int | None
+    market_cap_quote: int | None
+    liquidity_trend: str | None
+    bands_json: str | None
+    card_message_id: int | None
+    waiting_exit: bool
+    deadline_fired: bool
+    strategy_json: str | None
+    updated_at: int
+
+    @property
+    def label(self) -> str:
+        return self.symbol or self.name or f"{self.mint[:4]}…{self.mint[-4:]}"
+
+    @property
+    def bands(self) -> list[dict[str, Any]]:
+        return json.loads(self.bands_json) if self.bands_json else []
+
+
+@dataclass(frozen=True)
+class ExitSignal:
+    id: str
+    telegram_id: int
+    position_id: int
+    wallet: str
+    mint: str
+    token_account: str | None
+    reason: str
+    profit_units: int
+    position_tokens: int
+    sell_tokens: int | None
+    level_index: int | None
+    triggered_at_ms: int
+    received_at_ms: int
+    market_type: str | None
+    unsigned_tx_b64: str
+    state: str
+    chat_id: int | None
+    message_id: int | None
+    slippage_bps: int | None
+    attempt: int
+    signed_tx_b64: str | None
+    signature: str | None
+    submitted_at_ms: int | None
+    tapped_at_ms: int | None
+    outcome_json: str | None
+    error: str | None
+    updated_at: int
+
+    @property
+    def tokens_to_sell(self) -> int:
+        return self.sell_tokens if self.sell_tokens else self.position_tokens
+
+    @property
+    def outcome(self) -> dict[str, Any]:
+        return json.loads(self.outcome_json) if self.outcome_json else {}
+
+
+_BOOL_FIELDS = {"watched", "waiting_exit", "deadline_fired"}
+
+
+def _position(row: sqlite3.Row) -> Position:
+    data = {f.name: row[f.name] for f in fields(Position)}
+    for name in _BOOL_FIELDS:
+        data[name] = bool(data[name])
+    return Position(**data)
+
+
+def _signal(row: sqlite3.Row) -> ExitSignal:
+    return ExitSignal(**{f.name: row[f.name] for f in fields(ExitSignal)})
+
+
+class Positions:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def opened(self, telegram_id: int, msg: dict[str, Any]) -> tuple[Position, bool]:
+        """Record a position_opened; returns (position, is_new). A re-sent one keeps its first-seen time."""
+        existing = await self.get(telegram_id, int(msg["position_id"]))
+        now = now_ms()
+        market = (msg.get("market_context") or {}).get("market_type")
+        await self.db.execute(
+            """INSERT INTO positions (telegram_id, position_id, wallet, mint, token_account, token_program, symbol, name,
+                 decimals, tokens, entry_quote_units, market_type, opened_at_ms, first_seen_ms, watched, price_quote,
+                 market_cap_quote, updated_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(telegram_id, position_id) DO UPDATE SET tokens=excluded.tokens, status='open',
+                 token_account=excluded.token_account, updated_at=excluded.updated_at""",
+            (
+                telegram_id, int(msg["position_id"]), msg["wallet_pubkey"], msg["mint"], msg.get("token_account"),
+                msg.get("token_program"), msg.get("token_symbol"), msg.get("token_name"), msg.get("token_decimals"),
+                int(msg["tokens"]), int(msg["entry_quote_units"]), market, msg.get("opened_at_ms"), now,
+                int(bool(msg.get("watched"))), msg.get("token_price_quote"), msg.get("market_cap_quote"), now,
+            ),
+        )
+        position = await self.get(telegram_id, int(msg["position_id"]))
+        assert position is not None
+        return position, existing is None or existing.status != "open"
+
+    async def get(self, telegram_id: int, position_id: int) -> Position | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM positions WHERE telegram_id=? AND position_id=?", (telegram_id, position_id)
+        )
+        return _position(row) if row else None
+
+    async def open_for(self, telegram_id: int) -> list[Position]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM positions WHERE telegram_id=? AND status='open' ORDER BY position_id", (telegram_id,)
+        )
+        return [_position(r) for r in rows]
+
+    async def count_open(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM positions WHERE status='open'")
+        return int(row[0]) if row else 0
+
+    async def update(self, telegram_id: int, position_id: int, **values: Any) -> None:
+        if not values:
+            return
+        for key, value in list(values.items()):
+            if isinstance(value, bool):
+                values[key] = int(value)
+        assignments = ", ".join(f"{k}=?" for k in values)
+        await self.db.execute(
+            f"UPDATE positions SET {assignments}, updated_at=? WHERE telegram_id=? AND position_id=?",
+            (*values.values(), now_ms(), telegram_id, position_id),
+        )
+
+    async def closed(self, telegram_id: int, position_id: int, reason: str) -> Position | None:
+        await self.update(telegram_id, position_id, status="closed", closed_reason=reason, waiting_exit=False)
+        return await self.get(telegram_id, position_id)
+
+
+class ExitSignals:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def store(self, telegram_id: int, msg: dict[str, Any], received_at_ms: int, slippage_bps: int | None = None) -> ExitSignal:
+        signal_id = secrets.token_urlsafe(9)  # 12 characters: callback data stays short and unguessable
+        market = (msg.get("market_context") or {}).get("market_type")
+        now = now_ms()
+        await self.db.execute(
+            """INSERT INTO exit_signals (id, telegram_id, position_id, wallet, mint, token_account, reason, profit_units,
+                 position_tokens, sell_tokens, level_index, triggered_at_ms, received_at_ms, market_type,
+                 unsigned_tx_b64, slippage_bps, updated_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (
+                signal_id, telegram_id, int(msg["position_id"]), msg["wallet_pubkey"], msg["mint"],
+                msg.get("token_account"), str(msg.get("reason", "")), int(msg["profit_units"]),
+                int(msg["position_tokens"]), msg.get("sell_tokens"), msg.get("level_index"),
+                int(msg["triggered_at_ms"]), received_at_ms, market, msg["unsigned_tx_b64"], slippage_bps, now,
+            ),
+        )
+        signal = await self.get(signal_id)
+        assert signal is not None
+        return signal
+
+    async def get(self, signal_id: str) -> ExitSignal | None:
+        row = await self.db.fetchone("SELECT * FROM exit_signals WHERE id=?", (signal_id,))
+        return _signal(row) if row else None
+
+    async def set(self, signal_id: str, **values: Any) -> None:
+        if "outcome" in values:
+            values["outcome_json"] = json.dumps(values.pop("outcome"), separators=(",", ":"))
+        assignments = ", ".join(f"{k}=?" for k in values)
+        await self.db.execute(
+            f"UPDATE exit_signals SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), signal_id)
+        )
+
+    async def transition(self, signal_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
+        """Move the signal to `to_state` only if it is in one of `from_states`: atomic, so one caller wins."""
+        marks = ",".join("?" for _ in from_states)
+        extra = "".join(f", {k}=?" for k in values)
+        changed = await self.db.execute(
+            f"UPDATE exit_signals SET state=?{extra}, updated_at=? WHERE id=? AND state IN ({marks})",
+            (to_state, *values.values(), now_ms(), signal_id, *from_states),
+        )
+        return changed == 1
+
+    async def in_states(self, states: tuple[str, ...]) -> list[ExitSignal]:
+        marks = ",".join("?" for _ in states)
+        rows = await self.db.fetchall(f"SELECT * FROM exit_signals WHERE state IN ({marks}) ORDER BY received_at_ms", states)
+        return [_signal(r) for r in rows]
+
+    async def for_user(self, telegram_id: int, states: tuple[str, ...] | None = None, limit: int = 50) -> list[ExitSignal]:
+        if states:
+            marks = ",".join("?" for _ in states)
+            rows = await self.db.fetchall(
+                f"SELECT * FROM exit_signals WHERE telegram_id=? AND state IN ({marks}) ORDER BY received_at_ms DESC LIMIT ?",
+                (telegram_id, *states, limit),
+            )
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM exit_signals WHERE telegram_id=? ORDER BY received_at_ms DESC LIMIT ?", (telegram_id, limit)
+            )
+        return [_signal(r) for r in rows]
+
+    async def supersede_pending(self, telegram_id: int, position_id: int, keep: str) -> list[ExitSignal]:
+        """A newer signal for the same position replaces older pending ones (their buttons then say so)."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM exit_signals WHERE telegram_id=? AND position_id=? AND state='pending' AND id<>?",
+            (telegram_id, position_id, keep),
+        )
+        old = [_signal(r) for r in rows]
+        for signal in old:
+            await self.transition(signal.id, ("pending",), "superseded")
+        return old
