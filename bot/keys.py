@@ -171,7 +171,9 @@ def _parse_base58_key(compact: str) -> Keypair:
                 "export the private key from your wallet instead"
             )
         raise KeyFormatError("that is an account address, not a secret key; " + ACCEPTED_FORMS)
-    raise KeyFormatError(f"a base58 secret key is 64 bytes (that decodes to {len(raw)} bytes); " + ACCEPTED_FORMS)
+    raise KeyFormatError(
+        f"a base58 secret key is 64 bytes (that decodes to {len(raw)} bytes); " + ACCEPTED_FORMS
+    )
 
 
 def parse_wallet_secret(text: str) -> Keypair:
@@ -191,45 +193,56 @@ def parse_wallet_secret(text: str) -> Keypair:
 # ---------------------------------------------------------------------------------------------
 # Spotting secrets in free text (deleting group messages, redacting logs)
 
-_B58_RUN_RE = re.compile(f"[{_BASE58_ALPHABET}]{{80,90}}")
+# Start only where a run starts, so a long run is not rescanned from each of its characters.
+_B58_RUN_RE = re.compile(f"(?<![{_BASE58_ALPHABET}])[{_BASE58_ALPHABET}]{{80,90}}")
 _JSON_RUN_RE = re.compile(r"\[\s*(?:\d{1,3}\s*,\s*){31,63}\d{1,3}\s*\]")
 _WORD_RE = re.compile(r"[A-Za-z]+")
 # What may sit between words of a pasted phrase: spaces, newlines, numbering "1." "2)", commas, quotes.
 _PHRASE_GAP_RE = re.compile(r"^[\s\d.,;:()\[\]\"'\-]*$")
 _MIN_PHRASE_CHARS = 12 * 3 + 11
+# Cheap pre-check in C: twelve short words in a row (BIP39 words are 3-8 letters; 12 allows a typo).
+_PHRASE_HINT_RE = re.compile(r"(?<![A-Za-z])(?:[A-Za-z]{2,12}+[\s\d.,;:()\[\]\"'\-]++){11}[A-Za-z]{2,12}")
 
 
 def _base58_key_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for match in _B58_RUN_RE.finditer(text):
-        # The regex cannot tell 64 bytes from 63 or 65: decode to be sure (a few µs per candidate).
-        if len(base58.b58decode(match.group())) == 64:
+        # Transaction signatures are 64-byte base58 too, and belong in logs and chats: only a run
+        # whose second half is the public key of its first half is a secret key.
+        if _is_keypair_bytes(base58.b58decode(match.group())):
             spans.append(match.span())
     return spans
+
+
+def _is_keypair_bytes(raw: bytes) -> bool:
+    return len(raw) == 64 and bytes(Keypair.from_seed(raw[:32]).pubkey()) == raw[32:]
 
 
 def _json_key_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for match in _JSON_RUN_RE.finditer(text):
-        numbers = re.findall(r"\d+", match.group())
-        if len(numbers) in (32, 64) and all(int(n) <= 255 for n in numbers):
+        numbers = [int(n) for n in re.findall(r"\d+", match.group())]
+        if any(n > 255 for n in numbers):
+            continue
+        # 32 numbers: a seed (addresses are never shown as arrays); 64: a key file, if consistent.
+        if len(numbers) == 32 or _is_keypair_bytes(bytes(numbers)):
             spans.append(match.span())
     return spans
 
 
 def _phrase_spans(text: str) -> list[tuple[int, int]]:
     """Runs of 12+ words of which at most one is not a BIP39 word (a typo is still a leaked phrase)."""
-    if len(text) < _MIN_PHRASE_CHARS:
+    if len(text) < _MIN_PHRASE_CHARS or not _PHRASE_HINT_RE.search(text):
         return []
     wordlist = bip39_words()
     spans: list[tuple[int, int]] = []
     run: list[tuple[int, int, bool]] = []  # (start, end, is_bip39) of the words in the current run
 
     def close() -> None:
-        while run and not run[-1][2]:
-            run.pop()
+        while len(run) > 12 and not run[-1][2]:
+            run.pop()  # like a leading one, a trailing non-word stays only when needed to make 12
         if len(run) > 12 and not run[0][2]:
-            run.pop(0)  # a leading non-word is only kept when it is needed to make 12
+            run.pop(0)
         hits = sum(1 for _s, _e, ok in run if ok)
         if len(run) >= 12 and hits >= 11:
             spans.append((run[0][0], run[-1][1]))
@@ -253,7 +266,7 @@ def _phrase_spans(text: str) -> list[tuple[int, int]]:
 
 
 def secret_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every secret-shaped part of `text`: 64-byte base58, key arrays, phrases."""
+    """(start, end) of every secret-shaped part of `text`: base58 secret keys, key arrays, phrases."""
     return _base58_key_spans(text) + _json_key_spans(text) + _phrase_spans(text)
 
 

@@ -133,7 +133,14 @@ def _key_id_bytes(master_key: bytes) -> bytes:
 
 def _associated_data(key_id: bytes, user_id: int, kind: str, identity: str) -> bytes:
     # Length-prefixed fields so ("ab", "c") and ("a", "bc") can never produce the same bytes.
-    parts = [_AAD_LABEL, bytes([BLOB_VERSION]), key_id, str(int(user_id)).encode(), kind.encode(), identity.encode()]
+    parts = [
+        _AAD_LABEL,
+        bytes([BLOB_VERSION]),
+        key_id,
+        str(int(user_id)).encode(),
+        kind.encode(),
+        identity.encode(),
+    ]
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
@@ -148,9 +155,9 @@ class Vault:
             raise VaultError(f"the master key must be {MASTER_KEY_BYTES} bytes (got {size})")
         master = bytes(master_key)
         self._key_id = _key_id_bytes(master)
-        cipher_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=_CIPHER_KEY_INFO
-        ).derive(master)
+        cipher_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_CIPHER_KEY_INFO).derive(
+            master
+        )
         self._aead = AESGCM(cipher_key)
 
     @property

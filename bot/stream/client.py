@@ -217,6 +217,7 @@ class StreamClient:
         # Delivery: urgent first, then unknown types, then the coalesced noise (oldest first).
         self._urgent: deque[StreamEvent] = deque()
         self._unknown: deque[StreamEvent] = deque(maxlen=64)
+        self._unknown_types_seen: set[str] = set()
         self._latest: OrderedDict[tuple[str, int], StreamEvent] = OrderedDict()
         self._ticks: deque[StreamEvent] = deque(maxlen=trade_tick_keep)
         self._wakeup = asyncio.Event()
@@ -269,7 +270,9 @@ class StreamClient:
         return True
 
     def _set_state(self, state: str, reason: str | None) -> None:
-        if state == self._state and reason == self.reason:
+        if state == self._state:
+            # Same state, fresher reason (e.g. another failed reconnect): no new notification.
+            self.reason = reason
             return
         self._state = state
         self.reason = reason
@@ -457,7 +460,9 @@ class StreamClient:
             event = parse_event(frame, now)
         except MalformedMessage as exc:
             self.frames_skipped += 1
-            log.warning("skipped a stream frame: %s", exc)
+            # A flood of bad frames must not become a flood of log lines.
+            if self.frames_skipped <= 10 or self.frames_skipped % 1000 == 0:
+                log.warning("skipped a stream frame (%d so far): %s", self.frames_skipped, exc)
             return None
         self._file(event)
         return event
@@ -467,7 +472,9 @@ class StreamClient:
             if event.known:
                 self._urgent.append(event)
             else:
-                log.warning("unknown stream message type %r kept as a raw event", event.type)
+                if event.type not in self._unknown_types_seen and len(self._unknown_types_seen) < 100:
+                    self._unknown_types_seen.add(event.type)
+                    log.warning("unknown stream message type %r kept as a raw event", event.type)
                 self._unknown.append(event)
         elif event.type == "trade_tick":
             self._ticks.append(event)

@@ -1,0 +1,246 @@
+"""Logging set-up with redaction: no secret reaches any handler, whatever path a record takes.
+
+Two layers, because either alone leaves a gap:
+- a log record factory (`logging.setLogRecordFactory`) redacts every record as it is created: the
+  message merged with its args, the exception traceback (formatted once, redacted into `exc_text`,
+  `exc_info` cleared) and `stack_info`; `extra=` fields are redacted as `makeRecord` stores them.
+  This covers handlers added later by anyone (pytest's caplog, a library's own handler).
+- a `RedactingFilter` on every handler `setup_logging` installs, for records built without the
+  factory (`logging.makeLogRecord`, records that arrive from other processes).
+
+What is masked, always as `[REDACTED]`:
+- exact values given to `register_secret` (the bot token, API keys, a wallet secret while in
+  memory), also in their URL-encoded form;
+- secret shapes: base58 of a 64-byte secret key (checked, so transaction signatures survive),
+  JSON arrays of 32 or 64 byte values, runs of 12+ BIP39 words, and Telegram bot tokens (also
+  inside URLs such as `/bot<token>/getMe`, which httpx logs for every request python-telegram-bot
+  makes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bot.keys import secret_spans
+
+REDACTED = "[REDACTED]"
+
+_TELEGRAM_TOKEN_RE = re.compile(r"\d{6,12}:[A-Za-z0-9_-]{30,}")
+# Shortest shape worth scanning for: a BIP39 phrase (12 words) or a 64-byte base58 key.
+_MIN_SHAPE_CHARS = 47
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+
+def _rebuild() -> None:
+    global _secret_re
+    variants: set[str] = set()
+    for value in _secrets:
+        variants.add(value)
+        variants.add(quote(value, safe=""))
+    # Longest first, so a secret that contains another is masked whole.
+    ordered = sorted((v for v in variants if v), key=len, reverse=True)
+    _secret_re = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact value (and its URL-encoded form) in every log line from now on."""
+    if not value or len(value) < 4:
+        # Masking "ab" everywhere would shred the log without protecting anything real.
+        return
+    with _lock:
+        if value not in _secrets:
+            _secrets.add(value)
+            _rebuild()
+
+
+def forget_secret(value: str) -> None:
+    """Stop masking `value` (e.g. a wallet secret that has left memory)."""
+    with _lock:
+        if value in _secrets:
+            _secrets.discard(value)
+            _rebuild()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret and every secret-shaped part replaced by [REDACTED]."""
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    if ":" in text:
+        text = _TELEGRAM_TOKEN_RE.sub(REDACTED, text)
+    if len(text) < _MIN_SHAPE_CHARS:
+        return text
+    spans = secret_spans(text)
+    if not spans:
+        return text
+    # Merge overlaps, then cut from the end so earlier offsets stay valid.
+    spans.sort()
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        text = text[:start] + REDACTED + text[end:]
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    try:
+        shown = str(value)
+    except Exception:  # a broken __str__ must not break logging
+        return value
+    cleaned = redact(shown)
+    return value if cleaned == shown else cleaned
+
+
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_MARK = "_lasersell_redacted"
+
+
+def _format_exception(exc_info: Any) -> str:
+    text = "".join(traceback.format_exception(*exc_info))
+    return text.rstrip("\n")
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Redact a record in place: message with args, traceback, stack, extra fields."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        # Bad %-args: keep what the caller wrote, redacted, rather than lose the line.
+        message = f"{record.msg!s} {record.args!r}"
+    record.msg = redact(message)
+    record.args = None
+    if record.exc_info:
+        if record.exc_info[0] is not None:
+            record.exc_text = redact(_format_exception(record.exc_info))
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    for key, value in list(record.__dict__.items()):
+        if key not in _STANDARD_ATTRS and key != _MARK:
+            record.__dict__[key] = _redact_value(value)
+    record.__dict__[_MARK] = True
+
+
+class _RedactingDict(dict):
+    """A record's __dict__ that redacts values stored by subscript: `makeRecord` adds `extra=` fields
+    with `rv.__dict__[key] = value` after the factory has run, so this is where they can be caught."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in _STANDARD_ATTRS and key != _MARK:
+            value = _redact_value(value)
+        super().__setitem__(key, value)
+
+
+class _RedactingFactory:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        redact_record(record)
+        record.__dict__ = _RedactingDict(record.__dict__)
+        return record
+
+
+class RedactingFilter(logging.Filter):
+    """Handler filter: redacts any record the factory did not already clean."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.__dict__.get(_MARK):
+            redact_record(record)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, exc / stack when present, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(_format_exception(record.exc_info))
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key != _MARK and key not in entry:
+                entry[key] = value
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_installed_handlers: list[logging.Handler] = []
+
+
+def install_redaction(handler: logging.Handler) -> logging.Handler:
+    """Attach the redacting filter to a handler created outside `setup_logging`; returns it."""
+    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+        handler.addFilter(RedactingFilter())
+    return handler
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", *, log_file: str | Path | None = None) -> None:
+    """Log to stderr (or only to `log_file` when given) as text or JSON lines, with redaction.
+
+    Safe to call again: it replaces the handlers it installed before.
+    """
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}: use text or json")
+
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _RedactingFactory):
+        logging.setLogRecordFactory(_RedactingFactory(current))
+
+    root = logging.getLogger()
+    for old in _installed_handlers:
+        root.removeHandler(old)
+        old.close()
+    _installed_handlers.clear()
+
+    if log_file is not None:
+        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    install_redaction(handler)
+    root.addHandler(handler)
+    _installed_handlers.append(handler)
+    for other in root.handlers:
+        install_redaction(other)
+    root.setLevel(numeric)
+
+    # httpx logs every Bot API request at INFO (a long poll every few seconds): noise unless debugging.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
+    logging.captureWarnings(True)
