@@ -124,7 +124,7 @@ class BotRunner:
         if self.app.post_init:
             await self.app.post_init(self.app)
         await self.app.start()
-        self.services.attach_bot(self.app.bot)
+        await self.services.start_live(self.app.bot)
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,
@@ -134,6 +134,8 @@ class BotRunner:
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
+        if self.services is not None:
+            await self.services.stop_live()
         if self.app is not None:
             try:
                 if self.app.updater is not None and self.app.updater.running:

@@ -52,6 +52,11 @@ class Services:
     accounts: AccountService
     deletions: ScheduledDeletions
     bot: Any = None  # the telegram Bot, attached once the Application exists
+    outbox: Any = None
+    alerts: Any = None
+    supervisor: Any = None
+    desk: Any = None
+    seller: Any = None
 
     @classmethod
     async def build(cls, settings: Settings, db: Database) -> Services:
@@ -65,9 +70,40 @@ class Services:
         )
         return services
 
-    def attach_bot(self, bot: Any) -> None:
+    async def start_live(self, bot: Any) -> None:
+        """Start what talks to Telegram and LaserSell once the bot exists: outbox, alerts, streams."""
+        from bot.exits.desk import ExitDesk
+        from bot.notify.alerts import Alerts
+        from bot.notify.outbox import Outbox
+        from bot.stream.supervisor import StreamSupervisor
+        from storage.positions import Positions
+
         self.bot = bot
+        self.outbox = Outbox(bot, global_rate=self.settings.telegram_global_rate, on_blocked=self.on_blocked)
+        await self.outbox.start()
+        self.alerts = Alerts(self.outbox, Positions(self.db), self.accounts.store)
+        self.desk = ExitDesk(self, self.alerts)
+        self.supervisor = StreamSupervisor(
+            self, self.alerts, stream_url=self.settings.lasersell_stream_url, on_exit_signal=self.desk.on_signal
+        )
+        self.accounts.on_change = self.supervisor.refresh
         self.deletions.start()
+        await self.supervisor.start_all()
+
+    async def on_blocked(self, chat_id: int) -> None:
+        """Telegram says the user blocked the bot: mark them and stop their stream."""
+        row = await self.db.fetchone("SELECT telegram_id FROM users WHERE chat_id=?", (chat_id,))
+        if row is None:
+            return
+        await self.users.set_blocked(int(row[0]))
+        if self.supervisor is not None:
+            await self.supervisor.stop_user(int(row[0]))
+
+    async def stop_live(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop_all(timeout=5.0)
+        if self.outbox is not None:
+            await self.outbox.stop(drain_timeout=3.0)
 
     async def close(self) -> None:
         await self.deletions.stop()

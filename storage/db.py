@@ -151,6 +151,6 @@ class _Transaction:
 
 
 def _split_sql(sql: str) -> list[str]:
-    """Split a migration into statements (our migrations have no semicolons inside strings or triggers)."""
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    """Split a migration into statements (our migrations have no `;` or `--` inside strings or triggers)."""
+    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -293,7 +293,11 @@ class Outbox:
                 waiter.set_exception(DeliveryFailed("stopped"))
         self._room_waiters.clear()
         if self._side_tasks:
-            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+            # give on_blocked callbacks a bounded moment to finish, as the calls had
+            _, late = await asyncio.wait(set(self._side_tasks), timeout=max(drain_timeout, 0.1))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def wake(self) -> None:
         """Makes the dispatcher re-read the clock now (tests that move a fake clock)."""
@@ -303,7 +307,9 @@ class Outbox:
 
     def submit(self, call: OutboxCall) -> asyncio.Future[Any]:
         """Queues `call`; the future resolves to the Bot method's result or raises
-        DeliveryFailed. Awaiting it is optional: failures of unawaited futures are logged."""
+        DeliveryFailed. Awaiting it is optional: failures of unawaited futures are logged.
+        A call whose `coalesce_key` matches a queued call of the same chat replaces that call's
+        content in its place in the queue (and priority); both futures get the one result."""
         if not callable(getattr(self._bot, call.method, None)):
             raise ValueError(f"the bot has no method {call.method!r}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

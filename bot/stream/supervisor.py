@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.strategy import Strategy
 from bot.stream.client import CONNECTED, NEEDS_ATTENTION, StreamClient, StreamConfig
 from bot.stream.events import StreamEvent
-from bot.strategy import Strategy
 from storage.positions import ExitSignals, Positions
 
 log = logging.getLogger("lasersell_bot.supervisor")

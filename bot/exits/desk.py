@@ -1,0 +1,65 @@
+"""The exit desk: every exit signal is stored first, then shown with Sell / Skip; taps come back here.
+
+States of a stored signal: pending -> approved -> signing -> submitted -> landed | failed, or
+pending -> skipped / superseded / expired. A tap moves pending -> approved atomically, so a second tap
+(from any device, at any moment) finds it taken and nothing is signed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from bot.notify import render
+from bot.notify.outbox import DeliveryFailed, Priority
+from bot.stream.events import StreamEvent
+from storage.positions import ExitSignal, ExitSignals, Positions
+
+log = logging.getLogger("lasersell_bot.exits")
+
+SIGNAL_TTL_MS = 10 * 60 * 1000  # after this a button offers Refresh instead of Sell
+
+
+class ExitDesk:
+    def __init__(self, services: Any, alerts: Any) -> None:
+        self.services = services
+        self.alerts = alerts
+        self.signals = ExitSignals(services.db)
+        self.positions = Positions(services.db)
+        self.seller: Any = None  # the sell path (bot.exits.sell.Seller), attached when present
+
+    async def on_signal(self, user_id: int, event: StreamEvent) -> ExitSignal:
+        msg = event.data
+        settings = await self.services.accounts.store.get(user_id)
+        signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
+        # stored before anything is shown: a crash from here on never loses the signal
+        user = await self.services.users.get(user_id)
+        position = await self.positions.get(user_id, signal.position_id)
+        if self.seller is not None and await self.seller.absorbs(signal):
+            return signal  # an automatic retry or refresh the seller was waiting for
+        if user is None:
+            return signal
+        try:
+            message_id = await self.alerts.exit_signal(user_id, user.chat_id, signal, position)
+        except DeliveryFailed as exc:
+            log.warning("exit signal message not delivered: %s", exc)
+            message_id = None
+        if message_id is not None:
+            await self.signals.set(signal.id, chat_id=user.chat_id, message_id=message_id)
+        if settings.auto_sell and self.seller is not None:
+            await self.seller.auto_sell(signal.id, user_id)
+        return signal
+
+    async def skip(self, user_id: int, signal_id: str) -> tuple[bool, str]:
+        signal = await self.signals.get(signal_id)
+        if signal is None or signal.telegram_id != user_id:
+            return False, "This signal is not yours."
+        if not await self.signals.transition(signal_id, ("pending",), "skipped"):
+            current = await self.signals.get(signal_id)
+            return False, f"Too late: this signal is already {current.state if current else 'gone'}."
+        position = await self.positions.get(user_id, signal.position_id)
+        text = render.exit_signal(signal, position) + "\n\n⏭ Skipped. The position stays tracked."
+        if signal.chat_id and signal.message_id:
+            self.alerts.outbox.edit_message_text(signal.chat_id, signal.message_id, text, priority=Priority.URGENT)
+        return True, "Skipped"
