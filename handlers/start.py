@@ -111,7 +111,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = get_services(context)
     clear_input(context)
     step = await next_step(services, user.id)
-    greeting = f"Hi {esc(user.first_name or 'trader')}!\n\n{INTRO}"
+    greeting = f"Hi {esc(user.first_name or 'trader')}!\n\n{INTRO}\n\nSend /help to see every command."
     if step == "apikey" and not (await setup_state(services, user.id))["wallet"]:
         await update.effective_message.reply_text(greeting + "\n\nSetting up takes three steps and a couple of minutes.")
     else:

@@ -237,7 +237,7 @@ async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path 
     # The chat owns the terminal: the bot's log goes to a file in the data folder.
     setup_logging("INFO", "text", log_file=data_dir / "bot.log")
     try:
-        async with SandboxServices(seed=seed) as services:
+        async with SandboxServices(seed=seed, realtime=True) as services:
             chat = TerminalChat(services)
             await chat.open()
             settings = sandbox_settings(services.urls, services.telegram.token, data_dir, (chat.user_id,))
