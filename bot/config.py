@@ -25,6 +25,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LASERSELL_API_URL": ("https://api.lasersell.io", "LaserSell REST API (wallet registration, buy and sell)."),
     "LASERSELL_API_KEY": ("", "Optional operator key, used for users who have not set their own (single-user deployments)."),
     "SOLANA_RPC_URL": ("https://api.mainnet-beta.solana.com", "Solana JSON-RPC for balances, blockhash checks, sending and confirming."),
+    "HELIUS_SENDER_URL": ("https://sender.helius-rpc.com/fast", "Where transactions go for users whose send mode is helius_sender."),
+    "ASTRALANE_URL": ("https://fr.gateway.astralane.io/iris", "Where transactions go for users whose send mode is astralane (with their Astralane key)."),
     "BOT_MASTER_KEY": ("", "Base64 of 32 random bytes that encrypts every stored secret. Set this or BOT_MASTER_KEY_FILE."),
     "BOT_MASTER_KEY_FILE": ("", "Path of a file holding the master key (written by `lasersell-bot gen-master-key`)."),
     "DATABASE_PATH": ("data/bot.db", "SQLite database file (created with its folder)."),
@@ -62,6 +64,8 @@ class Settings:
     telegram_global_rate: float = 25.0
     broadcast_rate: float = 25.0
     guard_extra_programs: tuple[str, ...] = field(default_factory=tuple)
+    helius_sender_url: str = "https://sender.helius-rpc.com/fast"
+    astralane_url: str = "https://fr.gateway.astralane.io/iris"
 
     @property
     def sandbox_mode(self) -> bool:
@@ -212,6 +216,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
         telegram_global_rate=_rate(merged, "TELEGRAM_GLOBAL_RATE"),
         broadcast_rate=_rate(merged, "BROADCAST_RATE"),
         guard_extra_programs=extra_programs,
+        helius_sender_url=_url(merged, "HELIUS_SENDER_URL", ("http", "https")),
+        astralane_url=_url(merged, "ASTRALANE_URL", ("http", "https")),
     )
 
 

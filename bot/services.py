@@ -86,8 +86,13 @@ class Services:
         self.supervisor = StreamSupervisor(
             self, self.alerts, stream_url=self.settings.lasersell_stream_url, on_exit_signal=self.desk.on_signal
         )
+        from bot.exits.sell import Seller
+
+        self.seller = Seller(self, self.desk, self.supervisor)
+        self.desk.seller = self.seller
         self.accounts.on_change = self.supervisor.refresh
         self.deletions.start()
+        await self.seller.recover()
         await self.supervisor.start_all()
 
     async def on_blocked(self, chat_id: int) -> None:
@@ -102,6 +107,8 @@ class Services:
     async def stop_live(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop_all(timeout=5.0)
+        if self.seller is not None:
+            await self.seller.close()
         if self.outbox is not None:
             await self.outbox.stop(drain_timeout=3.0)
 

@@ -107,14 +107,25 @@ class SolanaRpc:
 
     async def get_signature_statuses(self, signatures: list[str]) -> list[SignatureStatus | None]:
         text = await self.call_raw("getSignatureStatuses", [signatures, {"searchTransactionHistory": True}])
+        GetSignatureStatusesResp.from_json(text)  # the shape a node gives, or an error here
         out: list[SignatureStatus | None] = []
-        for status in GetSignatureStatusesResp.from_json(text).value:
+        for status in json.loads(text)["result"]["value"]:
             if status is None:
                 out.append(None)
                 continue
-            confirmation = str(status.confirmation_status).split(".")[-1].lower() if status.confirmation_status else None
-            out.append(SignatureStatus(status.slot, confirmation, status.err))
+            # err stays the node's JSON (e.g. {"InstructionError": [2, {"Custom": 6003}]}) for explaining it
+            out.append(SignatureStatus(int(status["slot"]), status.get("confirmationStatus"), status.get("err")))
         return out
+
+    async def get_transaction_meta(self, signature: str) -> dict[str, Any] | None:
+        result = await self.call(
+            "getTransaction", [signature, {"encoding": "json", "maxSupportedTransactionVersion": 0, "commitment": "confirmed"}]
+        )
+        if not result:
+            return None
+        meta = dict(result.get("meta") or {})
+        meta["account_keys"] = result.get("transaction", {}).get("message", {}).get("accountKeys", [])
+        return meta
 
     async def get_token_holdings(self, owner: str) -> list[TokenHolding]:
         holdings: list[TokenHolding] = []

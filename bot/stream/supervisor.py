@@ -205,9 +205,6 @@ class StreamSupervisor:
     async def _on_state(self, worker: Worker, state: str, reason: str | None) -> None:
         if state == CONNECTED:
             worker.told_attention = False
-            server_ms = worker.client.limits.get("server_time_ms") if worker.client.limits else None
-            if isinstance(server_ms, int):
-                worker.clock_offset_ms = server_ms - int(time.time() * 1000)
             # An exit signal sent while the socket was down is never re-sent: ask again.
             for position in await self.positions.open_for(worker.user_id):
                 if position.waiting_exit:

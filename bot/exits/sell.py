@@ -1,0 +1,470 @@
+"""Sell: guard, sign, submit, confirm, retry — exactly once, and never anything but the sell.
+
+A signal's states: pending -> approved (the tap, atomic) -> signing (signed bytes and signature stored,
+BEFORE anything is sent) -> submitted -> landed | failed; or superseded (a fresh transaction replaced
+it), skipped, expired. A crash at any point is settled at the next start by `recover()`: what was
+signed is looked up by signature and, if unknown while its blockhash is valid, the identical bytes
+are sent again (the chain lands them at most once). A new transaction is asked for only once the
+first is known failed or expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from bot.exits.guard import GuardRefusal, SellIntent, check_sell
+from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
+from bot.notify import render
+from bot.notify.alerts import buttons
+from bot.notify.outbox import Priority
+from bot.solana_rpc import RpcError, SignatureStatus
+from storage.positions import ExitSignal, ExitSignals, Position, Positions
+
+log = logging.getLogger("lasersell_bot.sell")
+
+FRESH_S = 3.0  # younger signals are signed without asking the chain about their blockhash
+REFRESH_WAIT_S = 10.0  # how long to wait for a fresh transaction from the stream
+CONFIRM_TIMEOUT_S = 60.0
+POLL_S = 0.3
+SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
+SIGNAL_TTL_MS = 10 * 60 * 1000
+TIPPED_MODES = ("helius_sender", "astralane")
+DEFAULT_TIP_LAMPORTS = 200_000
+
+
+def explain(err: Any) -> tuple[str, str]:
+    """(kind, words) for a transaction error as a node reports it."""
+    if err is None:
+        return "ok", "landed"
+    if isinstance(err, str):
+        if err in ("BlockhashNotFound",):
+            return "expired", "the transaction expired before it landed (blockhash too old)"
+        if err in ("InsufficientFundsForFee", "AccountNotFound"):
+            return "fees", "not enough SOL in the wallet to pay the network fee"
+        if err == "AlreadyProcessed":
+            return "duplicate", "this exact transaction was already processed"
+        return "other", f"the network refused it ({err})"
+    if isinstance(err, dict) and "InstructionError" in err:
+        index, inner = err["InstructionError"]
+        if isinstance(inner, dict) and "Custom" in inner:
+            code = int(inner["Custom"])
+            if code in SLIPPAGE_ERRORS:
+                return "slippage", "the price moved more than your slippage allows"
+            return "other", f"the swap program failed with error code {code} (instruction {index})"
+        return "other", f"instruction {index} failed ({inner})"
+    if isinstance(err, dict) and "InsufficientFundsForRent" in err:
+        return "fees", "not enough SOL in the wallet to keep an account open (rent)"
+    return "other", f"the transaction failed ({err})"
+
+
+@dataclass
+class Outcome:
+    kind: str  # landed, failed, unknown
+    words: str
+    signature: str | None = None
+    sol_received: int | None = None
+
+
+class Seller:
+    def __init__(self, services: Any, desk: Any, supervisor: Any) -> None:
+        self.services = services
+        self.desk = desk
+        self.supervisor = supervisor
+        self.signals = ExitSignals(services.db)
+        self.positions = Positions(services.db)
+        self.outbox = services.outbox
+        self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http = httpx.AsyncClient(timeout=10.0)
+        extra = getattr(services.settings, "guard_extra_programs", ())
+        self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._http.aclose()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- taps -------------------------------------------------------------------------------------------
+    async def tap(self, user_id: int, signal_id: str, action: str) -> str:
+        signal = await self.signals.get(signal_id)
+        if signal is None or signal.telegram_id != user_id:
+            return "This signal is not yours."
+        if action == "refresh":
+            return await self._refresh_button(signal)
+        if action == "retry":
+            return await self._retry_button(signal)
+        if signal.state != "pending":
+            return {
+                "approved": "Already selling…", "signing": "Already selling…", "submitted": "Already selling…",
+                "landed": "Already sold.", "skipped": "You skipped this one.", "superseded": "A newer signal replaced this one.",
+                "expired": "This signal expired: tap Refresh.", "failed": "This sell failed; see the message.",
+            }.get(signal.state, "Already handled.")
+        if int(time.time() * 1000) - signal.received_at_ms > SIGNAL_TTL_MS:
+            if await self.signals.transition(signal.id, ("pending",), "expired"):
+                await self._edit(signal, "⌛ This signal expired. Tap Refresh for a fresh exit transaction.",
+                                 buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+            return "Expired: tap Refresh."
+        if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+            return "Already selling…"
+        self._spawn(self.sell(signal.id))
+        return "Selling…"
+
+    async def auto_sell(self, signal_id: str, user_id: int) -> None:
+        if await self.signals.transition(signal_id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+            self._spawn(self.sell(signal_id, auto=True))
+
+    async def absorbs(self, signal: ExitSignal) -> bool:
+        """A fresh signal that a sell in progress asked for is handed to it instead of shown anew."""
+        waiter = self._waiting.pop((signal.telegram_id, signal.position_id), None)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(signal)
+        return True
+
+    async def _refresh_button(self, signal: ExitSignal) -> str:
+        if signal.state not in ("expired", "pending", "failed"):
+            return "Already handled."
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        if position is None or position.status != "open":
+            return "The position is closed."
+        if not await self.supervisor.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
+            return "Your stream is not running right now."
+        return "Asked LaserSell for a fresh exit; it arrives as a new message."
+
+    async def _retry_button(self, signal: ExitSignal) -> str:
+        if signal.state != "failed":
+            return "Already handled."
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        if position is None or position.status != "open":
+            return "The position is closed."
+        settings = await self.services.accounts.store.get(signal.telegram_id)
+        slippage = next_slippage(signal.slippage_bps or settings.slippage_bps, signal.attempt, settings.slippage_cap_bps)
+        self._spawn(self._retry(signal, slippage, automatic=False))
+        return f"Retrying with {slippage / 100:g}% slippage…"
+
+    # --- the sell ---------------------------------------------------------------------------------------
+    async def sell(self, signal_id: str, *, auto: bool = False) -> Outcome:
+        signal = await self.signals.get(signal_id)
+        assert signal is not None
+        try:
+            return await self._sell(signal, auto=auto)
+        except Exception as exc:  # never leave a tapped signal without an answer
+            log.exception("sell %s failed unexpectedly", signal_id)
+            await self.signals.set(signal.id, state="failed", error=type(exc).__name__)
+            await self._edit(signal, f"❌ The sell failed on my side ({type(exc).__name__}); nothing was sent twice.")
+            return Outcome("failed", "internal error")
+
+    async def _sell(self, signal: ExitSignal, *, auto: bool) -> Outcome:
+        user_id = signal.telegram_id
+        position = await self.positions.get(user_id, signal.position_id)
+        tx = decode_unsigned(signal.unsigned_tx_b64)
+        # Freshness: an old transaction may carry an expired blockhash that would never land.
+        if time.time() * 1000 - signal.received_at_ms > FRESH_S * 1000:
+            valid = await self._blockhash_valid(tx)
+            if not valid:
+                await self._edit(signal, render.exit_signal(signal, position) + "\n\n🔄 Refreshing: the transaction was too old…")
+                fresh = await self._ask_fresh(signal, signal.slippage_bps)
+                if fresh is None:
+                    await self.signals.set(signal.id, state="expired", error="no fresh transaction")
+                    await self._edit(signal, render.exit_signal(signal, position) + "\n\n⌛ Could not get a fresh transaction in time.",
+                                     buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+                    return Outcome("failed", "expired")
+                signal = fresh
+                tx = decode_unsigned(signal.unsigned_tx_b64)
+        settings = await self.services.accounts.store.get(user_id)
+        tip_cap = settings.tip_lamports or (DEFAULT_TIP_LAMPORTS if settings.send_mode in TIPPED_MODES else 0)
+        intent = SellIntent(
+            wallet=Pubkey.from_string(signal.wallet),
+            mint=Pubkey.from_string(signal.mint),
+            token_account=Pubkey.from_string(signal.token_account) if signal.token_account else None,
+            max_tokens=signal.position_tokens,
+            max_tip_lamports=tip_cap,
+            token_program=Pubkey.from_string(position.token_program) if position and position.token_program else None,
+        )
+        try:
+            check_sell(tx, intent, extra_programs=self.extra_programs)
+        except GuardRefusal as refusal:
+            log.warning("guard refused signal %s: %s (%s)", signal.id, refusal.rule, refusal)
+            await self.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
+            await self._edit(signal, render.exit_signal(signal, position) + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed.")
+            return Outcome("failed", str(refusal))
+        keypair = await self.services.accounts.keypair(user_id, signal.wallet)
+        try:
+            signed = sign_transaction(tx, keypair)
+        except SigningError as exc:
+            await self.signals.set(signal.id, state="failed", error="signing")
+            await self._edit(signal, render.exit_signal(signal, position) + f"\n\n❌ {render.esc(exc)}")
+            return Outcome("failed", str(exc))
+        del keypair
+        raw = bytes(signed)
+        signature = str(signed.signatures[0])
+        # Persist before sending: after a crash we look this signature up instead of selling again.
+        await self.signals.set(signal.id, state="signing", signed_tx_b64=base64.b64encode(raw).decode(), signature=signature)
+        return await self._submit_and_confirm(signal.id, raw, signature, settings.send_mode)
+
+    async def _submit_and_confirm(self, signal_id: str, raw: bytes, signature: str, send_mode: str) -> Outcome:
+        signal = await self.signals.get(signal_id)
+        assert signal is not None
+        try:
+            await self._send(signal.telegram_id, raw, send_mode)
+        except RpcError as exc:
+            kind, words = explain(_rpc_error_kind(exc))
+            await self.signals.set(signal.id, state="failed", error=f"{kind}: {exc}")
+            return await self._failed(signal, kind, words)
+        await self.signals.transition(signal.id, ("signing",), "submitted", submitted_at_ms=int(time.time() * 1000))
+        await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Sent. Waiting for the network to confirm…")
+        return await self._confirm(signal.id, raw, signature)
+
+    async def _confirm(self, signal_id: str, raw: bytes, signature: str, timeout: float = CONFIRM_TIMEOUT_S) -> Outcome:
+        signal = await self.signals.get(signal_id)
+        assert signal is not None
+        tx = VersionedTransaction.from_bytes(raw)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        status: SignatureStatus | None = None
+        while loop.time() < deadline:
+            try:
+                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
+            except RpcError as exc:
+                log.info("status check failed: %s", exc)
+                status = None
+            if status is not None and (status.err is not None or status.landed):
+                break
+            if status is None and not await self._blockhash_valid(tx):
+                # one more look: it may have landed just before the blockhash expired
+                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
+                if status is None:
+                    await self.signals.set(signal.id, state="failed", error="expired")
+                    return await self._failed(signal, "expired", "the transaction expired before it landed")
+                break
+            await asyncio.sleep(POLL_S)
+        if status is None or (status.err is None and not status.landed):
+            await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Still not confirmed. I keep checking and will tell you.")
+            self._spawn(self._confirm(signal_id, raw, signature, timeout=timeout * 4))
+            return Outcome("unknown", "still checking", signature)
+        if status.err is not None:
+            kind, words = explain(status.err)
+            await self.signals.set(signal.id, state="failed", error=f"{kind}: {status.err}")
+            return await self._failed(signal, kind, words)
+        return await self._landed(signal, signature)
+
+    async def _landed(self, signal: ExitSignal, signature: str) -> Outcome:
+        received = await self._sol_received(signature, signal.wallet)
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        sold = signal.tokens_to_sell
+        basis = (position.entry_quote_units * sold // position.tokens) if position and position.tokens else None
+        pnl = (received - basis) if (received is not None and basis is not None) else None
+        outcome = {"sol_received": received, "tokens_sold": sold, "basis": basis, "pnl": pnl}
+        await self.signals.set(signal.id, state="landed", outcome=outcome)
+        decimals = position.decimals if position else None
+        label = position.label if position else signal.mint[:6]
+        lines = [
+            f"✅ <b>Sold {render.tokens(sold, decimals)} {render.esc(label)}</b> for {render.sol(received)}",
+        ]
+        if pnl is not None and basis:
+            lines.append(f"PnL {render.sol(pnl, signed=True)} ({render.pct(pnl, basis)})")
+        if signal.sell_tokens and signal.sell_tokens < signal.position_tokens:
+            level = f", ladder level {signal.level_index + 1}" if signal.level_index is not None else ""
+            lines.append(f"Partial sell{level}: the rest of the position stays tracked.")
+        lines.append(f'<a href="https://solscan.io/tx/{signature}">{signature[:8]}…{signature[-8:]}</a>')
+        await self._edit(signal, f"<b>{render.reason_words(signal.reason)}</b>\n" + "\n".join(lines))
+        await self._send_card(signal, position, received, basis, pnl)
+        return Outcome("landed", "landed", signature, received)
+
+    async def _failed(self, signal: ExitSignal, kind: str, words: str) -> Outcome:
+        """Tell the user why, and retry (automatically up to their retry count) when it can help."""
+        text = await self._signal_text(signal) + f"\n\n❌ <b>Not sold</b>: {render.esc(words)}."
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        settings = await self.services.accounts.store.get(signal.telegram_id)
+        retryable = kind in ("slippage", "expired") and position is not None and position.status == "open"
+        if not retryable:
+            if kind == "fees":
+                text += "\nAdd a little SOL to the wallet for fees, then tap Refresh."
+                await self._edit(signal, text, buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+            else:
+                await self._edit(signal, text)
+            return Outcome("failed", words, signal.signature)
+        current = signal.slippage_bps or settings.slippage_bps
+        slippage = next_slippage(current, signal.attempt, settings.slippage_cap_bps)
+        if signal.attempt < settings.retry_count and (slippage > current or kind == "expired"):
+            await self._edit(signal, text + f"\n🔁 Retrying with {slippage / 100:g}% slippage…")
+            self._spawn(self._retry(signal, slippage, automatic=True))
+        elif slippage > current or kind == "expired":
+            await self._edit(signal, text, buttons([(f"🔁 Retry at {slippage / 100:g}% slippage", f"x:retry:{signal.id}")]))
+        else:
+            await self._edit(signal, text + f"\nYour slippage cap ({settings.slippage_cap_bps / 100:g}%) is reached; raise it in /settings.")
+        return Outcome("failed", words, signal.signature)
+
+    async def _retry(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
+        fresh = await self._ask_fresh(failed, slippage_bps)
+        if fresh is None:
+            await self._edit(failed, await self._signal_text(failed) + "\n\n⌛ No fresh transaction came; tap Refresh.",
+                             buttons([("🔄 Refresh", f"x:refresh:{failed.id}")]))
+            return
+        await self.signals.set(fresh.id, attempt=failed.attempt + 1, slippage_bps=slippage_bps)
+        if await self.signals.transition(fresh.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+            await self.sell(fresh.id, auto=automatic)
+
+    async def _ask_fresh(self, old: ExitSignal, slippage_bps: int | None) -> ExitSignal | None:
+        """Ask the stream for a new exit transaction and wait (bounded) for it; it takes over the old message."""
+        key = (old.telegram_id, old.position_id)
+        waiter: asyncio.Future[ExitSignal] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = waiter
+        if not await self.supervisor.request_exit(old.telegram_id, old.position_id, slippage_bps):
+            self._waiting.pop(key, None)
+        try:
+            fresh = await asyncio.wait_for(waiter, REFRESH_WAIT_S)
+        except TimeoutError:
+            self._waiting.pop(key, None)
+            return None
+        await self.signals.set(fresh.id, chat_id=old.chat_id, message_id=old.message_id, attempt=old.attempt,
+                               slippage_bps=slippage_bps or old.slippage_bps)
+        if old.state in ("pending", "approved"):
+            await self.signals.transition(old.id, (old.state,), "superseded")
+        return await self.signals.get(fresh.id)
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
+        try:
+            return await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)
+        except RpcError as exc:
+            log.info("isBlockhashValid failed (%s); treating as valid", exc)
+            return True
+
+    async def _send(self, user_id: int, raw: bytes, send_mode: str) -> None:
+        if send_mode == "rpc":
+            await self.services.rpc.send_transaction(raw, skip_preflight=True)
+            return
+        url = self.services.settings.helius_sender_url if send_mode == "helius_sender" else self.services.settings.astralane_url
+        headers = {}
+        if send_mode == "astralane":
+            settings = await self.services.accounts.store.get(user_id)
+            if settings.astralane_sealed:
+                key = self.services.vault.open(settings.astralane_sealed, user_id=user_id, kind="astralane_key",
+                                               identity="astralane_key").decode()
+                headers["x-api-key"] = key
+        body = {
+            "jsonrpc": "2.0", "id": 1, "method": "sendTransaction",
+            "params": [base64.b64encode(raw).decode(), {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}],
+        }
+        try:
+            reply = await self._http.post(url, json=body, headers=headers)
+            data = reply.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
+        if data.get("error"):
+            raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
+
+    async def _sol_received(self, signature: str, wallet: str) -> int | None:
+        try:
+            meta = await self.services.rpc.get_transaction_meta(signature)
+        except RpcError:
+            return None
+        if not meta:
+            return None
+        keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
+        if wallet not in keys:
+            return None
+        index = keys.index(wallet)
+        pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
+        if index >= len(pre) or index >= len(post):
+            return None
+        return int(post[index]) - int(pre[index]) + int(meta.get("fee", 0))
+
+    async def _signal_text(self, signal: ExitSignal) -> str:
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        return render.exit_signal(signal, position, slippage_bps=signal.slippage_bps)
+
+    async def _edit(self, signal: ExitSignal, text: str, markup: Any = None) -> None:
+        if signal.chat_id is None or signal.message_id is None:
+            user = await self.services.users.get(signal.telegram_id)
+            if user is None:
+                return
+            message = await self.outbox.send_message(user.chat_id, text, priority=Priority.URGENT, reply_markup=markup)
+            await self.signals.set(signal.id, chat_id=user.chat_id, message_id=message.message_id)
+            return
+        future = self.outbox.edit_message_text(signal.chat_id, signal.message_id, text, priority=Priority.URGENT,
+                                               reply_markup=markup)
+        with contextlib.suppress(Exception):
+            await future
+
+    async def _send_card(self, signal: ExitSignal, position: Position | None, received: int | None,
+                         basis: int | None, pnl: int | None) -> None:
+        if signal.chat_id is None or received is None or basis is None or pnl is None:
+            return
+        try:
+            from bot.notify.pnl_card import PnlCard, render_pnl_card
+        except ImportError:
+            return
+        hold_ms = int(time.time() * 1000) - ((position.opened_at_ms or position.first_seen_ms) if position else signal.received_at_ms)
+        partial = None
+        if signal.sell_tokens and signal.sell_tokens < signal.position_tokens:
+            partial = f"{100 * signal.sell_tokens / signal.position_tokens:.0f}% sold" + (
+                f", level {signal.level_index + 1}" if signal.level_index is not None else "")
+        card = PnlCard(
+            token_symbol=position.label if position else signal.mint[:6],
+            token_name=position.name if position else None,
+            entry_sol=basis / 1e9, exit_sol=received / 1e9, pnl_sol=pnl / 1e9,
+            pnl_pct=100 * pnl / basis if basis else 0.0, hold_seconds=max(0, hold_ms) / 1000,
+            reason=render.REASONS.get(signal.reason, signal.reason).split(" ", 1)[-1], partial=partial,
+        )
+        png = await asyncio.to_thread(render_pnl_card, card)
+        self.outbox.send_photo(signal.chat_id, png, None, priority=Priority.URGENT)
+
+    # --- after a crash ----------------------------------------------------------------------------------
+    async def recover(self) -> None:
+        """Settle every signal a previous run left approved, signing or submitted."""
+        for signal in await self.signals.in_states(("approved", "signing", "submitted")):
+            if signal.state == "approved" or not signal.signed_tx_b64 or not signal.signature:
+                # tapped but never signed: nothing can have been sent; sell it now as the user asked
+                self._spawn(self.sell(signal.id))
+                continue
+            self._spawn(self._resume(signal))
+
+    async def _resume(self, signal: ExitSignal) -> None:
+        assert signal.signed_tx_b64 and signal.signature
+        raw = base64.b64decode(signal.signed_tx_b64)
+        status = (await self.services.rpc.get_signature_statuses([signal.signature]))[0]
+        if status is None:
+            tx = VersionedTransaction.from_bytes(raw)
+            if await self._blockhash_valid(tx):
+                settings = await self.services.accounts.store.get(signal.telegram_id)
+                with contextlib.suppress(RpcError):
+                    await self._send(signal.telegram_id, raw, settings.send_mode)  # identical bytes: lands at most once
+        if signal.state == "signing":
+            await self.signals.transition(signal.id, ("signing",), "submitted")
+        await self._confirm(signal.id, raw, signal.signature)
+
+
+def next_slippage(current_bps: int, attempt: int, cap_bps: int) -> int:
+    """+20 bps, then +40 bps, then +80 bps ... up to the user's cap."""
+    return min(cap_bps, current_bps + 20 * (2 ** attempt))
+
+
+def _rpc_error_kind(exc: RpcError) -> Any:
+    text = str(exc)
+    if "Blockhash not found" in text or "BlockhashNotFound" in text:
+        return "BlockhashNotFound"
+    if "insufficient funds for fee" in text.lower() or "InsufficientFundsForFee" in text:
+        return "InsufficientFundsForFee"
+    data = exc.data if isinstance(exc.data, dict) else {}
+    if data.get("err") is not None:
+        return data["err"]
+    return text

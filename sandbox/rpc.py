@@ -1,0 +1,443 @@
+"""The sandbox chain's Solana JSON-RPC 2.0 endpoint (HTTP POST at "/", batches too).
+
+Answers have the shapes a node gives (they parse with `solders.rpc.responses`), errors too:
+-32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params,
+-32002 preflight failure (with the simulation result as data), -32003 signature verification
+failure, -32015 a v0 transaction asked for without `maxSupportedTransactionVersion`.
+`fail_next_send(error)` makes the next sendTransaction answer with that error (fault injection).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import base58
+from solders.hash import Hash
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.token.state import Mint, TokenAccount
+from solders.transaction import VersionedTransaction
+
+from sandbox.chain import (
+    MINT_SIZE,
+    TOKEN_2022_PROGRAM_ID,
+    TOKEN_ACCOUNT_SIZE,
+    TOKEN_PROGRAM_ID,
+    Chain,
+    RpcError,
+    TxRecord,
+    ui_token_amount,
+)
+from sandbox.http import JsonHttpServer, Request
+
+API_VERSION = "2.2.7"
+FEATURE_SET = 3294202862
+MAX_SIGNATURES = 256
+
+
+def _invalid(message: str) -> RpcError:
+    return RpcError(-32602, message)
+
+
+def _params(params: Any, at_least: int = 0) -> list[Any]:
+    if params is None:
+        params = []
+    if not isinstance(params, list):
+        raise _invalid("Invalid params: expected an array of parameters")
+    if len(params) < at_least:
+        raise _invalid(f"Invalid params: expected at least {at_least} parameter(s)")
+    return params
+
+
+def _config(params: list[Any], index: int) -> dict[str, Any]:
+    value = params[index] if len(params) > index else None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid("Invalid params: config must be an object")
+    return value
+
+
+def _pubkey(value: Any) -> Pubkey:
+    try:
+        return Pubkey.from_string(value)
+    except (ValueError, TypeError) as exc:
+        raise _invalid("Invalid param: Invalid") from exc
+
+
+def _signature(value: Any) -> Signature:
+    try:
+        return Signature.from_string(value)
+    except (ValueError, TypeError) as exc:
+        raise _invalid(f"Invalid param: {value!r} is not a signature") from exc
+
+
+def decode_transaction(data: Any, encoding: str) -> VersionedTransaction:
+    """A wire transaction in `encoding` (base58 as a node defaults to, or base64)."""
+    if not isinstance(data, str):
+        raise _invalid("Invalid params: transaction must be a string")
+    try:
+        if encoding == "base64":
+            raw = base64.b64decode(data, validate=True)
+        elif encoding == "base58":
+            raw = base58.b58decode(data)
+        else:
+            raise _invalid(
+                f"Invalid params: unsupported encoding: {encoding}. Supported encodings: base58, base64"
+            )
+    except (binascii.Error, ValueError) as exc:
+        raise _invalid(f"invalid transaction: failed to decode {encoding} string") from exc
+    try:
+        return VersionedTransaction.from_bytes(raw)
+    except Exception as exc:  # solders raises its own error types on bad bytes
+        raise _invalid(
+            f"invalid transaction: Transaction failed to sanitize accounts offsets correctly: {exc}"
+        ) from exc
+
+
+class SandboxRpc:
+    """JSON-RPC over the sandbox chain. `await start()`, then clients POST to `.url`."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.calls: Counter[str] = Counter()
+        self.sent: list[Signature] = []
+        self._send_faults: deque[dict[str, Any]] = deque()
+        self.server = JsonHttpServer()
+        self.server.route("POST", "/", self._http)
+        self._methods: dict[str, Callable[[list[Any]], Any]] = {
+            "getHealth": lambda p: "ok",
+            "getVersion": lambda p: {"solana-core": API_VERSION, "feature-set": FEATURE_SET},
+            "getSlot": lambda p: self.chain.slot,
+            "getBlockHeight": lambda p: self.chain.block_height,
+            "getLatestBlockhash": self._get_latest_blockhash,
+            "isBlockhashValid": self._is_blockhash_valid,
+            "getBalance": self._get_balance,
+            "getAccountInfo": self._get_account_info,
+            "getMultipleAccounts": self._get_multiple_accounts,
+            "getMinimumBalanceForRentExemption": self._get_min_rent,
+            "getTokenAccountBalance": self._get_token_account_balance,
+            "getTokenAccountsByOwner": self._get_token_accounts_by_owner,
+            "getSignatureStatuses": self._get_signature_statuses,
+            "getTransaction": self._get_transaction,
+            "simulateTransaction": self._simulate_transaction,
+            "sendTransaction": self._send_transaction,
+        }
+
+    # -- serving -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.server.start(host, port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def fail_next_send(self, error: dict[str, Any] | RpcError) -> None:
+        """The next sendTransaction answers with this JSON-RPC error ({"code", "message", "data"?})."""
+        self._send_faults.append(error.to_json() if isinstance(error, RpcError) else dict(error))
+
+    async def _http(self, request: Request) -> tuple[int, Any]:
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return 200, _error_response(None, {"code": -32700, "message": "Parse error"})
+        return 200, self.handle(payload)
+
+    def handle(self, payload: Any) -> Any:
+        """One JSON-RPC request object or a batch (list) -> the response object(s)."""
+        if isinstance(payload, list):
+            if not payload:
+                return _error_response(None, {"code": -32600, "message": "Invalid request"})
+            return [self._handle_one(item) for item in payload]
+        return self._handle_one(payload)
+
+    def _handle_one(self, request: Any) -> dict[str, Any]:
+        if (
+            not isinstance(request, dict)
+            or request.get("jsonrpc") != "2.0"
+            or not isinstance(request.get("method"), str)
+        ):
+            rid = request.get("id") if isinstance(request, dict) else None
+            return _error_response(rid, {"code": -32600, "message": "Invalid request"})
+        rid, method = request.get("id"), request["method"]
+        self.calls[method] += 1
+        handler = self._methods.get(method)
+        if handler is None:
+            return _error_response(rid, {"code": -32601, "message": "Method not found"})
+        try:
+            result = handler(_params(request.get("params")))
+        except RpcError as exc:
+            return _error_response(rid, exc.to_json())
+        return {"jsonrpc": "2.0", "result": result, "id": rid}
+
+    def _context(self, value: Any) -> dict[str, Any]:
+        return {"context": {"apiVersion": API_VERSION, "slot": self.chain.slot}, "value": value}
+
+    # -- methods -------------------------------------------------------------------------------
+
+    def _get_latest_blockhash(self, params: list[Any]) -> Any:
+        blockhash, last_valid = self.chain.latest_blockhash()
+        return self._context({"blockhash": str(blockhash), "lastValidBlockHeight": last_valid})
+
+    def _is_blockhash_valid(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        try:
+            blockhash = Hash.from_string(params[0])
+        except (ValueError, TypeError) as exc:
+            raise _invalid("Invalid param: Invalid") from exc
+        return self._context(self.chain.is_blockhash_valid(blockhash))
+
+    def _get_balance(self, params: list[Any]) -> Any:
+        return self._context(self.chain.balance(_pubkey(_params(params, 1)[0])))
+
+    def _get_min_rent(self, params: list[Any]) -> Any:
+        size = _params(params, 1)[0]
+        if not isinstance(size, int) or size < 0:
+            raise _invalid("Invalid params: data length must be a non-negative integer")
+        return self.chain.rent_exempt_minimum(size)
+
+    def _account_json(self, address: Pubkey, encoding: str) -> dict[str, Any] | None:
+        acc = self.chain.account(address)
+        if acc is None or (acc.lamports == 0 and not acc.data):
+            return None
+        data = bytes(acc.data)
+        encoded: Any
+        if encoding == "jsonParsed" and (parsed := self._parsed_token_data(acc.owner, data)) is not None:
+            encoded = parsed
+        elif encoding == "base58":
+            encoded = [base58.b58encode(data).decode(), "base58"]
+        elif encoding in ("base64", "jsonParsed"):
+            encoded = [base64.b64encode(data).decode(), "base64"]
+        else:
+            raise _invalid(f"Invalid params: unsupported encoding: {encoding}")
+        return {
+            "data": encoded,
+            "executable": acc.executable,
+            "lamports": acc.lamports,
+            "owner": str(acc.owner),
+            "rentEpoch": 18446744073709551615,
+            "space": len(data),
+        }
+
+    def _parsed_token_data(self, owner: Pubkey, data: bytes) -> dict[str, Any] | None:
+        if owner not in (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID):
+            return None
+        program = "spl-token" if owner == TOKEN_PROGRAM_ID else "spl-token-2022"
+        if len(data) >= TOKEN_ACCOUNT_SIZE:
+            state = TokenAccount.from_bytes(data[:TOKEN_ACCOUNT_SIZE])
+            decimals = self.chain.mint_info(state.mint).decimals if self.chain.has_mint(state.mint) else 0
+            info = {
+                "isNative": False,
+                "mint": str(state.mint),
+                "owner": str(state.owner),
+                "state": "initialized",
+                "tokenAmount": ui_token_amount(state.amount, decimals),
+            }
+            parsed = {"info": info, "type": "account"}
+        elif len(data) == MINT_SIZE:
+            mint = Mint.from_bytes(data)
+            parsed = {
+                "info": {
+                    "decimals": mint.decimals,
+                    "freezeAuthority": None,
+                    "isInitialized": mint.is_initialized,
+                    "mintAuthority": str(mint.mint_authority) if mint.mint_authority else None,
+                    "supply": str(mint.supply),
+                },
+                "type": "mint",
+            }
+        else:
+            return None
+        return {"program": program, "parsed": parsed, "space": len(data)}
+
+    def _get_account_info(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        address = _pubkey(params[0])
+        encoding = _config(params, 1).get("encoding", "base64")
+        return self._context(self._account_json(address, encoding))
+
+    def _get_multiple_accounts(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        if not isinstance(params[0], list) or len(params[0]) > 100:
+            raise _invalid("Invalid params: expected an array of at most 100 addresses")
+        encoding = _config(params, 1).get("encoding", "base64")
+        return self._context([self._account_json(_pubkey(a), encoding) for a in params[0]])
+
+    def _get_token_account_balance(self, params: list[Any]) -> Any:
+        address = _pubkey(_params(params, 1)[0])
+        state = self.chain.read_token_account(address)
+        if state is None:
+            raise _invalid("Invalid param: not a Token account")
+        decimals = self.chain.mint_info(state.mint).decimals if self.chain.has_mint(state.mint) else 0
+        return self._context(ui_token_amount(state.amount, decimals))
+
+    def _get_token_accounts_by_owner(self, params: list[Any]) -> Any:
+        params = _params(params, 2)
+        owner = _pubkey(params[0])
+        selector = params[1]
+        if (
+            not isinstance(selector, dict)
+            or len(selector) != 1
+            or not ({"mint", "programId"} & set(selector))
+        ):
+            raise _invalid("Invalid params: expected a filter object with exactly one of mint or programId")
+        encoding = _config(params, 2).get("encoding", "base64")
+        if "mint" in selector:
+            mint = _pubkey(selector["mint"])
+            if not self.chain.has_mint(mint):
+                raise _invalid("Invalid param: could not find mint")
+            wanted = lambda entry: entry.mint == mint  # noqa: E731
+        else:
+            program = _pubkey(selector["programId"])
+            if program not in (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID):
+                raise _invalid("Invalid param: unrecognized Token program id")
+            wanted = lambda entry: entry.token_program == program  # noqa: E731
+        value = [
+            {"pubkey": str(entry.ata), "account": self._account_json(entry.ata, encoding)}
+            for entry in self.chain.token_accounts(owner)
+            if wanted(entry)
+        ]
+        return self._context(value)
+
+    def _get_signature_statuses(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        if not isinstance(params[0], list):
+            raise _invalid("Invalid params: expected an array of signatures")
+        if len(params[0]) > MAX_SIGNATURES:
+            raise _invalid(f"Too many inputs provided; max {MAX_SIGNATURES}")
+        value = []
+        for raw in params[0]:
+            status = self.chain.signature_status(_signature(raw))
+            if status is not None:
+                status = dict(status)
+                status["status"] = {"Ok": None} if status["err"] is None else {"Err": status["err"]}
+            value.append(status)
+        return self._context(value)
+
+    def _get_transaction(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        signature = _signature(params[0])
+        config = _config(params, 1)
+        encoding = config.get("encoding", "json")
+        record = self.chain.get_transaction(signature)
+        if record is None:
+            return None
+        max_version = config.get("maxSupportedTransactionVersion")
+        if max_version is None or max_version < 0:
+            raise RpcError(
+                -32015,
+                "Transaction version (0) is not supported by the requesting client. Please try the request again "
+                'with the following configuration parameter: "maxSupportedTransactionVersion": 0',
+            )
+        return transaction_json(record, encoding)
+
+    def _simulate_transaction(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        config = _config(params, 1)
+        tx = decode_transaction(params[0], config.get("encoding", "base58"))
+        replacement = None
+        if config.get("replaceRecentBlockhash"):
+            if config.get("sigVerify"):
+                raise _invalid("sigVerify may not be used with replaceRecentBlockhash")
+            blockhash, last_valid = self.chain.latest_blockhash()
+            msg = tx.message
+            tx = VersionedTransaction.populate(
+                MessageV0(
+                    msg.header,
+                    list(msg.account_keys),
+                    blockhash,
+                    list(msg.instructions),
+                    list(msg.address_table_lookups),
+                ),
+                list(tx.signatures),
+            )
+            replacement = {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid}
+        if config.get("sigVerify") and not all(tx.verify_with_results()):
+            raise RpcError(-32003, "Transaction signature verification failure")
+        value = self.chain.simulate(tx)
+        value.update({"innerInstructions": None, "replacementBlockhash": replacement})
+        return self._context(value)
+
+    def _send_transaction(self, params: list[Any]) -> Any:
+        params = _params(params, 1)
+        config = _config(params, 1)
+        tx = decode_transaction(params[0], config.get("encoding", "base58"))
+        max_retries = config.get("maxRetries")
+        if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+            raise _invalid("Invalid params: maxRetries must be a non-negative integer")
+        if self._send_faults:
+            fault = self._send_faults.popleft()
+            raise RpcError(fault["code"], fault["message"], fault.get("data"))
+        signature = self.chain.send_transaction(tx, skip_preflight=bool(config.get("skipPreflight", False)))
+        self.sent.append(signature)
+        return str(signature)
+
+
+def transaction_json(record: TxRecord, encoding: str = "json") -> dict[str, Any]:
+    """getTransaction's result for a landed transaction."""
+    tx = record.transaction
+    if encoding == "base64":
+        encoded: Any = [base64.b64encode(bytes(tx)).decode(), "base64"]
+    elif encoding == "base58":
+        encoded = [base58.b58encode(bytes(tx)).decode(), "base58"]
+    elif encoding == "json":
+        msg = tx.message
+        header = msg.header
+        encoded = {
+            "signatures": [str(s) for s in tx.signatures],
+            "message": {
+                "accountKeys": [str(k) for k in msg.account_keys],
+                "header": {
+                    "numRequiredSignatures": header.num_required_signatures,
+                    "numReadonlySignedAccounts": header.num_readonly_signed_accounts,
+                    "numReadonlyUnsignedAccounts": header.num_readonly_unsigned_accounts,
+                },
+                "recentBlockhash": str(msg.recent_blockhash),
+                "instructions": [
+                    {
+                        "programIdIndex": ix.program_id_index,
+                        "accounts": list(ix.accounts),
+                        "data": base58.b58encode(bytes(ix.data)).decode(),
+                        "stackHeight": None,
+                    }
+                    for ix in msg.instructions
+                ],
+                "addressTableLookups": [],
+            },
+        }
+    else:
+        raise _invalid(f"Invalid params: unsupported encoding: {encoding}")
+    return {
+        "slot": record.slot,
+        "blockTime": record.block_time,
+        "version": 0,
+        "transaction": encoded,
+        "meta": {
+            "err": record.err,
+            "status": {"Ok": None} if record.err is None else {"Err": record.err},
+            "fee": record.fee,
+            "preBalances": record.pre_balances,
+            "postBalances": record.post_balances,
+            "innerInstructions": [],
+            "logMessages": record.logs,
+            "preTokenBalances": record.pre_token_balances,
+            "postTokenBalances": record.post_token_balances,
+            "rewards": [],
+            "loadedAddresses": {"writable": [], "readonly": []},
+            "computeUnitsConsumed": record.compute_units,
+        },
+    }
+
+
+def _error_response(rid: Any, error: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": error, "id": rid}
