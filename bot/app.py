@@ -20,6 +20,7 @@ from telegram.ext import (
 )
 
 from bot.config import Settings
+from bot.notify.limiter import OutboxRateLimiter
 from bot.services import Services, get_services
 from handlers import errors
 from handlers.registry import all_commands, feature_modules
@@ -67,6 +68,7 @@ def build_application(settings: Settings, services: Services, *, poll_interval: 
         .base_url(f"{base}/bot")
         .base_file_url(f"{base}/file/bot")
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=None))
+        .rate_limiter(OutboxRateLimiter())
         .post_init(_post_init)
         .concurrent_updates(True)
         .build()
@@ -125,6 +127,9 @@ class BotRunner:
             await self.app.post_init(self.app)
         await self.app.start()
         await self.services.start_live(self.app.bot)
+        limiter = self.app.bot.rate_limiter
+        if isinstance(limiter, OutboxRateLimiter):
+            limiter.outbox = self.services.outbox
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import heapq
 import inspect
@@ -77,6 +78,12 @@ class DeliveryFailed(Exception):
         self.reason = reason
         self.error = error
         self.chat_id = chat_id
+
+
+# An OutboxCall whose kwargs hold INVOKE runs that coroutine function instead of a Bot method: how
+# python-telegram-bot's own requests (handler replies) are paced by the same queues.
+INVOKE = "_invoke"
+DELIVERING: contextvars.ContextVar[bool] = contextvars.ContextVar("outbox_delivering", default=False)
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,7 @@ class Outbox:
         DeliveryFailed. Awaiting it is optional: failures of unawaited futures are logged.
         A call whose `coalesce_key` matches a queued call of the same chat replaces that call's
         content in its place in the queue (and priority); both futures get the one result."""
-        if not callable(getattr(self._bot, call.method, None)):
+        if INVOKE not in call.kwargs and not callable(getattr(self._bot, call.method, None)):
             raise ValueError(f"the bot has no method {call.method!r}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(functools.partial(_log_outcome, call))
@@ -584,8 +591,13 @@ class Outbox:
     async def _deliver(self, chat: _Chat, priority: int, item: _Item) -> None:
         item.attempts += 1
         call = item.call
+        DELIVERING.set(True)  # calls made from here go straight to Telegram (see OutboxRateLimiter)
         try:
-            result = await getattr(self._bot, call.method)(chat_id=call.chat_id, **call.kwargs)
+            invoke = call.kwargs.get(INVOKE)
+            if invoke is not None:
+                result = await invoke()
+            else:
+                result = await getattr(self._bot, call.method)(chat_id=call.chat_id, **call.kwargs)
         except asyncio.CancelledError:
             self._resolve(item, error=DeliveryFailed("stopped", chat_id=call.chat_id))
             raise

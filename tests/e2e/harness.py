@@ -154,3 +154,47 @@ async def stop_harness(h: Harness) -> None:
         await h.runner.stop()
     finally:
         await h.services.__aexit__(None, None, None)
+
+
+@dataclass
+class Trader:
+    chat: ChatUser
+    api_key: str
+    keypair: Any
+    wallet: str
+
+
+async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "professional", sol: float = 1.0,
+                       strategy: str | None = None) -> Trader:
+    """A user set up entirely by chat: LaserSell key, an imported wallet, the strategy; the stream connected."""
+    import base58
+    from solders.keypair import Keypair
+
+    chat = await h.user(name)
+    key = h.services.accounts.issue(tier).key
+    await chat.send("/start", expect=r"1/3")
+    await chat.send(f"/apikey {key}", expect=r"LaserSell key saved")
+    keypair = Keypair()
+    h.services.chain.fund(keypair.pubkey(), sol)
+    await chat.wait_text(r"2/3 wallet")
+    await chat.press("Import a wallet", expect=r"Send the wallet's secret")
+    await chat.send(base58.b58encode(bytes(keypair)).decode(), expect=r"Wallet .* added")
+    await chat.wait_text(r"3/3 strategy")
+    if strategy:
+        await chat.send(f"/strategy {strategy}", expect=r"Saved")
+    else:
+        await chat.press("Use this strategy", expect=r"set up")
+    services = h.runner.services
+    assert services is not None
+
+    async def connected() -> bool:
+        worker = services.supervisor.workers.get(chat.user_id)
+        return worker is not None and await worker.client.wait_connected(5)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not await connected():
+        if loop.time() > deadline:
+            raise AssertionError(f"{name}'s stream did not connect; chat:\n{chat.transcript()}")
+        await asyncio.sleep(0.05)
+    return Trader(chat, key, keypair, str(keypair.pubkey()))

@@ -1,0 +1,39 @@
+"""The whole story: set up by chat, buy, the price rises to take profit, tap Sell, the exit lands on chain."""
+
+import asyncio
+
+from tests.e2e.harness import Harness, setup_trader
+
+
+async def pump(h: Harness, rounds: int = 3) -> None:
+    """Let the sandbox stream evaluate and flush (time advances by clock, not by sleeping)."""
+    for _ in range(rounds):
+        h.services.chain.advance_slots(5)
+        h.services.stream.flush()
+        await asyncio.sleep(0.05)
+
+
+async def test_take_profit_signal_is_sold_by_a_tap(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
+    chain = h.services.chain
+    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    chain.outside_buy(trader.wallet, mint, 0.5)
+    await pump(h)
+    opened = await trader.chat.wait_text(r"New position: PEPE")
+    assert "Sell now" in trader.chat.buttons(opened)
+    tokens_before = chain.token_balance(trader.wallet, mint)
+    sol_before = chain.balance(trader.wallet)
+    assert tokens_before > 0
+
+    chain.market_move(mint, 40)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"Take profit reached")
+    assert trader.chat.buttons(signal)[:2] == ["✅ Sell", "Skip"]
+
+    await trader.chat.press("Sell", message=signal)
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert "PnL +" in done["text"]
+    assert chain.token_balance(trader.wallet, mint) == 0
+    assert chain.balance(trader.wallet) > sol_before
+    await trader.chat.wait_for(lambda ms: any(m.get("photo") for m in ms), what="the PnL card")
