@@ -1,0 +1,319 @@
+"""The sandbox control API: how tests and the demo play the market and the faults.
+
+JSON over HTTP (on `JsonHttpServer`):
+
+- `POST /sim/api_keys {"tier"}` -> `{"api_key", "tier"}`
+- `POST /sim/wallets/fund {"pubkey", "sol"}` -> `{"pubkey", "lamports"}`
+- `POST /sim/mints {"symbol", "decimals", "sol_reserve", "token_reserve", "name"?}` -> `{"mint", "pool"}`
+  (`sol_reserve` in SOL, `token_reserve` in whole tokens)
+- `POST /sim/buy {"wallet", "mint", "sol"}` -> `{"tokens"}`: an outside buy landing in the wallet
+- `POST /sim/market {"mint", "pct"}` moves the price; `{"mint", "drain_pct"}` pulls liquidity
+- `POST /sim/graduate {"mint"}`
+- `POST /sim/clock {"advance_slots"}` -> `{"slot", "now_ms"}`
+- `POST /sim/faults {"drop_connections"?, "refuse_connections_for_s"?, "delay_hello_s"?,
+  "send_garbage_frame"?, "unknown_market_type"?, "fail_next_send"? {"error": {"code", "message"}}}`
+- `GET /sim/state`: balances, mints, keys, sessions (with their last configure), positions, signatures
+
+Every change is followed by a stream flush so connected clients see its effect at once. Mistakes
+answer 400 with `{"error": "..."}` naming the field and what it should be.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sandbox.accounts import TIERS, Accounts, UnknownTier
+from sandbox.chain import Chain, ChainError
+from sandbox.http import HttpError, JsonHttpServer, Request
+from sandbox.rpc import SandboxRpc
+from sandbox.stream import UNKNOWN_MARKET_TYPE, StreamServer
+
+DEFAULT_SEND_FAULT = {"code": -32005, "message": "Node is behind by 42 slots"}
+
+
+def _bad(message: str) -> HttpError:
+    return HttpError(400, {"error": message})
+
+
+def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = request.json()
+    except HttpError as exc:
+        raise _bad("the body must be a JSON object") from exc
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+def _number(
+    body: dict[str, Any], name: str, *, positive: bool = False, required: bool = True
+) -> float | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise _bad(f"{name} is required (a number)")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(f"{name} must be a number")
+    if positive and value <= 0:
+        raise _bad(f"{name} must be greater than 0")
+    return float(value)
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"{name} is required (a string)")
+    return value
+
+
+class ControlApi:
+    """`/sim/...` routes over the chain, accounts, stream and RPC."""
+
+    def __init__(
+        self, chain: Chain, accounts: Accounts, stream: StreamServer, rpc: SandboxRpc | None = None
+    ) -> None:
+        self.chain = chain
+        self.accounts = accounts
+        self.stream = stream
+        self.rpc = rpc
+        self.funded: list[str] = []
+        self.server = JsonHttpServer()
+        self.server.add_routes(
+            {
+                ("POST", "/sim/api_keys"): self._api_keys,
+                ("POST", "/sim/wallets/fund"): self._fund,
+                ("POST", "/sim/mints"): self._mints,
+                ("POST", "/sim/buy"): self._buy,
+                ("POST", "/sim/market"): self._market,
+                ("POST", "/sim/graduate"): self._graduate,
+                ("POST", "/sim/clock"): self._clock,
+                ("POST", "/sim/faults"): self._faults,
+                ("GET", "/sim/state"): self._state,
+            }
+        )
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.server.start(host, port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def _mint(self, body: dict[str, Any]) -> str:
+        mint = _text(body, "mint")
+        if not self.chain.has_mint(mint):
+            raise _bad(f"unknown mint {mint}; create one with POST /sim/mints")
+        return mint
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def _api_keys(self, request: Request) -> tuple[int, Any]:
+        tier = _body(request).get("tier", "professional")
+        try:
+            key = self.accounts.issue(str(tier))
+        except UnknownTier:
+            raise _bad(f"tier must be one of {', '.join(TIERS)}") from None
+        return 200, {"api_key": key.key, "tier": key.tier}
+
+    async def _fund(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        pubkey = _text(body, "pubkey")
+        sol = _number(body, "sol", positive=True)
+        try:
+            lamports = self.chain.fund(pubkey, sol or 0.0)
+        except ValueError as exc:
+            raise _bad(f"pubkey is not a valid base58 public key: {exc}") from exc
+        if pubkey not in self.funded:
+            self.funded.append(pubkey)
+        return 200, {"pubkey": pubkey, "lamports": lamports}
+
+    async def _mints(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        symbol = _text(body, "symbol")
+        decimals = body.get("decimals", 6)
+        if isinstance(decimals, bool) or not isinstance(decimals, int):
+            raise _bad("decimals must be an integer between 0 and 12")
+        sol_reserve = _number(body, "sol_reserve", positive=True)
+        token_reserve = _number(body, "token_reserve", positive=True)
+        name = body.get("name")
+        try:
+            mint = self.chain.create_mint(
+                symbol,
+                decimals,
+                sol_reserve or 0.0,
+                token_reserve or 0.0,
+                name if isinstance(name, str) else None,
+            )
+        except ChainError as exc:
+            raise _bad(str(exc)) from exc
+        self.stream.flush()
+        return 200, {"mint": str(mint), "pool": str(self.chain.pool(mint).address)}
+
+    async def _buy(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        wallet = _text(body, "wallet")
+        mint = self._mint(body)
+        sol = _number(body, "sol", positive=True)
+        try:
+            tokens = self.chain.outside_buy(wallet, mint, sol or 0.0)
+        except ChainError as exc:
+            raise _bad(str(exc)) from exc
+        except ValueError as exc:
+            raise _bad(f"wallet is not a valid base58 public key: {exc}") from exc
+        self.stream.flush()
+        return 200, {"tokens": tokens}
+
+    async def _market(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        mint = self._mint(body)
+        pct = _number(body, "pct", required=False)
+        drain_pct = _number(body, "drain_pct", required=False)
+        if (pct is None) == (drain_pct is None):
+            raise _bad(
+                "give exactly one of pct (price move, percent) and drain_pct (liquidity pulled, percent)"
+            )
+        try:
+            if pct is not None:
+                self.chain.market_move(mint, pct)
+            else:
+                self.chain.drain(mint, drain_pct or 0.0)
+        except ChainError as exc:
+            raise _bad(str(exc)) from exc
+        self.stream.flush()
+        return 200, self._pool_json(mint)
+
+    async def _graduate(self, request: Request) -> tuple[int, Any]:
+        mint = self._mint(_body(request))
+        self.chain.graduate(mint)
+        self.stream.flush()
+        return 200, self._pool_json(mint)
+
+    async def _clock(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        slots = body.get("advance_slots")
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise _bad("advance_slots is required (an integer >= 0)")
+        self.chain.advance_slots(slots)
+        self.stream.flush()
+        return 200, {"slot": self.chain.slot, "now_ms": self.chain.now_ms()}
+
+    async def _faults(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        known = {
+            "drop_connections",
+            "refuse_connections_for_s",
+            "delay_hello_s",
+            "send_garbage_frame",
+            "unknown_market_type",
+            "fail_next_send",
+        }
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise _bad(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        applied: dict[str, Any] = {}
+        refuse = _number(body, "refuse_connections_for_s", required=False)
+        if refuse is not None:
+            if refuse < 0:
+                raise _bad("refuse_connections_for_s must be >= 0")
+            self.stream.refuse_connections_for(refuse)
+            applied["refuse_connections_for_s"] = refuse
+        delay = _number(body, "delay_hello_s", required=False)
+        if delay is not None:
+            if delay < 0:
+                raise _bad("delay_hello_s must be >= 0")
+            self.stream.delay_hello(delay)
+            applied["delay_hello_s"] = delay
+        market_type = body.get("unknown_market_type")
+        if market_type:
+            name = market_type if isinstance(market_type, str) else UNKNOWN_MARKET_TYPE
+            self.stream.use_unknown_market_type(name)
+            applied["unknown_market_type"] = name
+        if "fail_next_send" in body:
+            if self.rpc is None:
+                raise _bad("fail_next_send needs the RPC service, which is not running here")
+            error = _send_fault(body["fail_next_send"])
+            self.rpc.fail_next_send(error)
+            applied["fail_next_send"] = error
+        if body.get("send_garbage_frame"):
+            self.stream.send_garbage_frame()
+            applied["send_garbage_frame"] = True
+        if body.get("drop_connections"):
+            applied["drop_connections"] = await self.stream.drop_connections()
+        return 200, {"applied": applied}
+
+    async def _state(self, request: Request) -> tuple[int, Any]:
+        return 200, self.state()
+
+    # -- views -----------------------------------------------------------------------------
+
+    def _pool_json(self, mint: str) -> dict[str, Any]:
+        pool = self.chain.pool(mint)
+        return {
+            "mint": str(pool.mint),
+            "symbol": pool.symbol,
+            "pool": str(pool.address),
+            "sol_reserve": pool.sol_reserve,
+            "token_reserve": pool.token_reserve,
+            "price": pool.price,
+            "market_type": pool.market_type,
+            "graduated": pool.graduated,
+        }
+
+    def state(self) -> dict[str, Any]:
+        wallets: list[str] = list(self.funded)
+        for key in self.accounts.all():
+            wallets += [w for w in sorted(key.registered_wallets) if w not in wallets]
+        balances = {
+            wallet: {
+                "lamports": self.chain.balance(wallet),
+                "tokens": {str(mint): amount for mint, amount in self.chain.token_balances(wallet).items()},
+            }
+            for wallet in wallets
+        }
+        signatures = []
+        if self.rpc is not None:
+            for signature in self.rpc.sent:
+                status = self.chain.signature_status(signature)
+                signatures.append({"signature": str(signature), "status": status})
+        stream = self.stream.state()
+        return {
+            "slot": self.chain.slot,
+            "now_ms": self.chain.now_ms(),
+            "balances": balances,
+            "mints": [self._pool_json(str(pool.mint)) for pool in self.chain.pools()],
+            "api_keys": [
+                {"api_key": k.key, "tier": k.tier, "wallets": sorted(k.registered_wallets)}
+                for k in self.accounts.all()
+            ],
+            "sessions": stream["sessions"],
+            "positions": stream["positions"],
+            "signatures": signatures,
+        }
+
+
+def _send_fault(raw: Any) -> dict[str, Any]:
+    """Accepts true, {"error": {...}}, {"error": "message"} or {"code", "message"}."""
+    if raw is True or raw == {}:
+        return dict(DEFAULT_SEND_FAULT)
+    if not isinstance(raw, dict):
+        raise _bad('fail_next_send must be true or {"error": {"code": int, "message": str}}')
+    error = raw.get("error", raw)
+    if isinstance(error, str):
+        return {"code": DEFAULT_SEND_FAULT["code"], "message": error}
+    if not isinstance(error, dict):
+        raise _bad('fail_next_send.error must be {"code": int, "message": str} or a message')
+    code = error.get("code", DEFAULT_SEND_FAULT["code"])
+    message = error.get("message", DEFAULT_SEND_FAULT["message"])
+    if isinstance(code, bool) or not isinstance(code, int) or not isinstance(message, str):
+        raise _bad("fail_next_send.error needs an integer code and a string message")
+    fault: dict[str, Any] = {"code": code, "message": message}
+    if "data" in error:
+        fault["data"] = error["data"]
+    return fault

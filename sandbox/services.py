@@ -1,0 +1,244 @@
+"""Every sandbox service in one place: chain, JSON-RPC, LaserSell stream and REST, control API and
+the Telegram Bot API, each on its own free port.
+
+    async with SandboxServices(seed=7) as sandbox:
+        sandbox.urls  # {"telegram", "rpc", "stream", "api", "control"}
+        sandbox.chain, sandbox.accounts, sandbox.stream, sandbox.control_api, sandbox.telegram, ...
+        await sandbox.control("buy", ["0.5"], chat)  # the terminal chat's `!buy 0.5`
+
+The same seed gives the same keys, mints, API keys and bot token. With `realtime=True` (the demo)
+the chain's slot clock ticks every 400 ms and the stream flushes PnL every `pnl_flush_ms`; without it
+time moves only through `POST /sim/clock` / `chain.advance_slots`, and `stream.flush()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import string
+from typing import Any
+
+from sandbox.accounts import Accounts
+from sandbox.chain import Chain
+from sandbox.control import ControlApi
+from sandbox.exit_api import ExitApi
+from sandbox.rpc import SandboxRpc
+from sandbox.stream import StreamServer
+from sandbox.telegram import SandboxTelegram
+
+
+def bot_token_for_seed(seed: int) -> str:
+    """A well-formed bot token that depends only on the seed."""
+    rng = random.Random(f"telegram:{seed}")
+    alphabet = string.ascii_letters + string.digits + "_-"
+    return f"{rng.randrange(10**9, 10**10)}:" + "".join(rng.choice(alphabet) for _ in range(35))
+
+
+class SandboxServices:
+    """Starts and stops all sandbox services together (an async context manager)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        seed: int = 0,
+        realtime: bool = False,
+        hello_first: bool = False,
+        stream_options: dict[str, Any] | None = None,
+        telegram_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.seed = seed
+        self.realtime = realtime
+        self.chain = Chain(seed=seed)
+        self.accounts = Accounts(seed=seed)
+        self.rpc = SandboxRpc(self.chain)
+        self.stream = StreamServer(
+            self.chain, self.accounts, hello_first=hello_first, realtime=realtime, **(stream_options or {})
+        )
+        self.api = ExitApi(self.chain, self.accounts)
+        self.control_api = ControlApi(self.chain, self.accounts, self.stream, self.rpc)
+        self.telegram = SandboxTelegram(bot_token_for_seed(seed), **(telegram_options or {}))
+        self._clock: asyncio.Task[None] | None = None
+        self._started: list[Any] = []
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "telegram": self.telegram.url,
+            "rpc": self.rpc.url,
+            "stream": self.stream.url,
+            "api": self.api.url,
+            "control": self.control_api.url,
+        }
+
+    async def start(self) -> None:
+        try:
+            for service in (self.rpc, self.stream, self.api, self.control_api, self.telegram):
+                await service.start(self.host, 0)
+                self._started.append(service)
+        except BaseException:
+            await self.stop()
+            raise
+        if self.realtime:
+            self._clock = asyncio.create_task(self.chain.run_clock())
+
+    async def stop(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+            self._clock = None
+        # Stop in reverse so nothing is left talking to a service already gone.
+        while self._started:
+            service = self._started.pop()
+            with contextlib.suppress(Exception):
+                await service.stop()
+
+    # -- terminal commands (`!fund 2`, `!mint PEPE`, ... in the sandbox chat) ----------------------
+
+    def trader_wallets(self, chat: Any = None) -> list[str]:
+        """The chat's wallets if it tracks them, else every wallet registered with the stream."""
+        wallets = list(getattr(chat, "wallets", None) or [])
+        for key in self.accounts.all():
+            wallets += [w for w in sorted(key.registered_wallets) if w not in wallets]
+        return wallets
+
+    async def control(self, name: str, args: list[str], chat: Any = None) -> str | None:
+        """Runs one terminal sandbox command; returns what to print. Raises ValueError on bad input."""
+        command = _COMMANDS.get(name)
+        if command is None:
+            raise ValueError(f"unknown command !{name}; try !help")
+        return await command(self, args, chat)
+
+    def _current_mint(self, chat: Any) -> str:
+        mint = getattr(chat, "current_mint", None)
+        if mint is None:
+            pools = self.chain.pools()
+            if not pools:
+                raise ValueError("no token yet: create one with !mint SYMBOL")
+            mint = str(pools[-1].mint)
+        return mint
+
+    async def _cmd_help(self, args: list[str], chat: Any) -> str:
+        return "\n".join(f"!{name:<10} {text}" for name, text in _HELP.items())
+
+    async def _cmd_fund(self, args: list[str], chat: Any) -> str:
+        sol = _float_arg(args, 0, "SOL")
+        wallets = self.trader_wallets(chat)
+        if not wallets:
+            raise ValueError("no wallets yet: add one to the bot first")
+        for wallet in wallets:
+            self.chain.fund(wallet, sol)
+        return f"added {sol:g} SOL to {len(wallets)} wallet(s)"
+
+    async def _cmd_mint(self, args: list[str], chat: Any) -> str:
+        if not args:
+            raise ValueError("usage: !mint SYMBOL")
+        symbol = args[0].upper()
+        mint = str(self.chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0))
+        if chat is not None:
+            chat.current_mint = mint
+        self.stream.flush()
+        return f"{symbol} created: mint {mint} (30 SOL / 1,000,000,000 tokens in the pool)"
+
+    async def _cmd_buy(self, args: list[str], chat: Any) -> str:
+        sol = _float_arg(args, 0, "SOL")
+        wallets = self.trader_wallets(chat)
+        index = int(args[1]) if len(args) > 1 and args[1].isdigit() else 1
+        if not 1 <= index <= len(wallets):
+            raise ValueError(f"no wallet #{index}; there are {len(wallets)}")
+        mint = self._current_mint(chat)
+        tokens = self.chain.outside_buy(wallets[index - 1], mint, sol)
+        self.stream.flush()
+        return f"bought {tokens} atomic units of {self.chain.pool(mint).symbol} for {sol:g} SOL"
+
+    async def _cmd_market(self, args: list[str], chat: Any) -> str:
+        pct = _float_arg(args, 0, "PCT")
+        mint = self._current_mint(chat)
+        self.chain.market_move(mint, pct)
+        self.stream.flush()
+        return (
+            f"{self.chain.pool(mint).symbol} price {pct:+g}%: {self.chain.price(mint):.2f} lamports per token"
+        )
+
+    async def _cmd_drain(self, args: list[str], chat: Any) -> str:
+        pct = _float_arg(args, 0, "PCT")
+        mint = self._current_mint(chat)
+        self.chain.drain(mint, pct)
+        self.stream.flush()
+        return f"{pct:g}% of the {self.chain.pool(mint).symbol} pool's liquidity pulled"
+
+    async def _cmd_graduate(self, args: list[str], chat: Any) -> str:
+        mint = self._current_mint(chat)
+        self.chain.graduate(mint)
+        self.stream.flush()
+        return f"{self.chain.pool(mint).symbol} graduated to its PumpSwap pool"
+
+    async def _cmd_clock(self, args: list[str], chat: Any) -> str:
+        slots = int(_float_arg(args, 0, "SLOTS"))
+        self.chain.advance_slots(slots)
+        self.stream.flush()
+        return f"slot {self.chain.slot}"
+
+    async def _cmd_wait(self, args: list[str], chat: Any) -> None:
+        await asyncio.sleep(_float_arg(args, 0, "SECONDS"))
+        return None
+
+    async def _cmd_state(self, args: list[str], chat: Any) -> str:
+        state = self.control_api.state()
+        lines = [f"slot {state['slot']}"]
+        for wallet, balance in state["balances"].items():
+            tokens = ", ".join(
+                f"{amount} of {mint[:6]}…" for mint, amount in balance["tokens"].items() if amount
+            )
+            lines.append(
+                f"{wallet[:6]}…: {balance['lamports'] / 1e9:.4f} SOL" + (f"; {tokens}" if tokens else "")
+            )
+        for position in state["positions"]:
+            lines.append(
+                f"position {position['position_id']}: {position['tokens']} of {position['mint'][:6]}…"
+                f" entry {position['entry_quote_units'] / 1e9:.4f} SOL"
+            )
+        return "\n".join(lines)
+
+    async def __aenter__(self) -> SandboxServices:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _float_arg(args: list[str], index: int, name: str) -> float:
+    try:
+        return float(args[index])
+    except (IndexError, ValueError):
+        raise ValueError(f"{name} must be a number") from None
+
+
+_HELP = {
+    "fund": "SOL: add SOL to your sandbox wallets",
+    "mint": "SYMBOL: create a token with a pool; it becomes the current token",
+    "buy": "SOL [WALLET#]: an outside buy of the current token landing in your wallet",
+    "market": "PCT: move the current token's price by PCT percent",
+    "drain": "PCT: pull PCT percent of the current token's liquidity",
+    "graduate": "graduate the current token to its AMM pool",
+    "clock": "SLOTS: advance the sandbox chain clock",
+    "wait": "SECONDS: wait for streams and timers",
+    "state": "balances and positions as the sandbox sees them",
+}
+
+_COMMANDS = {
+    "help": SandboxServices._cmd_help,
+    "fund": SandboxServices._cmd_fund,
+    "mint": SandboxServices._cmd_mint,
+    "buy": SandboxServices._cmd_buy,
+    "market": SandboxServices._cmd_market,
+    "drain": SandboxServices._cmd_drain,
+    "graduate": SandboxServices._cmd_graduate,
+    "clock": SandboxServices._cmd_clock,
+    "wait": SandboxServices._cmd_wait,
+    "state": SandboxServices._cmd_state,
+}
