@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import random
 import string
+import time
 from typing import Any
 
 from sandbox.accounts import Accounts
@@ -51,7 +52,8 @@ class SandboxServices:
         self.host = host
         self.seed = seed
         self.realtime = realtime
-        self.chain = Chain(seed=seed)
+        # In real time (the demo) sandbox time starts now, so times shown in the chat read right.
+        self.chain = Chain(seed=seed, epoch_ms=int(time.time() * 1000)) if realtime else Chain(seed=seed)
         self.accounts = Accounts(seed=seed)
         self.rpc = SandboxRpc(self.chain)
         self.stream = StreamServer(
@@ -123,6 +125,13 @@ class SandboxServices:
 
     async def _cmd_help(self, args: list[str], chat: Any) -> str:
         return "\n".join(f"!{name:<10} {text}" for name, text in _HELP.items())
+
+    async def _cmd_key(self, args: list[str], chat: Any) -> str:
+        tier = args[0].lower() if args else "professional"
+        key = self.accounts.issue(tier).key
+        if chat is not None:
+            chat.api_key = key
+        return f"LaserSell {tier} key issued: {key}  (send it with /apikey $KEY)"
 
     async def _cmd_fund(self, args: list[str], chat: Any) -> str:
         sol = _float_arg(args, 0, "SOL")
@@ -219,6 +228,7 @@ def _float_arg(args: list[str], index: int, name: str) -> float:
 
 
 _HELP = {
+    "key": "[TIER]: issue a sandbox LaserSell API key (free, professional, advanced); $KEY stands for it",
     "fund": "SOL: add SOL to your sandbox wallets",
     "mint": "SYMBOL: create a token with a pool; it becomes the current token",
     "buy": "SOL [WALLET#]: an outside buy of the current token landing in your wallet",
@@ -232,6 +242,7 @@ _HELP = {
 
 _COMMANDS = {
     "help": SandboxServices._cmd_help,
+    "key": SandboxServices._cmd_key,
     "fund": SandboxServices._cmd_fund,
     "mint": SandboxServices._cmd_mint,
     "buy": SandboxServices._cmd_buy,

@@ -20,21 +20,8 @@ from bot.config import Settings, load_settings
 
 log = logging.getLogger("lasersell_bot.sandbox")
 
-SETTLE_S = 0.4  # the bot is done answering when nothing changed for this long
+SETTLE_S = 1.2  # the bot is done answering when nothing changed for this long (replies are paced ~1/s)
 FIRST_REPLY_TIMEOUT_S = 15.0
-
-SANDBOX_HELP = """Sandbox commands:
-  !help                      this text
-  !fund SOL                  add SOL to your sandbox wallets (all of them)
-  !mint SYMBOL               create a token with a pool; it becomes the current token
-  !buy SOL [WALLET#]         an outside buy of the current token landing in your wallet (default: first)
-  !market PCT                move the current token's price by PCT percent (e.g. +30 or -15)
-  !drain PCT                 pull PCT percent of the current token's liquidity
-  !graduate                  graduate the current token to its AMM pool
-  !clock SLOTS               advance the sandbox chain clock
-  !wait SECONDS              wait (for streams and timers to do their work)
-  !state                     print balances and positions as the sandbox sees them"""
-
 
 @dataclass
 class ChatView:
@@ -84,6 +71,7 @@ class TerminalChat:
         self.chat_id = 0
         self.wallets: list[str] = []
         self.current_mint: str | None = None
+        self.api_key: str | None = None  # the sandbox key `!key` issued, typed as $KEY
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -131,6 +119,9 @@ class TerminalChat:
             return True
         if stripped in ("!quit", "!exit"):
             return False
+        if "$KEY" in stripped and getattr(self, "api_key", None):
+            line = line.replace("$KEY", self.api_key)
+            stripped = stripped.replace("$KEY", self.api_key)
         self.print(f"you: {stripped}")
         before = self._snapshot()
         if stripped.startswith("!"):
@@ -151,9 +142,12 @@ class TerminalChat:
         if which.isdigit() and 1 <= int(which) <= len(self.view.buttons):
             choice = self.view.buttons[int(which) - 1]
         else:
-            for button in reversed(self.view.buttons):
-                if button[1].lower() == which.lower():
-                    choice = button
+            def plain(label: str) -> str:
+                return " ".join("".join(c for c in label.lower() if c.isalnum() or c.isspace()).split())
+
+            for matches in (lambda b: plain(b) == plain(which), lambda b: plain(which) in plain(b)):
+                choice = next((b for b in reversed(self.view.buttons) if matches(b[1])), None)
+                if choice is not None:
                     break
         if choice is None:
             self.print(f"  (no button {which!r}; type [N] with a number shown next to a button)")
@@ -221,9 +215,8 @@ def sandbox_settings(urls: dict[str, str], token: str, data_dir: Path, admin_ids
 
 async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path | None = None) -> int:
     """Start the sandbox services and the real bot wired to them, then chat (or play `script`)."""
-    from bot.logs import setup_logging
-
     from bot.app import BotRunner
+    from bot.logs import setup_logging
     from sandbox.services import SandboxServices
 
     if script is not None and not script.is_file():

@@ -426,7 +426,8 @@ class Seller:
             reason=render.REASONS.get(signal.reason, signal.reason).split(" ", 1)[-1], partial=partial,
         )
         png = await asyncio.to_thread(render_pnl_card, card)
-        self.outbox.send_photo(signal.chat_id, png, None, priority=Priority.URGENT)
+        caption = f"{render.esc(card.token_symbol)} {render.pct(pnl, basis)} · {render.sol(pnl, signed=True)}"
+        self.outbox.send_photo(signal.chat_id, png, caption, priority=Priority.URGENT)
 
     # --- after a crash ----------------------------------------------------------------------------------
     async def recover(self) -> None:

@@ -53,6 +53,8 @@ def sol(units: int | None, *, signed: bool = False) -> str:
     if units is None:
         return "?"
     value = units / LAMPORTS_PER_SOL
+    if abs(value) < 0.00005:
+        return "0 SOL"
     text = f"{value:+.4f}" if signed else f"{value:.4f}"
     return text.rstrip("0").rstrip(".") + " SOL" if "." in text else text + " SOL"
 
@@ -61,6 +63,8 @@ def pct(part: float, whole: float, *, signed: bool = True) -> str:
     if not whole:
         return "?"
     value = 100.0 * part / whole
+    if abs(value) < 0.05:
+        value = 0.0
     return f"{value:+.1f}%" if signed else f"{value:.1f}%"
 
 
@@ -123,7 +127,9 @@ def position_card(p: Position, now_ms: int | None = None) -> str:
         extra.append(f"liquidity {TRENDS.get(p.liquidity_trend, esc(p.liquidity_trend))}")
     if extra:
         lines.append(" · ".join(extra))
-    lines.append(f"Open for {age(p.opened_at_ms or p.first_seen_ms, now_ms)}")
+    # the opening time, not the age: the card is edited only when its numbers change
+    opened = time.strftime("%H:%M:%S", time.gmtime((p.opened_at_ms or p.first_seen_ms) / 1000))
+    lines.append(f"Opened {opened} UTC")
     return "\n".join(lines)
 
 

@@ -45,3 +45,17 @@ def test_sandbox_script_prints_a_transcript(tmp_path: Path) -> None:
     assert out.index("you: /start") < out.index("bot:") < out.index("you: /help")
     after_help = out[out.index("you: /help"):]
     assert "bot:" in after_help and "/start" in after_help
+
+
+def test_run_without_token_and_terminal_plays_the_demo_to_the_end(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "sandbox demo" in out
+    assert "Take profit reached" in out and "Sold" in out and "PnL +" in out
+    assert "(photo)" in out
+    assert "Traceback" not in out + proc.stderr
