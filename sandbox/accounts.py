@@ -55,6 +55,10 @@ class Accounts:
             return None
         return self._keys.get(key)
 
+    def revoke(self, key: str) -> None:
+        """The key stops working (as when a trader rotates it on the dashboard)."""
+        self._keys.pop(key, None)
+
     def register_wallet(self, key: str, wallet: str) -> None:
         self._keys[key].registered_wallets.add(wallet)
 

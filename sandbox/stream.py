@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -336,6 +336,7 @@ class StreamServer:
         self.default_slippage_bps = default_slippage_bps
         self.free_inactivity_timeout_s = free_inactivity_timeout_s
         self.realtime = realtime
+        self.connection_attempts: Counter[str] = Counter()  # per x-api-key, refused ones included
         self.tip_account = tip_account
         self.faults = Faults()
         self.books: dict[str, KeyBook] = {}
@@ -486,6 +487,7 @@ class StreamServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         raw_key = connection.request.headers.get("x-api-key") if connection.request else None
+        self.connection_attempts[raw_key or ""] += 1
         api_key = self.accounts.get(raw_key)
         if api_key is None:
             await self._refuse(connection, "invalid_api_key", "unknown or missing API key (x-api-key header)")

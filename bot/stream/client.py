@@ -16,6 +16,7 @@ down is never re-sent by the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -364,7 +365,13 @@ class StreamClient:
                 async with asyncio.timeout_at(deadline):
                     generation = self._config_generation
                     config = await self._get_config()
-                    await ws.send(json.dumps(config.configure_message()))
+                    try:
+                        await ws.send(json.dumps(config.configure_message()))
+                    except ConnectionClosed as exc:
+                        # A server that refuses the key says why and hangs up before reading configure:
+                        # read what it said (buffered frames first, then the close reason).
+                        await self._read_refusal(ws, exc)
+                        raise
                     while True:
                         event = self._accept(await ws.recv())
                         if event is None:
@@ -413,6 +420,19 @@ class StreamClient:
         reason = classify_error(last_error.data["code"], last_error.data["message"], configure_pending=True)
         if reason is not None:
             raise _Terminal(reason)
+
+    async def _read_refusal(self, ws: ClientConnection, closed: ConnectionClosed) -> None:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(1.0):
+                while True:
+                    event = self._accept(await ws.recv())
+                    if event is not None and event.type == "error":
+                        self._raise_if_terminal(event, configure_pending=True)
+        reason = closed.rcvd.reason if closed.rcvd is not None else ""
+        if reason:
+            verdict = classify_error(reason, "", configure_pending=True)
+            if verdict is not None:
+                raise _Terminal(verdict)
 
     def _on_hello(self, event: StreamEvent) -> None:
         session_id = event.data.get("session_id")
