@@ -99,7 +99,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     print(title)
     for index, row in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
         if index == 0:
             print("  " + "  ".join("-" * w for w in widths))
     print(flush=True)
@@ -281,13 +281,14 @@ async def _stream_role() -> None:
     async def sessions() -> dict[str, Any]:
         return {"configured": sum(1 for s in server.live_sessions() if s.configured)}
 
-    async def burst(
+    prepared: dict[str, bytes] = {}
+
+    async def prepare_burst(
         key: str, position_ids: list[int], frames: int, signal_every: int, wallet: str
     ) -> dict[str, Any]:
-        """`frames` pnl_update frames round-robin over the positions, an exit signal after every
-        `signal_every`, and a final exit signal on position 0 (the end marker); pre-encoded and
-        written to the socket in one go, so the server is never what limits the rate."""
-        transport, session_id = transport_of(key)
+        """Pre-encode `frames` pnl_update frames round-robin over the positions, an exit signal after
+        every `signal_every`, and a final exit signal on position 0 (the end marker)."""
+        _transport, session_id = transport_of(key)
         tx = unsigned_sell_tx_b64(wallet)
         now_ms = int(time.time() * 1000)
         parts: list[bytes] = []
@@ -299,9 +300,15 @@ async def _stream_role() -> None:
                 parts.append(_ws_text_frame(json.dumps(exit_signal_frame(session_id, pid, wallet, tx, now_ms))))
                 signals += 1
         parts.append(_ws_text_frame(json.dumps(exit_signal_frame(session_id, 0, wallet, tx, now_ms))))
-        blob = b"".join(parts)
-        transport.write(blob)
+        prepared[key] = blob = b"".join(parts)
         return {"frames": frames + signals + 1, "signals": signals + 1, "bytes": len(blob)}
+
+    async def fire_burst(key: str) -> dict[str, Any]:
+        """Write a prepared burst to the socket in one go, so the server is never what limits the rate."""
+        transport, _session_id = transport_of(key)
+        blob = prepared.pop(key)
+        transport.write(blob)
+        return {"bytes": len(blob)}
 
     async def flood(
         keys: list[str], position_ids: list[int], wallets: list[str], pnl_per_s: float, seconds: float,
@@ -309,16 +316,14 @@ async def _stream_role() -> None:
     ) -> dict[str, Any]:
         """pnl_update at `pnl_per_s` spread round-robin over every session for `seconds`, and one exit
         signal per `signal_keys` entry at even intervals; returns each signal's send time."""
-        targets = [(*transport_of(k), pid) for k, pid in zip(keys, position_ids)]
+        targets = [(*transport_of(k), pid) for k, pid in zip(keys, position_ids, strict=True)]
         index_of = {k: i for i, k in enumerate(keys)}
         signal_frames = []
         for key in signal_keys:
             i = index_of[key]
             transport, session_id, pid = targets[i]
-            text = json.dumps(
-                exit_signal_frame(session_id, pid, wallets[i], unsigned_sell_tx_b64(wallets[i]), 0)
-            )
-            signal_frames.append((key, transport, text))
+            message = exit_signal_frame(session_id, pid, wallets[i], unsigned_sell_tx_b64(wallets[i]), 0)
+            signal_frames.append((key, transport, message))
         spacing = seconds / max(1, len(signal_frames))
         sent_ns: dict[str, int] = {}
         pnl_sent = 0
@@ -339,9 +344,10 @@ async def _stream_role() -> None:
                     transport.write(_ws_text_frame(json.dumps(pnl_frame(pid, pnl_sent, server_ms))))
                     pnl_sent += 1
             while next_signal < len(signal_frames) and elapsed >= (next_signal + 0.5) * spacing:
-                key, transport, text = signal_frames[next_signal]
-                # triggered_at_ms is filled at the last moment; the stamp is taken right at the write.
-                frame = _ws_text_frame(text.replace('"triggered_at_ms": 0', f'"triggered_at_ms": {int(time.time() * 1000)}'))
+                key, transport, message = signal_frames[next_signal]
+                message["triggered_at_ms"] = int(time.time() * 1000)
+                frame = _ws_text_frame(json.dumps(message, separators=(",", ":")))
+                # stamped right at the write: the latency starts when the server sends
                 sent_ns[key] = time.monotonic_ns()
                 transport.write(frame)
                 next_signal += 1
@@ -349,7 +355,10 @@ async def _stream_role() -> None:
         elapsed = time.monotonic() - start
         return {"pnl_sent": pnl_sent, "elapsed_s": elapsed, "signal_sent_ns": sent_ns}
 
-    ops = {"keys": keys, "sessions": sessions, "burst": burst, "flood": flood}
+    ops = {
+        "keys": keys, "sessions": sessions, "prepare_burst": prepare_burst, "fire_burst": fire_burst,
+        "flood": flood,
+    }
     try:
         await _serve_commands(ops)
     finally:

@@ -117,7 +117,10 @@ class AccountService:
         """The key the user's stream and API calls use: their own, else the operator's (admins only)."""
         stored = await self.keys.get(user_id)
         if stored is not None:
-            key = self.vault.open(stored.sealed, user_id=user_id, kind=API_KEY_KIND, identity="api_key").decode()
+            try:
+                key = self.vault.open(stored.sealed, user_id=user_id, kind=API_KEY_KIND, identity="api_key").decode()
+            except VaultError as exc:
+                raise AccountError(f"Your LaserSell key cannot be opened ({exc}): set it again with /apikey.") from None
             register_secret(key)
             limits = json.loads(stored.tier or "{}")
             return key, ApiKeyInfo(stored.key_hint, int(limits.get("max_wallets", FREE_TIER_WALLETS)), "yours")

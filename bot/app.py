@@ -28,7 +28,9 @@ from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.app")
 
-# Handler groups: lower runs first. Group -1 records the user and gates admin commands.
+# Handler groups: lower runs first, and only the first matching handler of a group runs, so recording the
+# user (every update) and gating admin commands (commands only) each need a group of their own.
+RECORD_GROUP = -2
 GATE_GROUP = -1
 
 
@@ -75,7 +77,7 @@ def build_application(settings: Settings, services: Services, *, poll_interval: 
     )
     app.bot_data["services"] = services
     commands = all_commands()
-    app.add_handler(TypeHandler(Update, record_user), group=GATE_GROUP)
+    app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
     app.add_handler(
         MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
     )

@@ -1,4 +1,4 @@
-"""The `lasersell-bot` command: run, sandbox, migrate, gen-master-key, check."""
+"""The `lasersell-bot` command: run, sandbox, migrate, gen-master-key, rotate-master-key, check."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations and exit")
     gen = sub.add_parser("gen-master-key", help="write a new master key file (mode 0600)")
     gen.add_argument("--out", type=Path, default=Path("master.key"), help="file to write (default master.key)")
+    rotate = sub.add_parser(
+        "rotate-master-key", help="re-seal every stored secret with a new master key (stop the bot first)"
+    )
+    rotate.add_argument("--new-key-file", type=Path, required=True, help="the new key, written by gen-master-key")
     sub.add_parser("check", help="validate settings and reach every configured endpoint")
     return parser
 
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if command == "migrate":
             return asyncio.run(_migrate(settings))
+        if command == "rotate-master-key":
+            return asyncio.run(_rotate_master_key(settings, args.new_key_file))
         if command == "check":
             from bot.check import run_checks
 
@@ -92,6 +98,60 @@ async def _migrate(settings: Settings) -> int:
     finally:
         await db.close()
     print(f"Database {settings.database_path}: schema version {version}" + (f" (applied {applied})" if applied else ""))
+    return 0
+
+
+async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
+    import time
+
+    from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
+    from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key
+    from storage.db import Database, SchemaError
+
+    settings.require_master_key()
+    try:
+        old = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
+    except VaultError as exc:
+        variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        raise ConfigError(variable, str(exc).rstrip("."), "Set the master key the database is sealed with now") from None
+    try:
+        new = Vault(load_master_key(None, new_key_file))
+    except VaultError as exc:
+        print(f"lasersell-bot: --new-key-file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        db = await Database.open(settings.database_path, migrate=False)
+    except SchemaError as exc:
+        print(f"lasersell-bot: {exc}", file=sys.stderr)
+        return 1
+    try:
+        row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
+        if row is not None and old.key_id != new.key_id:
+            try:
+                new.verify_check(bytes(row[0]))
+            except WrongMasterKey:
+                pass
+            else:
+                print(f"Nothing to do: {settings.database_path} is already sealed with the new key (id {new.key_id}).")
+                return 0
+        try:
+            report = await rotate_master_key(db, old, new, now_ms=int(time.time() * 1000))
+        except RotationError as exc:
+            print(f"lasersell-bot: rotation failed, nothing was changed: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        await db.close()
+    counts = report.resealed
+    print(
+        f"Re-sealed {report.total} secret(s) in {settings.database_path} in one transaction: "
+        f"{counts.get('wallets', 0)} wallet key(s), {counts.get('lasersell_keys', 0)} LaserSell key(s), "
+        f"{counts.get('user_settings', 0)} Astralane key(s), and the master key check value."
+    )
+    print(f"Old master key id {report.old_key_id} opens nothing any more; new master key id {report.new_key_id}.")
+    print(
+        f"Next: set BOT_MASTER_KEY_FILE={new_key_file} (and unset BOT_MASTER_KEY), start the bot, "
+        "then destroy every copy of the old key."
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     "LOG_FORMAT": ("text", "`text` for people, `json` for log collectors (one object a line)."),
     "TELEGRAM_GLOBAL_RATE": ("25", "Messages per second the bot sends overall (Telegram allows about 30)."),
+    "TELEGRAM_CHAT_RATE": ("1", "Messages per second the bot sends to one chat, sustained (Telegram asks for about 1)."),
     "BROADCAST_RATE": ("25", "Messages per second an admin broadcast may use at most."),
     "GUARD_EXTRA_PROGRAMS": ("", "Comma-separated program ids the transaction guard allows besides the built-in list."),
 }
@@ -63,6 +64,7 @@ class Settings:
     log_format: str
     telegram_global_rate: float = 25.0
     broadcast_rate: float = 25.0
+    telegram_chat_rate: float = 1.0
     guard_extra_programs: tuple[str, ...] = field(default_factory=tuple)
     helius_sender_url: str = "https://sender.helius-rpc.com/fast"
     astralane_url: str = "https://fr.gateway.astralane.io/iris"
@@ -215,6 +217,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
         log_format=fmt,
         telegram_global_rate=_rate(merged, "TELEGRAM_GLOBAL_RATE"),
         broadcast_rate=_rate(merged, "BROADCAST_RATE"),
+        telegram_chat_rate=_rate(merged, "TELEGRAM_CHAT_RATE"),
         guard_extra_programs=extra_programs,
         helius_sender_url=_url(merged, "HELIUS_SENDER_URL", ("http", "https")),
         astralane_url=_url(merged, "ASTRALANE_URL", ("http", "https")),

@@ -16,18 +16,24 @@ DeleteFn = Callable[[int, int], Awaitable[bool]]
 
 
 class ScheduledDeletions:
-    def __init__(self, db: Database, delete: DeleteFn) -> None:
+    def __init__(self, db: Database, delete: DeleteFn, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self._delete = delete
+        # Unix seconds; tests swap in a clock they can move forward, then call `wake()`.
+        self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def schedule(self, chat_id: int, message_id: int, after_s: float) -> None:
-        at = int((time.time() + after_s) * 1000)
+        at = int((self.clock() + after_s) * 1000)
         await self.db.execute(
             "INSERT OR REPLACE INTO scheduled_deletions (chat_id, message_id, delete_at) VALUES (?,?,?)",
             (chat_id, message_id, at),
         )
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the schedule again now (after the clock moved or a deletion was added)."""
         self._wake.set()
 
     async def delete_now(self, chat_id: int, message_id: int) -> bool:
@@ -55,7 +61,7 @@ class ScheduledDeletions:
             if row is None:
                 await self._wake.wait()
                 continue
-            wait_s = row["delete_at"] / 1000 - time.time()
+            wait_s = row["delete_at"] / 1000 - self.clock()
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait_s)

@@ -79,10 +79,20 @@ class LaserSellApi:
             async with websockets.connect(
                 self.stream_url, additional_headers={"x-api-key": api_key}, open_timeout=timeout, max_size=2**20
             ) as ws:
-                await ws.send(json.dumps({"type": "configure", "wallet_pubkeys": [], "strategy": strategy}))
+                try:
+                    await ws.send(json.dumps({"type": "configure", "wallet_pubkeys": [], "strategy": strategy}))
+                except websockets.ConnectionClosed:
+                    pass  # a refused key is closed at once; its error frame is still ours to read
                 async with asyncio.timeout(timeout):
                     while True:
-                        message = json.loads(await ws.recv())
+                        try:
+                            message = json.loads(await ws.recv())
+                        except websockets.ConnectionClosed as exc:
+                            # closed without an error frame: the close reason carries the code
+                            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                            if not reason:
+                                raise LaserSellApiError("the LaserSell stream closed the connection") from None
+                            message = {"type": "error", "code": reason, "message": reason}
                         if message.get("type") == "hello_ok":
                             return dict(message.get("limits") or {})
                         if message.get("type") == "error":

@@ -41,6 +41,7 @@ _MIN_SHAPE_CHARS = 47
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
+_stale = False  # the pattern is rebuilt at the next redaction, not at every registration
 
 
 def _rebuild() -> None:
@@ -60,21 +61,29 @@ def register_secret(value: str) -> None:
         # Masking "ab" everywhere would shred the log without protecting anything real.
         return
     with _lock:
+        global _stale
         if value not in _secrets:
             _secrets.add(value)
-            _rebuild()
+            _stale = True
 
 
 def forget_secret(value: str) -> None:
     """Stop masking `value` (e.g. a wallet secret that has left memory)."""
     with _lock:
+        global _stale
         if value in _secrets:
             _secrets.discard(value)
-            _rebuild()
+            _stale = True
 
 
 def redact(text: str) -> str:
     """`text` with every registered secret and every secret-shaped part replaced by [REDACTED]."""
+    global _stale
+    if _stale:
+        with _lock:
+            if _stale:
+                _rebuild()
+                _stale = False
     pattern = _secret_re
     if pattern is not None:
         text = pattern.sub(REDACTED, text)

@@ -9,12 +9,13 @@ from bot.accounts import AccountService
 from bot.config import ConfigError, Settings
 from bot.deletions import ScheduledDeletions
 from bot.lasersell_api import LaserSellApi
+from bot.rotation import CHECK_KEY, rotation_note
 from bot.solana_rpc import SolanaRpc
 from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key
 from storage.db import Database
 from storage.users import Users
 
-CHECK_KEY = "vault_check"
+__all__ = ["CHECK_KEY", "Services", "get_services", "open_vault"]
 
 
 async def open_vault(settings: Settings, db: Database) -> Vault:
@@ -33,10 +34,17 @@ async def open_vault(settings: Settings, db: Database) -> Vault:
         vault.verify_check(bytes(row[0]))
     except WrongMasterKey as exc:
         variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        rotated = await rotation_note(db)
+        if rotated:
+            raise ConfigError(
+                variable,
+                f"this master key (id {vault.key_id}) does not open the secrets in {settings.database_path}: {rotated}",
+                "Use the NEW master key, the file given to --new-key-file",
+            ) from None
         raise ConfigError(
             variable,
             f"this master key does not open the secrets in {settings.database_path} ({exc})",
-            "Set the master key this database was sealed with (after a rotation: the new key)",
+            "Set the master key this database was sealed with",
         ) from None
     return vault
 
@@ -57,6 +65,7 @@ class Services:
     supervisor: Any = None
     desk: Any = None
     seller: Any = None
+    broadcasts: Any = None
 
     @classmethod
     async def build(cls, settings: Settings, db: Database) -> Services:
@@ -79,7 +88,12 @@ class Services:
         from storage.positions import Positions
 
         self.bot = bot
-        self.outbox = Outbox(bot, global_rate=self.settings.telegram_global_rate, on_blocked=self.on_blocked)
+        self.outbox = Outbox(
+            bot,
+            global_rate=self.settings.telegram_global_rate,
+            per_chat_rate=self.settings.telegram_chat_rate,
+            on_blocked=self.on_blocked,
+        )
         await self.outbox.start()
         self.alerts = Alerts(self.outbox, Positions(self.db), self.accounts.store)
         self.desk = ExitDesk(self, self.alerts)
@@ -89,11 +103,20 @@ class Services:
         from bot.exits.sell import Seller
 
         self.seller = Seller(self, self.desk, self.supervisor)
+        from bot.exits.buy import Buyer
+
+        self.buyer = Buyer(self)
+        await self.buyer.recover()  # settle buys a previous run signed (never buys late)
         self.desk.seller = self.seller
+        self.alerts.load_position = self.supervisor.position
         self.accounts.on_change = self.supervisor.refresh
         self.deletions.start()
         await self.seller.recover()
         await self.supervisor.start_all()
+        from bot.broadcast import Broadcasts
+
+        self.broadcasts = Broadcasts(self.db, self.outbox, bot, rate=self.settings.broadcast_rate)
+        await self.broadcasts.resume()
 
     async def on_blocked(self, chat_id: int) -> None:
         """Telegram says the user blocked the bot: mark them and stop their stream."""
@@ -105,8 +128,12 @@ class Services:
             await self.supervisor.stop_user(int(row[0]))
 
     async def stop_live(self) -> None:
+        if self.broadcasts is not None:
+            await self.broadcasts.stop(timeout=5.0)
         if self.supervisor is not None:
             await self.supervisor.stop_all(timeout=5.0)
+        if self.alerts is not None:
+            self.alerts.close()
         if self.seller is not None:
             await self.seller.close()
         if self.outbox is not None:

@@ -142,6 +142,14 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "guard": ("liquidity_guard", "switch"),
     "breakeven": ("breakeven_trail_pct", "pct"),
 }
+# allowed values in words, for errors about a value that is not a number at all
+RANGES: dict[str, str] = {
+    "tp": "more than 0 and at most 10000 (0 or off turns it off)",
+    "sl": "more than 0 and at most 100 (0 or off turns it off)",
+    "trail": "more than 0 and at most 10000 (0 or off turns it off)",
+    "breakeven": "more than 0 and at most 10000 (0 or off turns it off)",
+    "deadline": "whole seconds from 0 (off) to 86400",
+}
 ONE_LINE_USAGE = "/strategy tp 25 sl 10 trail 5 deadline 120 graduation on guard off breakeven 3"
 LADDER_USAGE = "/ladder 25:30 50:50 100:100  (profit%:sell%, optional :trail%; /ladder off to clear)"
 
@@ -174,7 +182,10 @@ def parse_ladder(current: Strategy, args: list[str]) -> Strategy:
         parts = item.split(":")
         if len(parts) not in (2, 3):
             raise StrategyError(f"ladder level {index} {item!r} is not profit%:sell% (or profit%:sell%:trail%)")
-        numbers = [_number(f"ladder level {index}", p.rstrip("%")) for p in parts]
+        numbers = [
+            _number(f"ladder level {index}", p.rstrip("%"), "percent numbers like 25:30 (profit%:sell%, sell at most 100)")
+            for p in parts
+        ]
         levels.append(Level(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0.0))
     if len(levels) > 10:
         raise StrategyError(f"{len(levels)} ladder levels is too many: use at most 10")
@@ -192,20 +203,21 @@ def _parse_value(key: str, raw: str, kind: str) -> Any:
     if low in ("off", "none"):
         return 0 if kind == "seconds" else 0.0
     if kind == "seconds":
-        seconds = _number(key, low.rstrip("s"))
+        seconds = _number(key, low.rstrip("s"), RANGES.get(key, ""))
         if seconds != int(seconds):
             raise StrategyError(f"deadline {raw!r} must be whole seconds from 0 (off) to 86400")
         return int(seconds)
-    return _number(key, raw.rstrip("%"))
+    return _number(key, raw.rstrip("%"), RANGES.get(key, ""))
 
 
-def _number(name: str, raw: str) -> float:
+def _number(name: str, raw: str, allowed: str = "") -> float:
+    hint = f": use {allowed}" if allowed else ""
     try:
         value = float(raw)
     except ValueError:
-        raise StrategyError(f"{name} {raw!r} is not a number") from None
+        raise StrategyError(f"{name} {raw!r} is not a number{hint}") from None
     if not math.isfinite(value):
-        raise StrategyError(f"{name} {raw!r} is not a finite number")
+        raise StrategyError(f"{name} {raw!r} is not a finite number{hint}")
     return value
 
 

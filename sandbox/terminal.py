@@ -193,7 +193,9 @@ async def _run_chat(chat: TerminalChat, script: Path | None) -> int:
             return 0
 
 
-def sandbox_settings(urls: dict[str, str], token: str, data_dir: Path, admin_ids: tuple[int, ...] = ()) -> Settings:
+def sandbox_settings(
+    urls: dict[str, str], token: str, data_dir: Path, admin_ids: tuple[int, ...] = (), **extra: str
+) -> Settings:
     """Settings that wire the real bot to the sandbox services; the master key lives in the data folder."""
     from bot.vault import write_new_master_key
 
@@ -209,6 +211,7 @@ def sandbox_settings(urls: dict[str, str], token: str, data_dir: Path, admin_ids
         "BOT_MASTER_KEY_FILE": str(key_file),
         "DATABASE_PATH": str(data_dir / "bot.db"),
         "ADMIN_USER_IDS": ",".join(str(i) for i in admin_ids),
+        **extra,
     }
     return load_settings(env, dotenv=None)
 

@@ -160,6 +160,27 @@ class Positions:
             (*values.values(), now_ms(), telegram_id, position_id),
         )
 
+    async def apply_live(self, batch: dict[tuple[int, int], dict[str, Any]]) -> None:
+        """Write many positions' latest PnL / liquidity in one transaction (the stream's noisy updates)."""
+        if not batch:
+            return
+        now = now_ms()
+        rows = [
+            (
+                v.get("profit_units"), v.get("proceeds_units"), v.get("price_quote"), v.get("market_cap_quote"),
+                v.get("liquidity_trend"), v.get("bands_json"), now, user_id, position_id,
+            )
+            for (user_id, position_id), v in batch.items()
+        ]
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                """UPDATE positions SET profit_units=COALESCE(?, profit_units), proceeds_units=COALESCE(?, proceeds_units),
+                     price_quote=COALESCE(?, price_quote), market_cap_quote=COALESCE(?, market_cap_quote),
+                     liquidity_trend=COALESCE(?, liquidity_trend), bands_json=COALESCE(?, bands_json), updated_at=?
+                   WHERE telegram_id=? AND position_id=?""",
+                rows,
+            )
+
     async def closed(self, telegram_id: int, position_id: int, reason: str) -> Position | None:
         await self.update(telegram_id, position_id, status="closed", closed_reason=reason, waiting_exit=False)
         return await self.get(telegram_id, position_id)

@@ -40,6 +40,7 @@ SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage
 SIGNAL_TTL_MS = 10 * 60 * 1000
 TIPPED_MODES = ("helius_sender", "astralane")
 DEFAULT_TIP_LAMPORTS = 200_000
+LAMPORTS_PER_SIGNATURE = 5000
 
 
 def explain(err: Any) -> tuple[str, str]:
@@ -85,6 +86,7 @@ class Seller:
         self.outbox = services.outbox
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._http = httpx.AsyncClient(timeout=10.0)
         extra = getattr(services.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
@@ -163,6 +165,8 @@ class Seller:
     async def sell(self, signal_id: str, *, auto: bool = False) -> Outcome:
         signal = await self.signals.get(signal_id)
         assert signal is not None
+        if auto:
+            self._auto.add(signal_id)
         try:
             return await self._sell(signal, auto=auto)
         except Exception as exc:  # never leave a tapped signal without an answer
@@ -186,9 +190,27 @@ class Seller:
                     await self._edit(signal, render.exit_signal(signal, position) + "\n\n⌛ Could not get a fresh transaction in time.",
                                      buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
                     return Outcome("failed", "expired")
+                # the fresh signal goes through the same atomic approve as a tap
+                if not await self.signals.transition(fresh.id, ("pending",), "approved",
+                                                     tapped_at_ms=int(time.time() * 1000)):
+                    return Outcome("failed", "already handled")
+                if auto:
+                    self._auto.add(fresh.id)
                 signal = fresh
                 tx = decode_unsigned(signal.unsigned_tx_b64)
         settings = await self.services.accounts.store.get(user_id)
+        # The fee check runs beside the guard and the signing: a skip-preflight sender silently drops a
+        # transaction whose wallet cannot pay its fee, so it has to be caught before sending.
+        balance = asyncio.ensure_future(self._balance(signal.wallet))
+        try:
+            return await self._guard_sign_send(signal, tx, position, settings, balance)
+        finally:
+            if not balance.done():
+                balance.cancel()
+
+    async def _guard_sign_send(self, signal: ExitSignal, tx: VersionedTransaction, position: Position | None,
+                               settings: Any, balance: asyncio.Future[int | None]) -> Outcome:
+        user_id = signal.telegram_id
         tip_cap = settings.tip_lamports or (DEFAULT_TIP_LAMPORTS if settings.send_mode in TIPPED_MODES else 0)
         intent = SellIntent(
             wallet=Pubkey.from_string(signal.wallet),
@@ -199,7 +221,7 @@ class Seller:
             token_program=Pubkey.from_string(position.token_program) if position and position.token_program else None,
         )
         try:
-            check_sell(tx, intent, extra_programs=self.extra_programs)
+            report = check_sell(tx, intent, extra_programs=self.extra_programs)
         except GuardRefusal as refusal:
             log.warning("guard refused signal %s: %s (%s)", signal.id, refusal.rule, refusal)
             await self.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
@@ -213,6 +235,14 @@ class Seller:
             await self._edit(signal, render.exit_signal(signal, position) + f"\n\n❌ {render.esc(exc)}")
             return Outcome("failed", str(exc))
         del keypair
+        needed = LAMPORTS_PER_SIGNATURE * tx.message.header.num_required_signatures + report.priority_fee_lamports
+        needed += report.sol_out
+        held = await balance
+        if held is not None and held < needed:
+            words = (f"not enough SOL in the wallet to pay the network fee (it needs {render.sol(needed)}, "
+                     f"holds {render.sol(held)})")
+            await self.signals.set(signal.id, state="failed", error=f"fees: balance {held} < {needed}")
+            return await self._failed(signal, "fees", words)
         raw = bytes(signed)
         signature = str(signed.signatures[0])
         # Persist before sending: after a crash we look this signature up instead of selling again.
@@ -284,6 +314,8 @@ class Seller:
             level = f", ladder level {signal.level_index + 1}" if signal.level_index is not None else ""
             lines.append(f"Partial sell{level}: the rest of the position stays tracked.")
         lines.append(f'<a href="https://solscan.io/tx/{signature}">{signature[:8]}…{signature[-8:]}</a>')
+        if signal.id in self._auto:
+            lines.append("🤖 Sold by auto-sell, without a tap (change it in /settings).")
         await self._edit(signal, f"<b>{render.reason_words(signal.reason)}</b>\n" + "\n".join(lines))
         await self._send_card(signal, position, received, basis, pnl)
         return Outcome("landed", "landed", signature, received)
@@ -313,6 +345,7 @@ class Seller:
         return Outcome("failed", words, signal.signature)
 
     async def _retry(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
+        log.info("retrying signal %s at %d bps (%s)", failed.id, slippage_bps, "automatic" if automatic else "tapped")
         fresh = await self._ask_fresh(failed, slippage_bps)
         if fresh is None:
             await self._edit(failed, await self._signal_text(failed) + "\n\n⌛ No fresh transaction came; tap Refresh.",
@@ -320,7 +353,7 @@ class Seller:
             return
         await self.signals.set(fresh.id, attempt=failed.attempt + 1, slippage_bps=slippage_bps)
         if await self.signals.transition(fresh.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
-            await self.sell(fresh.id, auto=automatic)
+            await self.sell(fresh.id, auto=failed.id in self._auto)
 
     async def _ask_fresh(self, old: ExitSignal, slippage_bps: int | None) -> ExitSignal | None:
         """Ask the stream for a new exit transaction and wait (bounded) for it; it takes over the old message."""
@@ -341,6 +374,13 @@ class Seller:
         return await self.signals.get(fresh.id)
 
     # --- helpers ----------------------------------------------------------------------------------------
+    async def _balance(self, wallet: str) -> int | None:
+        try:
+            return await self.services.rpc.get_balance(wallet)
+        except RpcError as exc:
+            log.info("getBalance failed (%s); sending without the fee check", exc)
+            return None
+
     async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
         try:
             return await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)

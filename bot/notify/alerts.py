@@ -24,6 +24,8 @@ from storage.positions import ExitSignal, Position, Positions
 
 log = logging.getLogger("lasersell_bot.alerts")
 
+LEVEL_CACHE_S = 5.0
+
 
 def buttons(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in row] for row in rows])
@@ -70,9 +72,32 @@ class Alerts:
         self._trends: dict[tuple[int, int], _TrendState] = {}
         self._cards: dict[int, _ChatCards] = {}
         self._card_owner: dict[int, int] = {}  # chat -> telegram id
+        self._has_card: set[tuple[int, int]] = set()  # positions with a live card message to edit
+        # reads a position with its newest live numbers (the supervisor batches their writes)
+        self.load_position: Any = positions.get
+        self._closed = False
+        self._levels: dict[int, tuple[float, dict[str, str]]] = {}
+
+    def track_card(self, user_id: int, position_id: int) -> None:
+        """This position has a card message: edit it when its numbers change."""
+        self._has_card.add((user_id, position_id))
+
+    def close(self) -> None:
+        """Cancel pending card flushes (at shutdown, before the database closes)."""
+        self._closed = True
+        for cards in self._cards.values():
+            if cards.timer is not None:
+                cards.timer.cancel()
+                cards.timer = None
 
     async def _level(self, user_id: int, kind: str) -> str:
-        return (await self.settings.get(user_id)).alerts.get(kind, "on")
+        # alert levels change rarely and are read on hot paths: cache them for a few seconds
+        now = time.monotonic()
+        cached = self._levels.get(user_id)
+        if cached is None or now - cached[0] > LEVEL_CACHE_S:
+            cached = (now, dict((await self.settings.get(user_id)).alerts))
+            self._levels[user_id] = cached
+        return cached[1].get(kind, "on")
 
     # --- positions ---------------------------------------------------------------------------------------
     async def position_opened(self, user_id: int, chat_id: int, p: Position) -> None:
@@ -89,10 +114,13 @@ class Alerts:
             log.info("position message not delivered: %s", exc)
             return
         await self.positions.update(user_id, p.position_id, card_message_id=message.message_id)
+        self.track_card(user_id, p.position_id)
         self._cards.setdefault(chat_id, _ChatCards()).texts[p.position_id] = text
 
     def card_changed(self, user_id: int, chat_id: int, position_id: int) -> None:
         """A position's numbers changed: edit its card soon (coalesced, paced per chat)."""
+        if self._closed or (user_id, position_id) not in self._has_card:
+            return
         cards = self._cards.setdefault(chat_id, _ChatCards())
         self._card_owner[chat_id] = user_id
         cards.dirty.add(position_id)
@@ -115,8 +143,9 @@ class Alerts:
             return
         cards.last_edit = time.monotonic()
         for position_id in dirty:
-            p = await self.positions.get(user_id, position_id)
+            p = await self.load_position(user_id, position_id)
             if p is None or p.card_message_id is None or p.status != "open":
+                self._has_card.discard((user_id, position_id))
                 continue
             text = render.position_opened(p) + "\n\n" + render.position_card(p)
             if cards.texts.get(position_id) == text:
@@ -127,8 +156,11 @@ class Alerts:
                 reply_markup=position_buttons(position_id), coalesce_key=f"card:{position_id}",
             )
 
-    async def liquidity(self, user_id: int, chat_id: int, p: Position, trend: str, bands: list[dict[str, Any]]) -> None:
-        state = self._trends.setdefault((user_id, p.position_id), _TrendState())
+    async def liquidity(
+        self, user_id: int, chat_id: int, position_id: int, trend: str, bands: list[dict[str, Any]], load: Any
+    ) -> None:
+        """Count the trend; only a change that held `trend_hold` snapshots reaches the user (and reads storage)."""
+        state = self._trends.setdefault((user_id, position_id), _TrendState())
         if trend == state.candidate:
             state.count += 1
         else:
@@ -138,6 +170,9 @@ class Alerts:
         worth_telling = trend == "draining" or state.shown == "draining"
         state.shown = trend
         if not worth_telling:
+            return
+        p = await load(user_id, position_id)
+        if p is None or p.status != "open":
             return
         level = await self._level(user_id, "liquidity")
         if level == "off":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -77,6 +78,11 @@ class StreamSupervisor:
         self._locks: dict[int, asyncio.Lock] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._closing = False
+        # (user, position) -> latest PnL / liquidity columns not yet written
+        self.live: dict[tuple[int, int], dict[str, Any]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self.flush_interval_s = 1.0
 
     # --- who streams ------------------------------------------------------------------------------------
     async def wanted(self, user_id: int) -> Wanted | None:
@@ -150,6 +156,12 @@ class StreamSupervisor:
     async def stop_all(self, timeout: float = 5.0) -> None:
         """Drain then cancel, within `timeout` seconds in all."""
         self._closing = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await self._flushing
         for task in list(self._starting):
             task.cancel()
         workers = list(self.workers.values())
@@ -157,6 +169,7 @@ class StreamSupervisor:
             await asyncio.wait(
                 [asyncio.create_task(self._stop_worker(w, timeout=timeout * 0.8)) for w in workers], timeout=timeout
             )
+        await self.flush_live()
 
     # --- a worker ---------------------------------------------------------------------------------------
     async def _start_worker(self, user_id: int, wanted: Wanted) -> None:
@@ -189,6 +202,8 @@ class StreamSupervisor:
         await client.start()
         for position in await self.positions.open_for(user_id):
             self._arm_deadline(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
+            if position.card_message_id is not None:
+                self.alerts.track_card(user_id, position.position_id)
 
     async def _stop_worker(self, worker: Worker, timeout: float = 5.0) -> None:
         if self.workers.get(worker.user_id) is worker:
@@ -240,25 +255,26 @@ class StreamSupervisor:
             if is_new and position.card_message_id is None:
                 await self.alerts.position_opened(user_id, chat_id, position)
         elif kind == "pnl_update":
-            values = {"profit_units": msg.get("profit_units"), "proceeds_units": msg.get("proceeds_units")}
+            # Noisy: kept in memory and written in batches, so exit signals never queue behind PnL writes.
+            live = self.live.setdefault((user_id, int(msg["position_id"])), {})
+            live["profit_units"] = msg.get("profit_units")
+            live["proceeds_units"] = msg.get("proceeds_units")
             if msg.get("token_price_quote") is not None:
-                values["price_quote"] = msg["token_price_quote"]
+                live["price_quote"] = msg["token_price_quote"]
             if msg.get("market_cap_quote") is not None:
-                values["market_cap_quote"] = msg["market_cap_quote"]
-            await self.positions.update(user_id, int(msg["position_id"]), **values)
+                live["market_cap_quote"] = msg["market_cap_quote"]
+            self._schedule_flush()
             self.alerts.card_changed(user_id, chat_id, int(msg["position_id"]))
         elif kind == "liquidity_snapshot":
-            import json
-
             position_id = int(msg["position_id"])
-            await self.positions.update(
-                user_id, position_id, liquidity_trend=msg.get("liquidity_trend"),
-                bands_json=json.dumps(msg.get("bands", []), separators=(",", ":")),
+            live = self.live.setdefault((user_id, position_id), {})
+            live["liquidity_trend"] = msg.get("liquidity_trend")
+            live["bands_json"] = json.dumps(msg.get("bands", []), separators=(",", ":"))
+            self._schedule_flush()
+            self.alerts.card_changed(user_id, chat_id, position_id)
+            await self.alerts.liquidity(
+                user_id, chat_id, position_id, str(msg.get("liquidity_trend")), msg.get("bands", []), self.position
             )
-            position = await self.positions.get(user_id, position_id)
-            if position is not None and position.status == "open":
-                self.alerts.card_changed(user_id, chat_id, position_id)
-                await self.alerts.liquidity(user_id, chat_id, position, str(msg.get("liquidity_trend")), msg.get("bands", []))
         elif kind == "balance_update":
             pass  # positions carry the amounts that matter; balances are read on demand
         elif kind == "exit_signal_with_tx":
@@ -285,6 +301,36 @@ class StreamSupervisor:
             pass
         else:
             log.info("stream message of unknown type %r kept but not shown", kind)
+        from storage.history import PnlHistory
+
+        await PnlHistory.for_db(self.services.db).observe(user_id, kind, msg)  # chart samples and exit marks
+
+    # --- live numbers -----------------------------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and not self._closing:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.flush_interval_s, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._flushing = asyncio.ensure_future(self.flush_live())
+
+    async def flush_live(self) -> None:
+        batch, self.live = self.live, {}
+        try:
+            await self.positions.apply_live(batch)
+        except Exception:
+            log.exception("writing live position numbers failed")
+
+    async def position(self, user_id: int, position_id: int) -> Any:
+        """The stored position with the newest live numbers laid over it."""
+        position = await self.positions.get(user_id, position_id)
+        live = self.live.get((user_id, position_id))
+        if position is None or not live:
+            return position
+        from dataclasses import replace
+
+        return replace(position, **{k: v for k, v in live.items() if v is not None})
 
     # --- deadlines --------------------------------------------------------------------------------------
     def _arm_deadline(

@@ -133,13 +133,21 @@ class Harness:
         await self.runner.start()
 
 
-async def start_harness(data_dir: Path, *, admin_ids: tuple[int, ...] = (), seed: int = 1, **services_kwargs: Any):
+async def start_harness(
+    data_dir: Path, *, admin_ids: tuple[int, ...] = (), seed: int = 1, settings_env: dict[str, str] | None = None,
+    **services_kwargs: Any,
+):
     """Start the sandbox services and the real bot against them; the caller stops both (see conftest)."""
     from sandbox.services import SandboxServices
 
+    # Tests keep Telegram's rules but not its pace: a chat may take 20 messages a second here, and the
+    # bot is set to 10, so a test walks through onboarding in well under a second.
+    services_kwargs.setdefault("telegram_options", {"per_chat_rate": 20.0, "per_chat_burst": 20})
     services = SandboxServices(seed=seed, **services_kwargs)
     await services.__aenter__()
-    settings = sandbox_settings(services.urls, services.telegram.token, data_dir, admin_ids)
+    settings = sandbox_settings(
+        services.urls, services.telegram.token, data_dir, admin_ids, **{"TELEGRAM_CHAT_RATE": "10", **(settings_env or {})}
+    )
     runner = BotRunner(settings, poll_timeout=1)
     try:
         await runner.start()
