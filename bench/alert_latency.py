@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import json
 import tempfile
 import time
@@ -145,8 +144,6 @@ async def run(users: int, pnl_per_s: float, signals: int, seconds: float) -> dic
         sent_ns = flood["signal_sent_ns"][keys[index]]
         if messages:
             latencies_ms.append((messages[0]["received_ns"] - sent_ns) / 1e6)
-    if os.environ.get("BENCH_DUMP"):
-        print(sorted(round(x) for x in latencies_ms))
     missing = signals - len(latencies_ms)
     other_messages = sum(len(m) for c, m in all_chats["chats"].items() if int(c) not in set(chats))
     achieved_pnl = flood["pnl_sent"] / flood["elapsed_s"]
