@@ -61,7 +61,7 @@ async def refuse_secret_in_group(update: Update, what: str) -> None:
     chat = update.effective_chat
     if chat is not None:
         await chat.send_message(
-            f"Never send a {what} in a group. {note} Open a private chat with me and send it there."
+            f"Never send your {what} in a group. {note} Open a private chat with me and send it there."
         )
 
 

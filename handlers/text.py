@@ -22,7 +22,15 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             clear_input(context)
             await refuse_secret_in_group(update, SECRET_INPUTS.get(what or "", "secret key"))
         return
-    if what == "apikey":
+    if what not in SECRET_INPUTS and looks_like_secret(message.text):
+        # Pasted unasked, or instead of a wallet name: never keep it in the chat, nor as a label.
+        clear_input(context)
+        note = await delete_secret_message(message, "secret key")
+        await message.chat.send_message(
+            f"That looked like a secret key, so I did not keep it. {note}\n"
+            "To add a wallet, open /wallets and tap <b>Import a wallet</b> first."
+        )
+    elif what == "apikey":
         from handlers.start import save_api_key
 
         await save_api_key(update, context, message.text)
@@ -38,13 +46,6 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         from handlers.wallets import rename_wallet
 
         await rename_wallet(update, context, int(waiting["wallet_id"]), message.text)
-    elif looks_like_secret(message.text):
-        # Pasted without being asked (or after a restart forgot what we asked): never leave it in the chat.
-        note = await delete_secret_message(message, "secret key")
-        await message.chat.send_message(
-            f"That looked like a secret key, so I did not keep it. {note}\n"
-            "To add a wallet, open /wallets and tap <b>Import a wallet</b> first."
-        )
     else:
         await message.reply_text("I only understand commands. Send /help to see them.")
 

@@ -270,6 +270,8 @@ class Seller:
         deadline = loop.time() + timeout
         status: SignatureStatus | None = None
         while loop.time() < deadline:
+            # Nothing confirms within a slot: waiting first keeps the RPC free for other traders' sells.
+            await asyncio.sleep(POLL_S)
             try:
                 status = (await self.services.rpc.get_signature_statuses([signature]))[0]
             except RpcError as exc:
@@ -284,7 +286,6 @@ class Seller:
                     await self.signals.set(signal.id, state="failed", error="expired")
                     return await self._failed(signal, "expired", "the transaction expired before it landed")
                 break
-            await asyncio.sleep(POLL_S)
         if status is None or (status.err is None and not status.landed):
             await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Still not confirmed. I keep checking and will tell you.")
             self._spawn(self._confirm(signal_id, raw, signature, timeout=timeout * 4))

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # no display, no GUI toolkit: render straight to PNG byte
 
 import matplotlib.dates as mdates  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from storage.history import Mark, Sample  # noqa: E402
 
@@ -69,6 +70,23 @@ def _png(fig: Figure) -> bytes:
     return out.getvalue()
 
 
+def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
+    """Round tick values in plain Python. matplotlib's own locator relies on numpy's floor_divide,
+    which was seen returning NaN in a process whose floating-point state a native library had changed."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        high = low + 1e-9 if math.isfinite(low) else 1.0
+    raw = (high - low) / max(1, count - 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 0.5 and len(ticks) < 4 * count:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
 def _value_at(t_ms: int, samples: Sequence[Sample]) -> float:
     """The value line at `t_ms` (linear between samples), in SOL."""
     if t_ms <= samples[0].t_ms:
@@ -115,6 +133,12 @@ def render_pnl_chart(samples: Sequence[Sample], marks: Sequence[Mark] = (), *, t
     ax.set_title(title, color=TEXT, fontsize=16, loc="left", pad=12, fontweight="bold")
     fig.text(0.98, 0.93, f"PnL {pnl:+.4f} SOL{pct}", color=colour, fontsize=14, ha="right", fontweight="bold")
     ax.set_ylabel("SOL", color=MUTED, fontsize=12)
+    every = value + entry
+    pad = (max(every) - min(every)) * 0.08 or max(every) * 0.05 or 0.01
+    ticks = _nice_ticks(min(every) - pad, max(every) + pad)
+    ax.set_yticks(ticks)
+    ax.set_ylim(ticks[0], ticks[-1])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.4g}"))
     span_s = (last - first) / 1000
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span_s < 3600 else "%H:%M"))
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
@@ -157,6 +181,8 @@ def render_liquidity_chart(
                     xytext=(0, 5), ha="center", color=TEXT, fontsize=12, zorder=4)
     ax.axhline(100, color=ENTRY, linestyle="--", linewidth=1.2, zorder=2)
     ax.set_ylim(0, 118)
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.0f}"))
     ax.set_xlabel("slippage", color=MUTED, fontsize=12)
     ax.set_ylabel("% of your position sellable", color=MUTED, fontsize=12)
     ax.grid(False, axis="x")

@@ -7,6 +7,8 @@ from pathlib import Path
 from tests.e2e.harness import Harness
 
 ROOT = Path(__file__).parents[2]
+# subprocesses import this checkout, whatever copy of the package is installed
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
 
 
 async def test_start_and_help_are_answered(harness: Harness) -> None:
@@ -38,6 +40,7 @@ def test_sandbox_script_prints_a_transcript(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli", "sandbox", "--script", str(script)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**CHILD_ENV, "HOME": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -48,7 +51,7 @@ def test_sandbox_script_prints_a_transcript(tmp_path: Path) -> None:
 
 
 def test_run_without_token_and_terminal_plays_the_demo_to_the_end(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {**CHILD_ENV, "HOME": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
         stdin=subprocess.DEVNULL,

@@ -21,7 +21,7 @@ async def test_check_prints_ok_for_every_sandbox_service(tmp_path: Path) -> None
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox:
         env = {
-            "PATH": "/usr/bin:/bin",
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
             "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
             "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
             "SOLANA_RPC_URL": sandbox.urls["rpc"],
@@ -41,7 +41,7 @@ async def test_check_fails_with_exit_1_and_names_the_step(tmp_path: Path) -> Non
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox:
         env = {
-            "PATH": "/usr/bin:/bin",
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
             "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
             "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
             "SOLANA_RPC_URL": "http://127.0.0.1:9",  # nothing listens there

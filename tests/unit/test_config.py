@@ -70,7 +70,7 @@ def test_env_example_documents_every_variable() -> None:
 
 
 def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "LOUD", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]), "LOG_LEVEL": "LOUD", "HOME": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli", "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
@@ -81,7 +81,7 @@ def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
 
 
 def test_cli_run_without_master_key_exits_2(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "TELEGRAM_BOT_TOKEN": GOOD_TOKEN, "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]), "TELEGRAM_BOT_TOKEN": GOOD_TOKEN, "HOME": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )

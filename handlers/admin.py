@@ -1,0 +1,211 @@
+"""Admin commands: /broadcast (preview, Send / Cancel), /broadcast_cancel and /stats; every action audited.
+
+The gate in bot/app.py answers these commands like unknown ones for anyone not in ADMIN_USER_IDS; the
+buttons check again, since a callback query does not pass through that gate.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from telegram import Message, MessageEntity, Update
+from telegram.error import BadRequest
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot.broadcast import progress_text, report_text
+from bot.services import Services, get_services
+from handlers import errors
+from handlers.common import answer, esc, keyboard
+from handlers.registry import Callback, Command
+from storage.admin import AuditLog, Broadcast, OperatorNumbers
+
+USAGE = (
+    "Send <code>/broadcast your message</code> (HTML formatting works), or reply <code>/broadcast</code> to a "
+    "message (a photo, formatted text…) to send a copy of it. You get a preview first."
+)
+
+
+def _audit(services: Services) -> AuditLog:
+    return AuditLog(services.db)
+
+
+def admin_only(callback: Callback) -> Callback:
+    """Checked here too, not only in the app's gate: to a non-admin the command does not exist."""
+
+    @functools.wraps(callback)
+    async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Any:
+        user = update.effective_user
+        if user is None or not get_services(context).settings.is_admin(user.id):
+            return await errors.unknown_command(update, context)
+        return await callback(update, context)
+
+    return guarded
+
+
+def _body(message: Message) -> str:
+    """The text after the command: as Telegram formatted it if the admin used formatting, else as typed (HTML)."""
+    formatted = any(e.type != MessageEntity.BOT_COMMAND for e in message.entities or ())
+    text = message.text_html if formatted else (message.text or "")
+    parts = text.split(maxsplit=1)
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+async def broadcast_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    assert message is not None and user is not None and chat is not None
+    services = get_services(context)
+    broadcasts = services.broadcasts
+    running = await broadcasts.jobs.running()
+    if running:
+        job = running[0]
+        await message.reply_text(
+            f"Broadcast #{job.id} is still sending ({job.done:,} of {job.total:,}). /broadcast_cancel stops it."
+        )
+        return
+    source = message.reply_to_message
+    body = _body(message)
+    if source is None and not body:
+        await message.reply_text(USAGE)
+        return
+    # The preview is the real message, sent the way recipients get it: Telegram checks the HTML here.
+    try:
+        if source is not None:
+            await context.bot.copy_message(chat.id, from_chat_id=chat.id, message_id=source.message_id)
+        else:
+            await context.bot.send_message(chat.id, body)
+    except BadRequest as exc:
+        await message.reply_text(f"Telegram refused this message, nothing was sent: {esc(exc.message)}\n\n{USAGE}")
+        return
+    if source is not None:
+        draft = await broadcasts.jobs.create_draft(user.id, chat.id, source=(chat.id, source.message_id))
+    else:
+        draft = await broadcasts.jobs.create_draft(user.id, chat.id, text=body)
+    count = await broadcasts.recipient_count(exclude=(user.id,))
+    await _audit(services).record(user.id, "broadcast_preview", f"#{draft.id} {draft.kind} to {count} users")
+    await message.reply_text(
+        f"☝️ That is the preview of broadcast #{draft.id}.\nSend it to <b>{count:,}</b> users?",
+        reply_markup=keyboard([("📣 Send", f"bc:send:{draft.id}"), ("Cancel", f"bc:drop:{draft.id}")]),
+    )
+
+
+async def on_broadcast_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query, user = update.callback_query, update.effective_user
+    assert query is not None and query.data is not None and user is not None
+    services = get_services(context)
+    if not services.settings.is_admin(user.id):
+        await answer(update, "That button is no longer valid.")
+        return
+    _, action, raw_id = (query.data.split(":", 2) + ["", ""])[:3]
+    broadcast_id = int(raw_id) if raw_id.isdigit() else -1
+    broadcasts = services.broadcasts
+    if action == "send":
+        message_id = query.message.message_id if query.message is not None else None
+        job = await broadcasts.send(broadcast_id, progress_message_id=message_id, exclude=(user.id,))
+        if job is None:
+            draft = await broadcasts.jobs.get(broadcast_id)
+            why = "another broadcast is sending" if draft is not None and draft.state == "draft" else "it was already sent or cancelled"
+            await answer(update, f"Not sent: {why}.", alert=True)
+            return
+        await _audit(services).record(user.id, "broadcast_send", f"#{job.id} to {job.total} users")
+        await answer(update, "Sending…")
+        # the job edits this message with its progress from now on
+        await query.edit_message_text(progress_text(job))
+    elif action == "drop":
+        if await broadcasts.jobs.discard(broadcast_id):
+            await _audit(services).record(user.id, "broadcast_discard", f"#{broadcast_id}")
+            await answer(update, "Cancelled")
+            await query.edit_message_text(f"Broadcast #{broadcast_id} cancelled: nothing was sent.")
+        else:
+            await answer(update, "This broadcast was already sent or cancelled.", alert=True)
+    else:
+        await answer(update, "That button is no longer valid.")
+
+
+async def broadcast_cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    services = get_services(context)
+    broadcasts = services.broadcasts
+    stopped: list[Broadcast] = []
+    for job in await broadcasts.jobs.running():
+        cancelled = await broadcasts.cancel(job.id)
+        if cancelled is not None:
+            stopped.append(cancelled)
+    dropped = [d.id for d in await broadcasts.jobs.drafts_of(user.id) if await broadcasts.jobs.discard(d.id)]
+    if not stopped and not dropped:
+        await _audit(services).record(user.id, "broadcast_cancel", "nothing to cancel")
+        await message.reply_text("No broadcast is sending.")
+        return
+    detail = ", ".join([f"#{j.id} stopped at {j.done}/{j.total}" for j in stopped] + [f"draft #{d}" for d in dropped])
+    await _audit(services).record(user.id, "broadcast_cancel", detail)
+    lines = [f"🛑 Broadcast #{j.id} cancelled: {j.done:,} of {j.total:,} done, the rest will not be sent." for j in stopped]
+    lines += [f"Draft #{d} discarded." for d in dropped]
+    await message.reply_text("\n".join(lines))
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+async def stats_text(services: Services, now: float | None = None) -> str:
+    """The operator's numbers: users, streams, positions, today's exit signals and sells, last broadcast."""
+    now = time.time() if now is None else now
+    numbers = OperatorNumbers(services.db)
+    users = await numbers.users(int(now * 1000))
+    day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    sells = await numbers.sells_since(int(day_start.timestamp() * 1000))
+    streams = {"connected": 0, "reconnecting": 0, "needs_attention": 0}
+    workers = services.supervisor.workers.values() if services.supervisor is not None else ()
+    for worker in workers:
+        state = worker.client.state
+        key = "reconnecting" if state in ("connecting", "reconnecting") else state
+        if key in streams:
+            streams[key] += 1
+    lines = [
+        "📊 <b>Stats</b>",
+        f"<b>Users</b> {users.total:,} · set up {users.set_up:,} · active in 7 days {users.active_7d:,} · "
+        f"blocked {users.blocked:,}",
+        f"<b>Streams</b> connected {streams['connected']:,} · reconnecting {streams['reconnecting']:,} · "
+        f"needing attention {streams['needs_attention']:,}",
+        f"<b>Open positions</b> {await numbers.open_positions():,}",
+        f"<b>Today (UTC)</b> exit signals {sells.signals:,} · sells landed {sells.landed:,} · failed {sells.failed:,} "
+        f"· skipped {sells.skipped:,} · auto {sells.auto:,}",
+        f"<b>Median tap to submit</b> {_ms(sells.median_tap_to_submit_ms)}",
+    ]
+    broadcasts = services.broadcasts
+    last = await broadcasts.jobs.last_started() if broadcasts is not None else None
+    if last is None:
+        lines.append("<b>Last broadcast</b> none yet")
+    else:
+        if last.state == "running":
+            last = await broadcasts.jobs.refresh_counts(last.id) or last
+        reasons = await broadcasts.jobs.failure_reasons(last.id, limit=3)
+        lines.append("<b>Last broadcast</b>\n" + report_text(last, reasons))
+    return "\n".join(lines)
+
+
+async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    services = get_services(context)
+    await _audit(services).record(user.id, "stats")
+    await message.reply_text(await stats_text(services))
+
+
+COMMANDS = [
+    Command(
+        "broadcast", "Send a message to every user (preview first)", admin_only(broadcast_command), section="Admin", admin=True,
+        usage="/broadcast <b>Maintenance</b> tonight at 22:00 UTC",
+    ),
+    Command("broadcast_cancel", "Stop the broadcast that is sending", admin_only(broadcast_cancel), section="Admin", admin=True),
+    Command("stats", "Users, streams, sells today and the last broadcast", admin_only(stats), section="Admin", admin=True),
+]
+
+
+def register(app: Application) -> None:
+    app.add_handler(CallbackQueryHandler(on_broadcast_button, pattern=r"^bc:"))

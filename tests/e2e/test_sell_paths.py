@@ -1,0 +1,293 @@
+"""Every path of the sell, end to end through the sandbox: double taps, foreign taps, stale blockhashes,
+slippage retries, guard refusals, empty wallets, crashes between submit and confirm, auto-sell, ladders
+and /history."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from bot.exits import sell as sell_module
+from storage.positions import ExitSignal
+from tests.e2e.harness import Harness, Trader, setup_trader
+
+
+async def pump(h: Harness, rounds: int = 3) -> None:
+    """Let the sandbox stream evaluate and flush (time advances by clock, not by sleeping)."""
+    for _ in range(rounds):
+        h.services.chain.advance_slots(5)
+        h.services.stream.flush()
+        await asyncio.sleep(0.05)
+
+
+async def holding(h: Harness, name: str, symbol: str, *, strategy: str = "tp 20 sl 50 deadline 0") -> tuple[Trader, Any]:
+    """A trader set up by chat who bought `symbol`; the bot has announced the position."""
+    trader = await setup_trader(h, name, strategy=strategy)
+    chain = h.services.chain
+    mint = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title())
+    chain.outside_buy(trader.wallet, mint, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(rf"New position: {symbol}")
+    return trader, mint
+
+
+async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -> dict[str, Any]:
+    """The price rises past take profit; returns the exit signal message."""
+    h.services.chain.market_move(mint, move)
+    await pump(h)
+    return await trader.chat.wait_text(r"Take profit reached")
+
+
+def signal_id(message: dict[str, Any]) -> str:
+    data = next(b["data"] for row in message.get("buttons") or [] for b in row if b.get("data", "").startswith("x:sell:"))
+    return data.split(":", 2)[2]
+
+
+async def stored(h: Harness, sid: str) -> ExitSignal:
+    services = h.runner.services
+    assert services is not None
+    signal = await services.desk.signals.get(sid)
+    assert signal is not None
+    return signal
+
+
+def sends(h: Harness) -> int:
+    """sendTransaction calls that reached the sandbox RPC."""
+    return h.services.rpc.calls["sendTransaction"]
+
+
+def answers(trader: Trader) -> list[str]:
+    return [a["text"] or "" for a in trader.chat.tg.callback_answers(trader.chat.chat_id)]
+
+
+def exit_requests(h: Harness, trader: Trader) -> list[dict[str, Any]]:
+    session = h.services.stream.session_for(trader.api_key)
+    assert session is not None
+    return [m for m in session.received if m.get("type") in ("request_exit_signal", "sell_now")]
+
+
+async def test_twenty_concurrent_taps_submit_once(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    data = f"x:sell:{signal_id(signal)}"
+    before = sends(h)
+
+    await asyncio.gather(*(asyncio.to_thread(trader.chat.tg.press, trader.chat.user_id, signal["message_id"], data)
+                           for _ in range(20)))
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    await trader.chat.wait_for(lambda ms: len(answers(trader)) >= 20, what="20 answers")
+
+    assert sends(h) - before == 1
+    texts = answers(trader)
+    assert texts.count("Selling…") == 1
+    assert sum("Already" in t for t in texts) == 19, texts
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert (await stored(h, signal_id(signal))).state == "landed"
+
+
+async def test_a_foreign_tap_is_refused_and_changes_nothing(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    sid = signal_id(signal)
+    mallory = await h.user("Mallory")
+    services = h.runner.services
+    assert services is not None
+
+    assert await services.seller.tap(mallory.user_id, sid, "sell") == "This signal is not yours."
+    for action in ("retry", "refresh"):
+        assert await services.seller.tap(mallory.user_id, sid, action) == "This signal is not yours."
+    ok, words = await services.desk.skip(mallory.user_id, sid)
+    assert not ok and "not yours" in words
+    assert (await stored(h, sid)).state == "pending"
+    assert sends(h) == 0
+    assert h.services.chain.token_balance(trader.wallet, mint) > 0
+
+    # the owner can still sell it
+    await trader.chat.press("Sell", message=signal)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+
+
+async def test_a_stale_blockhash_is_refreshed_and_lands(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    sid = signal_id(signal)
+    old = await stored(h, sid)
+    services = h.runner.services
+    assert services is not None
+    # the trader read the message for a while: the chain moved on past the blockhash's 150 slots
+    h.services.chain.advance_slots(200)
+    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+
+    await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert done["message_id"] == signal["message_id"]  # the fresh transaction took over the same message
+    assert len(exit_requests(h, trader)) == 1
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert (await stored(h, sid)).state == "superseded"
+    assert sends(h) == 1  # the stale one was never sent
+
+
+async def test_a_slippage_failure_is_retried_with_more_slippage_and_lands(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    # the price slips 8% after the signal: its 5% minimum out can no longer be met
+    h.services.chain.market_move(mint, -8)
+
+    await trader.chat.press("Sell", message=signal)
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert done["message_id"] == signal["message_id"]
+    requests = exit_requests(h, trader)
+    assert [r.get("slippage_bps") for r in requests] == [520]
+    assert sends(h) == 2
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    first = await stored(h, signal_id(signal))
+    assert first.state == "failed" and first.error and first.error.startswith("slippage")
+    services = h.runner.services
+    assert services is not None
+    landed = [s for s in await services.desk.signals.for_user(trader.chat.user_id, ("landed",))]
+    assert len(landed) == 1 and landed[0].slippage_bps == 520 and landed[0].attempt == 1
+
+
+async def test_a_hostile_transaction_is_refused_and_nothing_is_sent(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    chain, stream = h.services.chain, h.services.stream
+    thief = Keypair().pubkey()
+    chain.fund(thief, 0.01)
+
+    def hostile(wallet: str, mint: str, amount: int, slippage_bps: int, tip_lamports: int, memo_tag: str) -> str:
+        # a spoofed stream slips a 0.3 SOL "tip" to its own account into the sell
+        tx = chain.build_sell_tx(wallet, mint, amount, slippage_bps, 300_000_000, thief, memo_tag)
+        return base64.b64encode(bytes(tx)).decode()
+
+    monkeypatch.setattr(stream, "build_sell_tx", hostile)
+    signal = await take_profit(h, trader, mint)
+    sol_before = chain.balance(trader.wallet)
+
+    await trader.chat.press("Sell", message=signal, expect=r"Refused to sign")
+    text = (await trader.chat.wait_text(r"Refused to sign"))["text"]
+    assert "Nothing was signed" in text
+    assert sends(h) == 0
+    assert chain.balance(trader.wallet) == sol_before
+    assert (await stored(h, signal_id(signal))).error == "guard:sol_transfer_too_large"
+
+
+async def test_a_wallet_without_sol_for_fees_is_told_so(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    chain = h.services.chain
+    signal = await take_profit(h, trader, mint)
+    chain.fund_lamports(trader.wallet, -chain.balance(trader.wallet))  # every lamport gone
+    assert chain.balance(trader.wallet) == 0
+
+    await trader.chat.press("Sell", message=signal)
+    failed = await trader.chat.wait_text(r"Not sold.*not enough SOL.*fee", timeout=15)
+    assert any("Refresh" in b for b in trader.chat.buttons(failed))
+    assert sends(h) == 0
+    assert chain.token_balance(trader.wallet, mint) > 0
+    assert (await stored(h, signal_id(signal))).state == "failed"
+
+
+@pytest.mark.parametrize("crash_at", ["submitted", "signing"])
+async def test_a_crash_between_submit_and_confirm_sells_once(harness: Harness, crash_at: str) -> None:
+    """The bot dies after storing the signed sell (before or after sending it); the restart settles it."""
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    services = h.runner.services
+    assert services is not None
+    seller = services.seller
+    reached = asyncio.Event()
+
+    async def die(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await asyncio.Event().wait()  # the process is gone: nothing after this runs
+
+    # crash right after the send (confirm never runs) or right before it (the send never happens)
+    monkeypatch_target = "_confirm" if crash_at == "submitted" else "_send"
+    setattr(seller, monkeypatch_target, die)
+    await trader.chat.press("Sell", message=signal)
+    await asyncio.wait_for(reached.wait(), 10)
+    sid = signal_id(signal)
+    left = await stored(h, sid)
+    assert left.state == crash_at and left.signature
+    expected_sends = 1 if crash_at == "submitted" else 0
+    assert sends(h) == expected_sends
+
+    await h.restart_bot()
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert done["message_id"] == signal["message_id"]
+    assert (await stored(h, sid)).state == "landed"
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert sends(h) == 1  # the identical bytes, at most once
+    await trader.chat.wait_for(lambda ms: h.services.stream.session_for(trader.api_key) is not None,
+                               what="the stream back")
+    assert exit_requests(h, trader) == []  # no second sell asked for
+
+
+async def test_auto_sell_sells_without_a_tap(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    await trader.chat.send("/settings auto on", expect=r"Auto-sell: on|saved")
+
+    h.services.chain.market_move(mint, 40)
+    await pump(h)
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert "auto-sell" in done["text"].lower()
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert sends(h) == 1
+    assert not any(a for a in answers(trader))  # nobody tapped
+
+
+async def test_a_ladder_level_sells_part_and_keeps_the_position(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE", strategy="sl 50 deadline 0")
+    await trader.chat.send("/ladder 20:50 60:50", expect=r"ladder|saved")
+    chain = h.services.chain
+    held = chain.token_balance(trader.wallet, mint)
+
+    chain.market_move(mint, 30)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"Take profit reached")
+    assert "50% of the position, ladder level 1" in signal["text"]
+    await trader.chat.press("Sell", message=signal)
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert "Partial sell, ladder level 1" in done["text"]
+    assert chain.token_balance(trader.wallet, mint) == held - held // 2
+    services = h.runner.services
+    assert services is not None
+    position = (await services.supervisor.positions.open_for(trader.chat.user_id))[0]
+    assert position.status == "open"
+
+
+async def test_history_lists_exits_with_their_outcome(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    await trader.chat.press("Skip", message=signal, expect=r"Skipped")
+    await trader.chat.press("Sell now")
+    fresh = await trader.chat.wait_for(
+        lambda ms: next((m for m in reversed(ms) if m.get("from") == "bot" and m["message_id"] > signal["message_id"]
+                         and any(b.startswith("✅ Sell") for b in trader.chat.buttons(m))), None),
+        what="a fresh exit signal",
+    )
+    await trader.chat.press("Sell", message=fresh)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+
+    reply = await trader.chat.send("/history", expect=r"Last exits")
+    lines = reply["text"].splitlines()
+    assert any("✅ sold" in line and "PEPE" in line and "SOL" in line and "PnL" in line for line in lines), lines
+    assert any("⏭ skipped" in line and "PEPE" in line for line in lines), lines
+
+
+def test_next_slippage_steps_up_to_the_cap() -> None:
+    assert [sell_module.next_slippage(500, attempt, 1500) for attempt in range(4)] == [520, 540, 580, 660]
+    assert sell_module.next_slippage(1490, 0, 1500) == 1500
