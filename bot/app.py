@@ -70,6 +70,10 @@ def build_application(settings: Settings, services: Services, *, poll_interval: 
         .base_url(f"{base}/bot")
         .base_file_url(f"{base}/file/bot")
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=None))
+        # httpx's pool scans every connection for each queued request: a small pool stays fast under a burst
+        # of taps. The outbox keeps at most ~13 calls in flight; replies and callback answers use the rest.
+        .connection_pool_size(32)
+        .pool_timeout(10.0)
         .rate_limiter(OutboxRateLimiter())
         .post_init(_post_init)
         .concurrent_updates(True)

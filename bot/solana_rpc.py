@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from solders.hash import Hash
 from solders.rpc.responses import (
     GetBalanceResp,
@@ -19,6 +19,7 @@ from solders.rpc.responses import (
 )
 from solders.transaction import VersionedTransaction
 
+_JSON = {"Content-Type": "application/json"}
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
 
@@ -53,30 +54,40 @@ class TokenHolding:
 
 
 class SolanaRpc:
-    def __init__(self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, max_connections: int = 64) -> None:
         self.url = url
-        self._client = client or httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60)
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
 
+    def _client(self) -> aiohttp.ClientSession:
+        # aiohttp's pool stays fast with hundreds of requests queued at once (a burst of Sell taps);
+        # created lazily because a session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def call_raw(self, method: str, params: list[Any] | None = None) -> str:
         """POST one request; return the answer's text (for the typed parsers). Raises RpcError on an error."""
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
         try:
-            reply = await self._client.post(self.url, json=body)
-        except httpx.HTTPError as exc:
+            async with self._client().post(self.url, data=json.dumps(body), headers=_JSON) as reply:
+                status = reply.status
+                text = await reply.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RpcError(f"the Solana RPC did not answer {method}: {type(exc).__name__}") from exc
-        if reply.status_code == 429:
+        if status == 429:
             raise RpcError("the Solana RPC is rate limiting us (HTTP 429)", 429)
-        text = reply.text
         try:
             parsed = json.loads(text)
         except ValueError:
-            raise RpcError(f"the Solana RPC answered {method} with HTTP {reply.status_code} and no JSON") from None
+            raise RpcError(f"the Solana RPC answered {method} with HTTP {status} and no JSON") from None
         if isinstance(parsed, dict) and parsed.get("error"):
             error = parsed["error"]
             raise RpcError(str(error.get("message", error)), error.get("code"), error.get("data"))

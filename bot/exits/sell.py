@@ -38,6 +38,7 @@ CONFIRM_TIMEOUT_S = 60.0
 POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
+BLOCKHASH_CACHE_S = 1.0
 TIPPED_MODES = ("helius_sender", "astralane")
 DEFAULT_TIP_LAMPORTS = 200_000
 LAMPORTS_PER_SIGNATURE = 5000
@@ -85,6 +86,7 @@ class Seller:
         self.positions = Positions(services.db)
         self.outbox = services.outbox
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
+        self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._http = httpx.AsyncClient(timeout=10.0)
@@ -383,11 +385,30 @@ class Seller:
             return None
 
     async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
+        """isBlockhashValid, asked once for many sells of the same blockhash (a burst of taps shares one).
+
+        A "valid" answer is reused for BLOCKHASH_CACHE_S (a blockhash lives ~150 slots, so at worst a sell signed
+        at the very edge is sent stale and the confirm loop reports it expired); "invalid" is final.
+        """
+        key = str(tx.message.recent_blockhash)
+        now = time.monotonic()
+        entry = self._blockhash_checks.get(key)
+        if entry is not None:
+            asked_at, answer = entry
+            if not answer.done() or now - asked_at < BLOCKHASH_CACHE_S or answer.result() is False:
+                return await asyncio.shield(answer)
+        answer = asyncio.get_running_loop().create_future()
+        if len(self._blockhash_checks) > 256:
+            self._blockhash_checks.clear()
+        self._blockhash_checks[key] = (now, answer)
         try:
-            return await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)
+            valid = await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)
         except RpcError as exc:
             log.info("isBlockhashValid failed (%s); treating as valid", exc)
-            return True
+            self._blockhash_checks.pop(key, None)
+            valid = True
+        answer.set_result(valid)
+        return valid
 
     async def _send(self, user_id: int, raw: bytes, send_mode: str) -> None:
         if send_mode == "rpc":
