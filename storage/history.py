@@ -60,6 +60,7 @@ class PnlHistory:
         self.min_interval_ms = min_interval_ms
         self.max_samples = max_samples
         self._tracks: dict[tuple[int, int], _Track] = {}
+        self._pending: list[tuple[int, int, int, int, int]] = []
         self._clock_offset_ms: dict[int, int] = {}  # per user: stream time minus our time
 
     @classmethod
@@ -102,14 +103,28 @@ class PnlHistory:
         if bucket <= track.last_bucket:
             return False
         track.last_bucket = bucket
-        await self.db.execute(
-            "INSERT INTO pnl_samples (telegram_id, position_id, t_ms, proceeds_units, profit_units) VALUES (?,?,?,?,?)",
-            (user_id, key[1], t_ms, int(msg["proceeds_units"]), int(msg["profit_units"])),
-        )
+        # written in batches by flush(): a thousand positions must not mean a thousand writes a few seconds
+        self._pending.append((user_id, key[1], t_ms, int(msg["proceeds_units"]), int(msg["profit_units"])))
         track.count += 1
-        if track.count > self.max_samples:
-            await self._thin(key, track)
         return True
+
+    async def flush(self) -> None:
+        """Write the samples kept since the last flush (one transaction), then thin long histories."""
+        pending, self._pending = self._pending, []
+        if pending:
+            async with self.db.transaction() as conn:
+                await conn.executemany(
+                    "INSERT INTO pnl_samples (telegram_id, position_id, t_ms, proceeds_units, profit_units) "
+                    "VALUES (?,?,?,?,?)",
+                    pending,
+                )
+        for key in {(p[0], p[1]) for p in pending}:
+            track = self._tracks.get(key)
+            while track is not None and track.count > self.max_samples:
+                before = track.count
+                await self._thin(key, track)
+                if track.count >= before:
+                    break
 
     async def _load(self, key: tuple[int, int]) -> _Track:
         row = await self.db.fetchone(
@@ -147,6 +162,7 @@ class PnlHistory:
         )
 
     async def samples(self, user_id: int, position_id: int) -> list[Sample]:
+        await self.flush()
         rows = await self.db.fetchall(
             "SELECT t_ms, proceeds_units, profit_units FROM pnl_samples WHERE telegram_id=? AND position_id=? ORDER BY t_ms",
             (user_id, position_id),

@@ -20,6 +20,7 @@ from typing import Any
 from bot.strategy import Strategy
 from bot.stream.client import CONNECTED, NEEDS_ATTENTION, StreamClient, StreamConfig
 from bot.stream.events import StreamEvent
+from storage.history import PnlHistory
 from storage.positions import ExitSignals, Positions
 
 log = logging.getLogger("lasersell_bot.supervisor")
@@ -301,7 +302,6 @@ class StreamSupervisor:
             pass
         else:
             log.info("stream message of unknown type %r kept but not shown", kind)
-        from storage.history import PnlHistory
 
         await PnlHistory.for_db(self.services.db).observe(user_id, kind, msg)  # chart samples and exit marks
 
@@ -319,6 +319,7 @@ class StreamSupervisor:
         batch, self.live = self.live, {}
         try:
             await self.positions.apply_live(batch)
+            await PnlHistory.for_db(self.services.db).flush()
         except Exception:
             log.exception("writing live position numbers failed")
 
