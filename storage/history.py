@@ -111,12 +111,12 @@ class PnlHistory:
     async def flush(self) -> None:
         """Write the samples kept since the last flush (one transaction), then thin long histories."""
         pending, self._pending = self._pending, []
-        if pending:
+        for start in range(0, len(pending), 100):  # in chunks: exit signals never wait for the whole batch
             async with self.db.transaction() as conn:
                 await conn.executemany(
                     "INSERT INTO pnl_samples (telegram_id, position_id, t_ms, proceeds_units, profit_units) "
                     "VALUES (?,?,?,?,?)",
-                    pending,
+                    pending[start : start + 100],
                 )
         for key in {(p[0], p[1]) for p in pending}:
             track = self._tracks.get(key)

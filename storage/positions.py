@@ -91,6 +91,8 @@ class ExitSignal:
         return json.loads(self.outcome_json) if self.outcome_json else {}
 
 
+WRITE_CHUNK = 100
+
 _BOOL_FIELDS = {"watched", "waiting_exit", "deadline_fired"}
 
 
@@ -172,14 +174,17 @@ class Positions:
             )
             for (user_id, position_id), v in batch.items()
         ]
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                """UPDATE positions SET profit_units=COALESCE(?, profit_units), proceeds_units=COALESCE(?, proceeds_units),
-                     price_quote=COALESCE(?, price_quote), market_cap_quote=COALESCE(?, market_cap_quote),
-                     liquidity_trend=COALESCE(?, liquidity_trend), bands_json=COALESCE(?, bands_json), updated_at=?
-                   WHERE telegram_id=? AND position_id=?""",
-                rows,
-            )
+        # in chunks, so an exit signal's writes wait for one chunk at most, never for the whole batch
+        for start in range(0, len(rows), WRITE_CHUNK):
+            async with self.db.transaction() as conn:
+                await conn.executemany(
+                    """UPDATE positions SET profit_units=COALESCE(?, profit_units),
+                         proceeds_units=COALESCE(?, proceeds_units), price_quote=COALESCE(?, price_quote),
+                         market_cap_quote=COALESCE(?, market_cap_quote), liquidity_trend=COALESCE(?, liquidity_trend),
+                         bands_json=COALESCE(?, bands_json), updated_at=?
+                       WHERE telegram_id=? AND position_id=?""",
+                    rows[start : start + WRITE_CHUNK],
+                )
 
     async def closed(self, telegram_id: int, position_id: int, reason: str) -> Position | None:
         await self.update(telegram_id, position_id, status="closed", closed_reason=reason, waiting_exit=False)
