@@ -84,6 +84,7 @@ class StreamSupervisor:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.flush_interval_s = 1.0
+        self.deadline_requests: set[tuple[int, int]] = set()  # exits the deadline timer asked for
 
     # --- who streams ------------------------------------------------------------------------------------
     async def wanted(self, user_id: int) -> Wanted | None:
@@ -280,6 +281,9 @@ class StreamSupervisor:
             pass  # positions carry the amounts that matter; balances are read on demand
         elif kind == "exit_signal_with_tx":
             position_id = int(msg["position_id"])
+            reason = self.exit_reason(user_id, position_id, str(msg.get("reason", "")))
+            if reason != msg.get("reason"):
+                event.data = msg = {**msg, "reason": reason}
             await self.positions.update(user_id, position_id, waiting_exit=False)
             if self.on_exit_signal is not None:
                 await self.on_exit_signal(user_id, event)
@@ -359,7 +363,16 @@ class StreamSupervisor:
         if position is None or position.status != "open" or position.deadline_fired:
             return
         await self.positions.update(worker.user_id, position_id, waiting_exit=True, deadline_fired=True)
+        self.deadline_requests.add((worker.user_id, position_id))
         await worker.client.request_exit_signal(position_id)
+
+    def exit_reason(self, user_id: int, position_id: int, reason: str) -> str:
+        """The stream answers our request with `manual`: say it was the deadline when the deadline asked."""
+        if (user_id, position_id) in self.deadline_requests:
+            self.deadline_requests.discard((user_id, position_id))
+            if reason in ("manual", "sell_now", ""):
+                return "deadline_timeout"
+        return reason
 
     async def request_exit(self, user_id: int, position_id: int, slippage_bps: int | None = None) -> bool:
         """Ask the stream for a fresh exit transaction (Sell now, refresh, retry)."""

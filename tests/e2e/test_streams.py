@@ -133,3 +133,37 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
     h.services.telegram.unblock(trader.chat.user_id)
     status = await trader.chat.send("/status", expect=r"Exit signals waiting: 1")
     assert "Take profit reached" in status["text"]
+
+
+async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 1")
+    await open_position(h, trader)
+    signal = await trader.chat.wait_text(r"Deadline reached", timeout=10)
+    assert "✅ Sell" in trader.chat.buttons(signal)
+    received = [m["type"] for m in h.services.stream.session_for(trader.api_key).received]
+    assert received.count("request_exit_signal") == 1
+
+
+async def test_an_unknown_market_type_still_brings_the_exit_signal(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
+    mint = await open_position(h, trader)
+    h.services.stream.use_unknown_market_type("moonshot_v9")
+    h.services.chain.market_move(mint, 40)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"Take profit reached")
+    assert "moonshot_v9" in signal["text"] and "✅ Sell" in trader.chat.buttons(signal)
+
+
+async def test_an_exit_asked_for_while_disconnected_arrives_after_the_reconnect(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
+    await open_position(h, trader)
+    stream = h.services.stream
+    stream.refuse_connections_for(0.5)
+    await stream.drop_connections()
+    opened = await trader.chat.wait_text(r"New position: PEPE")
+    await trader.chat.press("Sell now", message=opened)
+    signal = await trader.chat.wait_text(r"You asked to sell", timeout=10)
+    assert "✅ Sell" in trader.chat.buttons(signal)
