@@ -140,6 +140,7 @@ class Services:
             await self.outbox.stop(drain_timeout=3.0)
 
     async def close(self) -> None:
+        await self.users.flush_seen()
         await self.deletions.stop()
         await self.api.close()
         await self.rpc.close()

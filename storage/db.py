@@ -6,6 +6,7 @@ with the bump of `schema_version`. The code refuses a database newer than it kno
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -48,6 +49,27 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        # Reads go to a second, read-only connection on the event loop's own thread: a point read takes
+        # microseconds there, while the writer's thread hop (and its queue behind other writes) takes far
+        # longer; in WAL mode readers never wait for the writer and see every committed write.
+        self.reader: sqlite3.Connection | None = None
+        self._transactions = 0
+        self._batch: list[tuple[str, tuple[Any, ...], asyncio.Future[int]]] = []
+        self._batch_running = False
+
+    def _open_reader(self) -> None:
+        if str(self.path) == ":memory:":
+            return
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                 check_same_thread=False)
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA busy_timeout=5000")
+        reader.execute("PRAGMA query_only=1")
+        self.reader = reader
+
+    def _reader(self) -> sqlite3.Connection | None:
+        # inside a transaction on the writer, read through the writer: it sees the transaction's own writes
+        return self.reader if self._transactions == 0 else None
 
     @classmethod
     async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
@@ -65,12 +87,16 @@ class Database:
             if migrate:
                 await db.migrate()
             await db.check_schema()
+            db._open_reader()
         except BaseException:
             await conn.close()
             raise
         return db
 
     async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
         await self.conn.close()
 
     async def schema_version(self) -> int:
@@ -119,6 +145,39 @@ class Database:
         await cur.close()
         return count
 
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One autocommit write, committed together with the other writes issued meanwhile (group commit).
+
+        A burst of writes (a hundred Sell taps at once) then costs one trip to the writer thread and one
+        commit per batch instead of one each. Each statement keeps its own atomicity (`UPDATE ... WHERE
+        state='pending'` still lets exactly one caller win) and its own rowcount; one that fails fails
+        alone. Returns the rowcount.
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._batch.append((sql, tuple(params), future))
+        if not self._batch_running:
+            self._batch_running = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._run_batches()))
+        return await future
+
+    async def _run_batches(self) -> None:
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    outcomes = await self.conn._execute(_apply_batch, self.conn._conn, [(q, p) for q, p, _ in batch])
+                except BaseException as exc:  # the writer is gone: every caller hears it
+                    outcomes = [exc] * len(batch)
+                for (_q, _p, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._batch_running = False
+
     async def insert(self, sql: str, params: Iterable[Any] = ()) -> int:
         cur = await self.conn.execute(sql, tuple(params))
         rowid = cur.lastrowid
@@ -126,28 +185,66 @@ class Database:
         return int(rowid or 0)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        reader = self._reader()
+        if reader is not None:
+            return reader.execute(sql, tuple(params)).fetchone()
         async with self.conn.execute(sql, tuple(params)) as cur:
             return await cur.fetchone()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        reader = self._reader()
+        if reader is not None:
+            return reader.execute(sql, tuple(params)).fetchall()
         async with self.conn.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
 
     def transaction(self) -> _Transaction:
         """`async with db.transaction():` runs the block in one BEGIN IMMEDIATE ... COMMIT."""
-        return _Transaction(self.conn)
+        return _Transaction(self)
 
 
 class _Transaction:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.conn = conn
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def __aenter__(self) -> aiosqlite.Connection:
-        await self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
+        self.db._transactions += 1
+        try:
+            await self.db.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.db._transactions -= 1
+            raise
+        return self.db.conn
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        await self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            await self.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.db._transactions -= 1
+
+
+def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int | BaseException]:
+    """Runs in the writer's thread: the statements in one transaction, each with its own outcome."""
+    outcomes: list[int | BaseException] = []
+    if conn.in_transaction:  # another caller's transaction is open on this connection: write within it
+        for sql, params in statements:
+            try:
+                outcomes.append(conn.execute(sql, params).rowcount)
+            except sqlite3.Error as exc:
+                outcomes.append(exc)
+        return outcomes
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params in statements:
+            try:
+                outcomes.append(conn.execute(sql, params).rowcount)
+            except sqlite3.Error as exc:  # this statement changed nothing; the others stand
+                outcomes.append(exc)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def _split_sql(sql: str) -> list[str]:

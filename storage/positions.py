@@ -157,7 +157,7 @@ class Positions:
             if isinstance(value, bool):
                 values[key] = int(value)
         assignments = ", ".join(f"{k}=?" for k in values)
-        await self.db.execute(
+        await self.db.write(
             f"UPDATE positions SET {assignments}, updated_at=? WHERE telegram_id=? AND position_id=?",
             (*values.values(), now_ms(), telegram_id, position_id),
         )
@@ -199,7 +199,7 @@ class ExitSignals:
         signal_id = secrets.token_urlsafe(9)  # 12 characters: callback data stays short and unguessable
         market = (msg.get("market_context") or {}).get("market_type")
         now = now_ms()
-        await self.db.execute(
+        await self.db.write(
             """INSERT INTO exit_signals (id, telegram_id, position_id, wallet, mint, token_account, reason, profit_units,
                  position_tokens, sell_tokens, level_index, triggered_at_ms, received_at_ms, market_type,
                  unsigned_tx_b64, slippage_bps, updated_at)
@@ -223,7 +223,7 @@ class ExitSignals:
         if "outcome" in values:
             values["outcome_json"] = json.dumps(values.pop("outcome"), separators=(",", ":"))
         assignments = ", ".join(f"{k}=?" for k in values)
-        await self.db.execute(
+        await self.db.write(
             f"UPDATE exit_signals SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), signal_id)
         )
 
@@ -231,7 +231,7 @@ class ExitSignals:
         """Move the signal to `to_state` only if it is in one of `from_states`: atomic, so one caller wins."""
         marks = ",".join("?" for _ in from_states)
         extra = "".join(f", {k}=?" for k in values)
-        changed = await self.db.execute(
+        changed = await self.db.write(
             f"UPDATE exit_signals SET state=?{extra}, updated_at=? WHERE id=? AND state IN ({marks})",
             (to_state, *values.values(), now_ms(), signal_id, *from_states),
         )

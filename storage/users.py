@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -38,9 +39,40 @@ def _row(row: object) -> User:
     )
 
 
+SEEN_BATCH_S = 1.0
+
+
 class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._pending_seen: dict[int, tuple[str, str | None, str | None, int, int]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    async def seen_often(
+        self, telegram_id: int, chat_id: int, first_name: str, last_name: str | None = None, username: str | None = None
+    ) -> None:
+        """`seen` for every update. A known, unblocked user's "last seen" is written in batches about once a
+        second, so a burst of taps does not queue a write each in front of the writes that matter."""
+        current = await self.get(telegram_id)  # a read: cheap
+        if current is None or current.blocked or current.chat_id != chat_id:
+            await self.seen(telegram_id, chat_id, first_name, last_name, username)
+            return
+        self._pending_seen[telegram_id] = (first_name or "", last_name, username, now_ms(), telegram_id)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(SEEN_BATCH_S, lambda: asyncio.ensure_future(self.flush_seen()))
+
+    async def flush_seen(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_handle = None
+        pending, self._pending_seen = self._pending_seen, {}
+        if pending:
+            async with self.db.transaction() as conn:
+                await conn.executemany(
+                    "UPDATE users SET first_name=?, last_name=?, username=?, last_seen_at=? WHERE telegram_id=?",
+                    list(pending.values()),
+                )
 
     async def seen(
         self,

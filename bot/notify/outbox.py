@@ -306,6 +306,10 @@ class Outbox:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until nothing is queued or in flight (tests, and a clean shutdown)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
     def wake(self) -> None:
         """Makes the dispatcher re-read the clock now (tests that move a fake clock)."""
         self._wake_event.set()

@@ -11,10 +11,10 @@ async def test_migrations_apply_once_and_set_the_version(tmp_path: Path) -> None
     try:
         assert await db.schema_version() == LATEST_VERSION
         assert await db.migrate() == []
-        row = await db.fetchone("PRAGMA journal_mode")
-        assert row[0] == "wal"
-        row = await db.fetchone("PRAGMA foreign_keys")
-        assert row[0] == 1
+        async with db.conn.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone())[0] == "wal"
+        async with db.conn.execute("PRAGMA foreign_keys") as cur:
+            assert (await cur.fetchone())[0] == 1
     finally:
         await db.close()
 
@@ -44,6 +44,21 @@ async def test_users_are_recorded_and_blocked(tmp_path: Path) -> None:
         again = await users.seen(42, 42, "Annie")
         assert again.first_name == "Annie" and not again.blocked and again.created_at == first.created_at
         assert await users.count() == 1
+    finally:
+        await db.close()
+
+
+async def test_reads_see_every_committed_write_and_a_transaction_its_own(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "bot.db")
+    try:
+        users = Users(db)
+        await users.seen(1, 1, "A")
+        assert (await users.get(1)).first_name == "A"  # through the reader, right after the write
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE users SET first_name='B' WHERE telegram_id=1")
+            row = await db.fetchone("SELECT first_name FROM users WHERE telegram_id=1")
+            assert row[0] == "B"  # inside the transaction: its own write
+        assert (await users.get(1)).first_name == "B"
     finally:
         await db.close()
 
