@@ -23,7 +23,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TELEGRAM_API_BASE_URL": ("https://api.telegram.org", "Bot API server (a local Bot API server or the sandbox)."),
     "LASERSELL_STREAM_URL": ("wss://stream.lasersell.io/v1/ws", "LaserSell Exit Intelligence Stream endpoint."),
     "LASERSELL_API_URL": ("https://api.lasersell.io", "LaserSell REST API (wallet registration, buy and sell)."),
-    "LASERSELL_API_KEY": ("", "Optional operator key, used for users who have not set their own (single-user deployments)."),
+    "LASERSELL_API_KEY": ("", "Optional operator key for a single-user deployment: admins without a key of their own stream with it."),
     "SOLANA_RPC_URL": ("https://api.mainnet-beta.solana.com", "Solana JSON-RPC for balances, blockhash checks, sending and confirming."),
     "HELIUS_SENDER_URL": ("https://sender.helius-rpc.com/fast", "Where transactions go for users whose send mode is helius_sender."),
     "ASTRALANE_URL": ("https://fr.gateway.astralane.io/iris", "Where transactions go for users whose send mode is astralane (with their Astralane key)."),

@@ -152,3 +152,19 @@ class SolanaRpc:
                 )
         return holdings
 
+    async def sol_change(self, signature: str, wallet: str) -> tuple[int, int] | None:
+        """(change of the wallet's SOL, fee paid) by a landed transaction, in lamports; None if unknown."""
+        try:
+            meta = await self.get_transaction_meta(signature)
+        except RpcError:
+            return None
+        if not meta:
+            return None
+        keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
+        if wallet not in keys:
+            return None
+        index = keys.index(wallet)
+        pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
+        if index >= len(pre) or index >= len(post):
+            return None
+        return int(post[index]) - int(pre[index]), int(meta.get("fee", 0))

@@ -340,20 +340,9 @@ class Buyer:
             return True
 
     async def _sol_spent(self, signature: str, wallet: str) -> int | None:
-        try:
-            meta = await self.services.rpc.get_transaction_meta(signature)
-        except RpcError:
-            return None
-        if not meta:
-            return None
-        keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
-        if wallet not in keys:
-            return None
-        index = keys.index(wallet)
-        pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
-        if index >= len(pre) or index >= len(post):
-            return None
-        return int(pre[index]) - int(post[index])
+        """What the buy took out of the wallet, fee included."""
+        change = await self.services.rpc.sol_change(signature, wallet)
+        return None if change is None else -change[0]
 
     async def _edit(self, order: BuyOrder, text: str) -> None:
         if order.chat_id is None or order.message_id is None:

@@ -435,20 +435,9 @@ class Seller:
             raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
 
     async def _sol_received(self, signature: str, wallet: str) -> int | None:
-        try:
-            meta = await self.services.rpc.get_transaction_meta(signature)
-        except RpcError:
-            return None
-        if not meta:
-            return None
-        keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
-        if wallet not in keys:
-            return None
-        index = keys.index(wallet)
-        pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
-        if index >= len(pre) or index >= len(post):
-            return None
-        return int(post[index]) - int(pre[index]) + int(meta.get("fee", 0))
+        """What the sell paid into the wallet, before the network fee."""
+        change = await self.services.rpc.sol_change(signature, wallet)
+        return None if change is None else change[0] + change[1]
 
     async def _signal_text(self, signal: ExitSignal) -> str:
         position = await self.positions.get(signal.telegram_id, signal.position_id)
