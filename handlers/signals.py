@@ -17,6 +17,9 @@ async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     services = get_services(context)
     _, action, signal_id = (query.data.split(":", 2) + ["", ""])[:3]
     user_id = update.effective_user.id
+    if query.message is not None:
+        # a tap can beat the write of the message id right after the signal was shown: the tapped message is it
+        await services.desk.remember_message(signal_id, user_id, query.message.chat.id, query.message.message_id)
     if action == "skip":
         _ok, words = await services.desk.skip(user_id, signal_id)
         await answer(update, words)

@@ -51,6 +51,11 @@ class ExitDesk:
             await self.seller.auto_sell(signal.id, user_id)
         return signal
 
+    async def remember_message(self, signal_id: str, user_id: int, chat_id: int, message_id: int) -> None:
+        signal = await self.signals.get(signal_id)
+        if signal is not None and signal.telegram_id == user_id and signal.message_id is None:
+            await self.signals.set(signal_id, chat_id=chat_id, message_id=message_id)
+
     async def skip(self, user_id: int, signal_id: str) -> tuple[bool, str]:
         signal = await self.signals.get(signal_id)
         if signal is None or signal.telegram_id != user_id:
