@@ -64,11 +64,21 @@ async def _database(settings: Settings) -> str:
 
 
 async def _master_key(settings: Settings) -> str:
+    from bot.services import CHECK_KEY
     from bot.vault import Vault, load_master_key
+    from storage.db import Database
 
     settings.require_master_key()
     vault = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
-    return f"key id {vault.key_id}"
+    db = await Database.open(settings.database_path)
+    try:
+        row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
+    finally:
+        await db.close()
+    if row is None:
+        return f"key id {vault.key_id} (no secrets stored yet)"
+    vault.verify_check(bytes(row[0]))  # raises WrongMasterKey when this key does not open the database
+    return f"key id {vault.key_id}, opens the database's secrets"
 
 
 CHECKS: list[tuple[str, Callable[[Settings], Awaitable[str]]]] = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
@@ -9,6 +11,12 @@ from bot.keys import looks_like_secret
 from handlers.common import awaiting, clear_input, delete_secret_message, is_private, refuse_secret_in_group
 
 SECRET_INPUTS = {"apikey": "API key", "import": "wallet key", "astralane": "Astralane key"}
+# LaserSell keys start with ls_ (the bot shows them back as ls_…abcd)
+LASERSELL_KEY_RE = re.compile(r"(?<![A-Za-z0-9])ls_[A-Za-z0-9_-]{16,}")
+
+
+def looks_like_api_key(text: str) -> bool:
+    return LASERSELL_KEY_RE.search(text) is not None
 
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -18,7 +26,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     waiting = awaiting(context)
     what = waiting["what"] if waiting else None
     if not is_private(update):
-        if what in SECRET_INPUTS or looks_like_secret(message.text):
+        if what in SECRET_INPUTS or looks_like_secret(message.text) or looks_like_api_key(message.text):
             clear_input(context)
             await refuse_secret_in_group(update, SECRET_INPUTS.get(what or "", "secret key"))
         return
@@ -29,6 +37,13 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await message.chat.send_message(
             f"That looked like a secret key, so I did not keep it. {note}\n"
             "To add a wallet, open /wallets and tap <b>Import a wallet</b> first."
+        )
+    elif what != "apikey" and looks_like_api_key(message.text):
+        clear_input(context)
+        note = await delete_secret_message(message, "API key")
+        await message.chat.send_message(
+            f"That looked like a LaserSell API key, so I did not keep it. {note}\n"
+            "To set your key, send <code>/apikey YOUR_KEY</code>."
         )
     elif what == "apikey":
         from handlers.start import save_api_key

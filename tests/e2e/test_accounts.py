@@ -580,3 +580,17 @@ async def test_pause_resume_and_forget(harness: Harness) -> None:
         assert row[0] == 0, f"{table} still holds rows for the user"
     # the key is free again for its owner to use from scratch
     await ann.send(f"/apikey {key}", expect=r"LaserSell key saved")
+
+
+async def test_a_lasersell_key_pasted_unasked_is_deleted_not_kept(harness: Harness) -> None:
+    ann = await harness.user("Ann")
+    await ann.send("/start", expect=r"1/3")
+    await ann.send("/cancel", expect="Cancelled")
+    key = harness.services.accounts.issue("professional").key
+    remember(harness, key)  # the database scan after the test looks for it too
+    reply = await ann.send(f"here it is {key}", expect=r"looked like a LaserSell API key")
+    assert "/apikey" in reply["text"]
+    pasted = next(m for m in ann.messages() if m.get("from") != "bot" and key in (m.get("text") or ""))
+    assert pasted["deleted"]
+    services = harness.runner.services
+    assert services is not None and await services.accounts.key_info(ann.user_id) is None
