@@ -22,6 +22,7 @@ import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.exits.confirm import SignatureWatcher
 from bot.exits.guard import GuardRefusal, SellIntent, check_sell
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
 from bot.notify import render
@@ -87,6 +88,7 @@ class Seller:
         self.outbox = services.outbox
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        self.watcher = SignatureWatcher(services.rpc, POLL_S)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._http = httpx.AsyncClient(timeout=10.0)
@@ -99,6 +101,7 @@ class Seller:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._http.aclose()
+        await self.watcher.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -272,13 +275,9 @@ class Seller:
         deadline = loop.time() + timeout
         status: SignatureStatus | None = None
         while loop.time() < deadline:
-            # Nothing confirms within a slot: waiting first keeps the RPC free for other traders' sells.
-            await asyncio.sleep(POLL_S)
-            try:
-                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
-            except RpcError as exc:
-                log.info("status check failed: %s", exc)
-                status = None
+            # One status call a round for every sell in flight (the watcher waits a round first: nothing
+            # confirms within a slot, and the RPC stays free for other traders' sends).
+            status = await self.watcher.next_status(signature)
             if status is not None and (status.err is not None or status.landed):
                 break
             if status is None and not await self._blockhash_valid(tx):

@@ -1,0 +1,58 @@
+"""Following signatures to confirmation: one getSignatureStatuses call a round for every sell in flight.
+
+A burst of sells would otherwise poll the RPC once per sell per round, competing with the sends that
+matter and tripping providers' rate limits. Callers ask for the next status of their signature; the
+watcher asks the node about all of them together (up to 256 a call, the node's limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from bot.solana_rpc import RpcError, SignatureStatus
+
+log = logging.getLogger("lasersell_bot.confirm")
+
+MAX_PER_CALL = 256
+
+
+class SignatureWatcher:
+    def __init__(self, rpc: Any, interval_s: float = 0.3) -> None:
+        self.rpc = rpc
+        self.interval_s = interval_s
+        self._waiters: dict[str, list[asyncio.Future[SignatureStatus | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def next_status(self, signature: str) -> SignatureStatus | None:
+        """The signature's status at the next polling round (None: the node does not know it yet)."""
+        future: asyncio.Future[SignatureStatus | None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(signature, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="signature-watcher")
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while self._waiters:
+            await asyncio.sleep(self.interval_s)
+            waiters, self._waiters = self._waiters, {}
+            signatures = list(waiters)
+            for start in range(0, len(signatures), MAX_PER_CALL):
+                chunk = signatures[start : start + MAX_PER_CALL]
+                try:
+                    statuses: list[SignatureStatus | None] = await self.rpc.get_signature_statuses(chunk)
+                except RpcError as exc:
+                    log.info("status check failed: %s", exc)
+                    statuses = [None] * len(chunk)  # unknown this round; callers ask again
+                for signature, status in zip(chunk, statuses, strict=True):
+                    for future in waiters[signature]:
+                        if not future.done():
+                            future.set_result(status)
