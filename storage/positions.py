@@ -162,6 +162,23 @@ class Positions:
             (*values.values(), now_ms(), telegram_id, position_id),
         )
 
+    async def tokens_changed(self, telegram_id: int, wallet: str, mint: str, tokens: int) -> int | None:
+        """The wallet now holds `tokens` of the position's mint (a balance_update). After a partial sell the
+        cost basis shrinks with the tokens, so the next PnL is measured against what is still held.
+        Returns the position id that changed, if any."""
+        row = await self.db.fetchone(
+            "SELECT position_id, tokens, entry_quote_units FROM positions "
+            "WHERE telegram_id=? AND wallet=? AND mint=? AND status='open'",
+            (telegram_id, wallet, mint),
+        )
+        if row is None or tokens <= 0 or int(row["tokens"]) == tokens:
+            return None
+        old_tokens, entry = int(row["tokens"]), int(row["entry_quote_units"])
+        if tokens < old_tokens and old_tokens > 0:
+            entry = entry * tokens // old_tokens
+        await self.update(telegram_id, int(row["position_id"]), tokens=tokens, entry_quote_units=entry)
+        return int(row["position_id"])
+
     async def apply_live(self, batch: dict[tuple[int, int], dict[str, Any]]) -> None:
         """Write many positions' latest PnL / liquidity in one transaction (the stream's noisy updates)."""
         if not batch:

@@ -278,7 +278,11 @@ class StreamSupervisor:
                 user_id, chat_id, position_id, str(msg.get("liquidity_trend")), msg.get("bands", []), self.position
             )
         elif kind == "balance_update":
-            pass  # positions carry the amounts that matter; balances are read on demand
+            changed = await self.positions.tokens_changed(
+                user_id, str(msg.get("wallet_pubkey")), str(msg.get("mint")), int(msg.get("tokens", 0))
+            )
+            if changed is not None:
+                self.alerts.card_changed(user_id, chat_id, changed)
         elif kind == "exit_signal_with_tx":
             position_id = int(msg["position_id"])
             reason = self.exit_reason(user_id, position_id, str(msg.get("reason", "")))
