@@ -28,6 +28,7 @@ async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
             await answer(update, "Selling is not available on this bot.", alert=True)
             return
         words = await services.seller.tap(user_id, signal_id, action)
+        await services.seller.wait_sent(signal_id)
         await answer(update, words)
     else:
         await answer(update, "That button is no longer valid.")

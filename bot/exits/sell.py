@@ -89,6 +89,7 @@ class Seller:
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self.watcher = SignatureWatcher(services.rpc, POLL_S)
+        self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
         self._tasks: set[asyncio.Task[Any]] = set()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._http = httpx.AsyncClient(timeout=10.0)
@@ -130,8 +131,20 @@ class Seller:
             return "Expired: tap Refresh."
         if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
             return "Already selling…"
-        self._spawn(self.sell(signal.id))
+        sent = self._sent[signal.id] = asyncio.Event()
+        task = asyncio.create_task(self.sell(signal.id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: (sent.set(), self._sent.pop(signal.id, None)))
         return "Selling…"
+
+    async def wait_sent(self, signal_id: str, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the tapped sell is sent or settled: the tap's answer goes after the sell's own
+        requests, so a burst of taps puts the sells first."""
+        sent = self._sent.get(signal_id)
+        if sent is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sent.wait(), timeout)
 
     async def auto_sell(self, signal_id: str, user_id: int) -> None:
         if await self.signals.transition(signal_id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
@@ -263,6 +276,10 @@ class Seller:
             kind, words = explain(_rpc_error_kind(exc))
             await self.signals.set(signal.id, state="failed", error=f"{kind}: {exc}")
             return await self._failed(signal, kind, words)
+        finally:
+            sent = self._sent.get(signal_id)
+            if sent is not None:
+                sent.set()
         await self.signals.transition(signal.id, ("signing",), "submitted", submitted_at_ms=int(time.time() * 1000))
         await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Sent. Waiting for the network to confirm…")
         return await self._confirm(signal.id, raw, signature)
@@ -378,7 +395,7 @@ class Seller:
     # --- helpers ----------------------------------------------------------------------------------------
     async def _balance(self, wallet: str) -> int | None:
         try:
-            return await self.services.rpc.get_balance(wallet)
+            return await self.services.rpc.get_balance_batched(wallet)
         except RpcError as exc:
             log.info("getBalance failed (%s); sending without the fee check", exc)
             return None

@@ -35,3 +35,35 @@ async def test_a_failed_round_reads_as_unknown_and_the_next_one_answers() -> Non
     status = await watcher.next_status("ok1")
     assert status is not None and status.landed
     await watcher.close()
+
+
+async def test_balances_wanted_together_are_one_call() -> None:
+    from aiohttp import web
+
+    from bot.solana_rpc import SolanaRpc
+
+    calls: list[dict] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        calls.append(body)
+        value = [{"lamports": 1000 + i, "data": ["", "base64"], "owner": "11111111111111111111111111111111",
+                  "executable": False, "rentEpoch": 0, "space": 0} for i, _ in enumerate(body["params"][0])]
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {"context": {"slot": 1}, "value": value}})
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rpc = SolanaRpc(f"http://127.0.0.1:{port}/")
+    try:
+        wallets = [f"W{i:02d}" for i in range(30)]
+        balances = await asyncio.gather(*(rpc.get_balance_batched(w) for w in wallets))
+        assert len(calls) == 1 and calls[0]["method"] == "getMultipleAccounts"
+        assert balances == [1000 + sorted(wallets).index(w) for w in wallets]
+    finally:
+        await rpc.close()
+        await runner.cleanup()
