@@ -19,10 +19,10 @@ sendTransaction. The latency is the RPC stamp minus the hand-out stamp (one mono
 every process on the machine).
 
 Where the time goes: the bot's own path (atomic approve, reads, guard, decrypt, sign, signed bytes stored)
-takes a few milliseconds a tap; reads go to a read-only connection in the loop thread and the writes of a
-burst share one commit. What remains is the sandbox RPC child process, one Python process that executes
-every isBlockhashValid, getBalance, sendTransaction and status poll in turn: a hundred sends at once reach
-it one after another.
+is a few milliseconds a tap; reads go to a read-only connection in the loop thread, the writes of a burst
+share one commit, the burst's blockhash check and balances are one RPC call each, and the taps' answers
+wait until their sells are sent. What remains for a hundred taps at once is one core's worth of Python
+work per tap plus the sandbox child process, which serves every Telegram and RPC request in turn.
 
 In the same run: the cost of our sign path (`decode_unsigned` + `sign_transaction`) against the
 official SDK's `lasersell_sdk.tx.sign_unsigned_tx`, median microseconds per transaction.
