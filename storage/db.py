@@ -7,6 +7,7 @@ with the bump of `schema_version`. The code refuses a database newer than it kno
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import sqlite3
@@ -20,6 +21,10 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+# the Database whose transaction the current task is inside, if any
+_IN_TRANSACTION: contextvars.ContextVar[Database | None] = contextvars.ContextVar("in_transaction", default=None)
 
 
 class SchemaError(Exception):
@@ -54,6 +59,9 @@ class Database:
         # longer; in WAL mode readers never wait for the writer and see every committed write.
         self.reader: sqlite3.Connection | None = None
         self._transactions = 0
+        # One writer connection: a transaction holds it from BEGIN to COMMIT, and every other write waits,
+        # so nobody's statement lands inside (or is rolled back with) somebody else's transaction.
+        self._writer_lock = asyncio.Lock()
         self._batch: list[tuple[str, tuple[Any, ...], asyncio.Future[int]]] = []
         self._batch_running = False
 
@@ -68,8 +76,8 @@ class Database:
         self.reader = reader
 
     def _reader(self) -> sqlite3.Connection | None:
-        # inside a transaction on the writer, read through the writer: it sees the transaction's own writes
-        return self.reader if self._transactions == 0 else None
+        # inside its own transaction a task reads through the writer, which sees the transaction's writes
+        return None if _IN_TRANSACTION.get() is self else self.reader
 
     @classmethod
     async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
@@ -140,6 +148,12 @@ class Database:
     # Small helpers so repositories read well.
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one statement (autocommit); return the number of rows it changed."""
+        if _IN_TRANSACTION.get() is self:
+            return await self._execute_now(sql, params)
+        async with self._writer_lock:
+            return await self._execute_now(sql, params)
+
+    async def _execute_now(self, sql: str, params: Iterable[Any]) -> int:
         cur = await self.conn.execute(sql, tuple(params))
         count = cur.rowcount
         await cur.close()
@@ -153,6 +167,8 @@ class Database:
         state='pending'` still lets exactly one caller win) and its own rowcount; one that fails fails
         alone. Returns the rowcount.
         """
+        if _IN_TRANSACTION.get() is self:
+            return await self._execute_now(sql, params)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._batch.append((sql, tuple(params), future))
         if not self._batch_running:
@@ -163,11 +179,14 @@ class Database:
     async def _run_batches(self) -> None:
         try:
             while self._batch:
-                batch, self._batch = self._batch, []
-                try:
-                    outcomes = await self.conn._execute(_apply_batch, self.conn._conn, [(q, p) for q, p, _ in batch])
-                except BaseException as exc:  # the writer is gone: every caller hears it
-                    outcomes = [exc] * len(batch)
+                async with self._writer_lock:
+                    batch, self._batch = self._batch, []
+                    try:
+                        outcomes = await self.conn._execute(
+                            _apply_batch, self.conn._conn, [(q, p) for q, p, _ in batch]
+                        )
+                    except BaseException as exc:  # the writer is gone: every caller hears it
+                        outcomes = [exc] * len(batch)
                 for (_q, _p, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
@@ -179,6 +198,12 @@ class Database:
             self._batch_running = False
 
     async def insert(self, sql: str, params: Iterable[Any] = ()) -> int:
+        if _IN_TRANSACTION.get() is not self:
+            async with self._writer_lock:
+                return await self._insert_now(sql, params)
+        return await self._insert_now(sql, params)
+
+    async def _insert_now(self, sql: str, params: Iterable[Any]) -> int:
         cur = await self.conn.execute(sql, tuple(params))
         rowid = cur.lastrowid
         await cur.close()
@@ -206,14 +231,19 @@ class Database:
 class _Transaction:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._token: contextvars.Token[Database | None] | None = None
 
     async def __aenter__(self) -> aiosqlite.Connection:
-        self.db._transactions += 1
+        if _IN_TRANSACTION.get() is self.db:
+            raise RuntimeError("a transaction is already open in this task")
+        await self.db._writer_lock.acquire()
         try:
             await self.db.conn.execute("BEGIN IMMEDIATE")
         except BaseException:
-            self.db._transactions -= 1
+            self.db._writer_lock.release()
             raise
+        self.db._transactions += 1
+        self._token = _IN_TRANSACTION.set(self.db)
         return self.db.conn
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -221,6 +251,9 @@ class _Transaction:
             await self.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.db._transactions -= 1
+            if self._token is not None:
+                _IN_TRANSACTION.reset(self._token)
+            self.db._writer_lock.release()
 
 
 def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int | BaseException]:

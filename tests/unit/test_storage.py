@@ -75,3 +75,38 @@ async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
         assert (await users.get(1)).first_name == "A"
     finally:
         await db.close()
+
+
+async def test_writes_from_other_tasks_wait_for_an_open_transaction(tmp_path: Path) -> None:
+    import asyncio
+
+    db = await Database.open(tmp_path / "bot.db")
+    try:
+        users = Users(db)
+        await users.seen(1, 1, "A")
+        inside = asyncio.Event()
+        release = asyncio.Event()
+
+        async def rolled_back() -> None:
+            try:
+                async with db.transaction() as conn:
+                    await conn.execute("UPDATE users SET first_name='X' WHERE telegram_id=1")
+                    inside.set()
+                    await release.wait()
+                    raise RuntimeError("crash inside the transaction")
+            except RuntimeError:
+                pass
+
+        task = asyncio.create_task(rolled_back())
+        await inside.wait()
+        # another task writes meanwhile: it must not land inside (and be rolled back with) that transaction
+        other = asyncio.create_task(db.write("UPDATE users SET last_name='kept' WHERE telegram_id=1"))
+        await asyncio.sleep(0.05)
+        assert (await users.get(1)).first_name == "A"  # readers see only what is committed
+        release.set()
+        await task
+        assert await other == 1
+        user = await users.get(1)
+        assert user.first_name == "A" and user.last_name == "kept"
+    finally:
+        await db.close()
