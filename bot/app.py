@@ -41,7 +41,9 @@ async def record_user(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     services = get_services(context)
     # The chat to reach the user in is their private chat with the bot.
     chat_id = chat.id if chat.type == "private" else user.id
-    await services.users.seen_often(user.id, chat_id, user.first_name, user.last_name, user.username)
+    back = await services.users.seen_often(user.id, chat_id, user.first_name, user.last_name, user.username)
+    if back and services.supervisor is not None:
+        await services.supervisor.refresh(user.id)  # they unblocked the bot: watch their wallets again
 
 
 def _admin_gate(admin_names: set[str]):  # type: ignore[no-untyped-def]

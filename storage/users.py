@@ -50,17 +50,19 @@ class Users:
 
     async def seen_often(
         self, telegram_id: int, chat_id: int, first_name: str, last_name: str | None = None, username: str | None = None
-    ) -> None:
+    ) -> bool:
         """`seen` for every update. A known, unblocked user's "last seen" is written in batches about once a
-        second, so a burst of taps does not queue a write each in front of the writes that matter."""
+        second, so a burst of taps does not queue a write each in front of the writes that matter.
+        Returns True when the user had blocked the bot and is back."""
         current = await self.get(telegram_id)  # a read: cheap
         if current is None or current.blocked or current.chat_id != chat_id:
             await self.seen(telegram_id, chat_id, first_name, last_name, username)
-            return
+            return current is not None and current.blocked
         self._pending_seen[telegram_id] = (first_name or "", last_name, username, now_ms(), telegram_id)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(SEEN_BATCH_S, lambda: asyncio.ensure_future(self.flush_seen()))
+        return False
 
     async def flush_seen(self) -> None:
         if self._flush_handle is not None:

@@ -133,6 +133,7 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
     h.services.telegram.unblock(trader.chat.user_id)
     status = await trader.chat.send("/status", expect=r"Exit signals waiting: 1")
     assert "Take profit reached" in status["text"]
+    assert trader.chat.user_id in services.supervisor.workers  # and their stream runs again
 
 
 async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> None:
