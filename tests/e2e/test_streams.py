@@ -168,3 +168,19 @@ async def test_an_exit_asked_for_while_disconnected_arrives_after_the_reconnect(
     await trader.chat.press("Sell now", message=opened)
     signal = await trader.chat.wait_text(r"You asked to sell", timeout=10)
     assert "✅ Sell" in trader.chat.buttons(signal)
+
+
+async def test_a_strategy_change_reaches_the_live_stream_at_once(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann", strategy="tp 25 sl 10 deadline 0")
+    session = h.services.stream.session_for(trader.api_key)
+    await trader.chat.send("/strategy tp 40 trail 5", expect="Saved")
+
+    def pushed() -> bool:
+        updates = [m for m in session.received if m["type"] == "update_strategy"]
+        return bool(updates) and updates[-1]["strategy"]["target_profit_pct"] == 40
+
+    await trader.chat.wait_for(lambda _: pushed(), what="update_strategy on the stream")
+    assert h.services.stream.session_for(trader.api_key) is session  # no reconnect was needed
+    update = [m for m in session.received if m["type"] == "update_strategy"][-1]
+    assert update["strategy"]["trailing_stop_pct"] == 5
