@@ -197,37 +197,41 @@ class Seller:
         user_id = signal.telegram_id
         position = await self.positions.get(user_id, signal.position_id)
         tx = decode_unsigned(signal.unsigned_tx_b64)
-        # Freshness: an old transaction may carry an expired blockhash that would never land.
+        # Freshness: an old transaction may carry an expired blockhash that would never land. The check runs
+        # beside the guard and the signing and is settled before anything is stored or sent.
+        fresh_check: asyncio.Future[bool] | None = None
         if time.time() * 1000 - signal.received_at_ms > FRESH_S * 1000:
-            valid = await self._blockhash_valid(tx)
-            if not valid:
-                await self._edit(signal, render.exit_signal(signal, position) + "\n\n🔄 Refreshing: the transaction was too old…")
-                fresh = await self._ask_fresh(signal, signal.slippage_bps)
-                if fresh is None:
-                    await self.signals.set(signal.id, state="expired", error="no fresh transaction")
-                    await self._edit(signal, render.exit_signal(signal, position) + "\n\n⌛ Could not get a fresh transaction in time.",
-                                     buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
-                    return Outcome("failed", "expired")
-                # the fresh signal goes through the same atomic approve as a tap
-                if not await self.signals.transition(fresh.id, ("pending",), "approved",
-                                                     tapped_at_ms=int(time.time() * 1000)):
-                    return Outcome("failed", "already handled")
-                if auto:
-                    self._auto.add(fresh.id)
-                signal = fresh
-                tx = decode_unsigned(signal.unsigned_tx_b64)
+            fresh_check = asyncio.ensure_future(self._blockhash_valid(tx))
         settings = await self.services.accounts.store.get(user_id)
-        # The fee check runs beside the guard and the signing: a skip-preflight sender silently drops a
-        # transaction whose wallet cannot pay its fee, so it has to be caught before sending.
+        # The fee check runs beside them too: a skip-preflight sender silently drops a transaction whose
+        # wallet cannot pay its fee, so it has to be caught before sending.
         balance = asyncio.ensure_future(self._balance(signal.wallet))
         try:
-            return await self._guard_sign_send(signal, tx, position, settings, balance)
+            return await self._guard_sign_send(signal, tx, position, settings, balance, fresh_check, auto)
         finally:
-            if not balance.done():
-                balance.cancel()
+            for pending in (balance, fresh_check):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+
+    async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
+        """The tapped transaction was too old: ask for a fresh one and sell that (its signature is the one used)."""
+        await self._edit(signal, render.exit_signal(signal, position) + "\n\n🔄 Refreshing: the transaction was too old…")
+        fresh = await self._ask_fresh(signal, signal.slippage_bps)
+        if fresh is None:
+            await self.signals.set(signal.id, state="expired", error="no fresh transaction")
+            await self._edit(signal, render.exit_signal(signal, position) + "\n\n⌛ Could not get a fresh transaction in time.",
+                             buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+            return Outcome("failed", "expired")
+        # the fresh signal goes through the same atomic approve as a tap
+        if not await self.signals.transition(fresh.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+            return Outcome("failed", "already handled")
+        if auto:
+            self._auto.add(fresh.id)
+        return await self._sell(fresh, auto=auto)
 
     async def _guard_sign_send(self, signal: ExitSignal, tx: VersionedTransaction, position: Position | None,
-                               settings: Any, balance: asyncio.Future[int | None]) -> Outcome:
+                               settings: Any, balance: asyncio.Future[int | None],
+                               fresh_check: asyncio.Future[bool] | None, auto: bool) -> Outcome:
         user_id = signal.telegram_id
         tip_cap = settings.tip_lamports or (DEFAULT_TIP_LAMPORTS if settings.send_mode in TIPPED_MODES else 0)
         intent = SellIntent(
@@ -253,6 +257,9 @@ class Seller:
             await self._edit(signal, render.exit_signal(signal, position) + f"\n\n❌ {render.esc(exc)}")
             return Outcome("failed", str(exc))
         del keypair
+        if fresh_check is not None and not await fresh_check:
+            del signed  # never sent: its blockhash is gone
+            return await self._refresh_and_sell(signal, position, auto=auto)
         needed = LAMPORTS_PER_SIGNATURE * tx.message.header.num_required_signatures + report.priority_fee_lamports
         needed += report.sol_out
         held = await balance
