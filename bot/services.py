@@ -65,6 +65,7 @@ class Services:
     supervisor: Any = None
     desk: Any = None
     seller: Any = None
+    buyer: Any = None
     broadcasts: Any = None
 
     @classmethod
@@ -136,6 +137,8 @@ class Services:
             self.alerts.close()
         if self.seller is not None:
             await self.seller.close()
+        if self.buyer is not None:
+            await self.buyer.close()
         if self.outbox is not None:
             await self.outbox.stop(drain_timeout=3.0)
 

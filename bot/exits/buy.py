@@ -22,12 +22,13 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import BuyIntent, GuardRefusal, check_buy
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
 from bot.notify.outbox import Priority
-from bot.solana_rpc import RpcError, SignatureStatus
+from bot.solana_rpc import RpcError
 from storage.history import BuyOrder, BuyOrders
 
 log = logging.getLogger("lasersell_bot.buy")
@@ -90,6 +91,7 @@ class Buyer:
         self.services = services
         self.orders = BuyOrders(services.db)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.watcher = SignatureWatcher(services.rpc, POLL_S)
         extra = getattr(services.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
 
@@ -98,6 +100,7 @@ class Buyer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.watcher.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -257,31 +260,17 @@ class Buyer:
         order = await self.orders.get(order_id)
         assert order is not None
         tx = VersionedTransaction.from_bytes(raw)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        status: SignatureStatus | None = None
-        while loop.time() < deadline:
-            try:
-                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
-            except RpcError as exc:
-                log.info("status check failed: %s", exc)
-                status = None
-            if status is not None and (status.err is not None or status.landed):
-                break
-            if status is None and not await self._blockhash_valid(tx):
-                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
-                if status is None:
-                    await self.orders.set(order.id, state="failed", error="expired")
-                    await self._edit(order, self.describe(order) + "\n\n⌛ <b>Not bought</b>: the transaction expired "
-                                     "before it landed. Send /buy again.")
-                    return "failed"
-                break
-            await asyncio.sleep(POLL_S)
-        if status is None or (status.err is None and not status.landed):
+        verdict, status = await follow(self.watcher, signature, lambda: self._blockhash_valid(tx), timeout)
+        if verdict == "expired":
+            await self.orders.set(order.id, state="failed", error="expired")
+            await self._edit(order, self.describe(order) + "\n\n⌛ <b>Not bought</b>: the transaction expired "
+                             "before it landed. Send /buy again.")
+            return "failed"
+        if verdict == "unknown" or status is None:
             await self._edit(order, self.describe(order) + "\n\n⏳ Still not confirmed; I keep checking.")
             self._spawn(self._confirm(order_id, raw, signature, timeout=timeout * 4))
             return "unknown"
-        if status.err is not None:
+        if verdict == "failed":
             from bot.exits.sell import explain
 
             _kind, words = explain(status.err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.solana_rpc import RpcError, SignatureStatus
@@ -56,3 +57,35 @@ class SignatureWatcher:
                     for future in waiters[signature]:
                         if not future.done():
                             future.set_result(status)
+
+
+async def follow(
+    watcher: SignatureWatcher,
+    signature: str,
+    still_valid: Callable[[], Awaitable[bool]],
+    timeout: float,
+) -> tuple[str, SignatureStatus | None]:
+    """Follow one signature until it lands, fails, expires or `timeout` passes.
+
+    Returns ("landed" | "failed" | "expired" | "unknown", the last status). "expired": the node never saw
+    it and its blockhash is gone, so it can never land (a cluster drops such a transaction silently).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    status: SignatureStatus | None = None
+    while loop.time() < deadline:
+        status = await watcher.next_status(signature)
+        if status is not None and status.err is not None:
+            return "failed", status
+        if status is not None and status.landed:
+            return "landed", status
+        if status is None and not await still_valid():
+            # one more look: it may have landed just before the blockhash expired
+            status = await watcher.next_status(signature)
+            if status is None:
+                return "expired", None
+            if status.err is not None:
+                return "failed", status
+            if status.landed:
+                return "landed", status
+    return "unknown", status

@@ -22,13 +22,13 @@ import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from bot.exits.confirm import SignatureWatcher
+from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import GuardRefusal, SellIntent, check_sell
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
 from bot.notify import render
 from bot.notify.alerts import buttons
 from bot.notify.outbox import Priority
-from bot.solana_rpc import RpcError, SignatureStatus
+from bot.solana_rpc import RpcError
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.sell")
@@ -295,27 +295,15 @@ class Seller:
         signal = await self.signals.get(signal_id)
         assert signal is not None
         tx = VersionedTransaction.from_bytes(raw)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        status: SignatureStatus | None = None
-        while loop.time() < deadline:
-            # One status call a round for every sell in flight (the watcher waits a round first: nothing
-            # confirms within a slot, and the RPC stays free for other traders' sends).
-            status = await self.watcher.next_status(signature)
-            if status is not None and (status.err is not None or status.landed):
-                break
-            if status is None and not await self._blockhash_valid(tx):
-                # one more look: it may have landed just before the blockhash expired
-                status = (await self.services.rpc.get_signature_statuses([signature]))[0]
-                if status is None:
-                    await self.signals.set(signal.id, state="failed", error="expired")
-                    return await self._failed(signal, "expired", "the transaction expired before it landed")
-                break
-        if status is None or (status.err is None and not status.landed):
+        verdict, status = await follow(self.watcher, signature, lambda: self._blockhash_valid(tx), timeout)
+        if verdict == "expired":
+            await self.signals.set(signal.id, state="failed", error="expired")
+            return await self._failed(signal, "expired", "the transaction expired before it landed")
+        if verdict == "unknown" or status is None:
             await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Still not confirmed. I keep checking and will tell you.")
             self._spawn(self._confirm(signal_id, raw, signature, timeout=timeout * 4))
             return Outcome("unknown", "still checking", signature)
-        if status.err is not None:
+        if verdict == "failed":
             kind, words = explain(status.err)
             await self.signals.set(signal.id, state="failed", error=f"{kind}: {status.err}")
             return await self._failed(signal, kind, words)
