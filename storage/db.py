@@ -68,7 +68,7 @@ class Database:
     def _open_reader(self) -> None:
         if str(self.path) == ":memory:":
             return
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                  check_same_thread=False)
         reader.row_factory = sqlite3.Row
         reader.execute("PRAGMA busy_timeout=5000")
