@@ -10,7 +10,6 @@ signed is failed rather than bought late, because the price it was quoted at is 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -29,6 +28,7 @@ from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
 from bot.notify.outbox import Priority
 from bot.solana_rpc import RpcError
+from bot.tasks import BackgroundTasks
 from storage.history import BuyOrder, BuyOrders
 
 log = logging.getLogger("lasersell_bot.buy")
@@ -90,22 +90,17 @@ class Buyer:
     def __init__(self, services: Any) -> None:
         self.services = services
         self.orders = BuyOrders(services.db)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self.watcher = SignatureWatcher(services.rpc, POLL_S)
         extra = getattr(services.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_all()
         await self.watcher.close()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro)
 
     # --- the quote --------------------------------------------------------------------------------------
     async def quote(self, user_id: int, mint_text: str, sol_text: str) -> BuyQuote:

@@ -29,6 +29,7 @@ from bot.notify import render
 from bot.notify.alerts import buttons
 from bot.notify.outbox import Priority
 from bot.solana_rpc import RpcError
+from bot.tasks import BackgroundTasks
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.sell")
@@ -90,24 +91,19 @@ class Seller:
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self.watcher = SignatureWatcher(services.rpc, POLL_S)
         self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._http = httpx.AsyncClient(timeout=10.0)
         extra = getattr(services.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_all()
         await self._http.aclose()
         await self.watcher.close()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro)
 
     # --- taps -------------------------------------------------------------------------------------------
     async def tap(self, user_id: int, signal_id: str, action: str) -> str:
@@ -132,9 +128,7 @@ class Seller:
         if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
             return "Already selling…"
         sent = self._sent[signal.id] = asyncio.Event()
-        task = asyncio.create_task(self.sell(signal.id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._background.spawn(self.sell(signal.id))
         task.add_done_callback(lambda _t: (sent.set(), self._sent.pop(signal.id, None)))
         return "Selling…"
 
