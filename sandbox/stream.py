@@ -73,7 +73,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from sandbox.accounts import Accounts, ApiKey
+from sandbox.accounts import TIERS, Accounts, ApiKey
 from sandbox.chain import Chain
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,6 @@ SEND_MODES = ("rpc", "helius_sender", "astralane")
 # gets the same.
 DEFAULT_SEND_MODE = "helius_sender"
 LIQUIDITY_GUARD_TIMEOUT_MS = 60_000
-# Stream limits per tier (api/reference/rate-limits.mdx).
-TIER_LIMITS: dict[str, dict[str, int]] = {
-    "free": {"max_positions_per_wallet": 2, "max_positions_per_session": 2},
-    "professional": {"max_positions_per_wallet": 100, "max_positions_per_session": 500},
-    "advanced": {"max_positions_per_wallet": 100, "max_positions_per_session": 20_000},
-}
 # The code a second connection for a key gets while its one session is open. The docs allow one
 # session per key but name no code; the client is expected to retry.
 SESSION_IN_USE_CODE = "session_limit"
@@ -509,7 +503,12 @@ class StreamServer:
         self.faults.refuse_sessions_code = code
 
     def send_hostile(
-        self, api_key: str, position: Position, unsigned_tx_b64: str, reason: str = "stop_loss", count: int = 1
+        self,
+        api_key: str,
+        position: Position,
+        unsigned_tx_b64: str,
+        reason: str = "stop_loss",
+        count: int = 1,
     ) -> int:
         """Sends `count` exit_signal_with_tx frames for a live position carrying this transaction.
 
@@ -540,7 +539,9 @@ class StreamServer:
         )
         return self.send_hostile(api_key, position, unsigned, reason, count)
 
-    def find_position(self, api_key: str, *, mint: str | None = None, token_account: str | None = None) -> Position | None:
+    def find_position(
+        self, api_key: str, *, mint: str | None = None, token_account: str | None = None
+    ) -> Position | None:
         book = self.books.get(api_key)
         if book is None:
             return None
@@ -686,9 +687,9 @@ class StreamServer:
                 "limits": {
                     "hi_capacity": HI_CAPACITY,
                     "pnl_flush_ms": self.pnl_flush_ms,
-                    "max_positions_per_session": TIER_LIMITS[session.api_key.tier]["max_positions_per_session"],
+                    "max_positions_per_session": TIERS[session.api_key.tier]["max_positions_per_session"],
                     "max_wallets_per_session": tier_wallets,
-                    "max_positions_per_wallet": TIER_LIMITS[session.api_key.tier]["max_positions_per_wallet"],
+                    "max_positions_per_wallet": TIERS[session.api_key.tier]["max_positions_per_wallet"],
                     "max_sessions_per_api_key": 1,
                     "max_watch_wallets_per_session": 0 if session.api_key.tier == "free" else 10,
                 },
