@@ -281,7 +281,8 @@ class ExitApi:
             raise _fail(422, "insufficient_balance", f"the wallet holds {held} tokens, {amount} asked")
         tx = self._build("sell", api_key, wallet, mint, amount, slippage, tip=tip, send_mode=send_mode)
         pool = self.chain.pool(mint)
-        expected = self.chain.quote_sell(mint, amount)
+        # What the wallet gets: the curve's proceeds less the tier's routing fee.
+        expected = self.chain.quote_sell_net(mint, amount, api_key.tier)
         _, last_valid = self.chain.latest_blockhash()
         usd1 = self._usd1_mint()
         route = {
@@ -358,7 +359,7 @@ class ExitApi:
             )
         tx = self._build("buy", api_key, wallet, mint, amount, slippage, tip=tip, send_mode=send_mode)
         pool = self.chain.pool(mint)
-        expected = self.chain.quote_buy(mint, amount)
+        expected = self.chain.quote_buy_net(mint, amount, api_key.tier)
         _, last_valid = self.chain.latest_blockhash()
         route = {
             "market_type": pool.market_type,
