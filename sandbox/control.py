@@ -55,6 +55,7 @@ HOSTILE_KINDS = (
     "tip_over_cap",
 )
 BURST = "burst"
+TIP_OVER_CAP_LAMPORTS = 100_000_000
 QUOTES = ("SOL", "USD1")
 
 
@@ -366,8 +367,12 @@ class ControlApi:
                 build = getattr(self.chain, "build_hostile_tx", None)
                 if build is None:
                     raise _bad("this sandbox chain cannot build hostile transactions")
+                # Tipped like a genuine exit; tip_over_cap tips 0.1 SOL, far above any sane cap.
+                tip = TIP_OVER_CAP_LAMPORTS if kind == "tip_over_cap" else session.effective_tip()
                 try:
-                    tx = build(kind, position.wallet, position.mint, tier=session.api_key.tier)
+                    tx = build(
+                        kind, position.wallet, position.mint, tip_lamports=tip, tier=session.api_key.tier
+                    )
                 except ChainError as exc:
                     raise _bad(str(exc)) from exc
                 unsigned = base64.b64encode(bytes(tx)).decode()

@@ -1427,7 +1427,12 @@ class StreamServer:
                 chosen = chosen[0] if chosen else None
             return None if chosen is None else str(chosen)
         if isinstance(accounts, list | tuple) and accounts:
-            return str(accounts[0])
+            # Helius Sender and Astralane each have their own tip accounts.
+            return str(
+                accounts[SEND_MODES.index(send_mode) % len(accounts)]
+                if send_mode in SEND_MODES
+                else accounts[0]
+            )
         return None
 
     def quote_sell(self, mint: str, amount: int) -> int:

@@ -338,3 +338,85 @@ async def test_burst_sends_the_same_genuine_looking_exit_several_times(world: Wo
         assert world.chain.token_balance(world.wallet, world.mint) == 0
     finally:
         await control.stop()
+
+
+async def test_every_hostile_kind_arrives_as_a_genuine_looking_exit(world: World) -> None:
+    control = ControlApi(world.chain, world.accounts, world.stream)
+    await control.start()
+    try:
+        probe = await world.session({"target_profit_pct": 100, "stop_loss_pct": 50})
+        opened = await world.position(probe)
+        other = str(world.chain.create_mint("OTHER", 6, 50, 1_000_000_000))
+        world.chain.outside_buy(world.wallet, other, 0.2)  # for steal_other_token
+        world.stream.flush()
+        await probe.next("position_opened", lambda m: m["mint"] == other)
+        await probe.send({"type": "request_exit_signal", "position_id": opened["position_id"]})
+        genuine = await probe.next("exit_signal_with_tx")
+        kinds = [
+            "steal_position",
+            "steal_sol",
+            "steal_other_token",
+            "set_authority",
+            "approve",
+            "cpi_drain",
+            "tip_over_cap",
+        ]
+        same = ("unsigned_tx_b64", "reason", "triggered_at_ms")
+        async with httpx.AsyncClient(base_url=control.url) as client:
+            for kind in kinds:
+                body = {"api_key": world.key, "token_account": opened["token_account"], "kind": kind}
+                reply = await client.post("/sim/hostile", json=body)
+                assert reply.status_code == 200, (kind, reply.text)
+                signal = await probe.next("exit_signal_with_tx")
+                looks = {k: v for k, v in signal.items() if k not in same}
+                assert looks == {k: v for k, v in genuine.items() if k not in same}, kind
+                assert signal["reason"] == "stop_loss"
+                assert signal["unsigned_tx_b64"] != genuine["unsigned_tx_b64"]
+        # Signed and landed, the stolen position leaves the wallet and pays it nothing.
+        steal = exits(probe)[1]
+        lamports = world.chain.balance(world.wallet)
+        world.land(steal)
+        assert world.chain.token_balance(world.wallet, world.mint) == 0
+        assert world.chain.balance(world.wallet) < lamports
+    finally:
+        await control.stop()
+
+
+# -- USD1 markets ------------------------------------------------------------------------------------
+
+
+async def test_usd1_position_reports_usd1_units_and_its_market(world: World) -> None:
+    usd1 = str(world.chain.usd1_mint)
+    mint = str(world.chain.create_mint("DOLR", 6, 50_000, 1_000_000_000, quote="USD1"))
+    world.chain.fund_usd1(world.wallet, 500)
+    probe = await world.session({"target_profit_pct": 100, "stop_loss_pct": 50})
+    world.chain.outside_buy(world.wallet, mint, 100)  # 100 USD1
+    world.stream.flush()
+    opened = await probe.next("position_opened", lambda m: m["mint"] == mint)
+    assert opened["entry_quote_units"] == 100_000_000  # USD1 base units, 6 decimals
+    pool = world.chain.pool(mint)
+    user_usd1 = str(world.chain.ata(world.wallet, usd1))
+    assert opened["market_context"]["market_type"] == "raydium_launchpad"
+    context = opened["market_context"]["raydium_launchpad"]
+    assert (context["pool"], context["quote_mint"], context["user_quote_account"]) == (
+        str(pool.address),
+        usd1,
+        user_usd1,
+    )
+    assert context["config"] and context["platform"]
+    assert opened["pool_liquidity_quote"] == pool.quote_reserve
+    pnl = await probe.next("pnl_update", lambda m: m["position_id"] == opened["position_id"])
+    assert 95_000_000 < pnl["proceeds_units"] <= 100_000_000
+
+    world.chain.graduate(mint)
+    world.stream.flush()
+    await probe.send({"type": "request_exit_signal", "token_account": opened["token_account"]})
+    signal = await probe.next("exit_signal_with_tx")
+    assert signal["market_context"]["market_type"] == "raydium_cpmm"
+    assert signal["market_context"]["raydium_cpmm"]["quote_mint"] == usd1
+    gross = world.chain.quote_sell(mint, opened["tokens"])
+    before = world.chain.token_balance(world.wallet, usd1)
+    world.land(signal)
+    await probe.next("position_closed", lambda m: m["mint"] == mint)
+    # USD1 trades pay the percentage fee only (0.9 % on professional), out of the USD1 proceeds.
+    assert world.chain.token_balance(world.wallet, usd1) - before == gross - gross * 90 // 10_000
