@@ -241,9 +241,12 @@ class SandboxServices:
                 f"{wallet[:6]}…: {balance['lamports'] / 1e9:.4f} SOL" + (f"; {tokens}" if tokens else "")
             )
         for position in state["positions"]:
+            pool = self.chain.pool(position["mint"])
+            quote = getattr(pool, "quote", "SOL") or "SOL"
+            decimals = 6 if quote == "USD1" else 9  # entry is in the pool's quote atomic units
             lines.append(
                 f"position {position['position_id']}: {position['tokens']} of {position['mint'][:6]}…"
-                f" entry {position['entry_quote_units'] / 1e9:.4f} SOL"
+                f" entry {position['entry_quote_units'] / 10**decimals:.4f} {quote}"
             )
         return "\n".join(lines)
 
