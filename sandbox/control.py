@@ -171,11 +171,7 @@ class ControlApi:
 
     def fund_usd1(self, pubkey: str, usd1: float) -> int:
         """Adds `usd1` whole USD1 to the wallet; returns its USD1 balance in base units."""
-        fund = getattr(self.chain, "fund_usd1", None)
-        if fund is None:
-            raise _bad("this sandbox chain has no USD1 mint")
-        fund(pubkey, usd1)
-        return int(self.chain.token_balance(pubkey, self.chain.usd1_mint))
+        return int(self.chain.fund_usd1(pubkey, usd1))
 
     async def _mints(self, request: Request) -> tuple[int, Any]:
         body = _body(request)
@@ -208,10 +204,6 @@ class ControlApi:
     def create_mint(
         self, symbol: str, decimals: int, reserve: float, token_reserve: float, name: str | None, quote: str
     ) -> Any:
-        if quote == "SOL":
-            return self.chain.create_mint(symbol, decimals, reserve, token_reserve, name)
-        if getattr(self.chain, "usd1_mint", None) is None:
-            raise _bad("this sandbox chain has no USD1 mint")
         return self.chain.create_mint(symbol, decimals, reserve, token_reserve, name, quote=quote)
 
     async def _buy(self, request: Request) -> tuple[int, Any]:
@@ -364,13 +356,10 @@ class ControlApi:
             if kind == BURST:
                 sent = self.stream.send_burst(key, position, reason, count)
             else:
-                build = getattr(self.chain, "build_hostile_tx", None)
-                if build is None:
-                    raise _bad("this sandbox chain cannot build hostile transactions")
                 # Tipped like a genuine exit; tip_over_cap tips 0.1 SOL, far above any sane cap.
                 tip = TIP_OVER_CAP_LAMPORTS if kind == "tip_over_cap" else session.effective_tip()
                 try:
-                    tx = build(
+                    tx = self.chain.build_hostile_tx(
                         kind, position.wallet, position.mint, tip_lamports=tip, tier=session.api_key.tier
                     )
                 except ChainError as exc:
@@ -396,7 +385,7 @@ class ControlApi:
             "price": pool.price,
             "market_type": pool.market_type,
             "graduated": pool.graduated,
-            "quote": str(getattr(pool, "quote", "SOL") or "SOL"),
+            "quote": pool.quote,
         }
 
     def state(self) -> dict[str, Any]:

@@ -25,7 +25,6 @@ missing or unknown -> 401. Errors answer openapi's `ErrorResponse` `{"error": <w
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections import Counter, deque
@@ -56,13 +55,6 @@ def _fail(status: int, reason: str, message: str) -> HttpError:
 
 def _error_body(reason: str, message: str) -> dict[str, str]:
     return {"error": message, "status": "error", "reason": reason, "message": message}
-
-
-def _accepts(function: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 @dataclass
@@ -180,19 +172,12 @@ class ExitApi:
         return str(mode)
 
     def _quote_of(self, mint: Pubkey) -> str:
-        return str(getattr(self.chain.pool(mint), "quote", "SOL") or "SOL")
-
-    def _usd1_mint(self) -> Pubkey | None:
-        usd1 = getattr(self.chain, "usd1_mint", None)
-        return None if usd1 is None else Pubkey.from_string(str(usd1))
+        return str(self.chain.pool(mint).quote)
 
     def _build(self, kind: str, api_key: ApiKey, *args: Any, tip: int, send_mode: str) -> Any:
         build = self.chain.build_sell_tx if kind == "sell" else self.chain.build_buy_tx
-        kwargs: dict[str, Any] = {"tip_lamports": tip, "tip_account": None, "memo_tag": f"api:{send_mode}"}
-        if _accepts(build, "tier"):
-            kwargs["tier"] = api_key.tier
         try:
-            return build(*args, **kwargs)
+            return build(*args, tip_lamports=tip, memo_tag=f"api:{send_mode}", tier=api_key.tier)
         except (ChainError, UnknownMint) as exc:
             raise _fail(422, "cannot_build", str(exc)) from exc
 
@@ -284,13 +269,13 @@ class ExitApi:
         # What the wallet gets: the curve's proceeds less the tier's routing fee.
         expected = self.chain.quote_sell_net(mint, amount, api_key.tier)
         _, last_valid = self.chain.latest_blockhash()
-        usd1 = self._usd1_mint()
+        usd1 = self.chain.usd1_mint
         route = {
             "market_type": pool.market_type,
             "pool_id": str(pool.address),
             "pool": str(pool.address),
             "input_mint": str(mint),
-            "output_mint": str(usd1) if quote == "USD1" and usd1 is not None else SOL_MINT,
+            "output_mint": str(usd1) if quote == "USD1" else SOL_MINT,
             "amount_in": amount,
             "expected_out": expected,
             "min_out": expected * (10_000 - slippage) // 10_000,
@@ -342,8 +327,8 @@ class ExitApi:
         if quote_in != quote:
             raise _fail(422, "no_route", f"this market trades against {quote}; pay with input {quote}")
         balance = self.chain.balance(wallet)
-        usd1 = self._usd1_mint()
-        if quote == "USD1" and usd1 is not None:
+        usd1 = self.chain.usd1_mint
+        if quote == "USD1":
             held = self.chain.token_balance(wallet, usd1)
             if amount > held:
                 raise _fail(
@@ -365,7 +350,7 @@ class ExitApi:
             "market_type": pool.market_type,
             "pool_id": str(pool.address),
             "pool": str(pool.address),
-            "input_mint": str(usd1) if quote == "USD1" and usd1 is not None else SOL_MINT,
+            "input_mint": str(usd1) if quote == "USD1" else SOL_MINT,
             "output_mint": str(mint),
             "amount_in": amount,
             "expected_out": expected,

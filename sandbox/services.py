@@ -171,7 +171,7 @@ class SandboxServices:
         tokens = self.chain.outside_buy(wallets[index - 1], mint, amount)
         self.stream.flush()
         pool = self.chain.pool(mint)
-        quote = getattr(pool, "quote", "SOL") or "SOL"
+        quote = pool.quote
         return f"bought {tokens} atomic units of {pool.symbol} for {amount:g} {quote}"
 
     async def _cmd_hostile(self, args: list[str], chat: Any) -> str:
@@ -242,7 +242,7 @@ class SandboxServices:
             )
         for position in state["positions"]:
             pool = self.chain.pool(position["mint"])
-            quote = getattr(pool, "quote", "SOL") or "SOL"
+            quote = pool.quote
             decimals = 6 if quote == "USD1" else 9  # entry is in the pool's quote atomic units
             lines.append(
                 f"position {position['position_id']}: {position['tokens']} of {position['mint'][:6]}…"

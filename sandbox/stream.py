@@ -57,7 +57,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -938,9 +937,7 @@ class StreamServer:
     def _on_trade(self, event: Any) -> None:
         wallet, mint = str(event.wallet), str(event.mint)
         side = str(event.side)
-        # What the trade paid in the pool's quote asset (lamports, or USD1 base units).
-        quote_amount = getattr(event, "quote_amount", None)
-        sol = int(event.sol_amount if quote_amount is None else quote_amount)
+        sol = int(event.sol_amount)  # in the pool's quote units (lamports, or USD1 base units)
         tokens = int(event.token_amount)
         if side == "buy":
             self._cost_paid[(wallet, mint)] = self._cost_paid.get((wallet, mint), 0) + sol
@@ -1401,13 +1398,11 @@ class StreamServer:
 
     def market(self, mint: str) -> dict[str, Any]:
         pool = self.chain.pool(mint)
-        quote = str(getattr(pool, "quote", "SOL") or "SOL")
-        quote_reserve = getattr(pool, "quote_reserve", None)
         return {
             "sol_reserve": int(pool.sol_reserve),
-            "quote": quote,
+            "quote": str(pool.quote),
             # Quote units: lamports in SOL pools, USD1 base units in USD1 pools.
-            "quote_reserve": int(pool.sol_reserve if quote_reserve is None else quote_reserve),
+            "quote_reserve": int(pool.quote_reserve),
             "token_reserve": int(pool.token_reserve),
             "graduated": bool(pool.graduated),
             "pool": str(pool.address),
@@ -1416,24 +1411,13 @@ class StreamServer:
     def usd1_mint(self) -> str:
         return str(self.chain.usd1_mint)
 
-    def tip_account_for(self, send_mode: str) -> str | None:
-        """A tip account for this send mode: the chain's (Helius Sender's / Astralane's) if it has them."""
+    def tip_account_for(self, send_mode: str) -> str:
+        """The tip account an exit for this send mode pays (Helius Sender and Astralane each have
+        their own among the chain's tip accounts); `tip_account` overrides it."""
         if self.tip_account is not None:
             return self.tip_account
-        accounts = getattr(self.chain, "tip_accounts", None)
-        if isinstance(accounts, dict):
-            chosen = accounts.get(send_mode)
-            if isinstance(chosen, list | tuple):
-                chosen = chosen[0] if chosen else None
-            return None if chosen is None else str(chosen)
-        if isinstance(accounts, list | tuple) and accounts:
-            # Helius Sender and Astralane each have their own tip accounts.
-            return str(
-                accounts[SEND_MODES.index(send_mode) % len(accounts)]
-                if send_mode in SEND_MODES
-                else accounts[0]
-            )
-        return None
+        accounts = list(self.chain.tip_accounts)
+        return str(accounts[SEND_MODES.index(send_mode) % len(accounts)])
 
     def quote_sell(self, mint: str, amount: int) -> int:
         if amount <= 0:
@@ -1461,19 +1445,14 @@ class StreamServer:
     ) -> str:
         """The exit transaction: the router sells `amount`, the routing fee for `tier` comes off the
         proceeds, and a tipped send mode adds its tip transfer."""
-        kwargs: dict[str, Any] = {
-            "tip_lamports": tip_lamports,
-            "tip_account": self.tip_account_for(send_mode) if tip_lamports else None,
-            "memo_tag": memo_tag,
-        }
-        if _accepts(self.chain.build_sell_tx, "tier"):
-            kwargs["tier"] = tier
-        tx = self.chain.build_sell_tx(wallet, mint, amount, slippage_bps, **kwargs)
+        tx = self.chain.build_sell_tx(
+            wallet,
+            mint,
+            amount,
+            slippage_bps,
+            tip_lamports,
+            self.tip_account_for(send_mode) if tip_lamports else None,
+            memo_tag,
+            tier=tier,
+        )
         return base64.b64encode(bytes(tx)).decode()
-
-
-def _accepts(function: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False

@@ -364,3 +364,32 @@ async def test_sell_without_output_is_refused(api: Api) -> None:
         },
     )
     assert reply.status_code == 400 and "output is required" in reply.json()["error"]
+
+
+async def test_usd1_market_buys_and_sells_in_usd1(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    api.chain.fund_usd1(wallet.pubkey(), 50)
+    usd1 = api.chain.usd1_mint
+    mint = api.chain.create_mint("DOLR", 6, 20_000, 1_000_000_000, quote="USD1")
+    base = {"mint": str(mint), "user_pubkey": str(wallet.pubkey()), "slippage_bps": 100}
+    in_sol = await api.post("/v1/buy", {**base, "input": "SOL", "amount": 0.1})
+    assert in_sol.status_code == 422 and "USD1" in in_sol.json()["error"]
+    reply = await api.post("/v1/buy", {**base, "input": "USD1", "amount": 10.0})
+    assert reply.status_code == 200, reply.text
+    route = reply.json()["route"]
+    assert route["amount_in"] == 10_000_000 and route["input_mint"] == str(usd1)  # 10 USD1, 6 decimals
+    status = await sign_and_send(api, reply.json()["tx"], wallet)
+    assert status is not None and status.err is None
+    assert api.chain.token_balance(wallet.pubkey(), usd1) == 40_000_000
+    tokens = api.chain.token_balance(wallet.pubkey(), mint)
+    assert tokens == route["expected_out"] > 0
+    sold = await api.post("/v1/sell", {**base, "amount_tokens": tokens, "output": "USD1"})
+    assert sold.status_code == 200, sold.text
+    gross = api.chain.quote_sell(mint, tokens)
+    assert sold.json()["route"]["expected_out"] == gross - gross * 90 // 10_000  # USD1: percentage only
+    status = await sign_and_send(api, sold.json()["tx"], wallet)
+    assert status is not None and status.err is None
+    assert api.chain.token_balance(wallet.pubkey(), usd1) == 40_000_000 + gross - gross * 90 // 10_000
+    too_much = await api.post("/v1/buy", {**base, "input": "USD1", "amount": 1000.0})
+    assert too_much.status_code == 422 and too_much.json()["reason"] == "insufficient_balance"

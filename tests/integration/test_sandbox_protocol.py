@@ -44,15 +44,7 @@ async def settle_pnl(world: World, probe: StreamProbe) -> dict[str, Any]:
 
 
 def tip_accounts(world: World) -> list[str]:
-    accounts = getattr(world.chain, "tip_accounts", None)
-    if isinstance(accounts, dict):
-        found: list[str] = []
-        for value in accounts.values():
-            found += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
-        return found
-    if isinstance(accounts, list | tuple):
-        return [str(a) for a in accounts]
-    return [str(world.chain.tip_account)]
+    return [str(a) for a in world.chain.tip_accounts]
 
 
 def tips_paid(world: World, before: dict[str, int]) -> int:
