@@ -73,7 +73,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from sandbox.accounts import TIERS, Accounts, ApiKey
-from sandbox.chain import Chain
+from sandbox.chain import Chain, UnknownMint
 
 log = logging.getLogger(__name__)
 
@@ -975,6 +975,8 @@ class StreamServer:
                 (p for p in book.positions.values() if p.wallet == wallet and p.mint == mint), None
             )
             if position is None:
+                if not self.tradable(mint):
+                    continue  # no market for it (USD1 is a quote asset): never a position
                 if amount > 0 and not book.ignores(wallet, mint, amount):
                     self._open_position(session, book, wallet, mint, amount)
                 elif amount == 0:
@@ -1375,11 +1377,19 @@ class StreamServer:
         return int(self.chain.token_balance(wallet, mint))
 
     def holdings(self, wallet: str) -> list[dict[str, Any]]:
+        """Tokens the wallet holds in a market the stream trades (USD1 itself is a quote, not a position)."""
         return [
             {"mint": str(mint), "amount": int(amount)}
             for mint, amount in self.chain.token_balances(wallet).items()
-            if int(amount) > 0
+            if int(amount) > 0 and self.tradable(str(mint))
         ]
+
+    def tradable(self, mint: str) -> bool:
+        try:
+            self.chain.pool(mint)
+        except UnknownMint:
+            return False
+        return True
 
     def token_account(self, wallet: str, mint: str) -> str:
         return str(self.chain.token_account(wallet, mint))

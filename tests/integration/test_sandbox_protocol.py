@@ -386,6 +386,9 @@ async def test_usd1_position_reports_usd1_units_and_its_market(world: World) -> 
     world.stream.flush()
     opened = await probe.next("position_opened", lambda m: m["mint"] == mint)
     assert opened["entry_quote_units"] == 100_000_000  # USD1 base units, 6 decimals
+    # The USD1 the wallet holds is its quote money, not a position.
+    assert "error" not in probe.types()
+    assert [m["mint"] for m in probe.messages if m["type"] == "position_opened"] == [mint]
     pool = world.chain.pool(mint)
     user_usd1 = str(world.chain.ata(world.wallet, usd1))
     assert opened["market_context"]["market_type"] == "raydium_launchpad"
