@@ -27,15 +27,22 @@ leave things open (the docs win over the crate where they disagree):
 - `liquidity_guard` never causes an exit. It holds an exit back while the pool cannot take the sell
   within the exit's slippage (`default_slippage_bps`), and sends it once liquidity allows or
   `liquidity_guard_timeout_ms` of sandbox time after the first held exit (the docs' "deferred until
-  liquidity improves or a timeout forces the exit"). Exits the trader asks for are not held.
+  liquidity improves or a timeout forces the exit"). A ladder level that is not the last is scaled
+  down to what the pool can take instead, the unsold part left for the next level (the crate's and
+  desktop docs' "scale down chained sells ... redistribute overflow"). Exits the trader asks for are
+  not held.
 - Sessions: one per key (`max_sessions_per_api_key` 1 on every tier); a second connection gets
   `error` `session_limit` and is closed, and a client should retry it. Each session has a new
   `session_id`, and numbers positions afresh: after a reconnect the same position (same
   `token_account`) has a new `position_id`. configure re-sends `balance_update` and
   `position_opened` for what the wallets hold.
-- Exits are built for `configure`'s send_mode (default `helius_sender`): `rpc` has no tip, the
-  tipped modes a transfer of `tip_lamports` (default 200,000) to a tip account; the routing fee of
-  the key's tier comes off the proceeds.
+- Exits are built for `configure`'s send_mode (default `rpc`, as client-messages.mdx says): `rpc`
+  has no tip, the tipped modes a System transfer of `tip_lamports` (default 1000) to a tip account;
+  the routing fee of the key's tier comes off the proceeds (pnl_update's proceeds are the curve's,
+  before that fee).
+- `deadline_timeout_sec` on configure: client-messages.mdx has the server generate the exit itself
+  (reason `deadline`) once a position is that old; the SDKs also run the timer client side, so a
+  client may see both. 0 or absent: no deadline.
 - Liquidity bands: `max_tokens` is the most that can be sold with the average price no more than
   `slippage_bps` below the spot price (pool fee aside); the trend compares the pool's depth
   sqrt(sol_reserve * token_reserve) with its depth `trend_window_ms` of sandbox time earlier, so trades
@@ -82,14 +89,13 @@ HI_CAPACITY = 256
 PNL_FLUSH_MS = 100
 BAND_SLIPPAGE_BPS = (100, 300, 500, 1000, 2000)
 DEFAULT_SLIPPAGE_BPS = 500
-# Helius Sender asks for at least 0.0002 SOL of tip; used when configure names a tipped send mode
-# (or none) without tip_lamports.
-DEFAULT_TIP_LAMPORTS = 200_000
+# configure's defaults, as api/stream/client-messages.mdx gives them: send_mode "rpc" (no tip), and
+# tip_lamports 1000 when a tipped mode is named without one.
+DEFAULT_TIP_LAMPORTS = 1000
 TIPPED_SEND_MODES = ("helius_sender", "astralane")
 SEND_MODES = ("rpc", "helius_sender", "astralane")
-# The official clients (CLI, SDK examples) default to Helius Sender; a configure without send_mode
-# gets the same.
-DEFAULT_SEND_MODE = "helius_sender"
+DEFAULT_SEND_MODE = "rpc"
+MAX_TAKE_PROFIT_LEVELS = 10  # desktop/exit-strategy.mdx: "up to 10 levels"
 LIQUIDITY_GUARD_TIMEOUT_MS = 60_000
 # The code a second connection for a key gets while its one session is open. The docs allow one
 # session per key but name no code; the client is expected to retry.
@@ -213,6 +219,10 @@ def _parse_levels(raw: object) -> tuple[TakeProfitLevel, ...]:
         return ()
     if not isinstance(raw, list):
         raise ProtocolError("invalid_strategy", "strategy.take_profit_levels must be an array")
+    if len(raw) > MAX_TAKE_PROFIT_LEVELS:
+        raise ProtocolError(
+            "invalid_strategy", f"take_profit_levels has {len(raw)} levels; at most {MAX_TAKE_PROFIT_LEVELS}"
+        )
     levels: list[TakeProfitLevel] = []
     for idx, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -1122,7 +1132,13 @@ class StreamServer:
         if strategy is None or position.tokens <= 0:
             return
         proceeds = self.quote_sell(position.mint, position.tokens)
-        decided = position.held + self.decide_exits(strategy, position, proceeds, graduated_now=graduated_now)
+        decided = position.held + self.decide_exits(
+            strategy,
+            position,
+            proceeds,
+            graduated_now=graduated_now,
+            deadline_timeout_sec=session.deadline_timeout_sec,
+        )
         position.held = []
         for exit_ in decided:
             if strategy.liquidity_guard and not self._liquidity_allows(position, exit_):
@@ -1151,7 +1167,12 @@ class StreamServer:
         return sell <= self.max_tokens_within(position.mint, self.default_slippage_bps)
 
     def decide_exits(
-        self, strategy: Strategy, position: Position, proceeds: int, graduated_now: bool = False
+        self,
+        strategy: Strategy,
+        position: Position,
+        proceeds: int,
+        graduated_now: bool = False,
+        deadline_timeout_sec: float = 0.0,
     ) -> list[Exit]:
         """The exits this price fires for the position, marking them fired."""
         basis = position.basis()
@@ -1166,6 +1187,12 @@ class StreamServer:
             position.breakeven_armed = True
         if position.exit_pending is None:
             reason = self._full_exit_reason(strategy, position, profit_pct, graduated_now)
+            if (
+                reason is None
+                and deadline_timeout_sec > 0
+                and self.now_ms() - position.opened_at_ms >= deadline_timeout_sec * 1000
+            ):
+                reason = "deadline"
             if reason is not None:
                 position.exit_pending = reason
                 return [Exit(reason)]
@@ -1191,6 +1218,9 @@ class StreamServer:
                 sell = remaining
             else:
                 sell = math.floor(remaining * level.sell_pct / 100)
+            if strategy.liquidity_guard and index != order[-1]:
+                # What the pool cannot take now stays for the next level.
+                sell = min(sell, self.max_tokens_within(position.mint, self.default_slippage_bps))
             position.levels_fired.add(index)
             if sell <= 0:
                 continue

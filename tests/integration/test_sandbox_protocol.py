@@ -291,15 +291,78 @@ async def test_plain_rpc_exits_carry_no_tip(world: World) -> None:
     assert tips_paid(world, before) == 0
 
 
-async def test_exits_default_to_helius_sender_with_a_tip(world: World) -> None:
+async def test_exits_default_to_rpc_and_a_named_sender_tips_1000(world: World) -> None:
+    # client-messages.mdx: send_mode defaults to "rpc"; tip_lamports defaults to 1000.
     probe = await world.session({"target_profit_pct": 100, "stop_loss_pct": 50})
     opened = await world.position(probe)
     await probe.send({"type": "request_exit_signal", "position_id": opened["position_id"]})
-    signal = await probe.next("exit_signal_with_tx")
+    plain = await probe.next("exit_signal_with_tx")
+    await probe.send(
+        {
+            "type": "configure",
+            "wallet_pubkeys": [world.wallet],
+            "strategy": {"target_profit_pct": 100, "stop_loss_pct": 50},
+            "send_mode": "helius_sender",
+        }
+    )
+    await probe.next("position_opened")
     before = {a: world.chain.balance(a) for a in tip_accounts(world)}
-    world.land(signal)
+    world.land(plain)
     await probe.next("position_closed")
-    assert tips_paid(world, before) == 200_000
+    assert tips_paid(world, before) == 0
+    world.chain.outside_buy(world.wallet, world.mint, 1.0)
+    world.stream.flush()
+    again = await probe.next("position_opened")
+    await probe.send({"type": "request_exit_signal", "position_id": again["position_id"]})
+    tipped = await probe.next("exit_signal_with_tx")
+    world.land(tipped)
+    await probe.next("position_closed")
+    assert tips_paid(world, before) == 1000
+
+
+async def test_server_side_deadline_exits_an_old_position(world: World) -> None:
+    probe = await world.session({"target_profit_pct": 100, "stop_loss_pct": 50}, deadline_timeout_sec=10)
+    await world.position(probe)
+    world.chain.advance_slots(20)  # 8 s
+    world.stream.flush()
+    await settle_pnl(world, probe)
+    assert exits(probe) == []
+    world.chain.advance_slots(10)  # 12 s
+    world.stream.flush()
+    signal = await probe.next("exit_signal_with_tx")
+    assert signal["reason"] == "deadline"
+
+
+async def test_liquidity_guard_scales_a_ladder_level_down_and_leaves_the_rest_to_the_next() -> None:
+    world = World(default_slippage_bps=300)
+    await world.stream.start()
+    try:
+        levels = [
+            {"profit_pct": 10, "sell_pct": 100},
+            {"profit_pct": 60, "sell_pct": 50},
+            {"profit_pct": 500, "sell_pct": 100},
+        ]
+        strategy = {
+            "target_profit_pct": 0,
+            "stop_loss_pct": 0,
+            "take_profit_levels": levels,
+            "liquidity_guard": True,
+        }
+        probe = await world.session(strategy)
+        opened = await world.position(probe, sol=5.0)
+        world.move(12)
+        first = await probe.next("exit_signal_with_tx")
+        room = world.stream.max_tokens_within(world.mint, 300)
+        # The pool takes only `room` within 3 %: level 0 sells that much, not the whole position.
+        assert first["level_index"] == 0 and first["sell_tokens"] == room < opened["tokens"]
+        world.land(first)
+        await probe.next("balance_update")
+        world.move(80)
+        second = await probe.next("exit_signal_with_tx")
+        # Level 1 sells half of what level 0 left.
+        assert (second["level_index"], second["sell_tokens"]) == (1, (opened["tokens"] - room) // 2)
+    finally:
+        await world.close()
 
 
 # -- hostile signals from the control API ------------------------------------------------------------
