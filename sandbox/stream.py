@@ -362,6 +362,8 @@ class KeyBook:
     last_configure: dict[str, Any] | None = None
     # (wallet, mint) -> tokens held when the trader closed it: not re-opened until that changes.
     closed_by_user: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (wallet, mint) refused for capacity: told once, not re-told on every balance change.
+    over_capacity: set[tuple[str, str]] = field(default_factory=set)
 
     def ignores(self, wallet: str, mint: str, amount: int) -> bool:
         held_at_close = self.closed_by_user.get((wallet, mint))
@@ -1022,6 +1024,25 @@ class StreamServer:
     # -- opening and pricing ------------------------------------------------------------------
 
     def _open_position(self, session: Session, book: KeyBook, wallet: str, mint: str, amount: int) -> None:
+        limits = TIERS[session.api_key.tier]
+        in_session = [p for p in book.positions.values() if p.wallet in session.wallets]
+        per_wallet = sum(p.wallet == wallet for p in in_session)
+        full = None
+        if per_wallet >= limits["max_positions_per_wallet"]:
+            full = "max_positions_per_wallet"
+        elif len(in_session) >= limits["max_positions_per_session"]:
+            full = "max_positions_per_session"
+        if full is not None:
+            # rate-limits.mdx: an error, the session stays open; close positions to free capacity.
+            if (wallet, mint) not in book.over_capacity:
+                book.over_capacity.add((wallet, mint))
+                session.error(
+                    "capacity_exceeded",
+                    f"{full} limit reached ({limits[full]} on the {session.api_key.tier} tier): "
+                    f"{mint} is not tracked; close a position to free capacity",
+                )
+            return
+        book.over_capacity.discard((wallet, mint))
         paid = self._cost_paid.pop((wallet, mint), None)
         if paid is None or paid <= 0:
             # Tokens that arrived without a buy we saw: value them at the curve as the entry.

@@ -275,6 +275,30 @@ async def test_free_tier_limits_and_no_liquidity_snapshots() -> None:
         await world.close()
 
 
+async def test_free_tier_tracks_two_positions_and_says_when_full() -> None:
+    world = World(tier="free")
+    await world.stream.start()
+    try:
+        probe = await world.session({"target_profit_pct": 50, "stop_loss_pct": 0})
+        mints = [str(world.chain.create_mint(f"T{i}", 6, 50, 1_000_000_000)) for i in range(3)]
+        for mint in mints[:2]:
+            world.chain.outside_buy(world.wallet, mint, 0.1)
+            world.stream.flush()
+            await probe.next("position_opened", lambda m, mint=mint: m["mint"] == mint)
+        world.chain.outside_buy(world.wallet, mints[2], 0.1)
+        world.stream.flush()
+        error = await probe.next("error")
+        assert error["code"] == "capacity_exceeded" and "max_positions_per_wallet" in error["message"]
+        world.chain.outside_buy(world.wallet, mints[2], 0.1)  # told once, not on every change
+        world.stream.flush()
+        await probe.send({"type": "ping", "client_time_ms": 1})
+        await probe.next("pong")  # the session stays open
+        assert probe.types().count("error") == 1
+        assert [m["mint"] for m in probe.messages if m["type"] == "position_opened"] == mints[:2]
+    finally:
+        await world.close()
+
+
 # -- send mode and tips ----------------------------------------------------------------------------
 
 
