@@ -606,6 +606,11 @@ class StreamServer:
                 "entry_quote_units": p.entry_quote_units,
                 "exit_pending": p.exit_pending,
                 "levels_fired": sorted(p.levels_fired),
+                # Exits liquidity_guard is holding back (reason, tokens).
+                "exits_held": [
+                    {"reason": e.reason, "sell_tokens": p.tokens if e.sell_tokens is None else e.sell_tokens}
+                    for e in p.held
+                ],
             }
             for p in self.positions()
         ]

@@ -127,6 +127,8 @@ async def test_liquidity_guard_holds_an_exit_until_the_pool_can_take_it() -> Non
         await settle_pnl(world, probe)
         assert profit_pct(world, opened) <= -30  # the stop loss is hit...
         assert exits(probe) == []  # ...and held: the pool cannot take the sell within 1 %
+        [held] = world.stream.state()["positions"]
+        assert held["exits_held"] == [{"reason": "stop_loss", "sell_tokens": opened["tokens"]}]
         # Sellers deepen the token side of the pool until the whole position fits within 1 %.
         for _ in range(10):
             if world.stream.max_tokens_within(world.mint, 100) >= opened["tokens"]:
