@@ -1849,6 +1849,8 @@ class Chain:
         pre = [self.balance(k) for k in keys]
         pre_tokens = self._token_snapshot(keys)
         for key, acc in outcome.writes.items():
+            if acc.lamports == 0 and not acc.data and self.svm.get_account(key) is None:
+                continue  # a writable account the transaction left empty: it still does not exist
             self.svm.set_account(key, acc)
         for swap in outcome.swaps:
             self._settle(swap, signature)

@@ -20,6 +20,7 @@ from sandbox.chain import (
     USD1_MINT,
     Chain,
     ChainError,
+    RpcError,
     TradeExecuted,
     decode_router_data,
     routing_fee,
@@ -199,6 +200,18 @@ def test_a_transaction_whose_lookup_table_is_missing_never_lands(chain: Chain, m
     signature = elsewhere.send_transaction(tx, skip_preflight=True)
     assert elsewhere.signature_status(signature) is None and elsewhere.was_dropped(signature)
     assert elsewhere.balance(wallet.pubkey()) == LAMPORTS_PER_SOL
+
+
+def test_a_wallet_without_sol_for_the_fee_is_refused_and_never_lands(chain: Chain, mint: Pubkey) -> None:
+    wallet, tokens = holder(chain, mint, quote_in=0.5, sol=0)  # the buy spent every lamport it had
+    assert chain.balance(wallet.pubkey()) == 0
+    tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100), wallet)
+    with pytest.raises(RpcError) as refused:
+        chain.send_transaction(tx)
+    assert refused.value.data["err"] == "AccountNotFound"
+    signature = chain.send_transaction(tx, skip_preflight=True)
+    assert chain.signature_status(signature) is None and chain.was_dropped(signature)
+    assert chain.token_balance(wallet.pubkey(), mint) == tokens
 
 
 def test_simulation_shows_the_state_after_the_router(chain: Chain, mint: Pubkey) -> None:
