@@ -1570,17 +1570,23 @@ class Chain:
         if isinstance(sim, FailedTransactionMetadata):
             err = error_json(sim.err())
             meta = sim.meta()
-            logs, units, fee = list(meta.logs()), meta.compute_units_consumed(), meta.fee()
             if isinstance(err, str) and err in _NOT_EXECUTED:
                 return _Outcome(True, err, [], 0, 0, keys, (writable, readonly), {}, [], [])
             if isinstance(err, dict) and "InstructionError" in err:
-                index, inner = err["InstructionError"]
-                err = {"InstructionError": [rest[index], inner]}
-            return self._failed(keys, (writable, readonly), err, logs, units, fee or self.fee_for(tx))
+                index, detail = err["InstructionError"]
+                err = {"InstructionError": [rest[index], detail]}
+            return self._failed(
+                keys,
+                (writable, readonly),
+                err,
+                list(meta.logs()),
+                meta.compute_units_consumed(),
+                meta.fee() or self.fee_for(tx),
+            )
         meta = sim.meta()
         state = _State(self, dict(sim.post_accounts()))
         chunks = _split_logs(list(meta.logs()), len(rest))
-        inner = [
+        inner: list[dict[str, Any]] = [
             {"index": rest[i], "instructions": group}
             for i, group in enumerate(_inner_json(meta.inner_instructions()))
             if group
