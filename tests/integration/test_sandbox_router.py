@@ -230,6 +230,9 @@ def test_simulation_shows_the_state_after_the_router(chain: Chain, mint: Pubkey)
     ) - chain.fee_for(tx)
     # Nothing was written.
     assert chain.token_balance(wallet.pubkey(), mint) == tokens and chain.balance(wallet.pubkey()) == before
+    unsigned = chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100)
+    assert chain.simulate(unsigned)["err"] is None  # a preview needs no signature
+    assert chain.simulate(unsigned, sig_verify=True)["err"] == "SignatureFailure"
 
 
 def test_a_buy_without_enough_sol_fails_in_the_router_and_costs_only_the_fee(
