@@ -67,13 +67,18 @@ amount in -> `Custom(1)`, as the token program's insufficient funds comes out of
 accounts -> `Custom(6001)`), nothing moves but the fee (5000 lamports per signature + priority fee)
 and the transaction is recorded as failed with router logs. Simulation runs the same code without
 writing, so `simulate(..., accounts=[...])` shows each account's state after the router.
+Transactions without a router instruction take the same path (LiteSVM on a copy, then the accounts
+it wrote are stored), so every landed transaction's record covers static and lookup-table keys.
 
 HOSTILE TRANSACTIONS (`build_hostile_tx`, kinds in `HOSTILE_KINDS`) look like exits but do harm;
 they land when signed and their harm shows in a simulation's `accounts`: see the method.
 
 Events (`subscribe(callback)`, called synchronously, in order): `TradeExecuted` before the
 `TokenBalanceChanged` it causes, then `PoolChanged`; `TransactionLanded` for every landed
-transaction. Amounts named `sol_*` are in the pool's quote units (`quote` says which).
+transaction. Amounts named `sol_*` are in the pool's quote units (`quote` says which). A router
+trade's `TradeExecuted.sol_amount` is the pool's side (gross proceeds of a sell, the quote swapped
+in by a buy) and `fee` the routing fee: a buyer paid `sol_amount + fee`, a seller got
+`sol_amount - fee`.
 """
 
 from __future__ import annotations
