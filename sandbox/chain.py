@@ -67,13 +67,18 @@ amount in -> `Custom(1)`, as the token program's insufficient funds comes out of
 accounts -> `Custom(6001)`), nothing moves but the fee (5000 lamports per signature + priority fee)
 and the transaction is recorded as failed with router logs. Simulation runs the same code without
 writing, so `simulate(..., accounts=[...])` shows each account's state after the router.
+Transactions without a router instruction take the same path (LiteSVM on a copy, then the accounts
+it wrote are stored), so every landed transaction's record covers static and lookup-table keys.
 
 HOSTILE TRANSACTIONS (`build_hostile_tx`, kinds in `HOSTILE_KINDS`) look like exits but do harm;
 they land when signed and their harm shows in a simulation's `accounts`: see the method.
 
 Events (`subscribe(callback)`, called synchronously, in order): `TradeExecuted` before the
 `TokenBalanceChanged` it causes, then `PoolChanged`; `TransactionLanded` for every landed
-transaction. Amounts named `sol_*` are in the pool's quote units (`quote` says which).
+transaction. Amounts named `sol_*` are in the pool's quote units (`quote` says which). A router
+trade's `TradeExecuted.sol_amount` is the pool's side (gross proceeds of a sell, the quote swapped
+in by a buy) and `fee` the routing fee: a buyer paid `sol_amount + fee`, a seller got
+`sol_amount - fee`.
 """
 
 from __future__ import annotations
@@ -1570,17 +1575,23 @@ class Chain:
         if isinstance(sim, FailedTransactionMetadata):
             err = error_json(sim.err())
             meta = sim.meta()
-            logs, units, fee = list(meta.logs()), meta.compute_units_consumed(), meta.fee()
             if isinstance(err, str) and err in _NOT_EXECUTED:
                 return _Outcome(True, err, [], 0, 0, keys, (writable, readonly), {}, [], [])
             if isinstance(err, dict) and "InstructionError" in err:
-                index, inner = err["InstructionError"]
-                err = {"InstructionError": [rest[index], inner]}
-            return self._failed(keys, (writable, readonly), err, logs, units, fee or self.fee_for(tx))
+                index, detail = err["InstructionError"]
+                err = {"InstructionError": [rest[index], detail]}
+            return self._failed(
+                keys,
+                (writable, readonly),
+                err,
+                list(meta.logs()),
+                meta.compute_units_consumed(),
+                meta.fee() or self.fee_for(tx),
+            )
         meta = sim.meta()
         state = _State(self, dict(sim.post_accounts()))
         chunks = _split_logs(list(meta.logs()), len(rest))
-        inner = [
+        inner: list[dict[str, Any]] = [
             {"index": rest[i], "instructions": group}
             for i, group in enumerate(_inner_json(meta.inner_instructions()))
             if group
@@ -1849,6 +1860,8 @@ class Chain:
         pre = [self.balance(k) for k in keys]
         pre_tokens = self._token_snapshot(keys)
         for key, acc in outcome.writes.items():
+            if acc.lamports == 0 and not acc.data and self.svm.get_account(key) is None:
+                continue  # a writable account the transaction left empty: it still does not exist
             self.svm.set_account(key, acc)
         for swap in outcome.swaps:
             self._settle(swap, signature)

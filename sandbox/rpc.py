@@ -495,7 +495,7 @@ def transaction_json(record: TxRecord, encoding: str = "json") -> dict[str, Any]
                 for ix in msg.instructions
             ],
         }
-        if v0:
+        if isinstance(msg, MessageV0):
             message["addressTableLookups"] = [
                 {
                     "accountKey": str(lookup.account_key),

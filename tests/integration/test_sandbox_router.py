@@ -20,6 +20,7 @@ from sandbox.chain import (
     USD1_MINT,
     Chain,
     ChainError,
+    RpcError,
     TradeExecuted,
     decode_router_data,
     routing_fee,
@@ -201,6 +202,18 @@ def test_a_transaction_whose_lookup_table_is_missing_never_lands(chain: Chain, m
     assert elsewhere.balance(wallet.pubkey()) == LAMPORTS_PER_SOL
 
 
+def test_a_wallet_without_sol_for_the_fee_is_refused_and_never_lands(chain: Chain, mint: Pubkey) -> None:
+    wallet, tokens = holder(chain, mint, quote_in=0.5, sol=0)  # the buy spent every lamport it had
+    assert chain.balance(wallet.pubkey()) == 0
+    tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100), wallet)
+    with pytest.raises(RpcError) as refused:
+        chain.send_transaction(tx)
+    assert refused.value.data["err"] == "AccountNotFound"
+    signature = chain.send_transaction(tx, skip_preflight=True)
+    assert chain.signature_status(signature) is None and chain.was_dropped(signature)
+    assert chain.token_balance(wallet.pubkey(), mint) == tokens
+
+
 def test_simulation_shows_the_state_after_the_router(chain: Chain, mint: Pubkey) -> None:
     wallet, tokens = holder(chain, mint)
     tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100), wallet)
@@ -217,6 +230,9 @@ def test_simulation_shows_the_state_after_the_router(chain: Chain, mint: Pubkey)
     ) - chain.fee_for(tx)
     # Nothing was written.
     assert chain.token_balance(wallet.pubkey(), mint) == tokens and chain.balance(wallet.pubkey()) == before
+    unsigned = chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100)
+    assert chain.simulate(unsigned)["err"] is None  # a preview needs no signature
+    assert chain.simulate(unsigned, sig_verify=True)["err"] == "SignatureFailure"
 
 
 def test_a_buy_without_enough_sol_fails_in_the_router_and_costs_only_the_fee(
