@@ -24,7 +24,7 @@ from bot.notify.limiter import OutboxRateLimiter
 from bot.services import Services, get_services
 from handlers import errors, text
 from handlers.registry import all_commands, feature_modules
-from storage.db import Database
+from storage.db import Database, ProcessLock
 
 log = logging.getLogger("lasersell_bot.app")
 
@@ -123,14 +123,22 @@ class BotRunner:
         self.db: Database | None = None
         self.app: Application | None = None
         self.services: Services | None = None
+        self.lock: ProcessLock | None = None
 
     async def start(self) -> None:
-        self.db = await Database.open(self.settings.database_path)
+        # Held while the bot runs: a master key rotation waits for the bot to stop (see ProcessLock).
+        self.lock = ProcessLock.acquire(self.settings.database_path, "the running bot")
+        try:
+            self.db = await Database.open(self.settings.database_path)
+        except BaseException:
+            self._release()
+            raise
         try:
             self.services = await Services.build(self.settings, self.db)
         except BaseException:
             await self.db.close()
             self.db = None
+            self._release()
             raise
         self.app = build_application(self.settings, self.services)
         bot = self.app.bot
@@ -176,6 +184,12 @@ class BotRunner:
         if self.db is not None:
             await self.db.close()
             self.db = None
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()
