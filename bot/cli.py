@@ -180,12 +180,24 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
     return 0
 
 
+def _check_master_key(settings: Settings) -> None:
+    """Refuse a missing, malformed or shared key file before anything is opened or created."""
+    from bot.vault import VaultError, load_master_key
+
+    try:
+        load_master_key(settings.bot_master_key, settings.bot_master_key_file)
+    except VaultError as exc:
+        variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        raise ConfigError(variable, str(exc).rstrip("."), "Nothing was started") from None
+
+
 def _run(settings: Settings) -> int:
     from bot.app import BotRunner
     from bot.logs import register_secret, setup_logging
     from storage.db import DatabaseBusy
 
     settings.require_master_key()
+    _check_master_key(settings)
     setup_logging(settings.log_level, settings.log_format)
     for value in settings.secrets():
         register_secret(value, ttl_s=None)  # configuration secrets live as long as the process
