@@ -212,3 +212,18 @@ async def test_a_secret_telegram_will_not_delete_for_a_minute_asks_the_user_to_d
     await attempt_after(40)  # the job keeps trying after the notice, and wins when Telegram lets it
     await assert_deleted(ann, secret)
     assert len(re.findall(r"Delete it yourself now", bot_texts(ann))) == 1
+
+
+async def test_a_secret_whose_deletion_failed_is_deleted_after_a_restart(harness: Harness) -> None:
+    h = harness
+    ann = await started(h)
+    services = h.runner.services
+    assert services is not None
+    frozen = services.deletions.clock()
+    services.deletions.clock = lambda: frozen  # this run never gets to its retry
+    h.services.telegram.inject_fault("deleteMessage", 500)
+    secret = b58(Keypair())
+    await ann.send(secret, expect=r"has not let me delete your message")
+    assert await services.deletions.pending() == 1
+    await h.restart_bot()
+    await assert_deleted(ann, secret, timeout=15)
