@@ -10,11 +10,16 @@ Two layers, because either alone leaves a gap:
 
 What is masked, always as `[REDACTED]`:
 - exact values given to `register_secret` (the bot token, API keys, a wallet secret while in
-  memory), also in their URL-encoded form;
-- secret shapes: base58 of a 64-byte secret key (checked, so transaction signatures survive),
-  JSON arrays of 32 or 64 byte values, runs of 12+ BIP39 words, and Telegram bot tokens (also
-  inside URLs such as `/bot<token>/getMe`, which httpx logs for every request python-telegram-bot
-  makes).
+  memory), also in their URL-encoded form, each for a bounded time (at most `_MAX_SECRETS` held);
+- secret shapes, before anything is registered (an update is logged before the bot reads it):
+  base58 keys also split over lines, spaced or one character off, JSON key arrays also
+  pretty-printed, runs of 12+ BIP39 words also numbered, LaserSell keys (`ls_...`), the argument
+  of `/apikey`, and Telegram bot tokens (also inside URLs such as `/bot<token>/getMe`, which httpx
+  logs for every request python-telegram-bot makes). repr() and JSON show line breaks as `\n`;
+  those are read as the line breaks they stand for.
+- Transaction signatures have the shape of a key with a typo. Outside what a user typed (the
+  `text`/`caption` of an update), a single run shaped like an ed25519 signature is kept, so sells
+  stay traceable in the log; inside a user's text everything key-shaped is masked.
 """
 
 from __future__ import annotations
