@@ -117,7 +117,7 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if kind is None and not awaited and not secret_argument:
         return
     services = get_services(context)
-    deleted = await services.deletions.delete_secret(message.chat.id, message.message_id)
+    outcome = await services.deletions.delete_secret(message.chat.id, message.message_id)
     chat = message.chat
     if not is_private(update):
         clear_input(context)
@@ -125,7 +125,7 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             "API key" if secret_argument or kind == "api_key" else "secret key"
         )
         await chat.send_message(
-            f"Never send your {label} in a group. {deletion_note(deleted, label)} "
+            f"Never send your {label} in a group. {deletion_note(outcome, label)} "
             "Open a private chat with me and send it there."
         )
         raise ApplicationHandlerStop
@@ -133,7 +133,7 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         secret_argument and kind != "wallet"
     )
     if asked_for:
-        note_screened(chat.id, message.message_id, deleted)
+        note_screened(chat.id, message.message_id, outcome)
         return  # the flow that asked for it reads the note; the message is already being deleted
     if kind == "wallet" and (what in ("apikey", "astralane") and plain or secret_argument):
         # A wallet key where an API key was asked for: refused here, never sent to LaserSell or anyone.
@@ -143,19 +143,19 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         hint = " (it starts with <code>ls_</code>)" if service == "LaserSell" else ""
         await chat.send_message(
             f"That is a wallet's secret key, not a {service} API key, so I did not use it or send it anywhere. "
-            f"{deletion_note(deleted, 'wallet key')}\nCopy your API key from your {service} dashboard{hint} "
+            f"{deletion_note(outcome, 'wallet key')}\nCopy your API key from your {service} dashboard{hint} "
             "and send it, or /cancel. To add a wallet, use /wallets → <b>Import a wallet</b>."
         )
         raise ApplicationHandlerStop
     clear_input(context)
     if kind == "wallet":
         await chat.send_message(
-            f"That looked like a secret key, so I did not keep it. {deletion_note(deleted, 'secret key')}\n"
+            f"That looked like a secret key, so I did not keep it. {deletion_note(outcome, 'secret key')}\n"
             "To add a wallet, open /wallets and tap <b>Import a wallet</b> first, then send the key."
         )
     else:
         await chat.send_message(
-            f"That looked like a LaserSell API key, so I did not keep it. {deletion_note(deleted, 'API key')}\n"
+            f"That looked like a LaserSell API key, so I did not keep it. {deletion_note(outcome, 'API key')}\n"
             "To set your key, send <code>/apikey YOUR_KEY</code>."
         )
     raise ApplicationHandlerStop
