@@ -188,11 +188,3 @@ async def test_rotating_the_master_key_while_the_bot_runs_never_leaves_it_unable
     await h.runner.start()
     assert await exported_key(trader.chat) == b58(trader.keypair)
 
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> Iterator[Harness]:  # type: ignore[misc]
-    h = await start_harness(tmp_path, telegram_options={"per_chat_rate": None})
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
