@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from telegram import BotCommand, BotCommandScopeChat, Update
+from telegram import BotCommand, BotCommandScopeChat, ReplyParameters, Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -22,14 +22,16 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.notify.limiter import OutboxRateLimiter
 from bot.services import Services, get_services
-from handlers import errors
+from handlers import errors, text
 from handlers.registry import all_commands, feature_modules
-from storage.db import Database
+from storage.db import Database, ProcessLock
 
 log = logging.getLogger("lasersell_bot.app")
 
-# Handler groups: lower runs first, and only the first matching handler of a group runs, so recording the
-# user (every update) and gating admin commands (commands only) each need a group of their own.
+# Handler groups: lower runs first, and only the first matching handler of a group runs, so screening for
+# secrets, recording the user (every update) and gating admin commands (commands only) each need a group of
+# their own. The screen is first: a pasted secret is deleted before anything else reads it.
+SECRET_GROUP = -3
 RECORD_GROUP = -2
 GATE_GROUP = -1
 
@@ -83,6 +85,7 @@ def build_application(settings: Settings, services: Services, *, poll_interval: 
     )
     app.bot_data["services"] = services
     commands = all_commands()
+    app.add_handler(TypeHandler(Update, text.screen_secrets), group=SECRET_GROUP)
     app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
     app.add_handler(
         MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
@@ -120,16 +123,33 @@ class BotRunner:
         self.db: Database | None = None
         self.app: Application | None = None
         self.services: Services | None = None
+        self.lock: ProcessLock | None = None
 
     async def start(self) -> None:
-        self.db = await Database.open(self.settings.database_path)
+        # Held while the bot runs: a master key rotation waits for the bot to stop (see ProcessLock).
+        self.lock = ProcessLock.acquire(self.settings.database_path, "the running bot")
+        try:
+            self.db = await Database.open(self.settings.database_path)
+        except BaseException:
+            self._release()
+            raise
         try:
             self.services = await Services.build(self.settings, self.db)
         except BaseException:
             await self.db.close()
             self.db = None
+            self._release()
             raise
         self.app = build_application(self.settings, self.services)
+        bot = self.app.bot
+
+        async def ask_to_delete(chat_id: int, message_id: int, note: str) -> object:
+            # Points at the message so the user knows which one; sent even if it is gone meanwhile.
+            return await bot.send_message(
+                chat_id, note, reply_parameters=ReplyParameters(message_id, allow_sending_without_reply=True)
+            )
+
+        self.services.deletions.notify = ask_to_delete
         await self.app.initialize()
         if self.app.post_init:
             await self.app.post_init(self.app)
@@ -164,6 +184,12 @@ class BotRunner:
         if self.db is not None:
             await self.db.close()
             self.db = None
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()

@@ -8,8 +8,12 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.vault import Vault
 
 EXIT_CONFIG = 2
 
@@ -102,11 +106,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
-    import time
-
-    from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
-    from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key
-    from storage.db import Database, SchemaError
+    from bot.vault import Vault, VaultError, load_master_key
+    from storage.db import DatabaseBusy, ProcessLock
 
     settings.require_master_key()
     try:
@@ -119,6 +120,30 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
     except VaultError as exc:
         print(f"lasersell-bot: --new-key-file: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # A running bot holds the old key in memory: rotating under it would leave it unable to open any key.
+    # Rotation therefore refuses while the bot holds the database, and the bot cannot start meanwhile.
+    try:
+        lock = ProcessLock.acquire(settings.database_path, "rotate-master-key")
+    except DatabaseBusy as exc:
+        print(
+            f"lasersell-bot: refusing to rotate the master key: {exc}. Stop the bot, run rotate-master-key again, "
+            "then start the bot with the new key. Nothing was changed.",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return await _rotate_locked(settings, old, new, new_key_file)
+    finally:
+        lock.release()
+
+
+async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_file: Path) -> int:
+    import time
+
+    from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
+    from bot.vault import WrongMasterKey
+    from storage.db import Database, SchemaError
+
     try:
         db = await Database.open(settings.database_path, migrate=False)
     except SchemaError as exc:
@@ -155,14 +180,27 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
     return 0
 
 
+def _check_master_key(settings: Settings) -> None:
+    """Refuse a missing, malformed or shared key file before anything is opened or created."""
+    from bot.vault import VaultError, load_master_key
+
+    try:
+        load_master_key(settings.bot_master_key, settings.bot_master_key_file)
+    except VaultError as exc:
+        variable = "BOT_MASTER_KEY_FILE" if settings.bot_master_key_file else "BOT_MASTER_KEY"
+        raise ConfigError(variable, str(exc).rstrip("."), "Nothing was started") from None
+
+
 def _run(settings: Settings) -> int:
     from bot.app import BotRunner
     from bot.logs import register_secret, setup_logging
+    from storage.db import DatabaseBusy
 
     settings.require_master_key()
+    _check_master_key(settings)
     setup_logging(settings.log_level, settings.log_format)
     for value in settings.secrets():
-        register_secret(value)
+        register_secret(value, ttl_s=None)  # configuration secrets live as long as the process
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -172,7 +210,11 @@ def _run(settings: Settings) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await BotRunner(settings).run_until(stop)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except DatabaseBusy as exc:
+        print(f"lasersell-bot: cannot start: {exc}; wait for it to finish (or stop it) first.", file=sys.stderr)
+        return 1
     return 0
 
 

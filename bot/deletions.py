@@ -1,4 +1,12 @@
-"""Deleting messages that showed a secret: at a time, persisted so a restart still deletes them."""
+"""Deleting messages that show a secret: a durable job, retried until Telegram confirms it.
+
+Every deletion is a row in `scheduled_deletions` before the first attempt, so a restart, a 429 or a
+5xx never loses it: the row goes only when Telegram confirms the deletion or says the message is gone.
+429 waits the `retry_after` Telegram asks for; other transient failures back off 1, 2, 4 ... 30 s.
+If a message that fell due cannot be deleted within `TELL_AFTER_S`, the chat is asked to delete it
+by hand (once), and the job keeps trying. A message Telegram says can never be deleted gets the same
+request and its row is dropped.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +16,53 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from telegram.error import BadRequest, Forbidden, RetryAfter
+
 from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.deletions")
 
 DeleteFn = Callable[[int, int], Awaitable[bool]]
+# What became of a deletion: done; kept and retried; or refused for good (the user must do it).
+DELETED, RETRYING, REFUSED = "deleted", "retrying", "refused"
+# (chat id, message id to point at, text): asks the chat to delete a message by hand
+NotifyFn = Callable[[int, int, str], Awaitable[object]]
+
+TELL_AFTER_S = 60.0
+MAX_BACKOFF_S = 30.0
+DELETE_BY_HAND = (
+    "⚠️ Telegram would not let me delete a message that shows a secret key. Delete it yourself now: "
+    "long-press it (or right-click) and choose <b>Delete</b>."
+)
+
+
+def _gone(exc: BadRequest) -> bool:
+    return "not found" in str(exc).lower()
 
 
 class ScheduledDeletions:
-    def __init__(self, db: Database, delete: DeleteFn, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, db: Database, delete: DeleteFn, clock: Callable[[], float] = time.time, notify: NotifyFn | None = None
+    ) -> None:
         self.db = db
         self._delete = delete
         # Unix seconds; tests swap in a clock they can move forward, then call `wake()`.
         self.clock = clock
+        # Set once the bot can send (see BotRunner): how a chat is asked to delete a message by hand.
+        self.notify = notify
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    def _ms(self, after_s: float = 0.0) -> int:
+        return int((self.clock() + after_s) * 1000)
+
     async def schedule(self, chat_id: int, message_id: int, after_s: float) -> None:
-        at = int((self.clock() + after_s) * 1000)
+        """Delete this message `after_s` seconds from now, surviving restarts."""
+        at = self._ms(after_s)
         await self.db.execute(
-            "INSERT OR REPLACE INTO scheduled_deletions (chat_id, message_id, delete_at) VALUES (?,?,?)",
-            (chat_id, message_id, at),
+            "INSERT OR REPLACE INTO scheduled_deletions (chat_id, message_id, delete_at, attempts, first_due_at, told) "
+            "VALUES (?,?,?,0,?,0)",
+            (chat_id, message_id, at, at),
         )
         self._wake.set()
 
@@ -37,10 +71,27 @@ class ScheduledDeletions:
         self._wake.set()
 
     async def delete_now(self, chat_id: int, message_id: int) -> bool:
+        """Delete at once; True when done. On a transient failure the job keeps it and retries."""
+        return await self.delete_secret(chat_id, message_id) == DELETED
+
+    async def delete_secret(self, chat_id: int, message_id: int) -> str:
+        """Delete at once: DELETED, RETRYING (the job keeps it) or REFUSED (the caller tells the user)."""
+        now = self._ms()
+        # Stored first (due after the first back-off, so the loop does not race this attempt).
         await self.db.execute(
-            "DELETE FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
+            "INSERT INTO scheduled_deletions (chat_id, message_id, delete_at, attempts, first_due_at, told) "
+            "VALUES (?,?,?,0,?,0) ON CONFLICT(chat_id, message_id) DO UPDATE SET delete_at=excluded.delete_at, "
+            "first_due_at=MIN(COALESCE(first_due_at, excluded.first_due_at), excluded.first_due_at)",
+            (chat_id, message_id, now + 1000, now),
         )
-        return await self._delete(chat_id, message_id)
+        outcome = await self._attempt(chat_id, message_id, tell=False)
+        self._wake.set()
+        return outcome
+
+    async def pending(self) -> int:
+        """How many deletions are waiting (for `check` and tests)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM scheduled_deletions")
+        return int(row[0]) if row else 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduled-deletions")
@@ -52,25 +103,94 @@ class ScheduledDeletions:
                 await self._task
             self._task = None
 
+    async def _forget(self, chat_id: int, message_id: int) -> None:
+        await self.db.execute(
+            "DELETE FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
+        )
+
+    async def _attempt(self, chat_id: int, message_id: int, *, tell: bool = True) -> str:
+        """One try; with `tell`, the chat hears of a message that cannot be deleted."""
+        try:
+            await self._delete(chat_id, message_id)
+        except BadRequest as exc:
+            if _gone(exc):
+                await self._forget(chat_id, message_id)
+                return DELETED
+            # "message can't be deleted" (too old, or not ours): no retry will help.
+            log.warning("a message showing a secret cannot be deleted: %s", exc)
+            if tell:
+                await self._tell(chat_id, message_id, force=True)
+            await self._forget(chat_id, message_id)
+            return REFUSED
+        except Forbidden as exc:  # the user blocked the bot or left: nobody to delete it for
+            log.info("deletion refused, the chat is closed to the bot: %s", exc)
+            await self._forget(chat_id, message_id)
+            return REFUSED
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # 429, 5xx, timeouts, garbage: kept and retried
+            await self._retry_later(chat_id, message_id, exc, tell=tell)
+            return RETRYING
+        await self._forget(chat_id, message_id)
+        return DELETED
+
+    async def _retry_later(self, chat_id: int, message_id: int, exc: Exception, *, tell: bool) -> None:
+        row = await self.db.fetchone(
+            "SELECT attempts FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
+        )
+        attempts = (int(row[0]) if row else 0) + 1
+        if isinstance(exc, RetryAfter):
+            retry_after = exc.retry_after
+            wait_s = retry_after.total_seconds() if hasattr(retry_after, "total_seconds") else float(retry_after)
+        else:
+            wait_s = min(MAX_BACKOFF_S, 2.0 ** (attempts - 1))
+        log.info("deleting message %s failed (%s); attempt %s, next in %.1fs", message_id, type(exc).__name__, attempts, wait_s)
+        await self.db.execute(
+            "UPDATE scheduled_deletions SET attempts=?, delete_at=? WHERE chat_id=? AND message_id=?",
+            (attempts, self._ms(wait_s), chat_id, message_id),
+        )
+        if tell:
+            await self._tell(chat_id, message_id)
+
+    async def _tell(self, chat_id: int, message_id: int, *, force: bool = False) -> None:
+        row = await self.db.fetchone(
+            "SELECT first_due_at, told FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
+        )
+        if row is None or row["told"]:
+            return
+        first = row["first_due_at"]
+        if not force and first is not None and self._ms() - int(first) < TELL_AFTER_S * 1000:
+            return
+        if self.notify is None:
+            return
+        try:
+            await self.notify(chat_id, message_id, DELETE_BY_HAND)
+        except Exception as exc:  # the notice is retried at the next failed attempt
+            log.warning("could not ask chat %s to delete a message by hand: %s", chat_id, exc)
+            return
+        await self.db.execute(
+            "UPDATE scheduled_deletions SET told=1 WHERE chat_id=? AND message_id=?", (chat_id, message_id)
+        )
+
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            row = await self.db.fetchone(
-                "SELECT chat_id, message_id, delete_at FROM scheduled_deletions ORDER BY delete_at LIMIT 1"
-            )
-            if row is None:
-                await self._wake.wait()
-                continue
-            wait_s = row["delete_at"] / 1000 - self.clock()
-            if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
-                continue
             try:
-                await self.delete_now(row["chat_id"], row["message_id"])
-            except Exception as exc:  # already deleted, or the chat is gone: nothing more to do
-                log.info("scheduled deletion failed: %s", exc)
-                await self.db.execute(
-                    "DELETE FROM scheduled_deletions WHERE chat_id=? AND message_id=?",
-                    (row["chat_id"], row["message_id"]),
+                row = await self.db.fetchone(
+                    "SELECT chat_id, message_id, delete_at FROM scheduled_deletions ORDER BY delete_at LIMIT 1"
                 )
+                if row is None:
+                    await self._wake.wait()
+                    continue
+                wait_s = row["delete_at"] / 1000 - self.clock()
+                if wait_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                    continue
+                await self._attempt(row["chat_id"], row["message_id"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database hiccuped: the rows are still there, look again shortly
+                log.exception("the deletion job stumbled; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)

@@ -276,6 +276,146 @@ def looks_like_secret(text: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# The lenient detector: what people paste, damaged by phones, keyboards and hurry.
+#
+# A 64-byte key in base58 is 85-90 characters; split over lines, with a stray space, or with one
+# character wrong it is still the key (a one-character typo leaves ~500 of its 512 bits: brute force
+# recovers it at once). So any run of base58 pieces, joined across whitespace, of 85-90 characters
+# that decodes to 63-65 bytes counts. A transaction signature has that shape too and cannot be told
+# apart from a key with a typo; in a chat the bot deletes it as well (a signature is public, so
+# deleting it costs nothing, and missing a key would cost the wallet), except inside an explorer
+# link ("/tx/<signature>"), the way people share transactions. Addresses (32 bytes, 32-44
+# characters) are never joined into a key unless the pieces form an exact keypair.
+
+# LaserSell API keys start with "ls_" (docs: onboarding/example-configuration).
+LASERSELL_KEY_RE = re.compile(r"(?<![A-Za-z0-9])ls_[A-Za-z0-9_-]{16,}")
+_B58_PIECE_RE = re.compile(f"[{_BASE58_ALPHABET}]+")
+_MAX_PIECES = 8
+_KEY_CHARS = range(85, 91)
+_KEY_BYTES = range(63, 66)
+# ed25519 signatures end with S < 2^252 + small, little-endian: the last byte is at most 0x10.
+_SIG_LAST_BYTE_MAX = 0x10
+
+
+def _b58_bytes(text: str) -> bytes | None:
+    try:
+        return base58.b58decode(text)
+    except ValueError:
+        return None
+
+
+def _is_address(piece: str) -> bool:
+    raw = _b58_bytes(piece) if 32 <= len(piece) <= 44 else None
+    return raw is not None and len(raw) == 32
+
+
+def could_be_signature(compact: str) -> bool:
+    """True when a 64-byte base58 run has the shape of an ed25519 signature (R a point, S < L)."""
+    raw = _b58_bytes(compact)
+    if raw is None or len(raw) != 64 or raw[63] > _SIG_LAST_BYTE_MAX:
+        return False
+    return Pubkey.from_bytes(raw[:32]).is_on_curve()
+
+
+def _loose_base58_spans(text: str, *, spare_signatures: bool) -> list[tuple[int, int]]:
+    pieces = [m.span() for m in _B58_PIECE_RE.finditer(text)]
+    spans: list[tuple[int, int]] = []
+    group: list[tuple[int, int]] = []
+
+    def scan() -> None:
+        i = 0
+        while i < len(group):
+            total = 0
+            found = None
+            for j in range(i, min(len(group), i + _MAX_PIECES)):
+                total += group[j][1] - group[j][0]
+                if total > _KEY_CHARS[-1]:
+                    break
+                if total in _KEY_CHARS and _loose_key(text, group[i : j + 1], spare_signatures):
+                    found = j
+                    break
+            if found is None:
+                i += 1
+            else:
+                spans.append((group[i][0], group[found][1]))
+                i = found + 1
+
+    for span in pieces:
+        if group and not text[group[-1][1] : span[0]].isspace():
+            scan()
+            group = []
+        group.append(span)
+    scan()
+    return spans
+
+
+def _loose_key(text: str, window: list[tuple[int, int]], spare_signatures: bool) -> bool:
+    parts = [text[a:b] for a, b in window]
+    compact = "".join(parts)
+    raw = _b58_bytes(compact)
+    if raw is None or len(raw) not in _KEY_BYTES:
+        return False
+    if len(parts) == 1:
+        if _is_keypair_bytes(raw) if len(raw) == 64 else False:
+            return True
+        start = window[0][0]
+        if text[max(0, start - 4) : start].lower().endswith("tx/"):
+            return False  # an explorer link: a transaction, shared on purpose
+        return not (spare_signatures and could_be_signature(compact))
+    if len(raw) == 64 and _is_keypair_bytes(raw):
+        return True
+    # Joined pieces: ordinary words next to each other must not add up to a "key".
+    if all(_is_address(p) for p in parts):
+        return False  # two addresses side by side (an exact keypair was caught above)
+    if max(len(p) for p in parts) < 20:
+        return False
+    has_digit = any(c.isdigit() for c in compact)
+    return has_digit and any(c.isupper() for c in compact) and any(c.islower() for c in compact)
+
+
+_LOOSE_JSON_RE = re.compile(r"\[\s*(?:\d{1,3}\s*,\s*){30,64}\d{1,3}\s*,?\s*\]")
+
+
+def _loose_json_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for match in _LOOSE_JSON_RE.finditer(text):
+        numbers = [int(n) for n in re.findall(r"\d+", match.group())]
+        # 31-33 numbers: a seed; 63-65: a key file, even with a number lost or added.
+        if all(n <= 255 for n in numbers) and (31 <= len(numbers) <= 33 or 63 <= len(numbers) <= 65):
+            spans.append(match.span())
+    return spans
+
+
+def loose_secret_spans(text: str, *, spare_signatures: bool = False) -> list[tuple[int, int]]:
+    """Spans of everything that is or nearly is a wallet secret (see above), and LaserSell API keys.
+
+    With `spare_signatures`, a single 64-byte base58 run shaped like a signature is left alone (logs
+    keep transaction signatures; a typo'd key has about a 3% chance of that shape).
+    """
+    if len(text) < 16:
+        return []
+    spans = [m.span() for m in LASERSELL_KEY_RE.finditer(text)]
+    if len(text) >= 47:
+        spans += _loose_base58_spans(text, spare_signatures=spare_signatures)
+        spans += _loose_json_spans(text)
+        spans += _phrase_spans(text)
+    return spans
+
+
+def incoming_secret(text: str | None) -> str | None:
+    """What secret a message from a user holds: "wallet" (key or phrase), "api_key", or None."""
+    if not text or len(text) < 16:
+        return None
+    if len(text) >= 47 and (
+        _loose_base58_spans(text, spare_signatures=False) or _loose_json_spans(text) or _phrase_spans(text)
+    ):
+        return "wallet"
+    if LASERSELL_KEY_RE.search(text):
+        return "api_key"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
 # New wallets, export, ownership proof, display
 
 

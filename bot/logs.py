@@ -10,11 +10,16 @@ Two layers, because either alone leaves a gap:
 
 What is masked, always as `[REDACTED]`:
 - exact values given to `register_secret` (the bot token, API keys, a wallet secret while in
-  memory), also in their URL-encoded form;
-- secret shapes: base58 of a 64-byte secret key (checked, so transaction signatures survive),
-  JSON arrays of 32 or 64 byte values, runs of 12+ BIP39 words, and Telegram bot tokens (also
-  inside URLs such as `/bot<token>/getMe`, which httpx logs for every request python-telegram-bot
-  makes).
+  memory), also in their URL-encoded form, each for a bounded time (at most `_MAX_SECRETS` held);
+- secret shapes, before anything is registered (an update is logged before the bot reads it):
+  base58 keys also split over lines, spaced or one character off, JSON key arrays also
+  pretty-printed, runs of 12+ BIP39 words also numbered, LaserSell keys (`ls_...`), the argument
+  of `/apikey`, and Telegram bot tokens (also inside URLs such as `/bot<token>/getMe`, which httpx
+  logs for every request python-telegram-bot makes). repr() and JSON show line breaks as `\n`;
+  those are read as the line breaks they stand for.
+- Transaction signatures have the shape of a key with a typo. Outside what a user typed (the
+  `text`/`caption` of an update), a single run shaped like an ed25519 signature is kept, so sells
+  stay traceable in the log; inside a user's text everything key-shaped is masked.
 """
 
 from __future__ import annotations
@@ -24,47 +29,93 @@ import logging
 import re
 import sys
 import threading
+import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bot.keys import secret_spans
+from bot.keys import loose_secret_spans, secret_spans
 
 REDACTED = "[REDACTED]"
 
 _TELEGRAM_TOKEN_RE = re.compile(r"\d{6,12}:[A-Za-z0-9_-]{30,}")
-# Shortest shape worth scanning for: a BIP39 phrase (12 words) or a 64-byte base58 key.
-_MIN_SHAPE_CHARS = 47
+# Shortest shape worth scanning for: a LaserSell key ("ls_" and 16 more).
+_MIN_SHAPE_CHARS = 19
+# What a user typed, as PTB's DEBUG lines show it (a dict repr, JSON, or an object repr): judged like
+# an incoming chat message, without sparing signature-shaped runs (a key with a typo looks like one).
+_USER_TEXT_RE = re.compile(r"""\b(?:text|caption)(?:['"]\s*:\s*|=)(['"])((?:\\.|(?!\1).)*)\1""", re.S)
+# The argument of a command that takes a secret, whatever its shape (an API key has none we can know).
+_SECRET_COMMAND_RE = re.compile(r"(/(?:apikey|astralane)(?:@\w+)?(?:\s|\\n)+)([^\s'\"\\]+)", re.I)
+# repr() and JSON show a line break as backslash-n: two characters, so two spaces keep every offset.
+_ESCAPED_SPACE_RE = re.compile(r"\\[nrt]")
+
+# Registered values live until their expiry (None: for the life of the process), at most _MAX_SECRETS.
+DEFAULT_TTL_S = 900.0
+# A wallet secret is masked by its shape anyway; its exact value is held only briefly.
+SHAPED_TTL_S = 120.0
+_MAX_SECRETS = 256
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: dict[str, float | None] = {}  # value -> expiry (time.monotonic()) or None
+_next_expiry: float | None = None
 _secret_re: re.Pattern[str] | None = None
 _stale = False  # the pattern is rebuilt at the next redaction, not at every registration
 
 
 def _rebuild() -> None:
-    global _secret_re
+    global _secret_re, _next_expiry
     variants: set[str] = set()
     for value in _secrets:
         variants.add(value)
         variants.add(quote(value, safe=""))
+    expiries = [e for e in _secrets.values() if e is not None]
+    _next_expiry = min(expiries) if expiries else None
     # Longest first, so a secret that contains another is masked whole.
     ordered = sorted((v for v in variants if v), key=len, reverse=True)
     _secret_re = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
 
-def register_secret(value: str) -> None:
-    """Mask this exact value (and its URL-encoded form) in every log line from now on."""
+def _prune(now: float) -> None:
+    global _stale
+    for value, expiry in list(_secrets.items()):
+        if expiry is not None and expiry <= now:
+            del _secrets[value]
+            _stale = True
+    while len(_secrets) > _MAX_SECRETS:
+        # Over the bound: the registered value closest to its expiry goes first (never a lifelong one).
+        timed = [(e, v) for v, e in _secrets.items() if e is not None]
+        if not timed:
+            break
+        del _secrets[min(timed)[1]]
+        _stale = True
+
+
+def register_secret(value: str, *, ttl_s: float | None = DEFAULT_TTL_S) -> None:
+    """Mask this exact value (and its URL-encoded form) in every log line for `ttl_s` seconds.
+
+    `ttl_s=None` keeps it for the life of the process (the bot token, the operator's key). Registering
+    again extends the time. Wallet secrets, which their shape already gives away, are held briefly.
+    """
     if not value or len(value) < 4:
         # Masking "ab" everywhere would shred the log without protecting anything real.
         return
+    now = time.monotonic()
+    if ttl_s is not None and secret_spans(value) == [(0, len(value))]:
+        ttl_s = min(ttl_s, SHAPED_TTL_S)
+    expiry = None if ttl_s is None else now + ttl_s
     with _lock:
         global _stale
-        if value not in _secrets:
-            _secrets.add(value)
+        if value in _secrets:
+            current = _secrets[value]
+            expiry = None if current is None or expiry is None else max(current, expiry)
+        else:
             _stale = True
+        _secrets[value] = expiry
+        if expiry is not None and (_next_expiry is None or expiry < _next_expiry):
+            _stale = True
+        _prune(now)
 
 
 def forget_secret(value: str) -> None:
@@ -72,16 +123,46 @@ def forget_secret(value: str) -> None:
     with _lock:
         global _stale
         if value in _secrets:
-            _secrets.discard(value)
+            del _secrets[value]
             _stale = True
+
+
+def registered_count() -> int:
+    """How many exact values the redactor holds now (expired ones are dropped first)."""
+    with _lock:
+        _prune(time.monotonic())
+        return len(_secrets)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[list[int]]:
+    spans.sort()
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def _shape_spans(text: str) -> list[tuple[int, int]]:
+    scan = _ESCAPED_SPACE_RE.sub("  ", text) if "\\" in text else text
+    spans = secret_spans(scan) + loose_secret_spans(scan, spare_signatures=True)
+    for match in _USER_TEXT_RE.finditer(scan):
+        offset = match.start(2)
+        spans += [(offset + a, offset + b) for a, b in loose_secret_spans(match.group(2))]
+    for match in _SECRET_COMMAND_RE.finditer(text):
+        spans.append(match.span(2))
+    return spans
 
 
 def redact(text: str) -> str:
     """`text` with every registered secret and every secret-shaped part replaced by [REDACTED]."""
     global _stale
-    if _stale:
+    if _stale or (_next_expiry is not None and time.monotonic() >= _next_expiry):
         with _lock:
-            if _stale:
+            _prune(time.monotonic())
+            if _stale or (_next_expiry is not None and time.monotonic() >= _next_expiry):
                 _rebuild()
                 _stale = False
     pattern = _secret_re
@@ -91,18 +172,11 @@ def redact(text: str) -> str:
         text = _TELEGRAM_TOKEN_RE.sub(REDACTED, text)
     if len(text) < _MIN_SHAPE_CHARS:
         return text
-    spans = secret_spans(text)
+    spans = _shape_spans(text)
     if not spans:
         return text
-    # Merge overlaps, then cut from the end so earlier offsets stay valid.
-    spans.sort()
-    merged: list[list[int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    for start, end in reversed(merged):
+    # Cut from the end so earlier offsets stay valid.
+    for start, end in reversed(_merge(spans)):
         text = text[:start] + REDACTED + text[end:]
     return text
 

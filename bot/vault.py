@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import os
 import secrets
+import stat
 import struct
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def load_master_key(b64_value: str | None, file_path: str | os.PathLike[str] | N
         assert b64_value is not None
         return _decode_master_key(b64_value, "BOT_MASTER_KEY")
     path = Path(str(file_path))
+    _refuse_shared_key_file(path)
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -104,6 +106,22 @@ def load_master_key(b64_value: str | None, file_path: str | os.PathLike[str] | N
     except OSError as exc:
         raise VaultError(f"BOT_MASTER_KEY_FILE ({path}) cannot be read: {exc.strerror or exc}") from None
     return _decode_master_key(text, f"BOT_MASTER_KEY_FILE ({path})")
+
+
+def _refuse_shared_key_file(path: Path) -> None:
+    """A key file other users can read is refused: they could open every secret in the database."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VaultError(f"BOT_MASTER_KEY_FILE points to {path}, which does not exist; {_GEN_HINT}") from None
+    except OSError as exc:
+        raise VaultError(f"BOT_MASTER_KEY_FILE ({path}) cannot be read: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        who = "group and others" if mode & 0o070 and mode & 0o007 else "its group" if mode & 0o070 else "other users"
+        raise VaultError(
+            f"BOT_MASTER_KEY_FILE ({path}) is readable by {who} (mode {stat.S_IMODE(mode):04o}); "
+            f"only the bot's user may read it: run `chmod 600 {path}`"
+        )
 
 
 def write_new_master_key(path: str | os.PathLike[str]) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
+
+from bot.deletions import DELETED, REFUSED, RETRYING
 
 log = logging.getLogger("lasersell_bot.handlers")
 
@@ -43,16 +46,43 @@ def is_private(update: Update) -> bool:
     return update.effective_chat is not None and update.effective_chat.type == "private"
 
 
+# Messages the secret screen (handlers.text.screen_secrets) already handed to the deletion job, with
+# whether Telegram confirmed at once; the flow that asked for the secret reads it once.
+_SCREENED: OrderedDict[tuple[int, int], str] = OrderedDict()
+_SCREENED_MAX = 1000
+
+
+def note_screened(chat_id: int, message_id: int, outcome: str) -> None:
+    _SCREENED[(chat_id, message_id)] = outcome
+    while len(_SCREENED) > _SCREENED_MAX:
+        _SCREENED.popitem(last=False)
+
+
+def deletion_note(outcome: str, what: str) -> str:
+    """The sentence telling the user what became of their message holding a secret (see bot.deletions)."""
+    if outcome == DELETED:
+        return f"I deleted your message with the {what} so it does not stay in this chat."
+    if outcome == RETRYING:
+        return (
+            f"⚠️ Telegram has not let me delete your message with the {what} yet. I keep trying; "
+            "if it is still there in a minute, delete it yourself."
+        )
+    return f"⚠️ Telegram did not let me delete your message with the {what}: delete it yourself now."
+
+
 async def delete_secret_message(message: Message | None, what: str = "secret") -> str:
     """Delete the message that held a secret; return a sentence saying so (or asking the user to do it)."""
     if message is None:
         return ""
+    screened = _SCREENED.pop((message.chat.id, message.message_id), None) if hasattr(message, "message_id") else None
+    if screened is not None:
+        return deletion_note(screened, what)
     try:
         await message.delete()
-        return f"I deleted your message with the {what} so it does not stay in this chat."
+        return deletion_note(DELETED, what)
     except TelegramError as exc:
         log.warning("could not delete a message holding a secret: %s", exc)
-        return f"⚠️ Telegram did not let me delete your message with the {what}: delete it yourself now."
+        return deletion_note(REFUSED, what)
 
 
 async def refuse_secret_in_group(update: Update, what: str) -> None:

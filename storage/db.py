@@ -7,10 +7,14 @@ with the bump of `schema_version`. The code refuses a database newer than it kno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import fcntl
 import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -71,6 +75,7 @@ class Database:
         reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                  check_same_thread=False)
         reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA secure_delete=ON")
         reader.execute("PRAGMA busy_timeout=5000")
         reader.execute("PRAGMA query_only=1")
         self.reader = reader
@@ -84,9 +89,14 @@ class Database:
         path = Path(path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
+            private_files(path)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = aiosqlite.Row
+        # Freed pages are overwritten: a forgotten user's sealed keys do not linger in the file.
+        await conn.execute("PRAGMA secure_delete=ON")
         await conn.execute("PRAGMA journal_mode=WAL")
+        if str(path) != ":memory:":
+            private_files(path)  # the WAL and shm files exist now
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA synchronous=NORMAL")
@@ -254,6 +264,71 @@ class _Transaction:
             if self._token is not None:
                 _IN_TRANSACTION.reset(self._token)
             self.db._writer_lock.release()
+
+
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def private_files(path: Path) -> None:
+    """The database and its WAL/shm/journal: created 0600, and tightened to 0600 if they exist wider.
+
+    SQLite gives its side files the database file's mode, so creating the database 0600 first covers
+    them; files from an older install are narrowed here.
+    """
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        try:
+            mode = stat.S_IMODE(os.stat(side).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(side, 0o600)
+            log.warning("%s was readable by other users (mode %04o); set it to 0600", side, mode)
+
+
+class DatabaseBusy(Exception):
+    """Another process holds the database for work that must not overlap (the bot, a key rotation)."""
+
+
+class ProcessLock:
+    """An exclusive advisory lock on `<database>.lock`, held by the running bot and by a key rotation.
+
+    The running bot keeps the master key in memory: rotating under it would leave it unable to open any
+    key. So each takes this lock for its whole run, and neither starts while the other holds it.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, database: Path | str, purpose: str) -> ProcessLock:
+        """Take the lock or raise DatabaseBusy saying who holds it (pid and purpose)."""
+        path = Path(f"{database}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise DatabaseBusy(f"{database} is in use by {holder}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{purpose} (pid {os.getpid()})".encode(), 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
 
 def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int | BaseException]:

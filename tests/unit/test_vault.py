@@ -147,6 +147,7 @@ def test_load_from_value_and_file(tmp_path: Path) -> None:
     assert load_master_key(f"  {encoded}\n", None) == key
     path = tmp_path / "master.key"
     path.write_text(encoded + "\n\n")
+    path.chmod(0o600)  # a key file others can read is refused (see below)
     assert load_master_key(None, str(path)) == key
     assert load_master_key("", path) == key
 
@@ -170,10 +171,26 @@ def test_load_errors_name_the_variable_and_never_the_key(tmp_path: Path) -> None
         load_master_key(None, str(tmp_path / "missing.key"))
     bad_file = tmp_path / "bad.key"
     bad_file.write_text(short)
+    bad_file.chmod(0o600)
     with pytest.raises(VaultError) as info:
         load_master_key(None, str(bad_file))
     assert "BOT_MASTER_KEY_FILE" in str(info.value) and "(got 12 bytes)" in str(info.value)
     assert short not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_file_others_can_read_is_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "master.key"
+    encoded = base64.b64encode(os.urandom(32)).decode()
+    path.write_text(encoded)
+    path.chmod(mode)
+    with pytest.raises(VaultError) as info:
+        load_master_key(None, str(path))
+    message = str(info.value)
+    assert str(path) in message and f"chmod 600 {path}" in message and f"{mode:04o}" in message
+    assert encoded not in message
+    path.chmod(0o600)
+    assert len(load_master_key(None, str(path))) == 32
 
 
 def test_write_new_master_key(tmp_path: Path) -> None:
