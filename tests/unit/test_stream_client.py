@@ -513,7 +513,7 @@ async def test_a_key_in_use_or_a_refused_configure_is_retried_until_the_stream_c
                 on_state_change=lambda s, r, seen=reasons: seen.append(r) if s == RECONNECTING else None,
             )
             await client.start()
-            assert await client.wait_connected(5)
+            await until(lambda c=client, srv=server: srv.attempts >= 3 and c.state == CONNECTED)
             assert server.attempts == 3 and len(sleeps.delays) == 2
             assert words in (reasons[0] or "")  # the reason the trader is told if it lasts
             kinds = []
