@@ -16,11 +16,11 @@ DRAFT = "strategy_draft"
 
 # editor rows: key -> (field, label, step, lowest on-value, highest, default when turned on)
 STEPPERS: dict[str, tuple[str, str, float, float, float, float]] = {
-    "tp": ("take_profit_pct", "Take profit", 5, 1, 10000, 25),
-    "sl": ("stop_loss_pct", "Stop loss", 1, 1, 100, 10),
-    "tr": ("trailing_stop_pct", "Trailing stop", 1, 1, 10000, 5),
+    "tp": ("take_profit_pct", "Take profit", 5, 1, 100000, 25),
+    "sl": ("stop_loss_pct", "Stop loss", 1, 1, 99, 10),  # a loss, or a fall from a peak, stays below 100 %
+    "tr": ("trailing_stop_pct", "Trailing stop", 1, 1, 99, 5),
     "dl": ("deadline_s", "Deadline", 15, 15, 86400, 45),
-    "be": ("breakeven_trail_pct", "Breakeven trail", 1, 1, 10000, 3),
+    "be": ("breakeven_trail_pct", "Breakeven trail", 1, 1, 99, 3),
 }
 TOGGLES: dict[str, tuple[str, str]] = {
     "gr": ("sell_on_graduation", "Sell on graduation"),

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.strategy import Strategy
-from bot.stream.client import CONNECTED, CONNECTING, NEEDS_ATTENTION, RECONNECTING, StreamClient, StreamConfig
+from bot.stream.client import (
+    CONNECTED,
+    CONNECTING,
+    NEEDS_ATTENTION,
+    RECONNECTING,
+    StreamClient,
+    StreamConfig,
+    describe_error,
+)
 from bot.stream.events import StreamEvent, quote_of
 from storage.history import PnlHistory
 from storage.positions import ExitSignals, Position, Positions
@@ -35,6 +43,9 @@ from storage.positions import ExitSignals, Position, Positions
 log = logging.getLogger("lasersell_bot.supervisor")
 
 ExitHandler = Callable[[int, StreamEvent], Awaitable[None]]
+
+# The documented stream error codes (and a refused session), shown with what the trader can do about them.
+ACTIONABLE_ERRORS = frozenset({"invalid_strategy", "wallet_not_registered", "too_many_wallets", "session_limit"})
 
 
 @dataclass
@@ -473,7 +484,11 @@ class StreamSupervisor:
         if last is not None and now - last < self.error_repeat_s:
             return
         worker.errors_shown[code] = now
-        self.alerts.text(worker.chat_id, render.stream_error(msg))
+        if code in ACTIONABLE_ERRORS:
+            # documented codes: say what to do about it, not only what LaserSell said
+            self.alerts.text(worker.chat_id, "⚠️ " + _esc(describe_error(code, str(msg.get("message") or ""))))
+        else:
+            self.alerts.text(worker.chat_id, render.stream_error(msg))
 
     # --- live numbers -----------------------------------------------------------------------------------
     def _schedule_flush(self) -> None:
