@@ -83,7 +83,7 @@ class Worker:
     accounts: dict[int, str] = field(default_factory=dict)
     numbers: dict[str, int] = field(default_factory=dict)
     connection: int = 0  # the client connection whose hello_ok the consumer handled last
-    asked: set[int] = field(default_factory=set)  # exits requested on that connection
+    asked: dict[int, int] = field(default_factory=dict)  # position number -> connection its exit was asked on
     down_since: float | None = None
     down_timer: asyncio.TimerHandle | None = None
     reask_timer: asyncio.TimerHandle | None = None
@@ -340,13 +340,14 @@ class StreamSupervisor:
         if self.workers.get(worker.user_id) is not worker:
             return
         for position in await self.positions.open_for(worker.user_id):
-            if position.waiting_exit and position.position_id not in worker.asked:
+            if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
                 await self._ask_exit(worker, position.position_id)
 
     async def _ask_exit(self, worker: Worker, number: int, slippage_bps: int | None = None) -> bool:
         sent = await worker.client.request_exit_signal(number, slippage_bps)
         if sent:
-            worker.asked.add(number)
+            # an exit asked on this connection is not asked again when the position is (re)announced on it
+            worker.asked[number] = worker.client.connection
         return sent
 
     async def _consume(self, worker: Worker) -> None:
@@ -377,9 +378,7 @@ class StreamSupervisor:
     async def handle_event(self, worker: Worker, event: StreamEvent) -> None:
         msg, kind, user_id, chat_id = event.data, event.type, worker.user_id, worker.chat_id
         if kind == "hello_ok":
-            # a new session: what was asked on the last one is gone with it
             worker.connection = max(worker.connection, event.connection)
-            worker.asked.clear()
         elif event.connection < worker.connection and not event.urgent:
             return  # PnL noise from a session that has ended: its ids mean nothing now
         if isinstance(msg.get("position_id"), int) and kind != "position_opened":
@@ -450,6 +449,7 @@ class StreamSupervisor:
                 handle.cancel()
             position = await self.positions.closed(user_id, position_id, str(msg.get("reason", "")))
             worker.forget(position_id)
+            worker.asked.pop(position_id, None)
             await self.alerts.position_closed(user_id, chat_id, position, msg)
         elif kind == "error":
             self._show_error(worker, msg)
@@ -470,7 +470,7 @@ class StreamSupervisor:
             await worker.client.update_position_strategy(
                 position.position_id, Strategy.from_json(position.strategy_json).to_wire()
             )
-        if position.waiting_exit and position.position_id not in worker.asked:
+        if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
             await self._ask_exit(worker, position.position_id)
 
     def _show_error(self, worker: Worker, msg: dict[str, Any]) -> None:
