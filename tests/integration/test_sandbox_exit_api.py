@@ -58,6 +58,22 @@ async def api() -> AsyncIterator[Api]:
             await rpc.stop()
 
 
+def network_fee(tx_b64: str) -> int:
+    """5000 lamports a signature plus the priority fee its compute budget instructions ask for."""
+    tx = VersionedTransaction.from_bytes(base64.b64decode(tx_b64))
+    keys = tx.message.account_keys
+    limit, price = 200_000, 0
+    for ix in tx.message.instructions:
+        if str(keys[ix.program_id_index]) != "ComputeBudget111111111111111111111111111111":
+            continue
+        data = bytes(ix.data)
+        if data[0] == 2:
+            limit = int.from_bytes(data[1:5], "little")
+        elif data[0] == 3:
+            price = int.from_bytes(data[1:9], "little")
+    return 5000 * tx.message.header.num_required_signatures + -(-price * limit // 1_000_000)
+
+
 def proof(wallet: Keypair, stamp: int = NOW) -> dict[str, str]:
     message = f"lasersell-register:{wallet.pubkey()}:{stamp}"
     return {
@@ -88,7 +104,8 @@ async def test_keys_are_checked(api: Api) -> None:
     missing = await api.post("/v1/sell", {}, key=None)
     assert missing.status_code == 401 and missing.json()["reason"] == "missing_api_key"
     wrong = await api.post("/v1/sell", {}, key="ls_nope")
-    assert wrong.status_code == 403 and wrong.json() == {
+    assert wrong.status_code == 401 and wrong.json() == {
+        "error": "this API key is not valid",
         "status": "error",
         "reason": "invalid_api_key",
         "message": "this API key is not valid",
@@ -107,7 +124,9 @@ async def test_registration_proof_good_bad_expired(api: Api) -> None:
     other = Keypair()
     forged = {**proof(other), "signature": str(Keypair().sign_message(proof(other)["message"].encode()))}
     bad = await api.post("/v1/wallets/register", forged)
-    assert bad.status_code == 400 and bad.json()["reason"] == "invalid_signature"
+    # openapi: 403 is "Signature verification failed", not a key problem.
+    assert bad.status_code == 403 and bad.json()["reason"] == "invalid_signature"
+    assert "signature verification failed" in bad.json()["error"]
     stale = await api.post("/v1/wallets/register", proof(other, NOW - 301))
     assert stale.status_code == 400 and stale.json()["reason"] == "message_expired"
     future = await api.post("/v1/wallets/register", proof(other, NOW + 301))
@@ -116,7 +135,8 @@ async def test_registration_proof_good_bad_expired(api: Api) -> None:
     assert mismatch.status_code == 400 and mismatch.json()["reason"] == "invalid_message"
     assert not api.accounts.is_registered(api.key, str(other.pubkey()))
     junk = await api.post("/v1/wallets/register", {**proof(other), "signature": "zzz"})
-    assert junk.status_code == 400
+    assert junk.status_code == 403
+    assert not api.accounts.is_registered(api.key, str(other.pubkey()))
 
 
 async def test_registration_uses_wall_clock_by_default() -> None:
@@ -148,7 +168,9 @@ async def test_sell_end_to_end(api: Api) -> None:
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    expected = api.chain.quote_sell(api.mint, tokens)
+    gross = api.chain.quote_sell(api.mint, tokens)
+    # Professional: 0.9 % with a 0.01 SOL minimum, taken from the proceeds.
+    expected = gross - max(gross * 90 // 10_000, 10_000_000)
     assert body["status"] == "ok" and body["route"]["expected_out"] == expected
     assert (
         body["route"]["min_out"] == expected * 9850 // 10_000 and body["route"]["market_type"] == "pump_fun"
@@ -157,7 +179,8 @@ async def test_sell_end_to_end(api: Api) -> None:
     status = await sign_and_send(api, body["tx"], wallet)
     assert status is not None and status.err is None
     assert api.chain.token_balance(wallet.pubkey(), api.mint) == 0
-    assert api.chain.balance(wallet.pubkey()) > before + expected * 0.98
+    fee = network_fee(body["tx"])
+    assert api.chain.balance(wallet.pubkey()) == before + expected - 1000 - fee
 
 
 async def test_sell_that_slips_fails_on_chain(api: Api) -> None:
@@ -200,17 +223,17 @@ async def test_buy_end_to_end(api: Api) -> None:
     status = await sign_and_send(api, reply.json()["tx"], wallet)
     assert status is not None and status.err is None
     assert api.chain.token_balance(wallet.pubkey(), api.mint) == expected
-    legacy_field = await api.post(
+    human = await api.post(
         "/v1/buy",
         {
             "mint": str(api.mint),
             "user_pubkey": str(wallet.pubkey()),
             "slippage_bps": 100,
             "input": "SOL",
-            "amount": 1_000_000,
+            "amount": 0.1,
         },
     )
-    assert legacy_field.status_code == 200
+    assert human.status_code == 200 and human.json()["route"]["amount_in"] == 100_000_000
 
 
 async def test_request_errors(api: Api) -> None:
@@ -277,3 +300,96 @@ async def test_http_server_keeps_connections_alive_and_reads_headers() -> None:
         assert seen == ["k0", "k1", "k2"]
     finally:
         await server.stop()
+
+
+async def test_account_reports_the_tier_and_its_limits(api: Api) -> None:
+    reply = await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": api.key})
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "tier": 1,
+        "tier_name": "tier_1",
+        "limits": {"max_wallets": 5, "max_positions_per_wallet": 100, "max_positions_per_session": 500},
+    }
+    free = api.accounts.issue("free").key
+    answer = (await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": free})).json()
+    assert (answer["tier"], answer["tier_name"], answer["limits"]["max_wallets"]) == (0, "free", 1)
+    refused = await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": "ls_nope"})
+    assert refused.status_code == 401 and refused.json()["error"]
+
+
+async def test_buy_takes_exactly_one_of_amount_and_amount_in_total(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    base = {"mint": str(api.mint), "user_pubkey": str(wallet.pubkey()), "slippage_bps": 100, "input": "SOL"}
+    both = await api.post("/v1/buy", {**base, "amount": 0.1, "amount_in_total": 100_000_000})
+    assert both.status_code == 400
+    assert "exactly one of amount" in both.json()["error"] and "both" in both.json()["error"]
+    neither = await api.post("/v1/buy", base)
+    assert neither.status_code == 400 and "neither" in neither.json()["error"]
+    negative = await api.post("/v1/buy", {**base, "amount": -1})
+    assert negative.status_code == 400 and "positive" in negative.json()["error"]
+    atomic = await api.post("/v1/buy", {**base, "amount_in_total": 100_000_000})
+    human = await api.post("/v1/buy", {**base, "amount": 0.1})
+    assert atomic.json()["route"]["amount_in"] == human.json()["route"]["amount_in"] == 100_000_000
+
+
+async def test_unregistered_wallet_is_removed_once(api: Api) -> None:
+    wallet = Keypair()
+    assert (await api.post("/v1/wallets/register", proof(wallet))).status_code == 200
+    body = {"wallet_pubkey": str(wallet.pubkey())}
+    headers = {"x-api-key": api.key}
+    first = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body, headers=headers)
+    assert first.status_code == 200 and first.json() == {
+        "wallet_pubkey": str(wallet.pubkey()),
+        "removed": True,
+    }
+    assert not api.accounts.is_registered(api.key, str(wallet.pubkey()))
+    second = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body, headers=headers)
+    assert second.json()["removed"] is False
+    nobody = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body)
+    assert nobody.status_code == 401
+
+
+async def test_sell_without_output_is_refused(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    tokens = api.chain.outside_buy(wallet.pubkey(), api.mint, 0.1)
+    reply = await api.post(
+        "/v1/sell",
+        {
+            "mint": str(api.mint),
+            "user_pubkey": str(wallet.pubkey()),
+            "amount_tokens": tokens,
+            "slippage_bps": 100,
+        },
+    )
+    assert reply.status_code == 400 and "output is required" in reply.json()["error"]
+
+
+async def test_usd1_market_buys_and_sells_in_usd1(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    api.chain.fund_usd1(wallet.pubkey(), 50)
+    usd1 = api.chain.usd1_mint
+    mint = api.chain.create_mint("DOLR", 6, 20_000, 1_000_000_000, quote="USD1")
+    base = {"mint": str(mint), "user_pubkey": str(wallet.pubkey()), "slippage_bps": 100}
+    in_sol = await api.post("/v1/buy", {**base, "input": "SOL", "amount": 0.1})
+    assert in_sol.status_code == 422 and "USD1" in in_sol.json()["error"]
+    reply = await api.post("/v1/buy", {**base, "input": "USD1", "amount": 10.0})
+    assert reply.status_code == 200, reply.text
+    route = reply.json()["route"]
+    assert route["amount_in"] == 10_000_000 and route["input_mint"] == str(usd1)  # 10 USD1, 6 decimals
+    status = await sign_and_send(api, reply.json()["tx"], wallet)
+    assert status is not None and status.err is None
+    assert api.chain.token_balance(wallet.pubkey(), usd1) == 40_000_000
+    tokens = api.chain.token_balance(wallet.pubkey(), mint)
+    assert tokens == route["expected_out"] > 0
+    sold = await api.post("/v1/sell", {**base, "amount_tokens": tokens, "output": "USD1"})
+    assert sold.status_code == 200, sold.text
+    gross = api.chain.quote_sell(mint, tokens)
+    assert sold.json()["route"]["expected_out"] == gross - gross * 90 // 10_000  # USD1: percentage only
+    status = await sign_and_send(api, sold.json()["tx"], wallet)
+    assert status is not None and status.err is None
+    assert api.chain.token_balance(wallet.pubkey(), usd1) == 40_000_000 + gross - gross * 90 // 10_000
+    too_much = await api.post("/v1/buy", {**base, "input": "USD1", "amount": 1000.0})
+    assert too_much.status_code == 422 and too_much.json()["reason"] == "insufficient_balance"

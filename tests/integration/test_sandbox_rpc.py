@@ -10,7 +10,9 @@ from typing import Any
 import base58
 import httpx
 import pytest
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 from solders.rpc.responses import (
     GetAccountInfoJsonParsedResp,
     GetAccountInfoResp,
@@ -28,6 +30,7 @@ from solders.rpc.responses import (
     SendTransactionResp,
     SimulateTransactionResp,
 )
+from solders.token.state import TokenAccount
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionConfirmationStatus
 
@@ -200,7 +203,7 @@ async def test_preflight_errors_have_node_shapes(node: Node) -> None:
     )
     assert refused["id"] == 9 and refused["error"]["code"] == -32002
     assert refused["error"]["message"].endswith("custom program error: 0x1773")
-    assert refused["error"]["data"]["err"] == {"InstructionError": [3, {"Custom": 6003}]}
+    assert refused["error"]["data"]["err"] == {"InstructionError": [2, {"Custom": 6003}]}
     simulated = SimulateTransactionResp.from_json(
         await node.call("simulateTransaction", b64(tx), {"encoding": "base64"})
     )
@@ -273,3 +276,169 @@ async def test_protocol_errors_batches_and_fault_hook(node: Node) -> None:
         {"jsonrpc": "2.0", "id": 1, "method": "getTransaction", "params": [str(tx.signatures[0])]}
     )
     assert v0_without_version["error"]["code"] == -32015
+
+
+async def test_simulate_with_accounts_shows_the_state_after_the_router_sell(node: Node) -> None:
+    chain = node.chain
+    mint = chain.create_mint("POPCAT", 6, 30, 1_000_000_000)
+    wallet = Keypair()
+    chain.fund(wallet.pubkey(), 1)
+    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.5)
+    tx = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100).message, [wallet])
+    ata = chain.ata(wallet.pubkey(), mint)
+    nobody = Keypair().pubkey()
+    config = {
+        "encoding": "base64",
+        "accounts": {"addresses": [str(ata), str(wallet.pubkey()), str(nobody)], "encoding": "base64"},
+        "innerInstructions": True,
+    }
+    simulated = SimulateTransactionResp.from_json(await node.call("simulateTransaction", b64(tx), config))
+    value = simulated.value
+    assert value.err is None
+    after_ata, after_wallet, missing = value.accounts
+    assert TokenAccount.from_bytes(bytes(after_ata.data)[:165]).amount == 0
+    assert after_wallet.lamports > chain.balance(wallet.pubkey())  # the proceeds, net of every fee
+    assert missing is None
+    router_legs = [group for group in value.inner_instructions if group.index == 2]
+    assert router_legs and router_legs[0].instructions
+    parsed = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "simulateTransaction",
+            "params": [
+                b64(tx),
+                {"encoding": "base64", "accounts": {"addresses": [str(ata)], "encoding": "jsonParsed"}},
+            ],
+        }
+    )
+    info = parsed["result"]["value"]["accounts"][0]["data"]["parsed"]["info"]
+    assert info["tokenAmount"]["amount"] == "0" and info["owner"] == str(wallet.pubkey())
+    assert chain.token_balance(wallet.pubkey(), mint) == tokens  # a simulation writes nothing
+    too_many = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "simulateTransaction",
+            "params": [b64(tx), {"encoding": "base64", "accounts": {"addresses": [str(ata)] * 40}}],
+        }
+    )
+    assert too_many["error"]["code"] == -32602 and "Too many accounts" in too_many["error"]["message"]
+
+
+async def test_sig_verify_and_replace_recent_blockhash(node: Node) -> None:
+    chain = node.chain
+    mint = chain.create_mint("MEW", 6, 30, 1_000_000_000)
+    wallet = Keypair()
+    chain.fund(wallet.pubkey(), 1)
+    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.2)
+    unsigned = chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100)
+    bad = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "simulateTransaction",
+            "params": [b64(unsigned), {"encoding": "base64", "sigVerify": True}],
+        }
+    )
+    assert bad["error"]["code"] == -32003
+    # Without sigVerify the unsigned transaction simulates: that is how a wallet previews it.
+    preview = SimulateTransactionResp.from_json(
+        await node.call("simulateTransaction", b64(unsigned), {"encoding": "base64"})
+    )
+    assert preview.value.err is None
+    chain.advance_slots(200)
+    stale = SimulateTransactionResp.from_json(
+        await node.call("simulateTransaction", b64(unsigned), {"encoding": "base64"})
+    )
+    assert stale.value.err is not None and stale.value.replacement_blockhash is None
+    replaced = SimulateTransactionResp.from_json(
+        await node.call(
+            "simulateTransaction", b64(unsigned), {"encoding": "base64", "replaceRecentBlockhash": True}
+        )
+    )
+    blockhash, last_valid = chain.latest_blockhash()
+    assert replaced.value.err is None
+    assert replaced.value.replacement_blockhash.blockhash == blockhash
+    assert replaced.value.replacement_blockhash.last_valid_block_height == last_valid
+    both = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "simulateTransaction",
+            "params": [
+                b64(unsigned),
+                {"encoding": "base64", "sigVerify": True, "replaceRecentBlockhash": True},
+            ],
+        }
+    )
+    assert both["error"]["code"] == -32602
+
+
+async def test_get_transaction_reports_the_lookup_table_and_loaded_addresses(node: Node) -> None:
+    chain = node.chain
+    mint = chain.create_mint("SLERF", 6, 30, 1_000_000_000)
+    wallet = Keypair()
+    chain.fund(wallet.pubkey(), 1)
+    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.2)
+    tx = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100).message, [wallet])
+    await node.call("sendTransaction", b64(tx), {"encoding": "base64"})
+    pool = chain.pool(mint)
+    raw = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "getTransaction",
+            "params": [str(tx.signatures[0]), {"encoding": "json", "maxSupportedTransactionVersion": 0}],
+        }
+    )
+    result = raw["result"]
+    assert result["version"] == 0
+    (lookup,) = result["transaction"]["message"]["addressTableLookups"]
+    assert lookup["accountKey"] == str(pool.lookup_table)
+    loaded = result["meta"]["loadedAddresses"]
+    assert str(pool.token_account) in loaded["writable"]
+    keys = result["transaction"]["message"]["accountKeys"] + loaded["writable"] + loaded["readonly"]
+    assert len(keys) == len(result["meta"]["preBalances"]) == len(result["meta"]["postBalances"])
+    pool_index = keys.index(str(pool.address))
+    assert result["meta"]["postBalances"][pool_index] < result["meta"]["preBalances"][pool_index]
+    typed = GetTransactionResp.from_json(json.dumps(raw))
+    assert typed.value.transaction.meta.loaded_addresses.writable[0] in [Pubkey.from_string(k) for k in keys]
+    for encoding in ("json", "base64"):
+        refused = await node.raw(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "getTransaction",
+                "params": [str(tx.signatures[0]), {"encoding": encoding}],
+            }
+        )
+        assert refused["error"]["code"] == -32015
+
+
+async def test_a_lookup_table_reads_back_in_its_on_chain_layout(node: Node) -> None:
+    chain = node.chain
+    mint = chain.create_mint("BOME", 6, 30, 1_000_000_000)
+    pool = chain.pool(mint)
+    info = GetAccountInfoResp.from_json(
+        await node.call("getAccountInfo", str(pool.lookup_table), {"encoding": "base64"})
+    )
+    assert str(info.value.owner) == "AddressLookupTab1e1111111111111111111111111"
+    data = bytes(info.value.data)
+    assert data[:4] == (1).to_bytes(4, "little") and data[4:12] == b"\xff" * 8
+    table = AddressLookupTable.deserialize(data)
+    assert list(table.addresses) == [
+        Pubkey.from_bytes(data[56 + 32 * i : 88 + 32 * i]) for i in range((len(data) - 56) // 32)
+    ]
+    assert pool.token_account in table.addresses
+    parsed = await node.raw(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "getAccountInfo",
+            "params": [str(pool.lookup_table), {"encoding": "jsonParsed"}],
+        }
+    )
+    assert parsed["result"]["value"]["data"]["parsed"]["info"]["addresses"] == [
+        str(a) for a in table.addresses
+    ]

@@ -48,6 +48,26 @@ async def test_services_answer_and_terminal_commands_drive_the_chain() -> None:
             await sandbox.control("drain", ["lots"], chat)
 
 
+async def test_terminal_usd1_market_refusals_and_hostile_exits() -> None:
+    async with SandboxServices(seed=6) as sandbox:
+        chat = Chat()
+        key = sandbox.accounts.issue("professional").key
+        wallet = str(sandbox.chain.keypair("terminal-trader").pubkey())
+        sandbox.accounts.register_wallet(key, wallet)
+        help_text = await sandbox.control("help", [], chat)
+        assert "USD1" in help_text and "!hostile" in help_text and "!refuse" in help_text
+        assert "added 250 USD1" in await sandbox.control("fund", ["250", "usd1"], chat)
+        assert sandbox.chain.token_balance(wallet, sandbox.chain.usd1_mint) == 250_000_000
+        assert "5,000 USD1" in await sandbox.control("mint", ["dolr", "USD1"], chat)
+        assert "for 20 USD1" in await sandbox.control("buy", ["20"], chat)
+        with pytest.raises(ValueError, match="SOL or USD1"):
+            await sandbox.control("mint", ["x", "EUR"], chat)
+        with pytest.raises(ValueError, match="no live position"):
+            await sandbox.control("hostile", ["steal_sol"], chat)
+        assert "next 2 connection" in await sandbox.control("refuse", ["2"], chat)
+        assert sandbox.stream.faults.refuse_sessions == 2
+
+
 def test_same_seed_same_sandbox() -> None:
     first, second = SandboxServices(seed=9), SandboxServices(seed=9)
     assert first.telegram.token == second.telegram.token
