@@ -152,7 +152,12 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         try:
             saved = await services.accounts.set_strategy(update.effective_user.id, draft)
         except StrategyError as exc:
-            await answer(update, str(exc)[:190], alert=True)
+            # an alert holds 200 characters: the whole reason goes into the editor's message
+            await answer(update, "Not saved: see what to change in the message.", alert=True)
+            await edit_or_reply(
+                update, describe(draft, "Editing your strategy (not saved yet)") + f"\n\n❌ Not saved: {esc(exc)}.",
+                editor_markup(draft),
+            )
             return
         context.user_data.pop(DRAFT, None)
         await answer(update, "Saved")

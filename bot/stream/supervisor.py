@@ -250,12 +250,13 @@ class StreamSupervisor:
             position_account=lambda number: worker.accounts.get(number), **self.client_options,
         )
         worker = Worker(user_id, user.chat_id, client, wanted)
-        for position in await self.positions.open_for(user_id):
+        open_positions = await self.positions.open_for(user_id)
+        for position in open_positions:
             worker.remember(position.position_id, position.token_account)
         self.workers[user_id] = worker
         worker.task = asyncio.create_task(self._consume(worker), name=f"stream-consumer-{user_id}")
         await client.start()
-        for position in await self.positions.open_for(user_id):
+        for position in open_positions:
             self._arm_deadline(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
             if position.card_message_id is not None:
                 self.alerts.track_card(user_id, position.position_id)
