@@ -42,3 +42,20 @@ async def test_strategy_a_bad_ladder_and_a_guard_only_strategy_are_refused_with_
     assert "the liquidity guard alone do not count" in guard_only["text"]
     shown = await chat.send("/strategy", expect=r"Your exit strategy")
     assert "Liquidity guard: off" in shown["text"] and "not an exit" in shown["text"]
+
+
+async def test_strategy_the_editor_refuses_a_strategy_with_no_exit_and_says_why(harness: Harness) -> None:
+    chat = await harness.user("Ann")
+    await chat.send("/start", expect=r"1/3")
+    await chat.send("/strategy", expect=r"Your exit strategy")
+    await chat.press(r"^Edit$", expect=r"Editing your strategy")
+    await chat.press(r"^Take profit: 6%", expect=r"Take profit: off")
+    await chat.press(r"^Stop loss: 10%", expect=r"Stop loss: off")
+    await chat.press(r"^Deadline: 45 s", expect=r"Deadline: off")
+    guard = await chat.press(r"^Liquidity guard", expect=r"Liquidity guard: on")
+    assert guard is not None and "Liquidity guard (check the pool before an exit): on" in chat.buttons(guard)
+    refused = await chat.press(r"Done", expect=r"Not saved")
+    assert refused is not None
+    assert "at least one of take profit (tp), stop loss (sl), trailing stop (trail) or a deadline" in refused["text"]
+    shown = await chat.send("/strategy", expect=r"Your exit strategy")
+    assert "Take profit: +6%" in shown["text"]  # nothing was saved
