@@ -32,6 +32,7 @@ from bot.stream.client import (
     CONNECTING,
     NEEDS_ATTENTION,
     RECONNECTING,
+    STOPPED,
     StreamClient,
     StreamConfig,
     describe_error,
@@ -85,7 +86,9 @@ class Worker:
     connection: int = 0  # the client connection whose hello_ok the consumer handled last
     asked: dict[int, int] = field(default_factory=dict)  # position number -> connection its exit was asked on
     down_since: float | None = None
+    down_reason: str | None = None  # why the last attempt failed, for the down notice
     down_timer: asyncio.TimerHandle | None = None
+    up_timer: asyncio.TimerHandle | None = None
     reask_timer: asyncio.TimerHandle | None = None
     told_down: bool = False
     errors_shown: dict[str, float] = field(default_factory=dict)  # error code -> when it was last shown
@@ -112,6 +115,7 @@ class StreamSupervisor:
         start_jitter_s: float = 2.0,
         client_options: dict[str, Any] | None = None,
         down_notice_after_s: float = 60.0,
+        up_after_s: float = 2.0,
         reask_after_s: float = 5.0,
         error_repeat_s: float = 600.0,
     ) -> None:
@@ -122,6 +126,7 @@ class StreamSupervisor:
         self.start_jitter_s = start_jitter_s
         self.client_options = client_options or {}
         self.down_notice_after_s = down_notice_after_s  # tell the trader once a stream is down this long
+        self.up_after_s = up_after_s  # a reconnected stream counts as back once it stays up this long
         self.reask_after_s = reask_after_s  # after a reconnect, re-ask exits not re-announced by then
         self.error_repeat_s = error_repeat_s  # the same stream error is shown at most once in this long
         self.positions = Positions(services.db)
@@ -267,7 +272,7 @@ class StreamSupervisor:
         for handle in worker.deadlines.values():
             handle.cancel()
         worker.deadlines.clear()
-        for timer in (worker.down_timer, worker.reask_timer):
+        for timer in (worker.down_timer, worker.up_timer, worker.reask_timer):
             if timer is not None:
                 timer.cancel()
         await worker.client.stop(timeout=timeout / 2)
@@ -282,18 +287,10 @@ class StreamSupervisor:
         loop = asyncio.get_running_loop()
         if state == CONNECTED:
             worker.told_attention = False
-            if worker.down_timer is not None:
-                worker.down_timer.cancel()
-                worker.down_timer = None
-            if worker.told_down:
-                down_for = time.monotonic() - (worker.down_since or time.monotonic())
-                self.alerts.text(
-                    worker.chat_id,
-                    f"✅ <b>Your LaserSell stream is back</b> after {_duration(down_for)} down. Exit signals flow again.",
-                    Priority.URGENT,
-                )
-            worker.told_down = False
-            worker.down_since = None
+            # Up only once it stays up a moment: a server that accepts and hangs up at once is still down.
+            if worker.up_timer is not None:
+                worker.up_timer.cancel()
+            worker.up_timer = loop.call_later(self.up_after_s, self._confirm_up, worker)
             # The new session re-announces positions and their exits are re-asked then; this catches a
             # position it does not announce in time.
             if worker.reask_timer is not None:
@@ -302,8 +299,13 @@ class StreamSupervisor:
                 self.reask_after_s, lambda: asyncio.ensure_future(self._reask_waiting(worker))
             )
         elif state in (CONNECTING, RECONNECTING):
+            if worker.up_timer is not None:
+                worker.up_timer.cancel()
+                worker.up_timer = None
             if worker.down_since is None:
                 worker.down_since = time.monotonic()
+            if reason:
+                worker.down_reason = reason
             if worker.down_timer is None and not worker.told_down:
                 worker.down_timer = loop.call_later(self.down_notice_after_s, self._tell_down, worker)
         elif state == NEEDS_ATTENTION:
@@ -319,15 +321,36 @@ class StreamSupervisor:
                     Priority.URGENT,
                 )
 
+    def _confirm_up(self, worker: Worker) -> None:
+        from bot.notify.outbox import Priority
+
+        worker.up_timer = None
+        if self.workers.get(worker.user_id) is not worker or worker.client.state != CONNECTED:
+            return
+        if worker.down_timer is not None:
+            worker.down_timer.cancel()
+            worker.down_timer = None
+        if worker.told_down:
+            down_for = time.monotonic() - (worker.down_since or time.monotonic()) - self.up_after_s
+            self.alerts.text(
+                worker.chat_id,
+                f"✅ <b>Your LaserSell stream is back</b> after {_duration(down_for)} down. Exit signals flow again.",
+                Priority.URGENT,
+            )
+        worker.told_down = False
+        worker.down_since = None
+        worker.down_reason = None
+
     def _tell_down(self, worker: Worker) -> None:
         """Once per outage, when the stream has been down for `down_notice_after_s`."""
         from bot.notify.outbox import Priority
 
         worker.down_timer = None
-        if self.workers.get(worker.user_id) is not worker or worker.client.state not in (CONNECTING, RECONNECTING):
+        # not confirmed up since it went down (a connection that is hung up at once does not count)
+        if self.workers.get(worker.user_id) is not worker or worker.client.state in (NEEDS_ATTENTION, STOPPED):
             return
         worker.told_down = True
-        reason = worker.client.reason or "the LaserSell stream cannot be reached"
+        reason = worker.down_reason or "the LaserSell stream cannot be reached"
         self.alerts.text(
             worker.chat_id,
             f"⚠️ <b>Your LaserSell stream has been down for over {_duration(self.down_notice_after_s)}</b>: "

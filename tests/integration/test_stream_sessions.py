@@ -83,6 +83,7 @@ class Peer:
     def __init__(self, greet: Greeting) -> None:
         self.greet = greet
         self.in_use = False
+        self.hang_up_after_hello = False  # accept, greet, then refuse the configure and hang up
         self.sessions: list[Session] = []
         self.attempts = 0
         self.attempted = asyncio.Event()
@@ -95,6 +96,12 @@ class Peer:
             await ws.recv()
             await ws.send(json.dumps({"type": "error", "code": "session_limit", "message": "this key is in use"}))
             await ws.close(1008, "session_limit")
+            return
+        if self.hang_up_after_hello:
+            await ws.send(json.dumps(hello(0)))
+            await ws.recv()
+            await ws.send(json.dumps({"type": "error", "code": "wallet_not_registered", "message": "register it"}))
+            await ws.close()
             return
         session = Session(ws)
         try:
@@ -339,5 +346,28 @@ async def test_stream_a_short_blip_is_not_told_to_the_trader(db: Database) -> No
             # the next thing the trader would read after the blip: a sell they ask for goes out at once
             assert await bot.supervisor.request_exit(USER, 1) is True
             assert not bot.chat.matching("down for over") and not bot.chat.matching("stream is back")
+        finally:
+            await bot.supervisor.stop_all(timeout=2)
+
+
+async def test_stream_a_server_that_hangs_up_right_after_hello_counts_as_down_and_is_told_once(
+    db: Database,
+) -> None:
+    async def greet(session: Session, index: int) -> None:
+        await session.send(hello(index + 1))
+
+    async with Peer(greet) as peer:
+        peer.hang_up_after_hello = True
+        bot = await start_bot(db, peer, Strategy(), down_notice_after_s=0.8)
+        try:
+            notice = await bot.chat.wait_text("down for over")
+            assert "not registered" in notice  # what LaserSell said, with what to do
+            await peer.wait_attempts(peer.attempts + 3)
+            peer.hang_up_after_hello = False
+            await bot.chat.wait_text("stream is back</b>")
+            assert len(bot.chat.matching("down for over")) == 1
+            assert len(bot.chat.matching("stream is back</b>")) == 1
+            # LaserSell's own words arrived with each short session: shown once, not on every retry
+            assert len(bot.chat.matching("not registered with LaserSell")) == 2  # the notice and one error
         finally:
             await bot.supervisor.stop_all(timeout=2)
