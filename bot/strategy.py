@@ -26,7 +26,7 @@ class Strategy:
     take_profit_pct: float = 6.0  # 0 = off
     stop_loss_pct: float = 10.0  # 0 = off
     trailing_stop_pct: float = 0.0
-    deadline_s: int = 45  # 0 = off; runs on the bot, not on the wire
+    deadline_s: int = 45  # 0 = off; the bot runs the timer (on `configure` only when it is the one exit)
     sell_on_graduation: bool = False
     liquidity_guard: bool = False
     breakeven_trail_pct: float = 0.0
