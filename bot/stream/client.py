@@ -644,7 +644,7 @@ class StreamClient:
         """The current session's id for the position in this token account, once it was announced."""
         return self._session_ids.get(token_account)
 
-    # Each helper returns True if sent now. Config updates made while down are applied by the next
+    # Each method below returns True if sent now. Config updates made while down are applied by the next
     # connection (False); one-shot requests are not kept (False): re-ask once connected.
 
     async def update_strategy(self, strategy: Mapping[str, Any]) -> bool:
