@@ -188,5 +188,6 @@ COMMANDS = [
     Command("strategy", "Your exit strategy: see it, edit it, or set it in one line (guard on = check pool "
             "liquidity before an exit)", strategy_command, section="Setup", usage=ONE_LINE_USAGE),
     Command("ladder", "Take-profit ladder: each level sells a share of what is left", ladder_command,
-            section="Setup", usage="/ladder 25:30 50:50 100:100"),
+            section="Setup", usage="/ladder 25:30 50:50 100:100 (30% at +25%, half of the rest at +50%, the rest at "
+            "+100%)"),
 ]
