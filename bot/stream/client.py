@@ -198,6 +198,8 @@ class StreamClient:
         self.hello_timeout = hello_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        # a connection that stayed up this long starts the backoff again from its first step (one that a
+        # server accepts and drops at once keeps backing off, up to the cap)
         self.healthy_after = healthy_after
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
