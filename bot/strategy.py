@@ -14,9 +14,11 @@ class StrategyError(ValueError):
 
 @dataclass(frozen=True)
 class Level:
+    """One take-profit level: at `profit_pct` sell `sell_pct` % of what REMAINS of the position."""
+
     profit_pct: float
     sell_pct: float
-    trailing_stop_pct: float = 0.0
+    trailing_stop_pct: float = 0.0  # > 0: from that profit on, sell once the price falls this far from its peak
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Strategy:
     take_profit_pct: float = 6.0  # 0 = off
     stop_loss_pct: float = 10.0  # 0 = off
     trailing_stop_pct: float = 0.0
-    deadline_s: int = 45  # 0 = off; runs on the bot, not on the wire
+    deadline_s: int = 45  # 0 = off; the bot runs the timer (on `configure` only when it is the one exit)
     sell_on_graduation: bool = False
     liquidity_guard: bool = False
     breakeven_trail_pct: float = 0.0
@@ -32,44 +34,76 @@ class Strategy:
 
     # --- validation -------------------------------------------------------------------------------------
     def validated(self) -> Strategy:
-        _pct("take profit (tp)", self.take_profit_pct, 10000, allow_off=True)
-        _pct("stop loss (sl)", self.stop_loss_pct, 100, allow_off=True)
-        _pct("trailing stop (trail)", self.trailing_stop_pct, 10000, allow_off=True)
-        _pct("breakeven trail (breakeven)", self.breakeven_trail_pct, 10000, allow_off=True)
+        """The strategy if LaserSell would accept it (and the bot can run its deadline), else StrategyError.
+
+        The rules are the stream's: percentages are finite and not negative, a loss or a trail from a
+        peak is below 100 %, ladder levels rise in profit and each sells (0, 100] % of what is left,
+        and at least one of take profit, stop loss, trailing stop or the deadline is above 0.
+        """
+        _pct("take profit (tp)", self.take_profit_pct, None, allow_off=True)
+        _pct("stop loss (sl)", self.stop_loss_pct, 100, allow_off=True, below=True)
+        _pct("trailing stop (trail)", self.trailing_stop_pct, 100, allow_off=True, below=True)
+        _pct("breakeven trail (breakeven)", self.breakeven_trail_pct, 100, allow_off=True, below=True)
         if not isinstance(self.deadline_s, int) or not 0 <= self.deadline_s <= 86400:
             raise StrategyError(f"deadline {self.deadline_s!r} is out of range: use 0 (off) to 86400 seconds")
+        if len(self.ladder) > MAX_LEVELS:
+            raise StrategyError(f"{len(self.ladder)} ladder levels is too many: use at most {MAX_LEVELS}")
         previous = 0.0
-        total = 0.0
         for index, level in enumerate(self.ladder, start=1):
-            _pct(f"ladder level {index} profit", level.profit_pct, 10000, allow_off=False)
+            _pct(f"ladder level {index} profit", level.profit_pct, None, allow_off=False)
             _pct(f"ladder level {index} sell", level.sell_pct, 100, allow_off=False)
-            _pct(f"ladder level {index} trail", level.trailing_stop_pct, 10000, allow_off=True)
+            _pct(f"ladder level {index} trail", level.trailing_stop_pct, 100, allow_off=True, below=True)
             if level.profit_pct <= previous:
                 raise StrategyError(
                     f"ladder level {index} profit {_num(level.profit_pct)}% must be higher than the level before "
                     f"({_num(previous)}%): list levels in increasing profit"
                 )
+            if level.sell_pct >= 100 and index < len(self.ladder):
+                # selling 100 % of what is left empties the position: a later level would have nothing to sell
+                raise StrategyError(
+                    f"ladder level {index} sells 100% of what is left, so the levels after it would sell nothing: "
+                    "only the last level may sell 100%"
+                )
             previous = level.profit_pct
-            total += level.sell_pct
-        if total > 100 + 1e-9:
-            raise StrategyError(f"ladder sells add up to {_num(total)}%: they may add up to at most 100%")
+        if self.ladder and 0 < self.take_profit_pct <= self.ladder[-1].profit_pct:
+            # LaserSell's take profit stays a hard cap over the ladder: at or below a level it sells everything first
+            raise StrategyError(
+                f"take profit +{_num(self.take_profit_pct)}% would sell the whole position before the ladder's "
+                f"level at +{_num(self.ladder[-1].profit_pct)}%: turn it off (tp 0) or set it above "
+                f"{_num(self.ladder[-1].profit_pct)}"
+            )
         if not self.has_stream_exit():
             raise StrategyError(
-                "no exit condition is on: turn on at least one of take profit, stop loss, trailing stop, "
-                "ladder, sell on graduation, liquidity guard or breakeven trail"
+                "no exit condition is on: LaserSell needs at least one of take profit (tp), stop loss (sl), "
+                "trailing stop (trail) or a deadline above 0 (a ladder, sell on graduation, breakeven trail or "
+                "the liquidity guard alone do not count)"
             )
         return self
 
     def has_stream_exit(self) -> bool:
-        return bool(
-            self.take_profit_pct
-            or self.stop_loss_pct
-            or self.trailing_stop_pct
-            or self.ladder
-            or self.sell_on_graduation
-            or self.liquidity_guard
-            or self.breakeven_trail_pct
-        )
+        """LaserSell's rule for a valid strategy: take profit, stop loss, trailing stop or deadline above 0.
+
+        The liquidity guard only decides when an exit may be built, so it never counts as one.
+        """
+        return bool(self.take_profit_pct > 0 or self.stop_loss_pct > 0 or self.trailing_stop_pct > 0 or self.deadline_s > 0)
+
+    def wire_has_exit(self) -> bool:
+        """Whether the wire strategy alone (without the deadline, which is not in it) has an exit condition."""
+        return bool(self.take_profit_pct > 0 or self.stop_loss_pct > 0 or self.trailing_stop_pct > 0)
+
+    def ladder_shares(self) -> list[tuple[float, float]]:
+        """For each level: (share of the original position it sells, share sold in all once it has fired).
+
+        A level sells `sell_pct` of what REMAINS when it fires, so 25:30 50:50 100:100 sells 30 %, then
+        35 % (half of the 70 % left), then the last 35 %.
+        """
+        remaining = 100.0
+        shares = []
+        for level in self.ladder:
+            sold = remaining * level.sell_pct / 100
+            remaining -= sold
+            shares.append((sold, 100.0 - remaining))
+        return shares
 
     # --- forms ------------------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
@@ -105,30 +139,52 @@ class Strategy:
         return cls(**data)
 
     def describe(self) -> list[str]:
-        """The strategy in plain words, one line a condition."""
+        """The strategy in plain words, one line a condition (ladder levels one line each)."""
         lines = []
         if self.ladder:
-            steps = ", ".join(
-                f"at +{_num(lv.profit_pct)}% sell {_num(lv.sell_pct)}%"
-                + (f" (trail {_num(lv.trailing_stop_pct)}%)" if lv.trailing_stop_pct else "")
-                for lv in self.ladder
-            )
-            lines.append(f"Take-profit ladder: {steps}")
+            lines.append("Take-profit ladder: each level sells a share of what is left when it fires")
+            for level, (_sold, total) in zip(self.ladder, self.ladder_shares(), strict=True):
+                what = "the rest" if level.sell_pct >= 100 else f"{_num(level.sell_pct)}% of what's left"
+                how = (
+                    f" once it falls {_num(level.trailing_stop_pct)}% from its peak after that"
+                    if level.trailing_stop_pct
+                    else ""
+                )
+                lines.append(
+                    f"  at +{_num(level.profit_pct)}% sell {what}{how} ({_share(total)}% of the position sold by then)"
+                )
+            if self.take_profit_pct:
+                lines.append(f"Take profit: at +{_num(self.take_profit_pct)}% sell whatever is left of the ladder")
         else:
             lines.append(f"Take profit: {'+' + _num(self.take_profit_pct) + '%' if self.take_profit_pct else 'off'}")
         lines.append(f"Stop loss: {'-' + _num(self.stop_loss_pct) + '%' if self.stop_loss_pct else 'off'}")
         lines.append(
-            f"Trailing stop: {_num(self.trailing_stop_pct) + '% below the peak' if self.trailing_stop_pct else 'off'}"
+            "Trailing stop: "
+            + (f"{_num(self.trailing_stop_pct)}% below the peak, once in profit" if self.trailing_stop_pct else "off")
         )
         lines.append(f"Deadline: {_duration(self.deadline_s) + ' after the buy' if self.deadline_s else 'off'}")
         lines.append(f"Sell on graduation: {'on' if self.sell_on_graduation else 'off'}")
-        lines.append(f"Liquidity guard: {'on' if self.liquidity_guard else 'off'}")
+        lines.append(
+            "Liquidity guard: "
+            + (LIQUIDITY_GUARD_ON if self.liquidity_guard else "off (exits are built whatever the pool's liquidity)")
+        )
         lines.append(
             "Breakeven trail: "
-            + (f"after +{_num(self.breakeven_trail_pct)}%, exit if back to entry" if self.breakeven_trail_pct else "off")
+            + (
+                f"once the position breaks even, exit if it falls {_num(self.breakeven_trail_pct)}% below entry"
+                if self.breakeven_trail_pct
+                else "off"
+            )
         )
         return lines
 
+
+MAX_LEVELS = 10
+# What the guard does, in the words every strategy summary uses: it is a check on exits, not a trigger.
+LIQUIDITY_GUARD_ON = (
+    "on: LaserSell checks the pool's liquidity before it builds an exit and holds the exit back while the "
+    "pool is too thin to take the sell (it never starts an exit by itself)"
+)
 
 DEFAULT_STRATEGY = Strategy()
 
@@ -144,14 +200,17 @@ KEYWORDS: dict[str, tuple[str, str]] = {
 }
 # allowed values in words, for errors about a value that is not a number at all
 RANGES: dict[str, str] = {
-    "tp": "more than 0 and at most 10000 (0 or off turns it off)",
-    "sl": "more than 0 and at most 100 (0 or off turns it off)",
-    "trail": "more than 0 and at most 10000 (0 or off turns it off)",
-    "breakeven": "more than 0 and at most 10000 (0 or off turns it off)",
+    "tp": "a number above 0 (0 or off turns it off)",
+    "sl": "more than 0 and below 100 (0 or off turns it off)",
+    "trail": "more than 0 and below 100 (0 or off turns it off)",
+    "breakeven": "more than 0 and below 100 (0 or off turns it off)",
     "deadline": "whole seconds from 0 (off) to 86400",
 }
 ONE_LINE_USAGE = "/strategy tp 25 sl 10 trail 5 deadline 120 graduation on guard off breakeven 3"
-LADDER_USAGE = "/ladder 25:30 50:50 100:100  (profit%:sell%, optional :trail%; /ladder off to clear)"
+LADDER_USAGE = (
+    "/ladder 25:30 50:50 100:100  (profit%:sell% of what is left, optional :trail%; the last level at 100 sells "
+    "the rest; /ladder off to clear)"
+)
 
 
 def apply_one_line(current: Strategy, args: list[str]) -> Strategy:
@@ -183,13 +242,14 @@ def parse_ladder(current: Strategy, args: list[str]) -> Strategy:
         if len(parts) not in (2, 3):
             raise StrategyError(f"ladder level {index} {item!r} is not profit%:sell% (or profit%:sell%:trail%)")
         numbers = [
-            _number(f"ladder level {index}", p.rstrip("%"), "percent numbers like 25:30 (profit%:sell%, sell at most 100)")
+            _number(f"ladder level {index}", p.rstrip("%"), "percent numbers like 25:30 (profit%:sell% of what is left)")
             for p in parts
         ]
         levels.append(Level(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0.0))
-    if len(levels) > 10:
-        raise StrategyError(f"{len(levels)} ladder levels is too many: use at most 10")
-    return replace(current, ladder=tuple(levels)).validated()
+    take_profit = current.take_profit_pct
+    if levels and take_profit and take_profit <= max(level.profit_pct for level in levels):
+        take_profit = 0.0  # a take profit below the ladder would sell everything first: the ladder takes over
+    return replace(current, ladder=tuple(levels), take_profit_pct=take_profit).validated()
 
 
 def _parse_value(key: str, raw: str, kind: str) -> Any:
@@ -221,20 +281,29 @@ def _number(name: str, raw: str, allowed: str = "") -> float:
     return value
 
 
-def _pct(name: str, value: float, upper: float, *, allow_off: bool) -> None:
-    if not isinstance(value, int | float) or not math.isfinite(value):
+def _pct(name: str, value: float, upper: float | None, *, allow_off: bool, below: bool = False) -> None:
+    """`value` is off (0, when allowed) or above 0 and at most `upper` (below it when `below`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise StrategyError(f"{name} {value!r} is not a finite number")
     if allow_off and value == 0:
         return
-    if not 0 < value <= upper:
+    too_high = upper is not None and (value >= upper if below else value > upper)
+    if value <= 0 or too_high:
+        if upper is None:
+            allowed = "a number above 0"
+        else:
+            allowed = f"more than 0 and {'below' if below else 'at most'} {_num(upper)}"
         raise StrategyError(
-            f"{name} {_num(value)}% is out of range: use more than 0 and at most {_num(upper)}"
-            + (" (0 or off turns it off)" if allow_off else "")
+            f"{name} {_num(value)}% is out of range: use {allowed}" + (" (0 or off turns it off)" if allow_off else "")
         )
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
+
+
+def _share(value: float) -> str:
+    return f"{round(value, 1):g}"
 
 
 def _duration(seconds: int) -> str:

@@ -16,13 +16,27 @@ DRAFT = "strategy_draft"
 
 # editor rows: key -> (field, label, step, lowest on-value, highest, default when turned on)
 STEPPERS: dict[str, tuple[str, str, float, float, float, float]] = {
-    "tp": ("take_profit_pct", "Take profit", 5, 1, 10000, 25),
-    "sl": ("stop_loss_pct", "Stop loss", 1, 1, 100, 10),
-    "tr": ("trailing_stop_pct", "Trailing stop", 1, 1, 10000, 5),
+    "tp": ("take_profit_pct", "Take profit", 5, 1, 100000, 25),
+    "sl": ("stop_loss_pct", "Stop loss", 1, 1, 99, 10),  # a loss, or a fall from a peak, stays below 100 %
+    "tr": ("trailing_stop_pct", "Trailing stop", 1, 1, 99, 5),
     "dl": ("deadline_s", "Deadline", 15, 15, 86400, 45),
-    "be": ("breakeven_trail_pct", "Breakeven trail", 1, 1, 10000, 3),
+    "be": ("breakeven_trail_pct", "Breakeven trail", 1, 1, 99, 3),
 }
-TOGGLES: dict[str, tuple[str, str]] = {"gr": ("sell_on_graduation", "Sell on graduation"), "lg": ("liquidity_guard", "Liquidity guard")}
+TOGGLES: dict[str, tuple[str, str]] = {
+    "gr": ("sell_on_graduation", "Sell on graduation"),
+    "lg": ("liquidity_guard", "Liquidity guard (check the pool before an exit)"),
+}
+# the answer to a toggle tap, so the trader learns what the switch does where they flip it
+TOGGLE_NOTES: dict[str, str] = {
+    "lg": "Liquidity guard: LaserSell checks the pool's liquidity before building an exit and holds it back while "
+    "the pool is too thin. It is not an exit by itself.",
+}
+HELP = (
+    "LaserSell needs at least one of take profit, stop loss, trailing stop or a deadline above 0. "
+    "A ladder level sells a share of what is LEFT when it fires: /ladder 25:30 50:50 100:100 sells 30% at +25%, "
+    "half of the rest (35% of the position) at +50% and the rest at +100%. "
+    "The liquidity guard is not an exit: it makes LaserSell check pool liquidity before it builds one."
+)
 
 
 def describe(strategy: Strategy, title: str = "Your exit strategy") -> str:
@@ -66,7 +80,7 @@ async def strategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
         return
     await update.effective_message.reply_text(
         describe(current) + f"\n\nChange it with the editor, or in one line:\n<code>{esc(ONE_LINE_USAGE)}</code>\n"
-        f"<code>{esc(LADDER_USAGE)}</code>",
+        f"<code>{esc(LADDER_USAGE)}</code>\n\n{esc(HELP)}",
         reply_markup=keyboard([("Edit", "s:edit")]),
     )
 
@@ -81,7 +95,13 @@ async def ladder_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         await update.effective_message.reply_text(f"❌ {esc(exc)}.\nNothing was changed. Usage: <code>{esc(LADDER_USAGE)}</code>")
         return
     saved = await services.accounts.set_strategy(update.effective_user.id, changed)
-    await update.effective_message.reply_text("✅ Saved and sent to your stream.\n" + describe(saved))
+    note = ""
+    if current.take_profit_pct and not saved.take_profit_pct:
+        note = (
+            f"\nYour take profit (+{current.take_profit_pct:g}%) is now off: it would have sold the whole position "
+            "before the ladder's levels. Set one above the top level with /strategy tp if you want a cap."
+        )
+    await update.effective_message.reply_text("✅ Saved and sent to your stream.\n" + describe(saved) + note)
 
 
 def _step(draft: Strategy, key: str, direction: int) -> Strategy:
@@ -123,11 +143,21 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     elif action == "tg" and parts[2] in TOGGLES:
         field = TOGGLES[parts[2]][0]
         draft = replace(draft, **{field: not getattr(draft, field)})
+        if parts[2] in TOGGLE_NOTES:
+            context.user_data[DRAFT] = draft
+            await answer(update, TOGGLE_NOTES[parts[2]][:190])
+            await edit_or_reply(update, describe(draft, "Editing your strategy (not saved yet)"), editor_markup(draft))
+            return
     elif action == "done":
         try:
             saved = await services.accounts.set_strategy(update.effective_user.id, draft)
         except StrategyError as exc:
-            await answer(update, str(exc)[:190], alert=True)
+            # an alert holds 200 characters: the whole reason goes into the editor's message
+            await answer(update, "Not saved: see what to change in the message.", alert=True)
+            await edit_or_reply(
+                update, describe(draft, "Editing your strategy (not saved yet)") + f"\n\n❌ Not saved: {esc(exc)}.",
+                editor_markup(draft),
+            )
             return
         context.user_data.pop(DRAFT, None)
         await answer(update, "Saved")
@@ -155,8 +185,9 @@ def register(app: Application) -> None:
 
 
 COMMANDS = [
-    Command("strategy", "Your exit strategy: see it, edit it, or set it in one line", strategy_command,
-            section="Setup", usage=ONE_LINE_USAGE),
-    Command("ladder", "Take-profit ladder: sell parts at rising profits", ladder_command, section="Setup",
-            usage="/ladder 25:30 50:50 100:100"),
+    Command("strategy", "Your exit strategy: see it, edit it, or set it in one line (guard on = check pool "
+            "liquidity before an exit)", strategy_command, section="Setup", usage=ONE_LINE_USAGE),
+    Command("ladder", "Take-profit ladder: each level sells a share of what is left", ladder_command,
+            section="Setup", usage="/ladder 25:30 50:50 100:100 (30% at +25%, half of the rest at +50%, the rest at "
+            "+100%)"),
 ]

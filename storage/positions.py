@@ -1,4 +1,10 @@
-"""Positions and exit signals as the stream reported them."""
+"""Positions and exit signals as the stream reported them.
+
+`Position.position_id` is the bot's own number for a position: stable for its whole life, what the
+trader sees as #n, and what exit signals, callbacks and charts refer to. The stream's position_id
+is valid only within one stream session, so the position is matched across sessions (and bot
+restarts) by its token account; `stream_position_id` is the id the latest session gave it.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,8 @@ class Position:
     deadline_fired: bool
     strategy_json: str | None
     updated_at: int
+    stream_position_id: int | None = None  # the stream's id for it in the latest session that announced it
+    quote: str = "SOL"  # "USD1" in a USD1-quoted market: quote units are then USD1 base units (6 decimals)
 
     @property
     def label(self) -> str:
@@ -111,28 +119,77 @@ class Positions:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def opened(self, telegram_id: int, msg: dict[str, Any]) -> tuple[Position, bool]:
-        """Record a position_opened; returns (position, is_new). A re-sent one keeps its first-seen time."""
-        existing = await self.get(telegram_id, int(msg["position_id"]))
+    async def opened(self, telegram_id: int, msg: dict[str, Any], quote: str | None = None) -> tuple[Position, bool]:
+        """Record a position_opened; returns (position, is_new). `quote` is the market's quote asset
+        ("SOL" / "USD1", read from market_context by the caller; None when the message had no context).
+
+        An open position in the same token account (or, without one, the same wallet and mint) is the
+        same position announced again, after a reconnect with a new session id or a bot restart: it
+        keeps its number, first-seen time, card and per-position strategy, and learns the new id.
+        """
+        stream_id = int(msg["position_id"])
+        account = msg.get("token_account")
+        context = msg.get("market_context")
+        existing = await self.open_by_account(telegram_id, account, str(msg["wallet_pubkey"]), str(msg["mint"]))
+        if existing is not None:
+            values: dict[str, Any] = {"tokens": int(msg["tokens"]), "stream_position_id": stream_id}
+            if account:
+                values["token_account"] = account
+            if quote is not None:
+                values["quote"] = quote
+            if isinstance(context, dict) and isinstance(context.get("market_type"), str):
+                values["market_type"] = context["market_type"]
+            await self.update(telegram_id, existing.position_id, **values)
+            position = await self.get(telegram_id, existing.position_id)
+            assert position is not None
+            return position, False
+        number = await self._new_number(telegram_id, stream_id)
         now = now_ms()
-        market = (msg.get("market_context") or {}).get("market_type")
+        market = context.get("market_type") if isinstance(context, dict) else None
         await self.db.execute(
-            """INSERT INTO positions (telegram_id, position_id, wallet, mint, token_account, token_program, symbol, name,
-                 decimals, tokens, entry_quote_units, market_type, opened_at_ms, first_seen_ms, watched, price_quote,
-                 market_cap_quote, updated_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-               ON CONFLICT(telegram_id, position_id) DO UPDATE SET tokens=excluded.tokens, status='open',
-                 token_account=excluded.token_account, updated_at=excluded.updated_at""",
+            """INSERT INTO positions (telegram_id, position_id, stream_position_id, wallet, mint, token_account,
+                 token_program, symbol, name, decimals, tokens, entry_quote_units, market_type, quote, opened_at_ms,
+                 first_seen_ms, watched, price_quote, market_cap_quote, updated_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
-                telegram_id, int(msg["position_id"]), msg["wallet_pubkey"], msg["mint"], msg.get("token_account"),
+                telegram_id, number, stream_id, msg["wallet_pubkey"], msg["mint"], account,
                 msg.get("token_program"), msg.get("token_symbol"), msg.get("token_name"), msg.get("token_decimals"),
-                int(msg["tokens"]), int(msg["entry_quote_units"]), market, msg.get("opened_at_ms"), now,
-                int(bool(msg.get("watched"))), msg.get("token_price_quote"), msg.get("market_cap_quote"), now,
+                int(msg["tokens"]), int(msg["entry_quote_units"]), market, quote or "SOL", msg.get("opened_at_ms"),
+                now, int(bool(msg.get("watched"))), msg.get("token_price_quote"), msg.get("market_cap_quote"), now,
             ),
         )
-        position = await self.get(telegram_id, int(msg["position_id"]))
+        position = await self.get(telegram_id, number)
         assert position is not None
-        return position, existing is None or existing.status != "open"
+        return position, True
+
+    async def _new_number(self, telegram_id: int, stream_id: int) -> int:
+        """The stream's id when this user has no position with that number yet, else the next free one."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM positions WHERE telegram_id=? AND position_id=?", (telegram_id, stream_id)
+        )
+        if row is None and stream_id > 0:
+            return stream_id
+        row = await self.db.fetchone("SELECT MAX(position_id) FROM positions WHERE telegram_id=?", (telegram_id,))
+        return int(row[0] or 0) + 1 if row else 1
+
+    async def open_by_account(
+        self, telegram_id: int, token_account: str | None, wallet: str | None = None, mint: str | None = None
+    ) -> Position | None:
+        """The open position in this token account (or, when there is none given, of this wallet and mint)."""
+        if token_account:
+            row = await self.db.fetchone(
+                "SELECT * FROM positions WHERE telegram_id=? AND token_account=? AND status='open'",
+                (telegram_id, token_account),
+            )
+        elif wallet and mint:
+            row = await self.db.fetchone(
+                "SELECT * FROM positions WHERE telegram_id=? AND wallet=? AND mint=? AND status='open' "
+                "ORDER BY position_id LIMIT 1",
+                (telegram_id, wallet, mint),
+            )
+        else:
+            return None
+        return _position(row) if row else None
 
     async def get(self, telegram_id: int, position_id: int) -> Position | None:
         row = await self.db.fetchone(

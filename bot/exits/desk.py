@@ -31,6 +31,9 @@ class ExitDesk:
 
     async def on_signal(self, user_id: int, event: StreamEvent) -> ExitSignal:
         msg = event.data
+        if not msg.get("token_account") and event.token_account:
+            # the signal may omit it; the stream client knows it from this session's position_opened
+            msg = {**msg, "token_account": event.token_account}
         settings = await self.services.accounts.store.get(user_id)
         signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
         # stored before anything is shown: a crash from here on never loses the signal

@@ -4,13 +4,20 @@ Event-driven throughout: the reader is an `async for` over the socket, consumers
 asyncio.Event, and an idle connection costs only websocket keepalive pings.
 
 Configuration is never cached here. Every (re)connect asks the caller's `get_config` for the
-current wallets, strategy and per-position overrides, so an update made while the socket was down
-is applied by the next `configure` (the official SDK re-sends the configure it started with).
+current wallets and strategy, so an update made while the socket was down is applied by the next
+`configure` (the official SDK re-sends the configure it started with).
 
-One-shot requests (`request_exit_signal`, `close_position`) made while disconnected are queued,
-one per position (the latest wins), and sent right after the next handshake. A caller that was
-waiting on an exit should still re-ask after a reconnect: an exit signal sent while the socket was
-down is never re-sent by the server.
+Reconnects follow the official SDK's backoff (100 ms doubling to 2 s), with a little jitter, for
+ever: only a refused API key stops the client. A session refused because the key is in use is
+retried like any other failure (the old session frees its slot).
+
+Positions across sessions: a `position_id` names a position only within one stream session, and
+every reconnect is a new session. The client learns each session's ids from `position_opened`,
+labels every event with the position's `token_account`, and addresses one-shot requests by token
+account. Callers name positions by their own stable ids and give `position_account` to turn such
+an id into the token account. Requests are sent only while connected (`False` otherwise): the
+caller re-asks once the position is announced in the new session (an exit signal sent while the
+socket was down is never re-sent by the server).
 """
 
 from __future__ import annotations
@@ -58,12 +65,14 @@ _KEY_IN_USE_CODES = frozenset(
         "duplicate_session",
     }
 )
-# Errors about the configuration: terminal when they answer `configure`, not when they answer a
-# later update (then they are delivered as events).
-_CONFIG_CODES = frozenset(
-    {"invalid_strategy", "wallet_not_registered", "too_many_wallets", "invalid_wallet", "invalid_configure"}
-)
-# How soon after a configuration error a server close means the configure itself was refused.
+
+# The official SDK's reconnect backoff: 100 ms, doubling, at most 2 s.
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 2.0
+# Each delay is shortened by up to this share at random, so many users' streams dropped together
+# by one server restart do not come back in lockstep.
+BACKOFF_JITTER = 0.2
+# An error followed this soon by the server hanging up is the reason the connection ended.
 _REJECT_CLOSE_WINDOW = 5.0
 
 
@@ -81,6 +90,14 @@ class _Terminal(Exception):
         self.reason = reason
 
 
+class _Refused(Exception):
+    """The server refused this connection for a reason worth retrying (said in words)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class StreamConfig:
     """What the trader wants the stream to do right now (built by the caller on every connect)."""
@@ -91,8 +108,9 @@ class StreamConfig:
     tip_lamports: int | None = None
     watch_wallets: list[Mapping[str, Any]] = field(default_factory=list)
     mirror_config: Mapping[str, Any] | None = None
-    # position_id -> strategy that replaces the session strategy for that one position
-    position_strategies: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    # The docs count a deadline towards a valid strategy and carry it on `configure`. The caller runs
+    # the deadline timer itself; give it here only when the strategy has no other exit condition.
+    deadline_timeout_sec: int | None = None
 
     def configure_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {
@@ -108,17 +126,22 @@ class StreamConfig:
             msg["watch_wallets"] = [dict(w) for w in self.watch_wallets]
         if self.mirror_config is not None:
             msg["mirror_config"] = dict(self.mirror_config)
+        if self.deadline_timeout_sec:
+            msg["deadline_timeout_sec"] = self.deadline_timeout_sec
         return msg
 
 
-def classify_error(code: str, message: str, *, configure_pending: bool) -> str | None:
-    """A human reason if this error means "stop reconnecting and tell the trader", else None.
+def is_refused_key(code: str) -> bool:
+    """The error says the API key itself is refused: the only error not worth a reconnect."""
+    lowered = code.lower()
+    return lowered in _BAD_KEY_CODES or lowered.startswith("auth")
 
-    `configure_pending` is True while the error can only be an answer to `configure`.
-    """
+
+def describe_error(code: str, message: str) -> str:
+    """A stream error in words a trader can act on."""
     lowered = code.lower()
     detail = f" ({message})" if message else ""
-    if lowered in _BAD_KEY_CODES or lowered.startswith("auth"):
+    if is_refused_key(code):
         return f"LaserSell rejected the API key{detail}. Check the key or set a new one."
     if lowered in _KEY_IN_USE_CODES or (
         "session" in lowered and any(word in lowered for word in ("limit", "many", "in_use", "exists"))
@@ -127,19 +150,13 @@ def classify_error(code: str, message: str, *, configure_pending: bool) -> str |
             "This API key is already streaming somewhere else (LaserSell allows one session per key)"
             f"{detail}. Stop the other session or use another key."
         )
-    if configure_pending and lowered in _CONFIG_CODES:
-        if lowered == "invalid_strategy":
-            return f"LaserSell rejected the exit strategy{detail}. Change the strategy."
-        if lowered == "wallet_not_registered":
-            return (
-                f"A wallet is not registered with LaserSell{detail}. Register the wallet, then start again."
-            )
-        if lowered == "too_many_wallets":
-            return (
-                f"More wallets than the LaserSell plan allows{detail}. Remove a wallet or upgrade the plan."
-            )
-        return f"LaserSell rejected the stream configuration [{code}]{detail}."
-    return None
+    if lowered == "invalid_strategy":
+        return f"LaserSell rejected the exit strategy{detail}. Change it with /strategy."
+    if lowered == "wallet_not_registered":
+        return f"A wallet is not registered with LaserSell{detail}. Register it again from /wallets."
+    if lowered == "too_many_wallets":
+        return f"More wallets than the LaserSell plan allows{detail}. Remove a wallet or upgrade the plan."
+    return f"LaserSell answered with an error [{code}]{detail}."
 
 
 StateCallback = Callable[[str, "str | None"], Any]
@@ -161,9 +178,10 @@ class StreamClient:
         url: str = DEFAULT_URL,
         on_state_change: StateCallback | None = None,
         hello_timeout: float = 10.0,
-        backoff_base: float = 0.1,
-        backoff_cap: float = 30.0,
-        healthy_after: float = 60.0,
+        backoff_base: float = BACKOFF_BASE_S,
+        backoff_cap: float = BACKOFF_CAP_S,
+        healthy_after: float = 10.0,
+        position_account: Callable[[int], str | None] | None = None,
         ping_interval: float | None = 30.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float = 2.0,
@@ -180,6 +198,8 @@ class StreamClient:
         self.hello_timeout = hello_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        # a connection that stayed up this long starts the backoff again from its first step (one that a
+        # server accepts and drops at once keeps backing off, up to the cap)
         self.healthy_after = healthy_after
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -188,6 +208,8 @@ class StreamClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
+        # The caller's position id -> its token account (None: send the id as it is).
+        self._position_account = position_account
 
         self._state = STOPPED
         self.reason: str | None = None
@@ -207,13 +229,17 @@ class StreamClient:
         self.limits: dict[str, Any] = {}
         self.messages_received = 0
         self.frames_skipped = 0
+        # Counts connections that completed the handshake; every event carries the one it came on.
+        self.connection = 0
 
         # Config updates made while not ready: key -> (generation, message). Entries older than the
         # configure being sent are covered by it; newer ones are sent after it.
         self._config_generation = 0
         self._pending_config: dict[Any, tuple[int, dict[str, Any]]] = {}
-        # One-shot requests made while not ready, one per (kind, position): the latest wins.
-        self._pending_requests: dict[tuple[str, Any], dict[str, Any]] = {}
+        # This session's positions, from position_opened: id <-> token account. Ids mean nothing
+        # in another session, so both maps are emptied whenever a connection opens.
+        self._session_accounts: dict[int, str] = {}
+        self._session_ids: dict[str, int] = {}
 
         # Delivery: urgent first, then unknown types, then the coalesced noise (oldest first).
         self._urgent: deque[StreamEvent] = deque()
@@ -295,9 +321,9 @@ class StreamClient:
     # ---------------------------------------------------------------- connection loop
 
     def backoff_delay(self, attempt: int) -> float:
-        """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
+        """The SDK's delay (base doubling per attempt, capped), shortened at random by up to BACKOFF_JITTER."""
         ceiling = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 32)))
-        return self._rng.uniform(0, ceiling)
+        return ceiling * (1 - BACKOFF_JITTER * self._rng.random())
 
     async def _run(self) -> None:
         attempt = 0
@@ -315,6 +341,9 @@ class StreamClient:
                 return
             except asyncio.CancelledError:
                 raise
+            except _Refused as refused:
+                log.info("stream connection refused: %s", refused.reason)
+                failure = refused.reason
             except Exception as exc:  # noqa: BLE001 - every other failure is worth a retry
                 log.info("stream connection failed: %s", _describe(exc))
                 failure = _describe(exc)
@@ -373,18 +402,21 @@ class StreamClient:
                         await self._read_refusal(ws, exc)
                         raise
                     while True:
-                        event = self._accept(await ws.recv())
+                        event = self._parse(await ws.recv())
                         if event is None:
                             continue
                         if event.type == "error":
-                            self._raise_if_terminal(event, configure_pending=True)
-                        elif event.type == "hello_ok":
+                            # The answer to configure: this connection is refused. Not handed out as an
+                            # event, so a refusal retried every two seconds is not a message each time.
+                            self._refuse(event)
+                        if event.type == "hello_ok":
                             self._on_hello(event)
                             break
+                        self._file(event)
             except TimeoutError:
                 raise TimeoutError("no hello_ok from the stream server within the hello timeout") from None
 
-            await self._after_hello(ws, config, generation)
+            await self._after_hello(ws, generation)
             self._attempt_connected_at = self.connected_since = self._clock()
             self._set_state(CONNECTED, None)
 
@@ -393,78 +425,68 @@ class StreamClient:
                 if event is None:
                     continue
                 if event.type == "error":
-                    self._raise_if_terminal(event, configure_pending=False)
+                    if is_refused_key(event.data["code"]):
+                        raise _Terminal(describe_error(event.data["code"], event.data["message"]))
                     last_error = event
                 else:
                     last_error = None
         except ConnectionClosed:
-            self._raise_if_terminal_on_close(last_error)
+            self._refused_on_close(last_error)
             raise
         finally:
             self._ready = False
             await _close_quietly(ws)
-        self._raise_if_terminal_on_close(last_error)
+        self._refused_on_close(last_error)
 
-    def _raise_if_terminal(self, event: StreamEvent, *, configure_pending: bool) -> None:
-        reason = classify_error(
-            event.data["code"], event.data["message"], configure_pending=configure_pending
-        )
-        if reason is not None:
-            raise _Terminal(reason)
+    def _refuse(self, event: StreamEvent) -> None:
+        code, message = event.data["code"], event.data["message"]
+        if is_refused_key(code):
+            raise _Terminal(describe_error(code, message))
+        raise _Refused(describe_error(code, message))
 
-    def _raise_if_terminal_on_close(self, last_error: StreamEvent | None) -> None:
-        """A configuration error followed at once by the server hanging up is a rejected configure
-        (a server that sends hello_ok before reading configure answers it after the handshake)."""
+    def _refused_on_close(self, last_error: StreamEvent | None) -> None:
+        """An error followed at once by the server hanging up says why the connection ended (a server
+        that sends hello_ok before reading configure answers it after the handshake)."""
         if last_error is None or self._clock() - last_error.received_at > _REJECT_CLOSE_WINDOW:
             return
-        reason = classify_error(last_error.data["code"], last_error.data["message"], configure_pending=True)
-        if reason is not None:
-            raise _Terminal(reason)
+        self._refuse(last_error)
 
     async def _read_refusal(self, ws: ClientConnection, closed: ConnectionClosed) -> None:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             async with asyncio.timeout(1.0):
                 while True:
-                    event = self._accept(await ws.recv())
+                    event = self._parse(await ws.recv())
                     if event is not None and event.type == "error":
-                        self._raise_if_terminal(event, configure_pending=True)
+                        self._refuse(event)
         reason = closed.rcvd.reason if closed.rcvd is not None else ""
         if reason:
-            verdict = classify_error(reason, "", configure_pending=True)
-            if verdict is not None:
-                raise _Terminal(verdict)
+            if is_refused_key(reason):
+                raise _Terminal(describe_error(reason, ""))
+            raise _Refused(describe_error(reason, ""))
 
     def _on_hello(self, event: StreamEvent) -> None:
+        """A new session: ids and PnL noise of the last one mean nothing any more."""
+        self.connection += 1
+        self._session_accounts.clear()
+        self._session_ids.clear()
+        self._latest.clear()
+        self._ticks.clear()
         session_id = event.data.get("session_id")
         self.session_id = session_id if isinstance(session_id, int) else None
         limits = event.data.get("limits")
         self.limits = dict(limits) if isinstance(limits, dict) else {}
+        self._file(event)
 
-    async def _after_hello(self, ws: ClientConnection, config: StreamConfig, generation: int) -> None:
-        """Re-apply overrides, then whatever changed or was asked while we were not ready."""
-        overrides = dict(config.position_strategies)
+    async def _after_hello(self, ws: ClientConnection, generation: int) -> None:
+        """Send the configuration changes made while we were not ready that the configure missed."""
         for key, (gen, _msg) in list(self._pending_config.items()):
             if gen <= generation:
                 del self._pending_config[key]  # the configure we sent already carries it
-            elif key[0] == "position":
-                overrides.pop(key[1], None)  # newer than the config: sent below instead
-        for position_id, strategy in overrides.items():
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "update_position_strategy",
-                        "position_id": position_id,
-                        "strategy": dict(strategy),
-                    }
-                )
-            )
         # Loop until nothing is pending, then go ready with no await in between, so an update made
         # during these sends is either sent here or goes straight out afterwards.
-        while self._pending_config or self._pending_requests:
+        while self._pending_config:
             batch = [msg for _, msg in self._pending_config.values()]
-            batch.extend(self._pending_requests.values())
             self._pending_config.clear()
-            self._pending_requests.clear()
             for msg in batch:
                 await ws.send(json.dumps(msg))
         self._ready = True
@@ -473,6 +495,12 @@ class StreamClient:
 
     def _accept(self, frame: str | bytes) -> StreamEvent | None:
         """Parse one frame and file it for delivery. Never blocks, never raises on bad input."""
+        event = self._parse(frame)
+        if event is not None:
+            self._file(event)
+        return event
+
+    def _parse(self, frame: str | bytes) -> StreamEvent | None:
         now = self._clock()
         self.last_message_at = now
         self.messages_received += 1
@@ -484,10 +512,35 @@ class StreamClient:
             if self.frames_skipped <= 10 or self.frames_skipped % 1000 == 0:
                 log.warning("skipped a stream frame (%d so far): %s", self.frames_skipped, exc)
             return None
-        self._file(event)
         return event
 
+    def _label(self, event: StreamEvent) -> None:
+        """Stamp the connection and the position's token account on the event; learn this session's ids."""
+        event.connection = self.connection
+        data = event.data
+        position_id = data.get("position_id")
+        account = data.get("token_account")
+        if not isinstance(account, str):
+            account = self._session_accounts.get(position_id) if isinstance(position_id, int) else None
+        event.token_account = account
+        if not isinstance(position_id, int) or account is None:
+            return
+        if event.type == "position_opened":
+            stale = self._session_ids.pop(account, None)
+            if stale is not None:
+                self._session_accounts.pop(stale, None)
+            self._session_accounts[position_id] = account
+            self._session_ids[account] = position_id
+            if len(self._session_accounts) > self._max_tracked_positions:
+                oldest = next(iter(self._session_accounts))
+                self._session_ids.pop(self._session_accounts.pop(oldest), None)
+        elif event.type == "position_closed":
+            self._session_accounts.pop(position_id, None)
+            if self._session_ids.get(account) == position_id:
+                del self._session_ids[account]
+
     def _file(self, event: StreamEvent) -> None:
+        self._label(event)
         if event.urgent:
             if event.known:
                 self._urgent.append(event)
@@ -572,17 +625,29 @@ class StreamClient:
         self._pending_config[key] = (self._config_generation, msg)
         return False
 
-    async def _send_request(self, key: tuple[str, Any], msg: dict[str, Any]) -> bool:
-        if self.is_ready:
-            try:
-                await self.send(msg)
-                return True
-            except StreamUnavailable:
-                pass
-        self._pending_requests[key] = msg
-        return False
+    async def _send_now(self, msg: dict[str, Any]) -> bool:
+        if not self.is_ready:
+            return False
+        try:
+            await self.send(msg)
+        except StreamUnavailable:
+            return False
+        return True
 
-    # Each helper returns True if sent now, False if it will take effect after the next handshake.
+    def _selector(self, position_id: int) -> dict[str, Any] | None:
+        """How to name the caller's position on the wire: by token account when known (it does not
+        change between sessions), by id when the caller uses the stream's own ids."""
+        if self._position_account is None:
+            return {"position_id": position_id}
+        account = self._position_account(position_id)
+        return {"token_account": account} if account else None
+
+    def wire_position_id(self, token_account: str) -> int | None:
+        """The current session's id for the position in this token account, once it was announced."""
+        return self._session_ids.get(token_account)
+
+    # Each method below returns True if sent now. Config updates made while down are applied by the next
+    # connection (False); one-shot requests are not kept (False): re-ask once connected.
 
     async def update_strategy(self, strategy: Mapping[str, Any]) -> bool:
         return await self._send_config("strategy", {"type": "update_strategy", "strategy": dict(strategy)})
@@ -593,21 +658,33 @@ class StreamClient:
         )
 
     async def update_position_strategy(self, position_id: int, strategy: Mapping[str, Any]) -> bool:
-        return await self._send_config(
-            ("position", position_id),
-            {"type": "update_position_strategy", "position_id": position_id, "strategy": dict(strategy)},
+        """Override one position's strategy. The message needs this session's id: without one yet
+        (the position was not announced since the last reconnect) nothing is sent; re-send it when
+        the position is announced (overrides do not outlive a session on the server)."""
+        wire_id: int | None = position_id
+        if self._position_account is not None:
+            account = self._position_account(position_id)
+            wire_id = self._session_ids.get(account) if account else None
+        if wire_id is None:
+            return False
+        return await self._send_now(
+            {"type": "update_position_strategy", "position_id": wire_id, "strategy": dict(strategy)}
         )
 
     async def close_position(self, position_id: int) -> bool:
-        return await self._send_request(
-            ("close", position_id), {"type": "close_position", "position_id": position_id}
-        )
+        selector = self._selector(position_id)
+        if selector is None:
+            return False
+        return await self._send_now({"type": "close_position", **selector})
 
     async def request_exit_signal(self, position_id: int, slippage_bps: int | None = None) -> bool:
-        msg: dict[str, Any] = {"type": "request_exit_signal", "position_id": position_id}
+        selector = self._selector(position_id)
+        if selector is None:
+            return False
+        msg: dict[str, Any] = {"type": "request_exit_signal", **selector}
         if slippage_bps is not None:
             msg["slippage_bps"] = slippage_bps
-        return await self._send_request(("exit", position_id), msg)
+        return await self._send_now(msg)
 
     async def ping(self) -> bool:
         """JSON ping (the server answers with a pong event). False when not connected."""

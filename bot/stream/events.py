@@ -44,10 +44,39 @@ KNOWN_TYPES: frozenset[str] = frozenset(
     }
 )
 
-# Market types the SDK (and so the exit API) knows; others still arrive and are kept.
+# `market_type` values the docs list; others still arrive and are kept. The sub-object holding the
+# pool details is keyed without the underscore for pump.fun and PumpSwap (`pumpfun`, `pumpswap`).
 KNOWN_MARKET_TYPES: frozenset[str] = frozenset(
     {"pump_fun", "pump_swap", "meteora_dbc", "meteora_damm_v2", "raydium_launchpad", "raydium_cpmm"}
 )
+MARKET_CONTEXT_KEYS: dict[str, str] = {
+    "pump_fun": "pumpfun",
+    "pump_swap": "pumpswap",
+    "meteora_dbc": "meteora_dbc",
+    "meteora_damm_v2": "meteora_damm_v2",
+    "raydium_launchpad": "raydium_launchpad",
+    "raydium_cpmm": "raydium_cpmm",
+}
+# USD1's mint, as the official LaserSell client publishes it; a market quoted in anything else is SOL.
+USD1_MINT = "USD1ttGY1N17NEEHLmELoaybftRBUSErhqYiQzvEmuB"
+
+
+def quote_of(market_context: object) -> str:
+    """"USD1" when the market's quote mint is USD1, else "SOL" (markets without a quote_mint are SOL).
+
+    The quote mint sits in the sub-object for the market type; an unknown market type still has its
+    sub-object looked at, so a new USD1 market is not shown in SOL.
+    """
+    if not isinstance(market_context, dict):
+        return "SOL"
+    market_type = market_context.get("market_type")
+    key = MARKET_CONTEXT_KEYS.get(market_type, market_type) if isinstance(market_type, str) else None
+    candidates = [market_context.get(key)] if key else []
+    candidates += [v for k, v in market_context.items() if k != key]
+    for sub in candidates:
+        if isinstance(sub, dict) and sub.get("quote_mint") == USD1_MINT:
+            return "USD1"
+    return "SOL"
 
 _WITH_MARKET_CONTEXT: frozenset[str] = frozenset(
     {"position_opened", "exit_signal_with_tx", "mirror_buy_signal"}
@@ -75,6 +104,11 @@ class StreamEvent:
     urgent: bool
     server_time_ms: int | None = None
     known: bool = True
+    # Set by the client: the position's token account (from the message, or from this session's
+    # position_opened), and which connection the event came on. A position_id means something only
+    # within its connection's session; the token account names the position across sessions.
+    token_account: str | None = None
+    connection: int = 0
 
     @property
     def position_id(self) -> int | None:

@@ -3,6 +3,15 @@
 A worker per user owns a `StreamClient` and a consumer task that persists what the stream says and
 hands it to `Alerts`. Plain asyncio tasks, not PTB's: the supervisor drains and cancels them itself on
 shutdown within a bound (DESIGN decision 2).
+
+Positions keep the bot's own number (`Position.position_id`) for their whole life. The stream's ids
+last one session, so every event is translated here, by token account, to the bot's number before
+anything else sees it; requests go out by token account. When a reconnect (a new session) announces
+a position again, its per-position strategy is re-sent with the new id and an exit the bot was
+waiting on is asked for again.
+
+A stream that drops is reconnected for ever (only a refused key stops it); the trader hears about it
+once, if it stays down longer than `down_notice_after_s`, and again when it is back.
 """
 
 from __future__ import annotations
@@ -18,14 +27,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.strategy import Strategy
-from bot.stream.client import CONNECTED, NEEDS_ATTENTION, StreamClient, StreamConfig
-from bot.stream.events import StreamEvent
+from bot.stream.client import (
+    CONNECTED,
+    CONNECTING,
+    NEEDS_ATTENTION,
+    RECONNECTING,
+    STOPPED,
+    StreamClient,
+    StreamConfig,
+    describe_error,
+)
+from bot.stream.events import StreamEvent, quote_of
 from storage.history import PnlHistory
-from storage.positions import ExitSignals, Positions
+from storage.positions import ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.supervisor")
 
 ExitHandler = Callable[[int, StreamEvent], Awaitable[None]]
+
+# The documented stream error codes (and a refused session), shown with what the trader can do about them.
+ACTIONABLE_ERRORS = frozenset({"invalid_strategy", "wallet_not_registered", "too_many_wallets", "session_limit"})
 
 
 @dataclass
@@ -38,9 +59,14 @@ class Wanted:
     send_mode: str
     tip_lamports: int
 
+    def deadline_on_configure(self) -> int | None:
+        """The deadline, on `configure` only when it is the strategy's one exit condition (the docs count
+        it towards a valid strategy there); the bot's own timer asks for the exit either way."""
+        return None if self.strategy.wire_has_exit() or not self.strategy.deadline_s else self.strategy.deadline_s
+
     def connection_key(self) -> tuple[Any, ...]:
         # changes to these need a new connection (no update message exists for them)
-        return (self.api_key, self.send_mode, self.tip_lamports)
+        return (self.api_key, self.send_mode, self.tip_lamports, self.deadline_on_configure())
 
 
 @dataclass
@@ -54,6 +80,28 @@ class Worker:
     clock_offset_ms: int = 0  # server time minus our time, from hello_ok
     told_attention: bool = False
     started_at: float = field(default_factory=time.monotonic)
+    # the bot's position number <-> token account, for open positions (stable across sessions)
+    accounts: dict[int, str] = field(default_factory=dict)
+    numbers: dict[str, int] = field(default_factory=dict)
+    connection: int = 0  # the client connection whose hello_ok the consumer handled last
+    asked: dict[int, int] = field(default_factory=dict)  # position number -> connection its exit was asked on
+    down_since: float | None = None
+    down_reason: str | None = None  # why the last attempt failed, for the down notice
+    down_timer: asyncio.TimerHandle | None = None
+    up_timer: asyncio.TimerHandle | None = None
+    reask_timer: asyncio.TimerHandle | None = None
+    told_down: bool = False
+    errors_shown: dict[str, float] = field(default_factory=dict)  # error code -> when it was last shown
+
+    def remember(self, number: int, token_account: str | None) -> None:
+        if token_account:
+            self.accounts[number] = token_account
+            self.numbers[token_account] = number
+
+    def forget(self, number: int) -> None:
+        account = self.accounts.pop(number, None)
+        if account is not None and self.numbers.get(account) == number:
+            del self.numbers[account]
 
 
 class StreamSupervisor:
@@ -66,6 +114,10 @@ class StreamSupervisor:
         on_exit_signal: ExitHandler | None = None,
         start_jitter_s: float = 2.0,
         client_options: dict[str, Any] | None = None,
+        down_notice_after_s: float = 60.0,
+        up_after_s: float = 2.0,
+        reask_after_s: float = 5.0,
+        error_repeat_s: float = 600.0,
     ) -> None:
         self.services = services
         self.alerts = alerts
@@ -73,6 +125,10 @@ class StreamSupervisor:
         self.on_exit_signal = on_exit_signal
         self.start_jitter_s = start_jitter_s
         self.client_options = client_options or {}
+        self.down_notice_after_s = down_notice_after_s  # tell the trader once a stream is down this long
+        self.up_after_s = up_after_s  # a reconnected stream counts as back once it stays up this long
+        self.reask_after_s = reask_after_s  # after a reconnect, re-ask exits not re-announced by then
+        self.error_repeat_s = error_repeat_s  # the same stream error is shown at most once in this long
         self.positions = Positions(services.db)
         self.signals = ExitSignals(services.db)
         self.workers: dict[int, Worker] = {}
@@ -179,30 +235,33 @@ class StreamSupervisor:
         assert user is not None
 
         async def config() -> StreamConfig:
+            # the current wallets and strategy on every (re)connect; per-position overrides are re-sent
+            # when the new session announces each position (its ids are new)
             current = await self.wanted(user_id) or wanted
             worker.wanted = current
-            overrides = {
-                p.position_id: Strategy.from_json(p.strategy_json).to_wire()
-                for p in await self.positions.open_for(user_id)
-                if p.strategy_json
-            }
             return StreamConfig(
                 wallet_pubkeys=current.wallets,
                 strategy=current.strategy.to_wire(),
                 send_mode=current.send_mode,
                 tip_lamports=current.tip_lamports,
-                position_strategies=overrides,
+                deadline_timeout_sec=current.deadline_on_configure(),
             )
 
         def on_state(state: str, reason: str | None) -> Any:
             return self._on_state(worker, state, reason)
 
-        client = StreamClient(wanted.api_key, config, url=self.stream_url, on_state_change=on_state, **self.client_options)
+        client = StreamClient(
+            wanted.api_key, config, url=self.stream_url, on_state_change=on_state,
+            position_account=lambda number: worker.accounts.get(number), **self.client_options,
+        )
         worker = Worker(user_id, user.chat_id, client, wanted)
+        open_positions = await self.positions.open_for(user_id)
+        for position in open_positions:
+            worker.remember(position.position_id, position.token_account)
         self.workers[user_id] = worker
         worker.task = asyncio.create_task(self._consume(worker), name=f"stream-consumer-{user_id}")
         await client.start()
-        for position in await self.positions.open_for(user_id):
+        for position in open_positions:
             self._arm_deadline(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
             if position.card_message_id is not None:
                 self.alerts.track_card(user_id, position.position_id)
@@ -213,6 +272,9 @@ class StreamSupervisor:
         for handle in worker.deadlines.values():
             handle.cancel()
         worker.deadlines.clear()
+        for timer in (worker.down_timer, worker.up_timer, worker.reask_timer):
+            if timer is not None:
+                timer.cancel()
         await worker.client.stop(timeout=timeout / 2)
         if worker.task is not None:
             worker.task.cancel()
@@ -220,22 +282,97 @@ class StreamSupervisor:
                 await asyncio.wait_for(worker.task, timeout / 2)
 
     async def _on_state(self, worker: Worker, state: str, reason: str | None) -> None:
+        from bot.notify.outbox import Priority
+
+        loop = asyncio.get_running_loop()
         if state == CONNECTED:
             worker.told_attention = False
-            # An exit signal sent while the socket was down is never re-sent: ask again.
-            for position in await self.positions.open_for(worker.user_id):
-                if position.waiting_exit:
-                    await worker.client.request_exit_signal(position.position_id)
-        elif state == NEEDS_ATTENTION and not worker.told_attention:
-            worker.told_attention = True
-            from bot.notify.outbox import Priority
+            # Up only once it stays up a moment: a server that accepts and hangs up at once is still down.
+            if worker.up_timer is not None:
+                worker.up_timer.cancel()
+            worker.up_timer = loop.call_later(self.up_after_s, self._confirm_up, worker)
+            # The new session re-announces positions and their exits are re-asked then; this catches a
+            # position it does not announce in time.
+            if worker.reask_timer is not None:
+                worker.reask_timer.cancel()
+            worker.reask_timer = loop.call_later(
+                self.reask_after_s, lambda: asyncio.ensure_future(self._reask_waiting(worker))
+            )
+        elif state in (CONNECTING, RECONNECTING):
+            if worker.up_timer is not None:
+                worker.up_timer.cancel()
+                worker.up_timer = None
+            if worker.down_since is None:
+                worker.down_since = time.monotonic()
+            if reason:
+                worker.down_reason = reason
+            if worker.down_timer is None and not worker.told_down:
+                worker.down_timer = loop.call_later(self.down_notice_after_s, self._tell_down, worker)
+        elif state == NEEDS_ATTENTION:
+            if worker.down_timer is not None:
+                worker.down_timer.cancel()
+                worker.down_timer = None
+            if not worker.told_attention:
+                worker.told_attention = True
+                self.alerts.text(
+                    worker.chat_id,
+                    f"⚠️ <b>Your LaserSell stream stopped</b>: {_esc(reason or 'LaserSell refused the API key')}\n"
+                    "I will not retry with this key: set a new one with /apikey.",
+                    Priority.URGENT,
+                )
 
+    def _confirm_up(self, worker: Worker) -> None:
+        from bot.notify.outbox import Priority
+
+        worker.up_timer = None
+        if self.workers.get(worker.user_id) is not worker or worker.client.state != CONNECTED:
+            return
+        if worker.down_timer is not None:
+            worker.down_timer.cancel()
+            worker.down_timer = None
+        if worker.told_down:
+            down_for = time.monotonic() - (worker.down_since or time.monotonic()) - self.up_after_s
             self.alerts.text(
                 worker.chat_id,
-                f"⚠️ <b>Your LaserSell stream stopped</b>: {_esc(reason or 'LaserSell refused the connection')}\n"
-                "I will not retry until you change it (/apikey, /wallets or /strategy).",
+                f"✅ <b>Your LaserSell stream is back</b> after {_duration(down_for)} down. Exit signals flow again.",
                 Priority.URGENT,
             )
+        worker.told_down = False
+        worker.down_since = None
+        worker.down_reason = None
+
+    def _tell_down(self, worker: Worker) -> None:
+        """Once per outage, when the stream has been down for `down_notice_after_s`."""
+        from bot.notify.outbox import Priority
+
+        worker.down_timer = None
+        # not confirmed up since it went down (a connection that is hung up at once does not count)
+        if self.workers.get(worker.user_id) is not worker or worker.client.state in (NEEDS_ATTENTION, STOPPED):
+            return
+        worker.told_down = True
+        reason = worker.down_reason or "the LaserSell stream cannot be reached"
+        self.alerts.text(
+            worker.chat_id,
+            f"⚠️ <b>Your LaserSell stream has been down for over {_duration(self.down_notice_after_s)}</b>: "
+            f"{_esc(reason)}\nI keep reconnecting and will tell you when it is back. No exit signal can reach "
+            "you until then.",
+            Priority.URGENT,
+        )
+
+    async def _reask_waiting(self, worker: Worker) -> None:
+        worker.reask_timer = None
+        if self.workers.get(worker.user_id) is not worker:
+            return
+        for position in await self.positions.open_for(worker.user_id):
+            if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
+                await self._ask_exit(worker, position.position_id)
+
+    async def _ask_exit(self, worker: Worker, number: int, slippage_bps: int | None = None) -> bool:
+        sent = await worker.client.request_exit_signal(number, slippage_bps)
+        if sent:
+            # an exit asked on this connection is not asked again when the position is (re)announced on it
+            worker.asked[number] = worker.client.connection
+        return sent
 
     async def _consume(self, worker: Worker) -> None:
         async for event in worker.client:
@@ -246,16 +383,54 @@ class StreamSupervisor:
             except Exception:
                 log.exception("handling a %s event failed", event.type)
 
+    async def _number(self, worker: Worker, event: StreamEvent) -> int | None:
+        """The bot's number for the position an event is about (its stream id is only this session's)."""
+        account = event.token_account
+        if account:
+            number = worker.numbers.get(account)
+            if number is not None:
+                return number
+        msg = event.data
+        position = await self.positions.open_by_account(
+            worker.user_id, account, msg.get("wallet_pubkey"), msg.get("mint")
+        )
+        if position is None:
+            return None
+        worker.remember(position.position_id, position.token_account)
+        return position.position_id
+
     async def handle_event(self, worker: Worker, event: StreamEvent) -> None:
         msg, kind, user_id, chat_id = event.data, event.type, worker.user_id, worker.chat_id
+        if kind == "hello_ok":
+            worker.connection = max(worker.connection, event.connection)
+        elif event.connection < worker.connection and not event.urgent:
+            return  # PnL noise from a session that has ended: its ids mean nothing now
+        if isinstance(msg.get("position_id"), int) and kind != "position_opened":
+            number = await self._number(worker, event)
+            if number is None:
+                if kind != "exit_signal_with_tx":
+                    log.debug("%s for a position this bot does not know; skipped", kind)
+                    return
+                log.warning("exit signal for a position this bot does not know (stream id %s)", msg["position_id"])
+            else:
+                msg["stream_position_id"] = msg["position_id"]
+                msg["position_id"] = number
+
         if kind == "hello_ok":
             if isinstance(msg.get("server_time_ms"), int):
                 worker.clock_offset_ms = int(msg["server_time_ms"]) - int(time.time() * 1000)
         elif kind == "position_opened":
-            position, is_new = await self.positions.opened(user_id, msg)
+            context = msg.get("market_context")
+            quote = quote_of(context) if isinstance(context, dict) else None
+            position, is_new = await self.positions.opened(user_id, msg, quote)
+            msg["stream_position_id"] = msg["position_id"]
+            msg["position_id"] = position.position_id
+            worker.remember(position.position_id, position.token_account or event.token_account)
             self._arm_deadline(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
             if is_new and position.card_message_id is None:
                 await self.alerts.position_opened(user_id, chat_id, position)
+            if not is_new:
+                await self._reapply(worker, position)
         elif kind == "pnl_update":
             # Noisy: kept in memory and written in batches, so exit signals never queue behind PnL writes.
             live = self.live.setdefault((user_id, int(msg["position_id"])), {})
@@ -297,11 +472,11 @@ class StreamSupervisor:
             if handle is not None:
                 handle.cancel()
             position = await self.positions.closed(user_id, position_id, str(msg.get("reason", "")))
+            worker.forget(position_id)
+            worker.asked.pop(position_id, None)
             await self.alerts.position_closed(user_id, chat_id, position, msg)
         elif kind == "error":
-            from bot.notify import render
-
-            self.alerts.text(chat_id, render.stream_error(msg))
+            self._show_error(worker, msg)
         elif kind.startswith("mirror_"):
             from bot.notify import render
 
@@ -312,6 +487,32 @@ class StreamSupervisor:
             log.info("stream message of unknown type %r kept but not shown", kind)
 
         await PnlHistory.for_db(self.services.db).observe(user_id, kind, msg)  # chart samples and exit marks
+
+    async def _reapply(self, worker: Worker, position: Position) -> None:
+        """A position announced again (a new session): its override and a pending exit, with the new id."""
+        if position.strategy_json:
+            await worker.client.update_position_strategy(
+                position.position_id, Strategy.from_json(position.strategy_json).to_wire()
+            )
+        if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
+            await self._ask_exit(worker, position.position_id)
+
+    def _show_error(self, worker: Worker, msg: dict[str, Any]) -> None:
+        """A stream error in the chat, the same code at most once per `error_repeat_s` (a refused
+        configure comes back on every reconnect)."""
+        from bot.notify import render
+
+        code = str(msg.get("code", ""))
+        now = time.monotonic()
+        last = worker.errors_shown.get(code)
+        if last is not None and now - last < self.error_repeat_s:
+            return
+        worker.errors_shown[code] = now
+        if code in ACTIONABLE_ERRORS:
+            # documented codes: say what to do about it, not only what LaserSell said
+            self.alerts.text(worker.chat_id, "⚠️ " + _esc(describe_error(code, str(msg.get("message") or ""))))
+        else:
+            self.alerts.text(worker.chat_id, render.stream_error(msg))
 
     # --- live numbers -----------------------------------------------------------------------------------
     def _schedule_flush(self) -> None:
@@ -368,7 +569,8 @@ class StreamSupervisor:
             return
         await self.positions.update(worker.user_id, position_id, waiting_exit=True, deadline_fired=True)
         self.deadline_requests.add((worker.user_id, position_id))
-        await worker.client.request_exit_signal(position_id)
+        # not sent while reconnecting: waiting_exit has it asked once the position is announced again
+        await self._ask_exit(worker, position_id)
 
     def exit_reason(self, user_id: int, position_id: int, reason: str) -> str:
         """The stream answers our request with `manual`: say it was the deadline when the deadline asked."""
@@ -379,12 +581,29 @@ class StreamSupervisor:
         return reason
 
     async def request_exit(self, user_id: int, position_id: int, slippage_bps: int | None = None) -> bool:
-        """Ask the stream for a fresh exit transaction (Sell now, refresh, retry)."""
+        """Ask the stream for a fresh exit transaction (Sell now, refresh, retry) for the bot's position
+        `position_id`. False when it cannot go out now: it is then asked as soon as the stream is back and
+        the position announced (a reconnect starts a new session)."""
         worker = self.workers.get(user_id)
         if worker is None:
             return False
         await self.positions.update(user_id, position_id, waiting_exit=True)
-        return await worker.client.request_exit_signal(position_id, slippage_bps)
+        return await self._ask_exit(worker, position_id, slippage_bps)
+
+    async def close_position(self, user_id: int, position_id: int) -> bool:
+        """Stop tracking the bot's position `position_id` (it does not sell). False when not connected."""
+        worker = self.workers.get(user_id)
+        return worker is not None and await worker.client.close_position(position_id)
+
+    async def set_position_strategy(self, user_id: int, position_id: int, strategy: Strategy | None) -> bool:
+        """Store a per-position strategy (None: back to the account's) and send it; it is re-sent with the new
+        id whenever a reconnect announces the position again. False when it could not go out yet."""
+        await self.positions.update(user_id, position_id, strategy_json=strategy.to_json() if strategy else None)
+        worker = self.workers.get(user_id)
+        if worker is None:
+            return False
+        wire = (strategy or worker.wanted.strategy).to_wire()
+        return await worker.client.update_position_strategy(position_id, wire)
 
     def status(self, user_id: int) -> dict[str, Any] | None:
         worker = self.workers.get(user_id)
@@ -399,6 +618,14 @@ class StreamSupervisor:
             "last_message_at": c.last_message_at,
             "limits": dict(c.limits or {}),
         }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _esc(text: str) -> str:

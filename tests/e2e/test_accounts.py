@@ -437,17 +437,18 @@ async def test_strategy_one_line_form_and_each_validation_error(harness: Harness
     assert stored["breakeven_trail_pct"] == 3
 
     errors = [
-        ("tp 20000", r"take profit \(tp\) 20000% is out of range: use more than 0 and at most 10000"),
-        ("sl 150", r"stop loss \(sl\) 150% is out of range: use more than 0 and at most 100"),
-        ("trail -1", r"trailing stop \(trail\) -1% is out of range: use more than 0 and at most 10000"),
+        ("tp -5", r"take profit \(tp\) -5% is out of range: use a number above 0"),
+        ("sl 100", r"stop loss \(sl\) 100% is out of range: use more than 0 and below 100"),
+        ("trail -1", r"trailing stop \(trail\) -1% is out of range: use more than 0 and below 100"),
         ("deadline 90000", r"deadline 90000 is out of range: use 0 \(off\) to 86400 seconds"),
         ("deadline 1.5", r"deadline '1.5' must be whole seconds from 0 \(off\) to 86400"),
-        ("tp abc", r"tp 'abc' is not a number.*more than 0 and at most 10000"),
-        ("sl nan", r"sl 'nan' is not a finite number.*at most 100"),
+        ("tp abc", r"tp 'abc' is not a number.*a number above 0"),
+        ("sl nan", r"sl 'nan' is not a finite number.*below 100"),
         ("graduation maybe", r"graduation 'maybe' must be on or off"),
         ("speed 3", r"unknown setting 'speed'"),
         ("tp", r"'tp' needs a value"),
-        ("tp 0 sl 0 trail 0 graduation off guard off breakeven 0", r"no exit condition is on"),
+        # LaserSell counts take profit, stop loss, trailing stop and the deadline; the guard is no exit
+        ("tp 0 sl 0 trail 0 deadline 0 graduation on guard on breakeven 3", r"no exit condition is on"),
     ]
     for args, error in errors:
         reply = await ann.send(f"/strategy {args}", expect=error)
@@ -474,13 +475,17 @@ async def test_ladder_happy_path_and_errors(harness: Harness) -> None:
     h = harness
     ann = await h.user("Ann")
     saved = await ann.send("/ladder 25:30 50:50 100:20:5", expect=r"Saved and sent to your stream")
-    assert "at +25% sell 30%, at +50% sell 50%, at +100% sell 20% (trail 5%)" in saved["text"]
+    # each level sells a share of what is left: 30 %, then 35 %, then 20 % of the last 35 %
+    assert "at +25% sell 30% of what's left (30% of the position sold by then)" in saved["text"]
+    assert "at +50% sell 50% of what's left (65% of the position sold by then)" in saved["text"]
+    assert ("at +100% sell 20% of what's left once it falls 5% from its peak after that "
+            "(72% of the position sold by then)") in saved["text"]
     ladder = json.loads((await stored_settings(h, ann.user_id)).strategy_json)["ladder"]
     assert [(lv["profit_pct"], lv["sell_pct"], lv["trailing_stop_pct"]) for lv in ladder] == [
         (25, 30, 0), (50, 50, 0), (100, 20, 5)]
     errors = [
         ("50:30 25:50", r"ladder level 2 profit 25% must be higher than the level before \(50%\)"),
-        ("25:60 50:60", r"ladder sells add up to 120%: they may add up to at most 100%"),
+        ("25:100 50:60", r"only the last level may sell 100%"),
         ("25", r"ladder level 1 '25' is not profit%:sell%"),
         ("25:0", r"ladder level 1 sell 0% is out of range: use more than 0 and at most 100"),
         ("25:150", r"ladder level 1 sell 150% is out of range"),
@@ -491,7 +496,8 @@ async def test_ladder_happy_path_and_errors(harness: Harness) -> None:
         reply = await ann.send(f"/ladder {args}".strip(), expect=error)
         assert "Nothing was changed" in reply["text"]
     assert json.loads((await stored_settings(h, ann.user_id)).strategy_json)["ladder"] == ladder
-    await ann.send("/ladder off", expect=r"Take profit: \+6%")
+    # the ladder turned the +6 % take profit off (it would have sold everything before the first level)
+    await ann.send("/ladder off", expect=r"Take profit: off")
     assert json.loads((await stored_settings(h, ann.user_id)).strategy_json)["ladder"] == []
 
 

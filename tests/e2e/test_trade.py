@@ -175,8 +175,12 @@ async def test_position_strategy_survives_a_dropped_connection(harness: Harness)
     await trader.chat.send(f"/pstrategy {pid} tp 40 sl 15", expect=r"Saved for this position")
     stream = h.services.stream
 
+    supervisor = h.runner.services.supervisor
+    wire_id = position.stream_position_id
+
     def overrides(session: Any) -> list[dict[str, Any]]:
-        return [m for m in session.received if m.get("type") == "update_position_strategy" and m["position_id"] == pid]
+        # the stream's id for the position: a reconnect's new session numbers positions afresh
+        return [m for m in session.received if m.get("type") == "update_position_strategy" and m["position_id"] == wire_id]
 
     first = stream.session_for(trader.api_key)
     assert first is not None
@@ -188,6 +192,7 @@ async def test_position_strategy_survives_a_dropped_connection(harness: Harness)
     start = loop.time()
     while True:
         session = stream.session_for(trader.api_key)
+        wire_id = (await supervisor.positions.get(trader.chat.user_id, pid)).stream_position_id
         if session is not None and session is not first and overrides(session):
             break
         assert loop.time() - start < 5, "the per-position strategy was not re-sent after the reconnect"

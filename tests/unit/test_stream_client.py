@@ -112,6 +112,7 @@ class FakeStream:
     def __init__(self, *plan: Script | int) -> None:
         self.plan = list(plan) or [configure_then_hello]
         self.attempts = 0
+        self.attempt_times: list[float] = []  # monotonic time of each upgrade request
         self.api_keys: list[str | None] = []
         self.conns: list[Conn] = []
         self._new_conn = asyncio.Event()
@@ -122,6 +123,7 @@ class FakeStream:
     def _process_request(self, connection: ServerConnection, request: Any) -> Any:
         index = self.attempts
         self.attempts += 1
+        self.attempt_times.append(time.monotonic())
         self.api_keys.append(request.headers.get("x-api-key"))
         step = self._step(index)
         if isinstance(step, int):
@@ -164,7 +166,6 @@ class Trader:
     def __init__(self) -> None:
         self.strategy: dict[str, Any] = dict(STRATEGY)
         self.wallets = [WALLET]
-        self.overrides: dict[int, dict[str, Any]] = {}
         self.asked = 0
 
     async def config(self) -> StreamConfig:
@@ -174,7 +175,6 @@ class Trader:
             strategy=dict(self.strategy),
             send_mode="helius_sender",
             tip_lamports=1000,
-            position_strategies=dict(self.overrides),
         )
 
 
@@ -273,7 +273,7 @@ async def test_hello_timeout_counts_as_failed_connect_and_reconnects() -> None:
 # ---------------------------------------------------------------- reconnect with current state
 
 
-async def test_reconnect_sends_current_strategy_overrides_and_queued_requests() -> None:
+async def test_reconnect_sends_the_current_strategy_and_wallets_and_no_stale_request() -> None:
     trader = Trader()
     sleeps = Sleeps(held=True)
 
@@ -286,60 +286,127 @@ async def test_reconnect_sends_current_strategy_overrides_and_queued_requests() 
         new_strategy = {"target_profit_pct": 80.0, "stop_loss_pct": 5.0, "trailing_stop_pct": 3.0}
         trader.strategy = new_strategy
         assert await client.update_strategy(new_strategy) is True
-        override = {"target_profit_pct": 200.0, "stop_loss_pct": 0.0}
-        trader.overrides[7] = override
-        assert await client.update_position_strategy(7, override) is True
-        await conn1.wait_for(lambda msgs: len(msgs) >= 3)
+        await conn1.wait_for(lambda msgs: len(msgs) >= 2)
         assert conn1.received[1] == {"type": "update_strategy", "strategy": new_strategy}
-        assert conn1.received[2] == {
-            "type": "update_position_strategy",
-            "position_id": 7,
-            "strategy": override,
-        }
 
         await conn1.ws.close()
         await sleeps.sleeping.wait()
         assert client.state == RECONNECTING
-        # While down: wallet change lands in the next configure; the exit request is queued.
+        # While down: the wallet change lands in the next configure; a one-shot request is refused
+        # (False) rather than replayed into a session where it may name another position.
         trader.wallets = [WALLET, "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"]
         assert await client.update_wallets(trader.wallets) is False
         assert await client.request_exit_signal(9, slippage_bps=300) is False
-        assert await client.request_exit_signal(9, slippage_bps=500) is False  # the latest wins
+        assert await client.close_position(9) is False
         with pytest.raises(StreamUnavailable):
             await client.send({"type": "ping", "client_time_ms": 1})
         sleeps.gate.set()
 
         assert await client.wait_connected(5)
         conn2 = await server.conn(1)
-        await conn2.wait_for(lambda msgs: len(msgs) >= 3)
+        assert await client.ping() is True
+        await conn2.wait_for(lambda msgs: len(msgs) >= 2)
         configure, *after = conn2.received
         assert configure["strategy"] == new_strategy
         assert configure["wallet_pubkeys"] == trader.wallets
-        assert after == [
-            {"type": "update_position_strategy", "position_id": 7, "strategy": override},
-            {"type": "request_exit_signal", "position_id": 9, "slippage_bps": 500},
-        ]
+        assert [m["type"] for m in after] == ["ping"]
         assert trader.asked == 2
         assert client.reconnect_count == 1
+        await client.stop()
+
+
+def opened(position_id: int, token_account: str) -> dict[str, Any]:
+    return {
+        "type": "position_opened",
+        "position_id": position_id,
+        "wallet_pubkey": WALLET,
+        "mint": "Mint" + token_account,
+        "token_account": token_account,
+        "tokens": 1000,
+        "entry_quote_units": 10_000,
+        "slot": 1,
+    }
+
+
+async def test_positions_are_named_by_token_account_across_sessions() -> None:
+    """A reconnect is a new session with new position ids: requests name positions by token account, and an
+    override goes out with the id the new session gave the position."""
+    accounts = {1: "AtaA", 2: "AtaB"}  # the caller's own ids
+
+    async def first(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send(HELLO)
+        await conn.send(opened(1, "AtaA"))
+        await conn.send(opened(2, "AtaB"))
+        await conn.send(pnl(1, 5))
+        await conn.record_until_closed()
+
+    async def second(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send(dict(HELLO, session_id=43))
+        # the same two positions, announced with each other's old ids
+        await conn.send(opened(1, "AtaB"))
+        await conn.send(opened(2, "AtaA"))
+        await conn.send(pnl(2, 7))
+        await conn.record_until_closed()
+
+    async with FakeStream(first, second) as server:
+        client = make_client(server, Trader(), position_account=accounts.get)
+        await client.start()
+        events = [await client.next_event() for _ in range(4)]
+        assert [(e.type, e.token_account, e.connection) for e in events] == [
+            ("hello_ok", None, 1), ("position_opened", "AtaA", 1), ("position_opened", "AtaB", 1),
+            ("pnl_update", "AtaA", 1),
+        ]
+        conn1 = await server.conn(0)
+        assert await client.update_position_strategy(1, STRATEGY) is True
+        await conn1.wait_for(lambda msgs: len(msgs) >= 2)
+        assert conn1.received[1] == {"type": "update_position_strategy", "position_id": 1, "strategy": STRATEGY}
+
+        await conn1.ws.close()
+        events = [await client.next_event() for _ in range(4)]
+        assert [(e.type, e.token_account, e.connection) for e in events] == [
+            ("hello_ok", None, 2), ("position_opened", "AtaB", 2), ("position_opened", "AtaA", 2),
+            ("pnl_update", "AtaA", 2),
+        ]
+        conn2 = await server.conn(1)
+        assert client.wire_position_id("AtaA") == 2
+        assert await client.update_position_strategy(1, STRATEGY) is True
+        assert await client.request_exit_signal(1, slippage_bps=500) is True
+        assert await client.close_position(2) is True
+        assert await client.request_exit_signal(99) is False  # a position the caller does not know
+        await conn2.wait_for(lambda msgs: len(msgs) >= 4)
+        assert conn2.received[1:] == [
+            {"type": "update_position_strategy", "position_id": 2, "strategy": STRATEGY},
+            {"type": "request_exit_signal", "token_account": "AtaA", "slippage_bps": 500},
+            {"type": "close_position", "token_account": "AtaB"},
+        ]
+        await client.stop()
+
+
+async def test_an_override_for_a_position_not_yet_announced_in_this_session_is_not_sent() -> None:
+    async def quiet(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send(HELLO)
+        await conn.record_until_closed()
+
+    async with FakeStream(quiet) as server:
+        client = make_client(server, Trader(), position_account={1: "AtaA"}.get)
+        await client.start()
+        assert await client.wait_connected(5)
+        assert await client.update_position_strategy(1, STRATEGY) is False
+        assert await client.ping() is True
+        conn = await server.conn(0)
+        await conn.wait_for(lambda msgs: len(msgs) >= 2)
+        assert [m["type"] for m in conn.received] == ["configure", "ping"]
         await client.stop()
 
 
 # ---------------------------------------------------------------- backoff
 
 
-class RecordingRandom(random.Random):
-    def __init__(self) -> None:
-        super().__init__(7)
-        self.ceilings: list[float] = []
-
-    def uniform(self, a: float, b: float) -> float:
-        self.ceilings.append(b)
-        return super().uniform(a, b)
-
-
-async def test_backoff_grows_with_full_jitter_and_resets_after_a_healthy_session() -> None:
+async def test_reconnect_delays_double_from_100_ms_to_2_s_with_jitter_and_reset_after_a_healthy_session() -> None:
     now = [1000.0]
-    rng = RecordingRandom()
     sleeps = Sleeps()
 
     clients: list[StreamClient] = []
@@ -351,29 +418,42 @@ async def test_backoff_grows_with_full_jitter_and_resets_after_a_healthy_session
         now[0] += 61  # the session stays up past the healthy period
         await conn.ws.close()
 
-    async with FakeStream(503, 503, 503, 503, 503, stay, 503) as server:
-        client = make_client(server, Trader(), rng=rng, sleep=sleeps, clock=lambda: now[0])
+    refusals = [503] * 8
+    async with FakeStream(*refusals, stay, 503) as server:
+        client = make_client(server, Trader(), rng=random.Random(7), sleep=sleeps, clock=lambda: now[0])
         clients.append(client)
         await client.start()
-        await until(lambda: len(sleeps.delays) >= 8)
+        await until(lambda: len(sleeps.delays) >= 12)
         await client.stop()
 
-    assert rng.ceilings[:8] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 0.1, 0.2, 0.4])
-    for delay, ceiling in zip(sleeps.delays, rng.ceilings, strict=False):
-        assert 0 <= delay <= ceiling
-    # full jitter: delays are not the ceilings and not proportional to them
-    ratios = {round(d / c, 6) for d, c in zip(sleeps.delays, rng.ceilings, strict=False)}
-    assert len(ratios) > 3
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 0.1, 0.2, 0.4, 0.8]
+    for delay, ceiling in zip(sleeps.delays, ceilings, strict=False):
+        assert ceiling * 0.8 <= delay <= ceiling
+    assert len({round(d / c, 6) for d, c in zip(sleeps.delays, ceilings, strict=False)}) > 3  # jittered
+    assert server.attempts >= 12
 
 
-def test_backoff_is_capped() -> None:
+def test_backoff_is_capped_at_two_seconds() -> None:
     client = StreamClient(API_KEY, Trader().config, rng=random.Random(1))
-    delays = [client.backoff_delay(n) for n in range(40, 200)]
-    assert max(delays) <= 30.0
-    assert max(delays) > 15.0  # the cap is reached, not a smaller ceiling
+    delays = [client.backoff_delay(n) for n in range(5, 200)]
+    assert max(delays) <= 2.0 and min(delays) >= 1.6
 
 
-# ---------------------------------------------------------------- terminal errors
+async def test_a_refusing_server_is_retried_at_the_sdk_pace_in_real_time() -> None:
+    """Measured on the clock: against a server that refuses every upgrade, attempts come at 100 ms, 200 ms,
+    400 ms... apart, not all at once and not with long gaps."""
+    async with FakeStream(503) as server:
+        client = StreamClient(API_KEY, Trader().config, url=server.url, rng=random.Random(3))
+        await client.start()
+        await until(lambda: server.attempts >= 5, timeout=10)
+        await client.stop()
+    times = server.attempt_times
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)][:4]
+    for gap, ceiling in zip(gaps, [0.1, 0.2, 0.4, 0.8], strict=True):
+        assert ceiling * 0.8 - 0.01 <= gap <= ceiling + 0.25
+
+
+# ---------------------------------------------------------------- errors
 
 
 async def test_bad_key_error_stops_after_one_attempt() -> None:
@@ -395,9 +475,8 @@ async def test_bad_key_error_stops_after_one_attempt() -> None:
         assert server.attempts == 1
         assert sleeps.delays == []
         assert [s for s, _ in states].count(NEEDS_ATTENTION) == 1
-        # the error is still handed out, then iteration ends
-        events = [event async for event in client]
-        assert [e.type for e in events] == ["error"]
+        events = [event async for event in client]  # the reason is the state's; iteration ends
+        assert events == []
         await client.stop()
         assert client.state == NEEDS_ATTENTION
 
@@ -412,33 +491,38 @@ async def test_http_401_on_upgrade_is_terminal() -> None:
         assert server.attempts == 1 and sleeps.delays == []
 
 
-async def test_session_in_use_and_rejected_configure_are_terminal() -> None:
+async def test_a_key_in_use_or_a_refused_configure_is_retried_until_the_stream_comes_back() -> None:
     async def in_use(conn: Conn) -> None:
         await conn.recv()
-        await conn.send({"type": "error", "code": "too_many_sessions", "message": "key in use"})
-        await conn.ws.close()
+        await conn.send({"type": "error", "code": "session_limit", "message": "key in use"})
+        await conn.ws.close(1008, "session_limit")
 
     async def rejected_after_hello(conn: Conn) -> None:
         # hello first, then the configure is refused and the server hangs up
         await conn.send(HELLO)
         await conn.recv()
-        await conn.send({"type": "error", "code": "invalid_strategy", "message": "no exit condition"})
+        await conn.send({"type": "error", "code": "wallet_not_registered", "message": "register first"})
         await conn.ws.close()
 
-    for script, words in ((in_use, "one session per key"), (rejected_after_hello, "strategy")):
+    for script, words in ((in_use, "one session per key"), (rejected_after_hello, "not registered")):
         sleeps = Sleeps()
-        async with FakeStream(script, configure_then_hello) as server:
-            attention = asyncio.Event()
+        reasons: list[str | None] = []
+        async with FakeStream(script, script, configure_then_hello) as server:
             client = make_client(
-                server,
-                Trader(),
-                sleep=sleeps,
-                on_state_change=lambda s, r, e=attention: e.set() if s == NEEDS_ATTENTION else None,
+                server, Trader(), sleep=sleeps,
+                on_state_change=lambda s, r, seen=reasons: seen.append(r) if s == RECONNECTING else None,
             )
             await client.start()
-            await asyncio.wait_for(attention.wait(), 5)
-            assert words in (client.reason or "")
-            assert server.attempts == 1 and sleeps.delays == []
+            await until(lambda c=client, srv=server: srv.attempts >= 3 and c.state == CONNECTED)
+            assert server.attempts == 3 and len(sleeps.delays) == 2
+            assert words in (reasons[0] or "")  # the reason the trader is told if it lasts
+            kinds = []
+            while client.pending_count():
+                kinds.append((await client.next_event()).type)
+            # a refusal during the handshake is no event (no chat message every retry); a hello-first
+            # server's refusal comes after the handshake, as an event of that session
+            assert ("error" in kinds) == (script is rejected_after_hello)
+            await client.stop()
 
 
 async def test_error_for_one_request_after_handshake_is_an_event() -> None:
@@ -567,7 +651,7 @@ async def test_unknown_market_type_unknown_messages_and_garbage() -> None:
         await conn.send({"type": "fancy_new_thing", "value": 1, "server_time_ms": 5})
         await conn.send(exit_signal(4, context))
         await conn.send(
-            exit_signal(5, {"market_type": "pump_swap", "pump_swap": {"pool": "P", "global_config": "G"}})
+            exit_signal(5, {"market_type": "pump_swap", "pumpswap": {"pool": "P", "global_config": "G"}})
         )
         await conn.record_until_closed()
 
@@ -585,7 +669,7 @@ async def test_unknown_market_type_unknown_messages_and_garbage() -> None:
         assert unknown_market.data["unsigned_tx_b64"] == "AQID"
         assert unknown_market.data["market_context"] == context
         assert unknown_market.market_type == "moonshot_v9" and not unknown_market.market_type_known
-        assert events[2].data["market_context"]["pump_swap"]["pool"] == "P"  # kept as sent
+        assert events[2].data["market_context"]["pumpswap"]["pool"] == "P"  # kept as sent
         assert events[2].market_type_known
         raw = events[3]
         assert not raw.known and raw.data["value"] == 1 and raw.server_time_ms == 5
