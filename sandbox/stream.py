@@ -196,22 +196,18 @@ class Strategy:
             raise ProtocolError(
                 "invalid_strategy",
                 "strategy has no exit condition: at least one of target_profit_pct, stop_loss_pct, "
-                "trailing_stop_pct (or take_profit_levels, or deadline_timeout_sec on configure) "
+                "trailing_stop_pct (or deadline_timeout_sec on configure) "
                 "must be greater than 0",
             )
         return strategy
 
     def has_exit_condition(self) -> bool:
-        """The docs' rule: target, stop loss or trailing stop > 0; a ladder is a take profit too.
+        """The docs' rule: target, stop loss or trailing stop > 0 (or a deadline on configure, checked there).
 
-        sell_on_graduation, liquidity_guard and breakeven_trail_pct alone do not count.
+        A ladder alone, sell_on_graduation, liquidity_guard and breakeven_trail_pct alone do not count
+        (api/stream/strategy-configuration.mdx lists only these four fields).
         """
-        return bool(
-            self.target_profit_pct > 0
-            or self.stop_loss_pct > 0
-            or self.trailing_stop_pct > 0
-            or self.take_profit_levels
-        )
+        return bool(self.target_profit_pct > 0 or self.stop_loss_pct > 0 or self.trailing_stop_pct > 0)
 
 
 def _parse_levels(raw: object) -> tuple[TakeProfitLevel, ...]:

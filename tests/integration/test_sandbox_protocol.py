@@ -61,7 +61,8 @@ async def test_ladder_levels_sell_shares_of_what_remains(world: World) -> None:
         {"profit_pct": 50, "sell_pct": 50},
         {"profit_pct": 100, "sell_pct": 100},
     ]
-    probe = await world.session({"target_profit_pct": 0, "stop_loss_pct": 0, "take_profit_levels": levels})
+    # a ladder alone is no exit condition (the docs): a far stop loss makes the strategy valid
+    probe = await world.session({"target_profit_pct": 0, "stop_loss_pct": 90, "take_profit_levels": levels})
     opened = await world.position(probe)
     original = opened["tokens"]
 
@@ -181,7 +182,16 @@ async def test_strategy_without_an_exit_condition_is_refused(world: World) -> No
         strategy = {"target_profit_pct": 10, "stop_loss_pct": 5, **bad}
         await probe.send({"type": "configure", "wallet_pubkeys": [world.wallet], "strategy": strategy})
         assert (await probe.next("error"))["code"] == "invalid_strategy", bad
-    # A deadline on configure is an exit condition (the docs), and so is a ladder.
+    # A ladder alone is not an exit condition: the docs list only target, stop loss, trailing stop and
+    # the deadline.
+    ladder = {
+        "target_profit_pct": 0,
+        "stop_loss_pct": 0,
+        "take_profit_levels": [{"profit_pct": 20, "sell_pct": 50}],
+    }
+    await probe.send({"type": "configure", "wallet_pubkeys": [world.wallet], "strategy": ladder})
+    assert (await probe.next("error"))["code"] == "invalid_strategy"
+    # A deadline on configure is an exit condition (the docs).
     await probe.send(
         {
             "type": "configure",
@@ -191,15 +201,7 @@ async def test_strategy_without_an_exit_condition_is_refused(world: World) -> No
         }
     )
     await probe.next("hello_ok")
-    ladder = {
-        "target_profit_pct": 0,
-        "stop_loss_pct": 0,
-        "take_profit_levels": [{"profit_pct": 20, "sell_pct": 50}],
-    }
-    await probe.send({"type": "update_strategy", "strategy": ladder})
-    await probe.send({"type": "ping", "client_time_ms": 1})
-    await probe.next("pong")
-    assert [m["type"] for m in probe.messages].count("error") == 4  # the ladder was accepted
+    assert [m["type"] for m in probe.messages].count("error") == 5
 
 
 async def test_trailing_stop_waits_for_profit(world: World) -> None:
@@ -370,7 +372,7 @@ async def test_liquidity_guard_scales_a_ladder_level_down_and_leaves_the_rest_to
         ]
         strategy = {
             "target_profit_pct": 0,
-            "stop_loss_pct": 0,
+            "stop_loss_pct": 90,
             "take_profit_levels": levels,
             "liquidity_guard": True,
         }

@@ -226,7 +226,7 @@ async def test_three_level_ladder_sells_shares_of_what_remains(world: World) -> 
         {"profit_pct": 25, "sell_pct": 50, "trailing_stop_pct": 0},
         {"profit_pct": 50, "sell_pct": 100, "trailing_stop_pct": 0},
     ]
-    probe = await world.session({"target_profit_pct": 0, "stop_loss_pct": 0, "take_profit_levels": levels})
+    probe = await world.session({"target_profit_pct": 0, "stop_loss_pct": 90, "take_profit_levels": levels})
     opened = await world.position(probe)
     original = opened["tokens"]
     world.move(12)
