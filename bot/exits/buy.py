@@ -132,15 +132,21 @@ class Buyer:
             )
         settings = await services.accounts.store.get(user_id)
         try:
+            # `amount` is a human amount (0.1 = 0.1 SOL); the atomic field is `amount_in_total`. Lamports are
+            # what the trader confirmed, so the exact integer goes in the atomic field.
             reply = await services.api.buy(
                 found[0], mint=mint, user_pubkey=wallet.address, slippage_bps=settings.slippage_bps, input="SOL",
-                amount=lamports, send_mode="rpc", tip_lamports=0,
+                amount_in_total=lamports, send_mode="rpc", tip_lamports=0,
             )
         except InvalidApiKey:
             raise BuyError("LaserSell refused your API key: set it again with /apikey") from None
         except LaserSellApiError as exc:
-            if exc.status == 404:
-                raise BuyError("LaserSell knows no market for this mint: check the address") from None
+            if exc.reason == "not_indexed" or "not indexed" in str(exc):
+                raise BuyError("LaserSell has not indexed this mint yet: try again in a minute") from None
+            if exc.status == 404 or exc.reason in ("no_route", "invalid_mint", "unsupported_token_program"):
+                raise BuyError(f"LaserSell has no market for this mint ({exc}): check the address") from None
+            if exc.retryable:
+                raise BuyError(f"LaserSell is busy ({exc}): try again in a moment") from None
             raise BuyError(f"LaserSell could not build the buy: {exc}") from None
         tx_b64 = reply.get("tx")
         if not isinstance(tx_b64, str):
