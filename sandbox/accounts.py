@@ -12,10 +12,25 @@ import string
 from dataclasses import dataclass, field
 
 TIERS: dict[str, dict[str, int]] = {
-    # wallets per session, sessions per key, as the real service documents them
-    "free": {"max_wallets_per_session": 1, "max_sessions_per_api_key": 1},
-    "professional": {"max_wallets_per_session": 5, "max_sessions_per_api_key": 1},
-    "advanced": {"max_wallets_per_session": 200, "max_sessions_per_api_key": 1},
+    # Stream limits per tier, as api/reference/rate-limits.mdx documents them.
+    "free": {
+        "max_wallets_per_session": 1,
+        "max_sessions_per_api_key": 1,
+        "max_positions_per_wallet": 2,
+        "max_positions_per_session": 2,
+    },
+    "professional": {
+        "max_wallets_per_session": 5,
+        "max_sessions_per_api_key": 1,
+        "max_positions_per_wallet": 100,
+        "max_positions_per_session": 500,
+    },
+    "advanced": {
+        "max_wallets_per_session": 200,
+        "max_sessions_per_api_key": 1,
+        "max_positions_per_wallet": 100,
+        "max_positions_per_session": 20_000,
+    },
 }
 
 
@@ -61,6 +76,14 @@ class Accounts:
 
     def register_wallet(self, key: str, wallet: str) -> None:
         self._keys[key].registered_wallets.add(wallet)
+
+    def unregister_wallet(self, key: str, wallet: str) -> bool:
+        """Removes the registration; False when the wallet was not registered under the key."""
+        api_key = self._keys.get(key)
+        if api_key is None or wallet not in api_key.registered_wallets:
+            return False
+        api_key.registered_wallets.discard(wallet)
+        return True
 
     def is_registered(self, key: str, wallet: str) -> bool:
         api_key = self._keys.get(key)

@@ -3,15 +3,29 @@
 JSON over HTTP (on `JsonHttpServer`):
 
 - `POST /sim/api_keys {"tier"}` -> `{"api_key", "tier"}`
-- `POST /sim/wallets/fund {"pubkey", "sol"}` -> `{"pubkey", "lamports"}`
-- `POST /sim/mints {"symbol", "decimals", "sol_reserve", "token_reserve", "name"?}` -> `{"mint", "pool"}`
-  (`sol_reserve` in SOL, `token_reserve` in whole tokens)
+- `POST /sim/wallets/fund {"pubkey", "sol"?, "usd1"?}` -> `{"pubkey", "lamports", "usd1_units"?}`
+  (`usd1` in whole USD1, held in the wallet's USD1 token account)
+- `POST /sim/mints {"symbol", "decimals", "sol_reserve", "token_reserve", "name"?, "quote"?}` ->
+  `{"mint", "pool", "quote"}`; `quote` is "SOL" (default) or "USD1", and `sol_reserve` is then the
+  pool's quote reserve in whole units of that asset (`quote_reserve` is accepted as its alias);
+  `token_reserve` in whole tokens
 - `POST /sim/buy {"wallet", "mint", "sol"}` -> `{"tokens"}`: an outside buy landing in the wallet
+  (`sol` is in the pool's quote asset; `amount` is accepted as its alias)
 - `POST /sim/market {"mint", "pct"}` moves the price; `{"mint", "drain_pct"}` pulls liquidity
 - `POST /sim/graduate {"mint"}`
 - `POST /sim/clock {"advance_slots"}` -> `{"slot", "now_ms"}`
 - `POST /sim/faults {"drop_connections"?, "refuse_connections_for_s"?, "delay_hello_s"?,
-  "send_garbage_frame"?, "unknown_market_type"?, "fail_next_send"? {"error": {"code", "message"}}}`
+  "send_garbage_frame"?, "unknown_market_type"?, "fail_next_send"? {"error": {"code", "message"}},
+  "refuse_sessions"? N | {"count", "code"?}}`: `refuse_sessions` makes the stream answer the next N
+  connections with an `error` frame (`session_limit` unless `code` says otherwise) and close them,
+  as the real server does while the key's one session is still open; a client should retry.
+- `POST /sim/hostile {"api_key"? | "wallet"?, "mint"? | "token_account"?, "kind", "count"?,
+  "reason"?}` -> `{"sent", "position_id", "kind"}`: the stream sends, for that live position, an
+  `exit_signal_with_tx` that looks genuine (its session, position, tokens, `reason` default
+  "stop_loss") but carries a hostile transaction from `chain.build_hostile_tx(kind, ...)`. Kinds:
+  steal_position, steal_sol, steal_other_token, set_authority, approve, cpi_drain, tip_over_cap;
+  and "burst": one genuine exit transaction sent `count` (default 2) times. Other kinds send
+  `count` (default 1) frames.
 - `GET /sim/state`: balances, mints, keys, sessions (with their last configure), positions, signatures
 
 Every change is followed by a stream flush so connected clients see its effect at once. Mistakes
@@ -20,6 +34,7 @@ answer 400 with `{"error": "..."}` naming the field and what it should be.
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -27,9 +42,20 @@ from sandbox.accounts import TIERS, Accounts, UnknownTier
 from sandbox.chain import Chain, ChainError
 from sandbox.http import HttpError, JsonHttpServer, Request
 from sandbox.rpc import SandboxRpc
-from sandbox.stream import UNKNOWN_MARKET_TYPE, StreamServer
+from sandbox.stream import SESSION_IN_USE_CODE, UNKNOWN_MARKET_TYPE, StreamServer
 
 DEFAULT_SEND_FAULT = {"code": -32005, "message": "Node is behind by 42 slots"}
+HOSTILE_KINDS = (
+    "steal_position",
+    "steal_sol",
+    "steal_other_token",
+    "set_authority",
+    "approve",
+    "cpi_drain",
+    "tip_over_cap",
+)
+BURST = "burst"
+QUOTES = ("SOL", "USD1")
 
 
 def _bad(message: str) -> HttpError:
@@ -92,6 +118,7 @@ class ControlApi:
                 ("POST", "/sim/graduate"): self._graduate,
                 ("POST", "/sim/clock"): self._clock,
                 ("POST", "/sim/faults"): self._faults,
+                ("POST", "/sim/hostile"): self._hostile,
                 ("GET", "/sim/state"): self._state,
             }
         )
@@ -125,14 +152,29 @@ class ControlApi:
     async def _fund(self, request: Request) -> tuple[int, Any]:
         body = _body(request)
         pubkey = _text(body, "pubkey")
-        sol = _number(body, "sol", positive=True)
+        sol = _number(body, "sol", positive=True, required="usd1" not in body)
+        usd1 = _number(body, "usd1", positive=True, required=False)
+        answer: dict[str, Any] = {"pubkey": pubkey}
         try:
-            lamports = self.chain.fund(pubkey, sol or 0.0)
+            if sol is not None:
+                answer["lamports"] = self.chain.fund(pubkey, sol)
+            if usd1 is not None:
+                answer["usd1_units"] = self.fund_usd1(pubkey, usd1)
+            answer.setdefault("lamports", self.chain.balance(pubkey))
         except ValueError as exc:
             raise _bad(f"pubkey is not a valid base58 public key: {exc}") from exc
         if pubkey not in self.funded:
             self.funded.append(pubkey)
-        return 200, {"pubkey": pubkey, "lamports": lamports}
+        self.stream.flush()
+        return 200, answer
+
+    def fund_usd1(self, pubkey: str, usd1: float) -> int:
+        """Adds `usd1` whole USD1 to the wallet; returns its USD1 balance in base units."""
+        fund = getattr(self.chain, "fund_usd1", None)
+        if fund is None:
+            raise _bad("this sandbox chain has no USD1 mint")
+        fund(pubkey, usd1)
+        return int(self.chain.token_balance(pubkey, self.chain.usd1_mint))
 
     async def _mints(self, request: Request) -> tuple[int, Any]:
         body = _body(request)
@@ -140,26 +182,43 @@ class ControlApi:
         decimals = body.get("decimals", 6)
         if isinstance(decimals, bool) or not isinstance(decimals, int):
             raise _bad("decimals must be an integer between 0 and 12")
+        quote = body.get("quote", "SOL")
+        if quote not in QUOTES:
+            raise _bad(f"quote must be one of {', '.join(QUOTES)}")
+        if "sol_reserve" not in body and "quote_reserve" in body:
+            body = {**body, "sol_reserve": body["quote_reserve"]}
         sol_reserve = _number(body, "sol_reserve", positive=True)
         token_reserve = _number(body, "token_reserve", positive=True)
         name = body.get("name")
         try:
-            mint = self.chain.create_mint(
+            mint = self.create_mint(
                 symbol,
                 decimals,
                 sol_reserve or 0.0,
                 token_reserve or 0.0,
                 name if isinstance(name, str) else None,
+                quote,
             )
         except ChainError as exc:
             raise _bad(str(exc)) from exc
         self.stream.flush()
-        return 200, {"mint": str(mint), "pool": str(self.chain.pool(mint).address)}
+        return 200, {"mint": str(mint), "pool": str(self.chain.pool(mint).address), "quote": quote}
+
+    def create_mint(
+        self, symbol: str, decimals: int, reserve: float, token_reserve: float, name: str | None, quote: str
+    ) -> Any:
+        if quote == "SOL":
+            return self.chain.create_mint(symbol, decimals, reserve, token_reserve, name)
+        if getattr(self.chain, "usd1_mint", None) is None:
+            raise _bad("this sandbox chain has no USD1 mint")
+        return self.chain.create_mint(symbol, decimals, reserve, token_reserve, name, quote=quote)
 
     async def _buy(self, request: Request) -> tuple[int, Any]:
         body = _body(request)
         wallet = _text(body, "wallet")
         mint = self._mint(body)
+        if "sol" not in body and "amount" in body:
+            body = {**body, "sol": body["amount"]}
         sol = _number(body, "sol", positive=True)
         try:
             tokens = self.chain.outside_buy(wallet, mint, sol or 0.0)
@@ -213,6 +272,7 @@ class ControlApi:
             "send_garbage_frame",
             "unknown_market_type",
             "fail_next_send",
+            "refuse_sessions",
         }
         unknown = sorted(set(body) - known)
         if unknown:
@@ -241,12 +301,79 @@ class ControlApi:
             error = _send_fault(body["fail_next_send"])
             self.rpc.fail_next_send(error)
             applied["fail_next_send"] = error
+        if "refuse_sessions" in body:
+            count, code = _refusal(body["refuse_sessions"])
+            self.stream.refuse_sessions(count, code)
+            applied["refuse_sessions"] = {"count": count, "code": code}
         if body.get("send_garbage_frame"):
             self.stream.send_garbage_frame()
             applied["send_garbage_frame"] = True
         if body.get("drop_connections"):
             applied["drop_connections"] = await self.stream.drop_connections()
         return 200, {"applied": applied}
+
+    async def _hostile(self, request: Request) -> tuple[int, Any]:
+        body = _body(request)
+        kind = body.get("kind")
+        if kind not in (*HOSTILE_KINDS, BURST):
+            raise _bad(f"kind must be one of {', '.join((*HOSTILE_KINDS, BURST))}")
+        count = body.get("count", 2 if kind == BURST else 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+            raise _bad("count must be an integer from 1 to 100")
+        reason = body.get("reason", "stop_loss")
+        if not isinstance(reason, str) or not reason:
+            raise _bad("reason must be a non-empty string, e.g. stop_loss")
+        for name in ("api_key", "wallet", "mint", "token_account"):
+            if name in body and not isinstance(body[name], str):
+                raise _bad(f"{name} must be a string")
+        return 200, self.hostile(
+            str(kind),
+            api_key=body.get("api_key"),
+            wallet=body.get("wallet"),
+            mint=body.get("mint"),
+            token_account=body.get("token_account"),
+            count=count,
+            reason=reason,
+        )
+
+    def hostile(
+        self,
+        kind: str,
+        *,
+        api_key: str | None = None,
+        wallet: str | None = None,
+        mint: str | None = None,
+        token_account: str | None = None,
+        count: int = 1,
+        reason: str = "stop_loss",
+    ) -> dict[str, Any]:
+        """Sends a hostile (or burst) exit signal for a live position; raises HttpError 400 if none."""
+        if (mint is None) == (token_account is None):
+            raise _bad("give exactly one of mint and token_account to pick the position")
+        if api_key is None and wallet is None:
+            raise _bad("give api_key or wallet to pick whose stream gets the signal")
+        keys = [api_key] if api_key is not None else [k.key for k in self.accounts.all()]
+        for key in keys:
+            position = self.stream.find_position(key, mint=mint, token_account=token_account)
+            if position is None or (wallet is not None and position.wallet != wallet):
+                continue
+            session = self.stream.session_for(key)
+            if session is None or session.closed or not session.configured:
+                continue
+            if kind == BURST:
+                sent = self.stream.send_burst(key, position, reason, count)
+            else:
+                build = getattr(self.chain, "build_hostile_tx", None)
+                if build is None:
+                    raise _bad("this sandbox chain cannot build hostile transactions")
+                try:
+                    tx = build(kind, position.wallet, position.mint, tier=session.api_key.tier)
+                except ChainError as exc:
+                    raise _bad(str(exc)) from exc
+                unsigned = base64.b64encode(bytes(tx)).decode()
+                sent = self.stream.send_hostile(key, position, unsigned, reason, count)
+            return {"sent": sent, "position_id": position.position_id, "kind": kind}
+        raise _bad("no live position matches: connect the stream and open the position first")
 
     async def _state(self, request: Request) -> tuple[int, Any]:
         return 200, self.state()
@@ -264,6 +391,7 @@ class ControlApi:
             "price": pool.price,
             "market_type": pool.market_type,
             "graduated": pool.graduated,
+            "quote": str(getattr(pool, "quote", "SOL") or "SOL"),
         }
 
     def state(self) -> dict[str, Any]:
@@ -296,6 +424,18 @@ class ControlApi:
             "positions": stream["positions"],
             "signatures": signatures,
         }
+
+
+def _refusal(raw: Any) -> tuple[int, str]:
+    """Accepts N or {"count": N, "code"?: str}."""
+    count, code = raw, SESSION_IN_USE_CODE
+    if isinstance(raw, dict):
+        count, code = raw.get("count"), raw.get("code", SESSION_IN_USE_CODE)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise _bad('refuse_sessions must be a count >= 0 or {"count": N, "code": "session_limit"}')
+    if not isinstance(code, str) or not code:
+        raise _bad("refuse_sessions.code must be a non-empty string")
+    return count, code
 
 
 def _send_fault(raw: Any) -> dict[str, Any]:

@@ -1,24 +1,32 @@
-"""The sandbox LaserSell REST Exit API: wallet registration, sell and buy transactions.
+"""The sandbox LaserSell REST Exit API, after the official openapi.yaml.
 
 Every route needs the `x-api-key` header of a key issued through `sandbox.accounts.Accounts`:
-missing -> 401 `missing_api_key`, unknown -> 403 `invalid_api_key`. Errors answer
-`{"status": "error", "reason": <code>, "message": <words>}`; 401 and 403 mean only "bad key" (clients
-treat them as a dead key), so a bad wallet proof is a 400.
+missing or unknown -> 401. Errors answer openapi's `ErrorResponse` `{"error": <words>}`, with
+`status: "error"`, a machine `reason` and the same words as `message` beside it.
 
+- `GET /v1/account` -> `{"tier": 0|1|2, "tier_name": "free"|"tier_1"|"tier_2", "limits":
+  {"max_wallets", "max_positions_per_wallet", "max_positions_per_session"}}` for the key.
 - `POST /v1/wallets/register` {wallet_pubkey, signature, message, label?}: `message` is
   `lasersell-register:<wallet_pubkey>:<unix seconds>`, signed by the wallet (ed25519, base58
-  signature), dated within 5 minutes of the server's wall clock. Idempotent.
-- `POST /v1/sell` {mint, user_pubkey, amount_tokens, slippage_bps, output, send_mode?, tip_lamports?}
-  and `POST /v1/buy` {mint, user_pubkey, slippage_bps, input, amount_in_total | amount, send_mode?,
-  tip_lamports?} -> `{"status": "ok", "tx": <base64 unsigned v0 tx>, "route": {...}}` built by the
-  chain's `build_sell_tx` / `build_buy_tx` (see `sandbox.chain`). Unknown mint 404, more tokens or
-  SOL than the wallet holds 422, a USD1 route 422 (sandbox pools are SOL pools).
+  signature), dated within 5 minutes of the server's wall clock. Idempotent; answers
+  `{"wallet_pubkey", "registered": true}`. A bad pubkey, a malformed or expired message: 400. A
+  signature that fails verification: 403 (it is not a key problem).
+- `DELETE /v1/wallets` {wallet_pubkey} -> `{"wallet_pubkey", "removed": bool}`.
+- `POST /v1/sell` {mint, user_pubkey, amount_tokens, output, slippage_bps, send_mode?, tip_lamports?}
+  and `POST /v1/buy` {mint, user_pubkey, slippage_bps, input?, exactly one of amount (human: 0.1 =
+  0.1 SOL, 10.0 = 10 USD1) and amount_in_total (atomic units), send_mode?, tip_lamports?} ->
+  `{"status": "ok", "tx": <base64 unsigned v0 tx>, "route": {"market_type", "pool_id", ...}}` built by
+  the chain's `build_sell_tx` / `build_buy_tx` with the key's tier (the router takes that tier's
+  routing fee). `output`/`input` must be the pool's quote asset (SOL or USD1): another is 422
+  `no_route`. Unknown mint 404, more tokens or quote than the wallet holds 422.
 - `fail_next(status, reason)` answers the next request (optionally only on one path) with that
   error: 429 and 5xx for client retry tests.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -28,11 +36,13 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from sandbox.accounts import Accounts, ApiKey
+from sandbox.accounts import TIERS, Accounts, ApiKey
 from sandbox.chain import LAMPORTS_PER_SIGNATURE, Chain, ChainError, UnknownMint, encode_tx
 from sandbox.http import HttpError, JsonHttpServer, Request
 
 REGISTER_PREFIX = "lasersell-register:"
+TIER_NUMBERS = {"free": (0, "free"), "professional": (1, "tier_1"), "advanced": (2, "tier_2")}
+QUOTE_DECIMALS = {"SOL": 9, "USD1": 6}
 REGISTRATION_WINDOW_S = 300
 SOL_MINT = "So11111111111111111111111111111111111111112"
 SEND_MODES = ("helius_sender", "rpc", "astralane")
@@ -41,7 +51,18 @@ BUY_HEADROOM_LAMPORTS = 2_039_280 + 4 * LAMPORTS_PER_SIGNATURE
 
 
 def _fail(status: int, reason: str, message: str) -> HttpError:
-    return HttpError(status, {"status": "error", "reason": reason, "message": message})
+    return HttpError(status, _error_body(reason, message))
+
+
+def _error_body(reason: str, message: str) -> dict[str, str]:
+    return {"error": message, "status": "error", "reason": reason, "message": message}
+
+
+def _accepts(function: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -67,7 +88,9 @@ class ExitApi:
 
     def routes(self) -> dict[tuple[str, str], Any]:
         return {
+            ("GET", "/v1/account"): self.account,
             ("POST", "/v1/wallets/register"): self.register_wallet,
+            ("DELETE", "/v1/wallets"): self.unregister_wallet,
             ("POST", "/v1/sell"): self.sell,
             ("POST", "/v1/buy"): self.buy,
         }
@@ -95,17 +118,8 @@ class ExitApi:
             if fault.path is None or fault.path == request.path:
                 self._faults.remove(fault)
                 headers = {"Retry-After": "1"} if fault.status == 429 else None
-                raise HttpError(
-                    fault.status,
-                    {"status": "error", "reason": fault.reason, "message": fault.message},
-                    headers,
-                )
-        key = request.header("x-api-key")
-        if not key:
-            raise _fail(401, "missing_api_key", "send your LaserSell API key in the x-api-key header")
-        api_key = self.accounts.get(key)
-        if api_key is None:
-            raise _fail(403, "invalid_api_key", "this API key is not valid")
+                raise HttpError(fault.status, _error_body(fault.reason, fault.message), headers)
+        api_key = self._key(request)
         try:
             body = request.json()
         except HttpError as exc:
@@ -113,6 +127,15 @@ class ExitApi:
         if not isinstance(body, dict):
             raise _fail(400, "invalid_request", "the body must be a JSON object")
         return api_key, body
+
+    def _key(self, request: Request) -> ApiKey:
+        key = request.header("x-api-key")
+        if not key:
+            raise _fail(401, "missing_api_key", "send your LaserSell API key in the x-api-key header")
+        api_key = self.accounts.get(key)
+        if api_key is None:
+            raise _fail(401, "invalid_api_key", "this API key is not valid")
+        return api_key
 
     @staticmethod
     def _pubkey(body: dict[str, Any], name: str) -> Pubkey:
@@ -156,7 +179,39 @@ class ExitApi:
             raise _fail(400, "invalid_request", f"send_mode must be one of {', '.join(SEND_MODES)}")
         return str(mode)
 
+    def _quote_of(self, mint: Pubkey) -> str:
+        return str(getattr(self.chain.pool(mint), "quote", "SOL") or "SOL")
+
+    def _usd1_mint(self) -> Pubkey | None:
+        usd1 = getattr(self.chain, "usd1_mint", None)
+        return None if usd1 is None else Pubkey.from_string(str(usd1))
+
+    def _build(self, kind: str, api_key: ApiKey, *args: Any, tip: int, send_mode: str) -> Any:
+        build = self.chain.build_sell_tx if kind == "sell" else self.chain.build_buy_tx
+        kwargs: dict[str, Any] = {"tip_lamports": tip, "tip_account": None, "memo_tag": f"api:{send_mode}"}
+        if _accepts(build, "tier"):
+            kwargs["tier"] = api_key.tier
+        try:
+            return build(*args, **kwargs)
+        except (ChainError, UnknownMint) as exc:
+            raise _fail(422, "cannot_build", str(exc)) from exc
+
     # -- routes -------------------------------------------------------------------------------
+
+    async def account(self, request: Request) -> tuple[int, Any]:
+        self.calls[request.path] += 1
+        api_key = self._key(request)
+        number, name = TIER_NUMBERS[api_key.tier]
+        limits = TIERS[api_key.tier]
+        return 200, {
+            "tier": number,
+            "tier_name": name,
+            "limits": {
+                "max_wallets": limits["max_wallets_per_session"],
+                "max_positions_per_wallet": limits["max_positions_per_wallet"],
+                "max_positions_per_session": limits["max_positions_per_session"],
+            },
+        }
 
     async def register_wallet(self, request: Request) -> tuple[int, Any]:
         api_key, body = self._begin(request)
@@ -175,48 +230,66 @@ class ExitApi:
         try:
             sig = Signature.from_string(signature)
         except ValueError as exc:
-            raise _fail(400, "invalid_signature", "signature is not a base58 ed25519 signature") from exc
+            raise _fail(
+                403, "invalid_signature", "signature verification failed: not a base58 ed25519 signature"
+            ) from exc
         if not sig.verify(wallet, message.encode()):
-            raise _fail(400, "invalid_signature", "the signature does not match the wallet and message")
+            raise _fail(
+                403,
+                "invalid_signature",
+                "signature verification failed: sign the message with the wallet's own key",
+            )
         already = self.accounts.is_registered(api_key.key, str(wallet))
         self.accounts.register_wallet(api_key.key, str(wallet))
         if label:
             self.labels[str(wallet)] = label
         return 200, {
-            "status": "ok",
             "wallet_pubkey": str(wallet),
+            "registered": True,
+            "status": "ok",
             "label": self.labels.get(str(wallet)),
             "already_registered": already,
         }
 
+    async def unregister_wallet(self, request: Request) -> tuple[int, Any]:
+        api_key, body = self._begin(request)
+        if request.path.rstrip("/") != "/v1/wallets":
+            raise HttpError(404, _error_body("not_found", f"no route {request.path}"))
+        wallet = self._pubkey(body, "wallet_pubkey")
+        removed = self.accounts.unregister_wallet(api_key.key, str(wallet))
+        self.labels.pop(str(wallet), None)
+        return 200, {"wallet_pubkey": str(wallet), "removed": removed}
+
     async def sell(self, request: Request) -> tuple[int, Any]:
-        _api_key, body = self._begin(request)
+        api_key, body = self._begin(request)
         mint = self._mint(body)
         wallet = self._pubkey(body, "user_pubkey")
         amount = self._int(body, "amount_tokens", low=1)
         slippage = self._int(body, "slippage_bps", high=10_000)
         tip = self._int(body, "tip_lamports", default=0)
         send_mode = self._send_mode(body)
-        output = body.get("output", "SOL")
+        if "output" not in body:
+            raise _fail(400, "invalid_request", "output is required: SOL or USD1")
+        output = body.get("output")
         if output not in ("SOL", "USD1"):
             raise _fail(400, "invalid_request", "output must be SOL or USD1")
-        if output != "SOL":
-            raise _fail(422, "no_route", "this market only trades against SOL")
+        quote = self._quote_of(mint)
+        if output != quote:
+            raise _fail(422, "no_route", f"this market trades against {quote}; ask for output {quote}")
         held = self.chain.token_balance(wallet, mint)
         if amount > held:
             raise _fail(422, "insufficient_balance", f"the wallet holds {held} tokens, {amount} asked")
-        try:
-            tx = self.chain.build_sell_tx(wallet, mint, amount, slippage, tip, None, f"api:{send_mode}")
-        except (ChainError, UnknownMint) as exc:
-            raise _fail(422, "cannot_build", str(exc)) from exc
+        tx = self._build("sell", api_key, wallet, mint, amount, slippage, tip=tip, send_mode=send_mode)
         pool = self.chain.pool(mint)
         expected = self.chain.quote_sell(mint, amount)
         _, last_valid = self.chain.latest_blockhash()
+        usd1 = self._usd1_mint()
         route = {
             "market_type": pool.market_type,
+            "pool_id": str(pool.address),
             "pool": str(pool.address),
             "input_mint": str(mint),
-            "output_mint": SOL_MINT,
+            "output_mint": str(usd1) if quote == "USD1" and usd1 is not None else SOL_MINT,
             "amount_in": amount,
             "expected_out": expected,
             "min_out": expected * (10_000 - slippage) // 10_000,
@@ -227,40 +300,73 @@ class ExitApi:
         }
         return 200, {"status": "ok", "tx": encode_tx(tx), "route": route}
 
+    def _buy_amount(self, body: dict[str, Any], quote: str) -> int:
+        """Atomic units to spend: exactly one of `amount` (human) and `amount_in_total` (atomic)."""
+        has_human, has_atomic = body.get("amount") is not None, body.get("amount_in_total") is not None
+        if has_human == has_atomic:
+            raise _fail(
+                400,
+                "invalid_request",
+                "give exactly one of amount (human units, e.g. 0.1 for 0.1 SOL or 10.0 for 10 USD1) "
+                "and amount_in_total (atomic units, e.g. 100000000 lamports)"
+                + ("; both were given" if has_human else "; neither was given"),
+            )
+        if has_atomic:
+            return self._int(body, "amount_in_total", low=1)
+        human = body["amount"]
+        if (
+            isinstance(human, bool)
+            or not isinstance(human, int | float)
+            or not math.isfinite(human)
+            or human <= 0
+        ):
+            raise _fail(400, "invalid_request", "amount must be a positive number (e.g. 0.1 for 0.1 SOL)")
+        atomic = round(human * 10 ** QUOTE_DECIMALS[quote])
+        if atomic < 1:
+            raise _fail(400, "invalid_request", f"amount {human} is less than one atomic unit of {quote}")
+        return atomic
+
     async def buy(self, request: Request) -> tuple[int, Any]:
-        _api_key, body = self._begin(request)
+        api_key, body = self._begin(request)
         mint = self._mint(body)
         wallet = self._pubkey(body, "user_pubkey")
-        name = "amount_in_total" if "amount_in_total" in body else "amount"
-        lamports = self._int(body, name, low=1)
+        quote_in = body.get("input", "SOL")
+        if quote_in not in ("SOL", "USD1"):
+            raise _fail(400, "invalid_request", "input must be SOL or USD1")
+        amount = self._buy_amount(body, str(quote_in))
         slippage = self._int(body, "slippage_bps", high=10_000)
         tip = self._int(body, "tip_lamports", default=0)
         send_mode = self._send_mode(body)
-        quote = body.get("input", "SOL")
-        if quote not in ("SOL", "USD1"):
-            raise _fail(400, "invalid_request", "input must be SOL or USD1")
-        if quote != "SOL":
-            raise _fail(422, "no_route", "this market only trades against SOL")
+        quote = self._quote_of(mint)
+        if quote_in != quote:
+            raise _fail(422, "no_route", f"this market trades against {quote}; pay with input {quote}")
         balance = self.chain.balance(wallet)
-        if lamports + tip + BUY_HEADROOM_LAMPORTS > balance:
+        usd1 = self._usd1_mint()
+        if quote == "USD1" and usd1 is not None:
+            held = self.chain.token_balance(wallet, usd1)
+            if amount > held:
+                raise _fail(
+                    422, "insufficient_balance", f"the wallet holds {held} USD1 units, {amount} asked"
+                )
+            if tip + BUY_HEADROOM_LAMPORTS > balance:
+                raise _fail(422, "insufficient_balance", f"the wallet holds {balance} lamports for fees")
+        elif amount + tip + BUY_HEADROOM_LAMPORTS > balance:
             raise _fail(
                 422,
                 "insufficient_balance",
-                f"the wallet holds {balance} lamports, {lamports} asked plus fees",
+                f"the wallet holds {balance} lamports, {amount} asked plus fees",
             )
-        try:
-            tx = self.chain.build_buy_tx(wallet, mint, lamports, slippage, tip, None, f"api:{send_mode}")
-        except (ChainError, UnknownMint) as exc:
-            raise _fail(422, "cannot_build", str(exc)) from exc
+        tx = self._build("buy", api_key, wallet, mint, amount, slippage, tip=tip, send_mode=send_mode)
         pool = self.chain.pool(mint)
-        expected = self.chain.quote_buy(mint, lamports)
+        expected = self.chain.quote_buy(mint, amount)
         _, last_valid = self.chain.latest_blockhash()
         route = {
             "market_type": pool.market_type,
+            "pool_id": str(pool.address),
             "pool": str(pool.address),
-            "input_mint": SOL_MINT,
+            "input_mint": str(usd1) if quote == "USD1" and usd1 is not None else SOL_MINT,
             "output_mint": str(mint),
-            "amount_in": lamports,
+            "amount_in": amount,
             "expected_out": expected,
             "min_out": expected * (10_000 - slippage) // 10_000,
             "slippage_bps": slippage,

@@ -22,8 +22,9 @@ from typing import Any
 
 from sandbox.accounts import Accounts
 from sandbox.chain import Chain
-from sandbox.control import ControlApi
+from sandbox.control import BURST, HOSTILE_KINDS, ControlApi
 from sandbox.exit_api import ExitApi
+from sandbox.http import HttpError
 from sandbox.rpc import SandboxRpc
 from sandbox.stream import StreamServer
 from sandbox.telegram import SandboxTelegram
@@ -134,34 +135,68 @@ class SandboxServices:
         return f"LaserSell {tier} key issued: {key}  (send it with /apikey $KEY)"
 
     async def _cmd_fund(self, args: list[str], chat: Any) -> str:
-        sol = _float_arg(args, 0, "SOL")
+        amount = _float_arg(args, 0, "AMOUNT")
+        asset = _quote_arg(args, 1)
         wallets = self.trader_wallets(chat)
         if not wallets:
             raise ValueError("no wallets yet: add one to the bot first")
         for wallet in wallets:
-            self.chain.fund(wallet, sol)
-        return f"added {sol:g} SOL to {len(wallets)} wallet(s)"
+            if asset == "USD1":
+                self.control_api.fund_usd1(wallet, amount)
+            else:
+                self.chain.fund(wallet, amount)
+        self.stream.flush()
+        return f"added {amount:g} {asset} to {len(wallets)} wallet(s)"
 
     async def _cmd_mint(self, args: list[str], chat: Any) -> str:
         if not args:
-            raise ValueError("usage: !mint SYMBOL")
+            raise ValueError("usage: !mint SYMBOL [SOL|USD1]")
         symbol = args[0].upper()
-        mint = str(self.chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0))
+        quote = _quote_arg(args, 1)
+        # About the same market either way: 30 SOL or 5,000 USD1 against a billion tokens.
+        reserve = 30.0 if quote == "SOL" else 5_000.0
+        mint = str(self.control_api.create_mint(symbol, 6, reserve, 1_000_000_000.0, None, quote))
         if chat is not None:
             chat.current_mint = mint
         self.stream.flush()
-        return f"{symbol} created: mint {mint} (30 SOL / 1,000,000,000 tokens in the pool)"
+        return f"{symbol} created: mint {mint} ({reserve:,g} {quote} / 1,000,000,000 tokens in the pool)"
 
     async def _cmd_buy(self, args: list[str], chat: Any) -> str:
-        sol = _float_arg(args, 0, "SOL")
+        amount = _float_arg(args, 0, "AMOUNT")
         wallets = self.trader_wallets(chat)
         index = int(args[1]) if len(args) > 1 and args[1].isdigit() else 1
         if not 1 <= index <= len(wallets):
             raise ValueError(f"no wallet #{index}; there are {len(wallets)}")
         mint = self._current_mint(chat)
-        tokens = self.chain.outside_buy(wallets[index - 1], mint, sol)
+        tokens = self.chain.outside_buy(wallets[index - 1], mint, amount)
         self.stream.flush()
-        return f"bought {tokens} atomic units of {self.chain.pool(mint).symbol} for {sol:g} SOL"
+        pool = self.chain.pool(mint)
+        quote = getattr(pool, "quote", "SOL") or "SOL"
+        return f"bought {tokens} atomic units of {pool.symbol} for {amount:g} {quote}"
+
+    async def _cmd_hostile(self, args: list[str], chat: Any) -> str:
+        if not args:
+            raise ValueError(
+                "usage: !hostile KIND [COUNT] (kinds: " + ", ".join((*HOSTILE_KINDS, BURST)) + ")"
+            )
+        kind = args[0].lower()
+        if kind not in (*HOSTILE_KINDS, BURST):
+            raise ValueError(f"unknown kind {kind}; use one of " + ", ".join((*HOSTILE_KINDS, BURST)))
+        count = int(_float_arg(args, 1, "COUNT")) if len(args) > 1 else (2 if kind == BURST else 1)
+        mint = self._current_mint(chat)
+        wallets = self.trader_wallets(chat)
+        for wallet in wallets:
+            try:
+                result = self.control_api.hostile(kind, wallet=wallet, mint=mint, count=count)
+            except HttpError:
+                continue
+            return f"sent {result['sent']} {kind} exit signal(s) for position {result['position_id']}"
+        raise ValueError("no live position in the current token: buy some while the bot is streaming")
+
+    async def _cmd_refuse(self, args: list[str], chat: Any) -> str:
+        count = int(_float_arg(args, 0, "N"))
+        self.stream.refuse_sessions(count)
+        return f"the stream refuses the next {count} connection(s) with session_limit"
 
     async def _cmd_market(self, args: list[str], chat: Any) -> str:
         pct = _float_arg(args, 0, "PCT")
@@ -220,6 +255,13 @@ class SandboxServices:
         await self.stop()
 
 
+def _quote_arg(args: list[str], index: int) -> str:
+    asset = args[index].upper() if len(args) > index else "SOL"
+    if asset not in ("SOL", "USD1"):
+        raise ValueError("the asset must be SOL or USD1")
+    return asset
+
+
 def _float_arg(args: list[str], index: int, name: str) -> float:
     try:
         return float(args[index])
@@ -229,15 +271,19 @@ def _float_arg(args: list[str], index: int, name: str) -> float:
 
 _HELP = {
     "key": "[TIER]: issue a sandbox LaserSell API key (free, professional, advanced); $KEY stands for it",
-    "fund": "SOL: add SOL to your sandbox wallets",
-    "mint": "SYMBOL: create a token with a pool; it becomes the current token",
-    "buy": "SOL [WALLET#]: an outside buy of the current token landing in your wallet",
+    "fund": "AMOUNT [SOL|USD1]: add SOL (default) or USD1 to your sandbox wallets",
+    "mint": "SYMBOL [SOL|USD1]: create a token with a SOL (default) or USD1 pool; it becomes the current token",
+    "buy": "AMOUNT [WALLET#]: an outside buy of the current token, paid in its pool's SOL or USD1",
     "market": "PCT: move the current token's price by PCT percent",
     "drain": "PCT: pull PCT percent of the current token's liquidity",
     "graduate": "graduate the current token to its AMM pool",
     "clock": "SLOTS: advance the sandbox chain clock",
     "wait": "SECONDS: wait for streams and timers",
     "state": "balances and positions as the sandbox sees them",
+    "hostile": "KIND [COUNT]: the stream sends a genuine-looking exit for your position in the current token "
+    "carrying a hostile transaction (steal_position, steal_sol, steal_other_token, set_authority, approve, "
+    "cpi_drain, tip_over_cap), or `burst`: one real exit signal COUNT times",
+    "refuse": "N: the stream refuses the next N connections with session_limit (a client should retry)",
 }
 
 _COMMANDS = {
@@ -252,4 +298,6 @@ _COMMANDS = {
     "clock": SandboxServices._cmd_clock,
     "wait": SandboxServices._cmd_wait,
     "state": SandboxServices._cmd_state,
+    "hostile": SandboxServices._cmd_hostile,
+    "refuse": SandboxServices._cmd_refuse,
 }

@@ -6,19 +6,36 @@ under the keys that SDK reads: `pumpfun`, `pumpswap`). It watches the configured
 wallets on the sandbox `Chain`, opens positions when tokens arrive, prices them on the pool curve,
 runs each session's exit strategy and hands out real unsigned exit transactions.
 
-Readings of the semantics the public sources leave open (the bot shows the user what they set):
+What the official docs (api/stream/*.mdx) and the protocol crate say, and the readings where they
+leave things open (the docs win over the crate where they disagree):
 - Profit is measured against the cost basis of the tokens still held:
   `basis = entry_quote_units * tokens / original_tokens`, `profit_units = proceeds - basis`, where
-  `proceeds` is what selling every held token on the curve would pay right now.
-- `trailing_stop_pct`: exit when proceeds fall that many percent below their peak since the position
-  opened (the peak starts at the opening value).
-- `breakeven_trail_pct`: once profit has reached that many percent, exit when it falls back to 0.
-- `take_profit_levels`: each level's `sell_pct` is of the ORIGINAL position; a level fires once when
-  profit reaches `profit_pct` (or, with its own `trailing_stop_pct`, when proceeds then fall that many
-  percent from their peak since the level was reached). With levels present `target_profit_pct` is
-  ignored. The level that brings the total to 100 % sells everything left.
-- `liquidity_guard`: an exit (`liquidity_guard`) when the pool's liquidity trend is `draining` and the
-  500 bps band covers less than `liquidity_guard_coverage_pct` of the position.
+  `proceeds` is what selling every held token on the curve would pay right now. Quote units are
+  lamports in SOL pools and USD1 base units (6 decimals) in USD1 pools.
+- A valid strategy has target_profit_pct, stop_loss_pct or trailing_stop_pct > 0, a non-empty
+  take_profit_levels, or configure's deadline_timeout_sec > 0; otherwise `error` `invalid_strategy`.
+  Every percentage is >= 0; stop loss and trailing stops must be below 100 (they could never fire).
+- `trailing_stop_pct`: activates only once the position is in profit; as in the docs' table, it arms
+  when the peak profit reaches the trail and fires when profit falls that many points from its peak.
+- `breakeven_trail_pct`: arms once profit reaches 0 (breakeven) and fires when profit then falls to
+  minus that many percent.
+- `take_profit_levels`: evaluated from the lowest `profit_pct` up; each level's `sell_pct` is a
+  share of what REMAINS when it fires (25 / 50 / 100 sells a quarter, then half the rest, then the
+  rest). A level with its own `trailing_stop_pct` arms at `profit_pct` and sells when profit falls
+  that many points from its peak. `target_profit_pct` still applies as a hard cap: reached before
+  every level fired, it sells what is left.
+- `liquidity_guard` never causes an exit. It holds an exit back while the pool cannot take the sell
+  within the exit's slippage (`default_slippage_bps`), and sends it once liquidity allows or
+  `liquidity_guard_timeout_ms` of sandbox time after the first held exit (the docs' "deferred until
+  liquidity improves or a timeout forces the exit"). Exits the trader asks for are not held.
+- Sessions: one per key (`max_sessions_per_api_key` 1 on every tier); a second connection gets
+  `error` `session_limit` and is closed, and a client should retry it. Each session has a new
+  `session_id`, and numbers positions afresh: after a reconnect the same position (same
+  `token_account`) has a new `position_id`. configure re-sends `balance_update` and
+  `position_opened` for what the wallets hold.
+- Exits are built for `configure`'s send_mode (default `helius_sender`): `rpc` has no tip, the
+  tipped modes a transfer of `tip_lamports` (default 200,000) to a tip account; the routing fee of
+  the key's tier comes off the proceeds.
 - Liquidity bands: `max_tokens` is the most that can be sold with the average price no more than
   `slippage_bps` below the spot price (pool fee aside); the trend compares the pool's depth
   sqrt(sol_reserve * token_reserve) with its depth `trend_window_ms` of sandbox time earlier, so trades
@@ -39,6 +56,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import inspect
 import json
 import logging
 import math
@@ -48,12 +67,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from solders.pubkey import Pubkey
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from sandbox.accounts import Accounts, ApiKey
+from sandbox.accounts import TIERS, Accounts, ApiKey
 from sandbox.chain import Chain
 
 log = logging.getLogger(__name__)
@@ -61,18 +81,28 @@ log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
 HI_CAPACITY = 256
 PNL_FLUSH_MS = 100
-MAX_POSITIONS_PER_SESSION = 1000
-MAX_POSITIONS_PER_WALLET = 100
 BAND_SLIPPAGE_BPS = (100, 300, 500, 1000, 2000)
 DEFAULT_SLIPPAGE_BPS = 500
 # Helius Sender asks for at least 0.0002 SOL of tip; used when configure names a tipped send mode
-# without tip_lamports.
+# (or none) without tip_lamports.
 DEFAULT_TIP_LAMPORTS = 200_000
 TIPPED_SEND_MODES = ("helius_sender", "astralane")
 SEND_MODES = ("rpc", "helius_sender", "astralane")
+# The official clients (CLI, SDK examples) default to Helius Sender; a configure without send_mode
+# gets the same.
+DEFAULT_SEND_MODE = "helius_sender"
+LIQUIDITY_GUARD_TIMEOUT_MS = 60_000
+# The code a second connection for a key gets while its one session is open. The docs allow one
+# session per key but name no code; the client is expected to retry.
+SESSION_IN_USE_CODE = "session_limit"
 FREE_TIER_INACTIVITY_S = 45 * 60
 TREND_THRESHOLD = 0.02
 UNKNOWN_MARKET_TYPE = "moonshot_v9"
+
+
+def _derived_address(label: str, seed: str) -> str:
+    """A stable made-up account address (market_context fields the sandbox has no account for)."""
+    return str(Pubkey.from_bytes(hashlib.sha256(f"lasersell-sandbox:{label}:{seed}".encode()).digest()))
 
 
 class ProtocolError(Exception):
@@ -106,8 +136,12 @@ class Strategy:
     breakeven_trail_pct: float = 0.0
 
     @classmethod
-    def from_wire(cls, value: object) -> Strategy:
-        """Validates a wire strategy; raises ProtocolError('invalid_strategy')."""
+    def from_wire(cls, value: object, deadline_timeout_sec: float = 0.0) -> Strategy:
+        """Validates a wire strategy; raises ProtocolError('invalid_strategy').
+
+        `deadline_timeout_sec` is the configure message's: the docs count a deadline as an exit
+        condition even though the client runs its timer.
+        """
         if not isinstance(value, dict):
             raise ProtocolError("invalid_strategy", "strategy must be an object")
 
@@ -120,7 +154,7 @@ class Strategy:
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
                 raise ProtocolError("invalid_strategy", f"strategy.{name} must be a finite number")
             if raw < 0:
-                raise ProtocolError("invalid_strategy", f"strategy.{name} must be >= 0")
+                raise ProtocolError("invalid_strategy", f"{name} must be >= 0")
             return float(raw)
 
         def flag(name: str) -> bool:
@@ -133,12 +167,16 @@ class Strategy:
 
         target = pct("target_profit_pct", required=True)
         stop = pct("stop_loss_pct", required=True)
+        # A loss or a fall from the peak of 100 % or more can never be reached: refused rather than
+        # accepted as a stop that silently never fires.
         if stop >= 100:
-            raise ProtocolError("invalid_strategy", "strategy.stop_loss_pct must be below 100")
+            raise ProtocolError("invalid_strategy", "stop_loss_pct must be below 100")
         trailing = pct("trailing_stop_pct")
         if trailing >= 100:
-            raise ProtocolError("invalid_strategy", "strategy.trailing_stop_pct must be below 100")
+            raise ProtocolError("invalid_strategy", "trailing_stop_pct must be below 100")
         breakeven = pct("breakeven_trail_pct")
+        if breakeven >= 100:
+            raise ProtocolError("invalid_strategy", "breakeven_trail_pct must be below 100")
         levels = _parse_levels(value.get("take_profit_levels"))
         strategy = cls(
             target_profit_pct=target,
@@ -149,23 +187,25 @@ class Strategy:
             liquidity_guard=flag("liquidity_guard"),
             breakeven_trail_pct=breakeven,
         )
-        if not strategy.has_exit_condition():
+        if not strategy.has_exit_condition() and not deadline_timeout_sec > 0:
             raise ProtocolError(
                 "invalid_strategy",
-                "strategy has no exit condition: set a take profit, stop loss, trailing stop, "
-                "take-profit levels, breakeven trail, sell on graduation or liquidity guard",
+                "strategy has no exit condition: at least one of target_profit_pct, stop_loss_pct, "
+                "trailing_stop_pct (or take_profit_levels, or deadline_timeout_sec on configure) "
+                "must be greater than 0",
             )
         return strategy
 
     def has_exit_condition(self) -> bool:
+        """The docs' rule: target, stop loss or trailing stop > 0; a ladder is a take profit too.
+
+        sell_on_graduation, liquidity_guard and breakeven_trail_pct alone do not count.
+        """
         return bool(
             self.target_profit_pct > 0
             or self.stop_loss_pct > 0
             or self.trailing_stop_pct > 0
             or self.take_profit_levels
-            or self.breakeven_trail_pct > 0
-            or self.sell_on_graduation
-            or self.liquidity_guard
         )
 
 
@@ -190,15 +230,27 @@ def _parse_levels(raw: object) -> tuple[TakeProfitLevel, ...]:
             raise ProtocolError("invalid_strategy", f"take_profit_levels[{idx}].profit_pct must be > 0")
         if not 0 < numbers["sell_pct"] <= 100:
             raise ProtocolError("invalid_strategy", f"take_profit_levels[{idx}].sell_pct must be in (0, 100]")
+        if numbers["trailing_stop_pct"] >= 100:
+            raise ProtocolError(
+                "invalid_strategy", f"take_profit_levels[{idx}].trailing_stop_pct must be below 100"
+            )
         levels.append(TakeProfitLevel(**numbers))
-    if sum(level.sell_pct for level in levels) > 100.0001:
-        raise ProtocolError("invalid_strategy", "take_profit_levels sell more than 100% in total")
-    # Levels fire in order of profit, whatever order the client listed them in.
+    # Each level sells a share of what remains, so shares need not add up to 100; and the server
+    # evaluates levels from the lowest profit_pct up, whatever order the client listed them in.
     return tuple(levels)
 
 
 # ---------------------------------------------------------------------------------------------
 # Positions and sessions
+
+
+@dataclass(frozen=True)
+class Exit:
+    reason: str
+    sell_tokens: int | None = None
+    level_index: int | None = None
+    # A hostile frame from the control API: this unsigned transaction instead of a real exit.
+    unsigned_tx_b64: str | None = None
 
 
 @dataclass
@@ -215,12 +267,18 @@ class Position:
     opened_at_ms: int
     slot: int
     override: Strategy | None = None
-    peak_proceeds: int = 0
+    peak_profit_pct: float | None = None
+    trail_armed: bool = False
     breakeven_armed: bool = False
     exit_pending: str | None = None
     levels_fired: set[int] = field(default_factory=set)
-    level_peaks: dict[int, int] = field(default_factory=dict)
+    level_peaks: dict[int, float] = field(default_factory=dict)
+    # Tokens the ladder has not yet signalled for sale: a level's share is of this.
+    ladder_remaining: int = 0
     graduation_fired: bool = False
+    # Exits decided but held back by liquidity_guard, and since when (sandbox ms).
+    held: list[Exit] = field(default_factory=list)
+    held_since_ms: int | None = None
     last_pnl: tuple[int, int] | None = None
     last_snapshot_ms: int | None = None
 
@@ -232,14 +290,16 @@ class Position:
     def rearm(self) -> None:
         self.exit_pending = None
         self.breakeven_armed = False
+        self.trail_armed = False
+        self.peak_profit_pct = None
         self.graduation_fired = False
-
-
-@dataclass(frozen=True)
-class Exit:
-    reason: str
-    sell_tokens: int | None = None
-    level_index: int | None = None
+        # Held exits were decided under the old strategy: undo them so the new one decides afresh.
+        for exit_ in self.held:
+            if exit_.level_index is not None:
+                self.levels_fired.discard(exit_.level_index)
+                self.ladder_remaining += exit_.sell_tokens or 0
+        self.held = []
+        self.held_since_ms = None
 
 
 @dataclass
@@ -254,6 +314,7 @@ class Session:
     strategy: Strategy | None = None
     send_mode: str | None = None
     tip_lamports: int | None = None
+    deadline_timeout_sec: float = 0.0
     last_configure: dict[str, Any] | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     sent_types: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # recent, for debugging
@@ -271,6 +332,15 @@ class Session:
 
     def error(self, code: str, message: str) -> None:
         self.send({"type": "error", "code": code, "message": message})
+
+    def effective_send_mode(self) -> str:
+        return self.send_mode or DEFAULT_SEND_MODE
+
+    def effective_tip(self) -> int:
+        """The tip built into each exit: none for plain RPC, else tip_lamports or the default."""
+        if self.effective_send_mode() not in TIPPED_SEND_MODES:
+            return 0
+        return DEFAULT_TIP_LAMPORTS if self.tip_lamports is None else self.tip_lamports
 
 
 @dataclass
@@ -302,6 +372,9 @@ class Faults:
     delay_hello_s: float = 0.0
     garbage_pending: bool = False
     unknown_market_type: str | None = None
+    # The next N connections are refused with this code, as if the key's session were still open.
+    refuse_sessions: int = 0
+    refuse_sessions_code: str = SESSION_IN_USE_CODE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +393,7 @@ class StreamServer:
         pnl_flush_ms: int = PNL_FLUSH_MS,
         liquidity_interval_ms: int = 3000,
         trend_window_ms: int = 30_000,
-        liquidity_guard_coverage_pct: float = 50.0,
+        liquidity_guard_timeout_ms: int = LIQUIDITY_GUARD_TIMEOUT_MS,
         default_slippage_bps: int = DEFAULT_SLIPPAGE_BPS,
         free_inactivity_timeout_s: float = FREE_TIER_INACTIVITY_S,
         realtime: bool = False,
@@ -332,7 +405,7 @@ class StreamServer:
         self.pnl_flush_ms = pnl_flush_ms
         self.liquidity_interval_ms = liquidity_interval_ms
         self.trend_window_ms = trend_window_ms
-        self.liquidity_guard_coverage_pct = liquidity_guard_coverage_pct
+        self.liquidity_guard_timeout_ms = liquidity_guard_timeout_ms
         self.default_slippage_bps = default_slippage_bps
         self.free_inactivity_timeout_s = free_inactivity_timeout_s
         self.realtime = realtime
@@ -424,6 +497,61 @@ class StreamServer:
     def use_unknown_market_type(self, market_type: str = UNKNOWN_MARKET_TYPE) -> None:
         self.faults.unknown_market_type = market_type
 
+    def refuse_sessions(self, count: int, code: str = SESSION_IN_USE_CODE) -> None:
+        """The next `count` connections get an `error` frame with `code` and are closed."""
+        self.faults.refuse_sessions = max(0, count)
+        self.faults.refuse_sessions_code = code
+
+    def send_hostile(
+        self,
+        api_key: str,
+        position: Position,
+        unsigned_tx_b64: str,
+        reason: str = "stop_loss",
+        count: int = 1,
+    ) -> int:
+        """Sends `count` exit_signal_with_tx frames for a live position carrying this transaction.
+
+        The frame is what a genuine exit looks like (session, position, reason, tokens); only the
+        transaction differs. Returns how many frames were queued (0 when the key has no session).
+        """
+        session = self.session_for(api_key)
+        if session is None or session.closed or not session.configured:
+            return 0
+        for _ in range(count):
+            self._send_exit(session, position, Exit(reason, unsigned_tx_b64=unsigned_tx_b64))
+        return count
+
+    def send_burst(self, api_key: str, position: Position, reason: str = "stop_loss", count: int = 2) -> int:
+        """The same genuine-looking exit signal (one real transaction) sent `count` times."""
+        session = self.session_for(api_key)
+        if session is None or session.closed or not session.configured:
+            return 0
+        unsigned = self.build_sell_tx(
+            position.wallet,
+            position.mint,
+            position.tokens,
+            self.default_slippage_bps,
+            session.effective_tip(),
+            f"{reason}:{position.position_id}",
+            send_mode=session.effective_send_mode(),
+            tier=session.api_key.tier,
+        )
+        return self.send_hostile(api_key, position, unsigned, reason, count)
+
+    def find_position(
+        self, api_key: str, *, mint: str | None = None, token_account: str | None = None
+    ) -> Position | None:
+        book = self.books.get(api_key)
+        if book is None:
+            return None
+        for position in book.positions.values():
+            if (mint is not None and position.mint == mint) or (
+                token_account is not None and position.token_account == token_account
+            ):
+                return position
+        return None
+
     # -- inspection -----------------------------------------------------------------------
 
     def live_sessions(self) -> list[Session]:
@@ -499,8 +627,17 @@ class StreamServer:
         if book.session is not None and not book.session.closed:
             await self._refuse(
                 connection,
-                "session_limit",
-                "this API key already has an open session (one session per key on every tier)",
+                SESSION_IN_USE_CODE,
+                "this API key already has an open session (max_sessions_per_api_key is 1); "
+                "close it or retry once it has ended",
+            )
+            return
+        if self.faults.refuse_sessions > 0:
+            self.faults.refuse_sessions -= 1
+            await self._refuse(
+                connection,
+                self.faults.refuse_sessions_code,
+                "this API key already has an open session (sandbox fault); retry shortly",
             )
             return
         session = Session(session_id=self._next_session_id, api_key=api_key, connection=connection)
@@ -550,9 +687,9 @@ class StreamServer:
                 "limits": {
                     "hi_capacity": HI_CAPACITY,
                     "pnl_flush_ms": self.pnl_flush_ms,
-                    "max_positions_per_session": MAX_POSITIONS_PER_SESSION,
+                    "max_positions_per_session": TIERS[session.api_key.tier]["max_positions_per_session"],
                     "max_wallets_per_session": tier_wallets,
-                    "max_positions_per_wallet": MAX_POSITIONS_PER_WALLET,
+                    "max_positions_per_wallet": TIERS[session.api_key.tier]["max_positions_per_wallet"],
                     "max_sessions_per_api_key": 1,
                     "max_watch_wallets_per_session": 0 if session.api_key.tier == "free" else 10,
                 },
@@ -622,7 +759,7 @@ class StreamServer:
         if not session.configured:
             raise ProtocolError("invalid_message", f"send configure before {kind}")
         if kind == "update_strategy":
-            session.strategy = Strategy.from_wire(message.get("strategy"))
+            session.strategy = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
             for position in book.positions.values():
                 if position.override is None:
                     position.rearm()
@@ -632,7 +769,7 @@ class StreamServer:
             self._set_wallets(session, book, wallets)
         elif kind == "update_position_strategy":
             position = self._find_position(book, message, require_id=True)
-            position.override = Strategy.from_wire(message.get("strategy"))
+            position.override = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
             position.rearm()
             self._evaluate(session, position)
         elif kind == "close_position":
@@ -665,7 +802,7 @@ class StreamServer:
         limit = session.api_key.max_wallets_per_session
         if len(wallets) > limit:
             raise ProtocolError(
-                "too_many_wallets",
+                "capacity_exceeded",
                 f"{len(wallets)} wallets requested; the {session.api_key.tier} tier allows {limit} per session",
             )
         for wallet in wallets:
@@ -678,7 +815,10 @@ class StreamServer:
 
     async def _configure(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
         wallets = self._checked_wallets(session, message)
-        strategy = Strategy.from_wire(message.get("strategy"))
+        deadline = message.get("deadline_timeout_sec", 0) or 0
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
+            raise ProtocolError("invalid_strategy", "deadline_timeout_sec must be >= 0")
+        strategy = Strategy.from_wire(message.get("strategy"), deadline_timeout_sec=float(deadline))
         send_mode = message.get("send_mode")
         if send_mode is not None and send_mode not in SEND_MODES:
             raise ProtocolError("invalid_message", f"send_mode must be one of {', '.join(SEND_MODES)}")
@@ -688,10 +828,20 @@ class StreamServer:
         session.strategy = strategy
         session.send_mode = send_mode
         session.tip_lamports = tip
+        session.deadline_timeout_sec = float(deadline)
         session.last_configure = message
         book.last_configure = message
         if not session.hello_sent:
             await self._send_hello(session)
+        if not session.configured:
+            # position_id is unique only within a session: a new session numbers the positions it
+            # re-announces afresh (token_account is what identifies a position across sessions).
+            renumbered: dict[int, Position] = {}
+            for position in book.positions.values():
+                position.position_id = self._next_position_id
+                self._next_position_id += 1
+                renumbered[position.position_id] = position
+            book.positions = renumbered
         session.configured = True
         # Per-position overrides belong to the connection: the client re-applies them.
         for position in book.positions.values():
@@ -716,7 +866,9 @@ class StreamServer:
                     # Bought more while nobody was listening: the position grows with its cost.
                     position.entry_quote_units += self._cost_paid.pop((position.wallet, position.mint), 0)
                     position.original_tokens += held - position.tokens
+                    position.ladder_remaining += held - position.tokens
                 position.tokens = held
+                position.ladder_remaining = min(position.ladder_remaining, held)
                 session.send(self._balance_update(position.wallet, position.mint, held, slot))
                 if resend:
                     session.send(self._position_opened(position))
@@ -786,7 +938,9 @@ class StreamServer:
     def _on_trade(self, event: Any) -> None:
         wallet, mint = str(event.wallet), str(event.mint)
         side = str(event.side)
-        sol = int(event.sol_amount)
+        # What the trade paid in the pool's quote asset (lamports, or USD1 base units).
+        quote_amount = getattr(event, "quote_amount", None)
+        sol = int(event.sol_amount if quote_amount is None else quote_amount)
         tokens = int(event.token_amount)
         if side == "buy":
             self._cost_paid[(wallet, mint)] = self._cost_paid.get((wallet, mint), 0) + sol
@@ -840,7 +994,9 @@ class StreamServer:
                 added = amount - position.tokens
                 position.entry_quote_units += paid
                 position.original_tokens += added
+                position.ladder_remaining += added
             position.tokens = amount
+            position.ladder_remaining = min(position.ladder_remaining, amount)
             self._evaluate(session, position)
 
     def _on_pool(self, event: Any) -> None:
@@ -875,7 +1031,7 @@ class StreamServer:
             slot=self.chain_slot(),
         )
         self._next_position_id += 1
-        position.peak_proceeds = self.quote_sell(mint, amount)
+        position.ladder_remaining = amount
         book.positions[position.position_id] = position
         session.send(self._balance_update(wallet, mint, amount, position.slot))
         session.send(self._position_opened(position))
@@ -894,14 +1050,14 @@ class StreamServer:
             "token_program": position.token_program,
             "tokens": position.tokens,
             "entry_quote_units": position.entry_quote_units,
-            "market_context": self._market_context(position.mint),
+            "market_context": self._market_context(position.mint, position.wallet),
             "slot": position.slot,
             "token_name": info["name"],
             "token_symbol": info["symbol"],
             "token_decimals": decimals,
             "token_price_quote": price,
             "market_cap_quote": self.market_cap(position.mint),
-            "pool_liquidity_quote": market["sol_reserve"],
+            "pool_liquidity_quote": market["quote_reserve"],
             "opened_at_ms": position.opened_at_ms,
         }
         return message
@@ -928,11 +1084,29 @@ class StreamServer:
             "slot": self.chain_slot(),
         }
 
-    def _market_context(self, mint: str) -> dict[str, Any]:
+    def _market_context(self, mint: str, wallet: str) -> dict[str, Any]:
+        """market_context as api/reference/market-context.mdx spells it.
+
+        SOL pools read as Pump.fun (bonding curve) then PumpSwap (graduated). USD1 pools read as
+        Raydium Launchpad then Raydium CPMM, the venues that quote in USD1; their `quote_mint` is
+        the USD1 mint and `user_quote_account` the wallet's USD1 token account.
+        """
         if self.faults.unknown_market_type:
             market_type, self.faults.unknown_market_type = self.faults.unknown_market_type, None
             return {"market_type": market_type, market_type: {"pool": self.market(mint)["pool"]}}
         market = self.market(mint)
+        if market["quote"] == "USD1":
+            usd1 = self.usd1_mint()
+            common = {
+                "pool": market["pool"],
+                "config": _derived_address("raydium-config", market["pool"]),
+                "quote_mint": usd1,
+                "user_quote_account": self.token_account(wallet, usd1),
+            }
+            if market["graduated"]:
+                return {"market_type": "raydium_cpmm", "raydium_cpmm": common}
+            launchpad = {**common, "platform": _derived_address("raydium-platform", "sandbox")}
+            return {"market_type": "raydium_launchpad", "raydium_launchpad": launchpad}
         if market["graduated"]:
             return {"market_type": "pump_swap", "pumpswap": {"pool": market["pool"]}}
         return {"market_type": "pump_fun", "pumpfun": {}}
@@ -949,10 +1123,33 @@ class StreamServer:
         if strategy is None or position.tokens <= 0:
             return
         proceeds = self.quote_sell(position.mint, position.tokens)
-        # Peaks are tracked per token held so a partial sell does not read as a crash.
-        position.peak_proceeds = max(position.peak_proceeds, proceeds)
-        for exit_ in self.decide_exits(strategy, position, proceeds, graduated_now=graduated_now):
+        decided = position.held + self.decide_exits(strategy, position, proceeds, graduated_now=graduated_now)
+        position.held = []
+        for exit_ in decided:
+            if strategy.liquidity_guard and not self._liquidity_allows(position, exit_):
+                position.held.append(exit_)
+                if position.held_since_ms is None:
+                    position.held_since_ms = self.now_ms()
+                continue
             self._send_exit(session, position, exit_)
+        if not position.held:
+            position.held_since_ms = None
+
+    def _liquidity_allows(self, position: Position, exit_: Exit) -> bool:
+        """liquidity_guard: may this exit go out now?
+
+        The docs: the signal is deferred while the pool cannot absorb the sell at a reasonable
+        slippage, until liquidity improves or a timeout forces the exit. Here "reasonable" is the
+        slippage the exit transaction is built with (`default_slippage_bps`), and the timeout is
+        `liquidity_guard_timeout_ms` of sandbox time from when the first exit was held.
+        """
+        if (
+            position.held_since_ms is not None
+            and self.now_ms() - position.held_since_ms >= self.liquidity_guard_timeout_ms
+        ):
+            return True
+        sell = position.tokens if exit_.sell_tokens is None else exit_.sell_tokens
+        return sell <= self.max_tokens_within(position.mint, self.default_slippage_bps)
 
     def decide_exits(
         self, strategy: Strategy, position: Position, proceeds: int, graduated_now: bool = False
@@ -960,71 +1157,70 @@ class StreamServer:
         """The exits this price fires for the position, marking them fired."""
         basis = position.basis()
         profit_pct = (proceeds - basis) * 100.0 / basis if basis > 0 else 0.0
-        exits: list[Exit] = []
-        if strategy.breakeven_trail_pct > 0 and profit_pct >= strategy.breakeven_trail_pct:
+        if position.peak_profit_pct is None or profit_pct > position.peak_profit_pct:
+            position.peak_profit_pct = profit_pct
+        # The docs' table: a 5 % trail is "not active" at 3 % profit and active at 8 %: it arms once
+        # the peak profit reaches the trail, so it can only lock in a gain.
+        if strategy.trailing_stop_pct > 0 and position.peak_profit_pct >= strategy.trailing_stop_pct:
+            position.trail_armed = True
+        if profit_pct >= 0:
             position.breakeven_armed = True
         if position.exit_pending is None:
-            reason = self._full_exit_reason(strategy, position, proceeds, profit_pct, graduated_now)
+            reason = self._full_exit_reason(strategy, position, profit_pct, graduated_now)
             if reason is not None:
                 position.exit_pending = reason
                 return [Exit(reason)]
+        exits: list[Exit] = []
         order = sorted(
             range(len(strategy.take_profit_levels)), key=lambda i: strategy.take_profit_levels[i].profit_pct
         )
-        sold_pct = sum(
-            strategy.take_profit_levels[i].sell_pct
-            for i in position.levels_fired
-            if i < len(strategy.take_profit_levels)
-        )
         for index in order:
             level = strategy.take_profit_levels[index]
-            if (
-                index in position.levels_fired
-                or profit_pct < level.profit_pct
-                and index not in position.level_peaks
-            ):
+            if index in position.levels_fired:
+                continue
+            if index not in position.level_peaks and profit_pct < level.profit_pct:
                 continue
             if level.trailing_stop_pct > 0:
-                peak = max(position.level_peaks.get(index, 0), proceeds)
+                # The level arms a trailing stop instead of selling: it sells once profit falls that
+                # many points from its peak since the level was reached.
+                peak = max(position.level_peaks.get(index, profit_pct), profit_pct)
                 position.level_peaks[index] = peak
-                if proceeds > peak * (1 - level.trailing_stop_pct / 100):
+                if peak - profit_pct < level.trailing_stop_pct:
                     continue
-            position.levels_fired.add(index)
-            sold_pct += level.sell_pct
-            if sold_pct >= 99.999:
-                sell = position.tokens
+            remaining = min(position.ladder_remaining, position.tokens)
+            if level.sell_pct >= 100:
+                sell = remaining
             else:
-                sell = min(position.tokens, math.floor(position.original_tokens * level.sell_pct / 100))
+                sell = math.floor(remaining * level.sell_pct / 100)
+            position.levels_fired.add(index)
+            if sell <= 0:
+                continue
+            position.ladder_remaining = remaining - sell
             exits.append(Exit("take_profit", sell_tokens=sell, level_index=index))
         return exits
 
     def _full_exit_reason(
-        self, strategy: Strategy, position: Position, proceeds: int, profit_pct: float, graduated_now: bool
+        self, strategy: Strategy, position: Position, profit_pct: float, graduated_now: bool
     ) -> str | None:
         if graduated_now and strategy.sell_on_graduation and not position.graduation_fired:
             position.graduation_fired = True
             return "graduation"
         if strategy.stop_loss_pct > 0 and profit_pct <= -strategy.stop_loss_pct:
             return "stop_loss"
-        if strategy.trailing_stop_pct > 0 and proceeds <= position.peak_proceeds * (
-            1 - strategy.trailing_stop_pct / 100
-        ):
+        peak = position.peak_profit_pct if position.peak_profit_pct is not None else profit_pct
+        if position.trail_armed and peak - profit_pct >= strategy.trailing_stop_pct > 0:
             return "trailing_stop"
-        if position.breakeven_armed and profit_pct <= 0:
-            return "breakeven_trail"
+        # The docs' table: armed at breakeven (profit >= 0), fires once profit falls the trail below it.
         if (
-            not strategy.take_profit_levels
-            and strategy.target_profit_pct > 0
-            and profit_pct >= strategy.target_profit_pct
+            strategy.breakeven_trail_pct > 0
+            and position.breakeven_armed
+            and profit_pct <= -strategy.breakeven_trail_pct
         ):
+            return "breakeven_trail"
+        # With a ladder, target_profit_pct still applies as a hard cap on what the levels left
+        # (the docs' "Exit Ladder: How it works", point 4).
+        if strategy.target_profit_pct > 0 and profit_pct >= strategy.target_profit_pct:
             return "take_profit"
-        if strategy.liquidity_guard:
-            coverage = self._coverage(position, 500)
-            if (
-                self.liquidity_trend(position.mint) == "draining"
-                and coverage < self.liquidity_guard_coverage_pct
-            ):
-                return "liquidity_guard"
         return None
 
     # -- exit signals -----------------------------------------------------------------------
@@ -1035,17 +1231,20 @@ class StreamServer:
         sell = position.tokens if exit_.sell_tokens is None else exit_.sell_tokens
         if sell <= 0:
             return
-        tip = 0
-        if session.send_mode in TIPPED_SEND_MODES:
-            tip = DEFAULT_TIP_LAMPORTS if session.tip_lamports is None else session.tip_lamports
-        unsigned = self.build_sell_tx(
-            position.wallet,
-            position.mint,
-            sell,
-            slippage_bps or self.default_slippage_bps,
-            tip,
-            f"{exit_.reason}:{position.position_id}",
-        )
+        if exit_.unsigned_tx_b64 is not None:
+            unsigned = exit_.unsigned_tx_b64
+        else:
+            send_mode = session.effective_send_mode()
+            unsigned = self.build_sell_tx(
+                position.wallet,
+                position.mint,
+                sell,
+                slippage_bps or self.default_slippage_bps,
+                session.effective_tip(),
+                f"{exit_.reason}:{position.position_id}",
+                send_mode=send_mode,
+                tier=session.api_key.tier,
+            )
         proceeds = self.quote_sell(position.mint, position.tokens)
         message: dict[str, Any] = {
             "type": "exit_signal_with_tx",
@@ -1059,7 +1258,7 @@ class StreamServer:
             "profit_units": proceeds - position.basis(),
             "reason": exit_.reason,
             "triggered_at_ms": self.now_ms(),
-            "market_context": self._market_context(position.mint),
+            "market_context": self._market_context(position.mint, position.wallet),
             "unsigned_tx_b64": unsigned,
         }
         if exit_.sell_tokens is not None:
@@ -1098,7 +1297,7 @@ class StreamServer:
                             "market_cap_quote": self.market_cap(position.mint),
                         }
                     )
-                if (
+                if session.api_key.tier != "free" and (
                     position.last_snapshot_ms is None
                     or now - position.last_snapshot_ms >= self.liquidity_interval_ms
                 ):
@@ -1202,12 +1401,34 @@ class StreamServer:
 
     def market(self, mint: str) -> dict[str, Any]:
         pool = self.chain.pool(mint)
+        quote = str(getattr(pool, "quote", "SOL") or "SOL")
+        quote_reserve = getattr(pool, "quote_reserve", None)
         return {
             "sol_reserve": int(pool.sol_reserve),
+            "quote": quote,
+            # Quote units: lamports in SOL pools, USD1 base units in USD1 pools.
+            "quote_reserve": int(pool.sol_reserve if quote_reserve is None else quote_reserve),
             "token_reserve": int(pool.token_reserve),
             "graduated": bool(pool.graduated),
             "pool": str(pool.address),
         }
+
+    def usd1_mint(self) -> str:
+        return str(self.chain.usd1_mint)
+
+    def tip_account_for(self, send_mode: str) -> str | None:
+        """A tip account for this send mode: the chain's (Helius Sender's / Astralane's) if it has them."""
+        if self.tip_account is not None:
+            return self.tip_account
+        accounts = getattr(self.chain, "tip_accounts", None)
+        if isinstance(accounts, dict):
+            chosen = accounts.get(send_mode)
+            if isinstance(chosen, list | tuple):
+                chosen = chosen[0] if chosen else None
+            return None if chosen is None else str(chosen)
+        if isinstance(accounts, list | tuple) and accounts:
+            return str(accounts[0])
+        return None
 
     def quote_sell(self, mint: str, amount: int) -> int:
         if amount <= 0:
@@ -1222,15 +1443,32 @@ class StreamServer:
         return int(self.chain.market_cap(mint))
 
     def build_sell_tx(
-        self, wallet: str, mint: str, amount: int, slippage_bps: int, tip_lamports: int, memo_tag: str
+        self,
+        wallet: str,
+        mint: str,
+        amount: int,
+        slippage_bps: int,
+        tip_lamports: int,
+        memo_tag: str,
+        *,
+        send_mode: str = DEFAULT_SEND_MODE,
+        tier: str = "professional",
     ) -> str:
-        tx = self.chain.build_sell_tx(
-            wallet,
-            mint,
-            amount,
-            slippage_bps,
-            tip_lamports,
-            self.tip_account if tip_lamports else None,
-            memo_tag,
-        )
+        """The exit transaction: the router sells `amount`, the routing fee for `tier` comes off the
+        proceeds, and a tipped send mode adds its tip transfer."""
+        kwargs: dict[str, Any] = {
+            "tip_lamports": tip_lamports,
+            "tip_account": self.tip_account_for(send_mode) if tip_lamports else None,
+            "memo_tag": memo_tag,
+        }
+        if _accepts(self.chain.build_sell_tx, "tier"):
+            kwargs["tier"] = tier
+        tx = self.chain.build_sell_tx(wallet, mint, amount, slippage_bps, **kwargs)
         return base64.b64encode(bytes(tx)).decode()
+
+
+def _accepts(function: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False

@@ -88,7 +88,8 @@ async def test_keys_are_checked(api: Api) -> None:
     missing = await api.post("/v1/sell", {}, key=None)
     assert missing.status_code == 401 and missing.json()["reason"] == "missing_api_key"
     wrong = await api.post("/v1/sell", {}, key="ls_nope")
-    assert wrong.status_code == 403 and wrong.json() == {
+    assert wrong.status_code == 401 and wrong.json() == {
+        "error": "this API key is not valid",
         "status": "error",
         "reason": "invalid_api_key",
         "message": "this API key is not valid",
@@ -107,7 +108,9 @@ async def test_registration_proof_good_bad_expired(api: Api) -> None:
     other = Keypair()
     forged = {**proof(other), "signature": str(Keypair().sign_message(proof(other)["message"].encode()))}
     bad = await api.post("/v1/wallets/register", forged)
-    assert bad.status_code == 400 and bad.json()["reason"] == "invalid_signature"
+    # openapi: 403 is "Signature verification failed", not a key problem.
+    assert bad.status_code == 403 and bad.json()["reason"] == "invalid_signature"
+    assert "signature verification failed" in bad.json()["error"]
     stale = await api.post("/v1/wallets/register", proof(other, NOW - 301))
     assert stale.status_code == 400 and stale.json()["reason"] == "message_expired"
     future = await api.post("/v1/wallets/register", proof(other, NOW + 301))
@@ -116,7 +119,8 @@ async def test_registration_proof_good_bad_expired(api: Api) -> None:
     assert mismatch.status_code == 400 and mismatch.json()["reason"] == "invalid_message"
     assert not api.accounts.is_registered(api.key, str(other.pubkey()))
     junk = await api.post("/v1/wallets/register", {**proof(other), "signature": "zzz"})
-    assert junk.status_code == 400
+    assert junk.status_code == 403
+    assert not api.accounts.is_registered(api.key, str(other.pubkey()))
 
 
 async def test_registration_uses_wall_clock_by_default() -> None:
@@ -200,17 +204,17 @@ async def test_buy_end_to_end(api: Api) -> None:
     status = await sign_and_send(api, reply.json()["tx"], wallet)
     assert status is not None and status.err is None
     assert api.chain.token_balance(wallet.pubkey(), api.mint) == expected
-    legacy_field = await api.post(
+    human = await api.post(
         "/v1/buy",
         {
             "mint": str(api.mint),
             "user_pubkey": str(wallet.pubkey()),
             "slippage_bps": 100,
             "input": "SOL",
-            "amount": 1_000_000,
+            "amount": 0.1,
         },
     )
-    assert legacy_field.status_code == 200
+    assert human.status_code == 200 and human.json()["route"]["amount_in"] == 100_000_000
 
 
 async def test_request_errors(api: Api) -> None:
@@ -277,3 +281,67 @@ async def test_http_server_keeps_connections_alive_and_reads_headers() -> None:
         assert seen == ["k0", "k1", "k2"]
     finally:
         await server.stop()
+
+
+async def test_account_reports_the_tier_and_its_limits(api: Api) -> None:
+    reply = await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": api.key})
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "tier": 1,
+        "tier_name": "tier_1",
+        "limits": {"max_wallets": 5, "max_positions_per_wallet": 100, "max_positions_per_session": 500},
+    }
+    free = api.accounts.issue("free").key
+    answer = (await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": free})).json()
+    assert (answer["tier"], answer["tier_name"], answer["limits"]["max_wallets"]) == (0, "free", 1)
+    refused = await api.client.get(api.api.url + "/v1/account", headers={"x-api-key": "ls_nope"})
+    assert refused.status_code == 401 and refused.json()["error"]
+
+
+async def test_buy_takes_exactly_one_of_amount_and_amount_in_total(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    base = {"mint": str(api.mint), "user_pubkey": str(wallet.pubkey()), "slippage_bps": 100, "input": "SOL"}
+    both = await api.post("/v1/buy", {**base, "amount": 0.1, "amount_in_total": 100_000_000})
+    assert both.status_code == 400
+    assert "exactly one of amount" in both.json()["error"] and "both" in both.json()["error"]
+    neither = await api.post("/v1/buy", base)
+    assert neither.status_code == 400 and "neither" in neither.json()["error"]
+    negative = await api.post("/v1/buy", {**base, "amount": -1})
+    assert negative.status_code == 400 and "positive" in negative.json()["error"]
+    atomic = await api.post("/v1/buy", {**base, "amount_in_total": 100_000_000})
+    human = await api.post("/v1/buy", {**base, "amount": 0.1})
+    assert atomic.json()["route"]["amount_in"] == human.json()["route"]["amount_in"] == 100_000_000
+
+
+async def test_unregistered_wallet_is_removed_once(api: Api) -> None:
+    wallet = Keypair()
+    assert (await api.post("/v1/wallets/register", proof(wallet))).status_code == 200
+    body = {"wallet_pubkey": str(wallet.pubkey())}
+    headers = {"x-api-key": api.key}
+    first = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body, headers=headers)
+    assert first.status_code == 200 and first.json() == {
+        "wallet_pubkey": str(wallet.pubkey()),
+        "removed": True,
+    }
+    assert not api.accounts.is_registered(api.key, str(wallet.pubkey()))
+    second = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body, headers=headers)
+    assert second.json()["removed"] is False
+    nobody = await api.client.request("DELETE", api.api.url + "/v1/wallets", json=body)
+    assert nobody.status_code == 401
+
+
+async def test_sell_without_output_is_refused(api: Api) -> None:
+    wallet = Keypair()
+    api.chain.fund(wallet.pubkey(), 1)
+    tokens = api.chain.outside_buy(wallet.pubkey(), api.mint, 0.1)
+    reply = await api.post(
+        "/v1/sell",
+        {
+            "mint": str(api.mint),
+            "user_pubkey": str(wallet.pubkey()),
+            "amount_tokens": tokens,
+            "slippage_bps": 100,
+        },
+    )
+    assert reply.status_code == 400 and "output is required" in reply.json()["error"]

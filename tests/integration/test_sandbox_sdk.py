@@ -137,8 +137,10 @@ async def test_official_sdk_survives_garbage_and_a_dropped_connection() -> None:
             await control.post("/sim/faults", json={"send_garbage_frame": True})
             await control.post("/sim/faults", json={"drop_connections": True})
             # The SDK skips the garbage, reconnects, re-sends configure; the server re-announces.
+            # A new session numbers positions afresh: the same position (token account) has a new id.
             again = await next_event(session, "position_opened", seen)
-            assert again.message["position_id"] == opened.message["position_id"]
+            assert again.message["token_account"] == opened.message["token_account"]
+            assert again.message["position_id"] != opened.message["position_id"]
             assert [e.message["type"] for e in seen].count("hello_ok") == 2
 
             await control.post("/sim/faults", json={"unknown_market_type": True})
