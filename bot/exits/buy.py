@@ -144,7 +144,7 @@ class Buyer:
             if exc.reason == "not_indexed" or "not indexed" in str(exc):
                 raise BuyError("LaserSell has not indexed this mint yet: try again in a minute") from None
             if exc.status == 404 or exc.reason in ("no_route", "invalid_mint", "unsupported_token_program"):
-                raise BuyError(f"LaserSell has no market for this mint ({exc}): check the address") from None
+                raise BuyError(f"LaserSell knows no market for this mint ({exc}): check the address") from None
             if exc.retryable:
                 raise BuyError(f"LaserSell is busy ({exc}): try again in a moment") from None
             raise BuyError(f"LaserSell could not build the buy: {exc}") from None
