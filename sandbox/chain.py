@@ -1,4 +1,4 @@
-"""The sandbox Solana chain: LiteSVM with a slot clock, token pools and LaserSell exit settlement.
+"""The sandbox Solana chain: LiteSVM with a slot clock, token pools and the LaserSell Router.
 
 `Chain` wraps `solders.litesvm.LiteSVM` (System, SPL Token, Token-2022, Associated Token Account,
 Memo and Compute Budget programs) and adds what a trading bot sees of a cluster:
@@ -9,40 +9,71 @@ Memo and Compute Budget programs) and adds what a trading bot sees of a cluster:
   height == slot here). LiteSVM's own blockhash check is off: ours is the table of recent blockhashes.
 - Sending: with preflight, a bad signature is refused (-32003) and a failing simulation is refused
   with -32002 "Transaction simulation failed: <error>" and the simulation result as `data`, exactly
-  as a node does. With `skip_preflight`, a transaction with an unknown or expired blockhash or a bad
-  signature is accepted and never lands: its status stays null, as on a cluster. Landed transactions
-  are final at once ("confirmed", "finalized" 32 slots later). Resending landed bytes is a no-op.
+  as a node does. With `skip_preflight`, a transaction with an unknown or expired blockhash, a bad
+  signature, a fee payer that cannot pay or an unresolvable lookup table is accepted and never
+  lands: its status stays null, as on a cluster. Landed transactions are final at once
+  ("confirmed", "finalized" 32 slots later). Resending landed bytes is a no-op.
 - Mints and pools. `create_mint` makes an SPL mint (the sandbox holds the mint authority) and a
-  constant-product pool: a sandbox-owned system account holding the SOL reserve (above its rent
-  reserve) and its associated token account holding the token reserve. Curve:
-  `sol_out = sol_reserve * tokens / (token_reserve + tokens)`,
-  `tokens_out = token_reserve * lamports / (sol_reserve + lamports)` (no pool fee).
+  constant-product pool quoted in SOL or in USD1. A SOL pool's quote reserve is the lamports of a
+  sandbox-owned system account (`Pool.address`, above its rent reserve); a USD1 pool's is the USD1
+  token account of that address (`Pool.quote_account`). The token reserve is the address's token
+  account. Curve, in the pool's quote atomic units (lamports, or USD1 base units with 6 decimals):
+  `quote_out = quote_reserve * tokens / (token_reserve + tokens)`,
+  `tokens_out = token_reserve * quote_in / (quote_reserve + quote_in)` (no pool fee).
+  `Pool.sol_reserve` keeps its old name and holds the quote reserve in those units.
+- USD1 is an SPL mint (6 decimals) created at start at its real public address
+  (`USD1_MINT`); `fund_usd1` gives a wallet some.
 - The outside market (`outside_buy`, `market_move`, `drain`, `graduate`) writes balances directly
   with `set_account`, the way a test validator lets you, and emits the same events a trade would.
 
-EXIT SETTLEMENT. The pool program is not on chain; the sandbox settles LaserSell transactions by
-their memo, so the transactions themselves are real and signable:
+THE LASERSELL ROUTER. Every LaserSell trade goes through an on-chain router whose program id is not
+published. Here `Chain.router_program_id` is a fresh random key on every Chain, so nothing outside
+the sandbox can know it.
 
-- `build_sell_tx` builds an unsigned v0 transaction (all-zero signature): wallet as fee payer and
-  only signer, ComputeBudget SetComputeUnitLimit + SetComputeUnitPrice, SPL Token `TransferChecked`
-  of the tokens from the wallet's associated token account to the pool's token account, an optional
-  System transfer tip, and the Memo
-  `lasersell:sell mint=<mint> tokens=<n> min_out=<lamports> [<memo_tag>]`,
-  `min_out = curve proceeds * (1 - slippage_bps / 10000)` at build time.
-- When a sell lands the chain prices the transferred tokens on the curve NOW. If the proceeds are at
-  least `min_out`, LiteSVM executes the transaction (tokens move, fees and tip are paid) and the
-  sandbox then pays the proceeds from the pool account to the wallet and updates the reserves. If
-  not, nothing moves except the fee (5000 lamports per signature + priority fee) and the transaction
-  is recorded as failed with `InstructionError(<memo instruction index>, Custom(6003))`, the
-  slippage error, visible in statuses, `get_transaction` and preflight simulation.
-- `build_buy_tx` is the mirror: CreateIdempotent of the wallet's token account, a System transfer of
-  the SOL to the pool account, an optional tip and the memo
-  `lasersell:buy mint=<mint> sol=<lamports> min_tokens=<n> [<memo_tag>]`. On landing the tokens are
-  delivered from the pool's token account to the wallet's, or it fails with Custom(6003) likewise.
+- `build_sell_tx` / `build_buy_tx` return unsigned v0 transactions (all-zero signatures), the
+  wallet as fee payer and only signer: ComputeBudget SetComputeUnitLimit + SetComputeUnitPrice,
+  (buys, and sells into USD1) an Associated Token Account CreateIdempotent of the wallet's account
+  that receives, ONE router instruction, and with a tip a System transfer to a tip account
+  (`tip_accounts`; `tip_account` is the first and the default). Tokens leave the wallet only inside
+  the router instruction: there is no top-level token transfer.
+- Router accounts, in order: wallet (signer, writable), wallet token account (w), mint, pool
+  address (w), pool token account (w), token program, system program, fee collector (w); for USD1
+  markets then USD1 mint, wallet USD1 account (w), pool USD1 account (w), fee collector USD1
+  account (w). Router data (little endian): 8-byte discriminator `ROUTER_DISCRIMINATOR`, u8 side
+  (0 sell, 1 buy), u64 amount in, u64 minimum out, u16 fee bps, u64 fee minimum (lamports), u8 tag
+  length and the UTF-8 `memo_tag` (callers use it to make transactions distinct; no Memo
+  instruction is added).
+- Non-signer accounts (pool, fee collector, mint, token programs, tip accounts) are loaded from the
+  pool's address lookup table (`Pool.lookup_table`) unless `use_lookup_table=False`. Tables are
+  real accounts owned by AddressLookupTab1e1111111111111111111111111 with the on-chain layout
+  (56-byte LookupTableMeta header, then 32-byte addresses); every address is active at once.
+- Routing fee (`routing_fee`, docs pricing/fee-structure): free 2 % with a 0.01 SOL minimum,
+  professional 0.9 % with a 0.01 SOL minimum, advanced 0.5 % with none; USD1 trades pay the
+  percentage only. Never more than the amount it is taken from. A sell pays it out of the proceeds,
+  a buy out of the quote paid in before the swap; it goes to `fee_collector` (its USD1 account for
+  USD1 trades). The builders put the fee rate and minimum of their `tier` in the router data and
+  the router applies what the data says. `min_out` is the net amount at build time less slippage.
+
+RUNNING THE ROUTER. LiteSVM cannot run a program we do not have, so for a transaction that invokes
+the router the chain itself verifies the signatures, checks the blockhash, resolves the lookup
+tables, then runs every other instruction in LiteSVM (the same message without the router
+instruction, same signatures; LiteSVM's own signature check off, ours already ran) and applies the
+router's swap on top of the result with `set_account`: pool reserves and token accounts, proceeds
+net of the fee to the wallet, the fee to the collector. The router's effects are applied after the
+other instructions have run, whatever their position; the wallet token account's owner is checked
+against its state before the transaction. All or nothing: if the swap fails (net proceeds below
+`min_out` -> `InstructionError(<router index>, Custom(6003))`; fewer tokens or quote than the
+amount in -> `Custom(1)`, as the token program's insufficient funds comes out of the CPI; wrong
+accounts -> `Custom(6001)`), nothing moves but the fee (5000 lamports per signature + priority fee)
+and the transaction is recorded as failed with router logs. Simulation runs the same code without
+writing, so `simulate(..., accounts=[...])` shows each account's state after the router.
+
+HOSTILE TRANSACTIONS (`build_hostile_tx`, kinds in `HOSTILE_KINDS`) look like exits but do harm;
+they land when signed and their harm shows in a simulation's `accounts`: see the method.
 
 Events (`subscribe(callback)`, called synchronously, in order): `TradeExecuted` before the
 `TokenBalanceChanged` it causes, then `PoolChanged`; `TransactionLanded` for every landed
-transaction.
+transaction. Amounts named `sol_*` are in the pool's quote units (`quote` says which).
 """
 
 from __future__ import annotations
@@ -54,18 +85,28 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import base58
 from solders.account import Account
+from solders.address_lookup_table_account import (
+    ID as ADDRESS_LOOKUP_TABLE_PROGRAM_ID,
+)
+from solders.address_lookup_table_account import (
+    LOOKUP_TABLE_META_SIZE,
+    AddressLookupTable,
+    AddressLookupTableAccount,
+    derive_lookup_table_address,
+)
 from solders.clock import Clock
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
-from solders.instruction import AccountMeta, Instruction
+from solders.instruction import AccountMeta, CompiledInstruction, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import MessageV0
+from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.signature import Signature
@@ -82,6 +123,10 @@ TOKEN_2022_PROGRAM_ID = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCX
 ASSOCIATED_TOKEN_PROGRAM_ID = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 COMPUTE_BUDGET_PROGRAM_ID = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
+# The official crate publishes USD1's mint (src/market/mod.rs), so a client may know it too.
+USD1_MINT = Pubkey.from_string("USD1ttGY1N17NEEHLmELoaybftRBUSErhqYiQzvEmuB")
+USD1_DECIMALS = 6
 
 LAMPORTS_PER_SOL = 1_000_000_000
 LAMPORTS_PER_SIGNATURE = 5000
@@ -90,14 +135,53 @@ SLOT_MS = 400
 BLOCKHASH_VALID_SLOTS = 150
 FINALIZED_AFTER_SLOTS = 32
 SLIPPAGE_ERROR_CODE = 6003
+ROUTER_ACCOUNTS_ERROR_CODE = 6001
+INSUFFICIENT_FUNDS_CODE = 1  # SPL Token's and the System program's "insufficient funds"
+ROUTER_COMPUTE_UNITS = 48_000
 DEFAULT_COMPUTE_UNIT_LIMIT = 120_000
 DEFAULT_COMPUTE_UNIT_PRICE = 50_000  # micro-lamports per CU: a 6000-lamport priority fee at the limit
 TRANSFER_CHECKED = 12
 TOKEN_ACCOUNT_SIZE = 165
 MINT_SIZE = 82
+U64_MAX = 2**64 - 1
 
-MEMO_PREFIX = "lasersell:"
-_MEMO_FIELD = re.compile(r"(\w+)=(\S+)")
+ROUTER_DISCRIMINATOR = hashlib.sha256(b"global:route").digest()[:8]
+ROUTER_SELL = 0
+ROUTER_BUY = 1
+ROUTER_DRAIN = 7  # hostile variant: looks like a sell, pays the tokens to account 4 and nothing back
+_ROUTER_HEAD = struct.Struct("<8sBQQHQB")
+
+# Routing fee per tier (docs pricing/fee-structure.mdx): (basis points, minimum in lamports on SOL trades).
+ROUTING_FEES: dict[str, tuple[int, int]] = {
+    "free": (200, 10_000_000),
+    "professional": (90, 10_000_000),
+    "advanced": (50, 0),
+}
+TIP_ACCOUNT_COUNT = 4
+
+HOSTILE_KINDS = (
+    "steal_position",
+    "steal_sol",
+    "steal_other_token",
+    "set_authority",
+    "approve",
+    "cpi_drain",
+    "tip_over_cap",
+)
+
+# Errors a node returns before executing anything: such a transaction is never in a block.
+_NOT_EXECUTED = (
+    "AccountNotFound",
+    "InsufficientFundsForFee",
+    "BlockhashNotFound",
+    "AlreadyProcessed",
+    "AddressLookupTableNotFound",
+    "InvalidAddressLookupTableOwner",
+    "InvalidAddressLookupTableData",
+    "InvalidAddressLookupTableIndex",
+    "SignatureFailure",
+    "SanitizeFailure",
+)
 
 PubkeyLike = Pubkey | str
 
@@ -139,7 +223,8 @@ class MintInfo:
 
 @dataclass
 class Pool:
-    """A constant-product pool: SOL reserve in `address`, token reserve in `token_account`."""
+    """A constant-product pool. `sol_reserve` is the QUOTE reserve in quote atomic units (lamports
+    for SOL pools, USD1 base units for USD1 pools); the token reserve sits in `token_account`."""
 
     mint: Pubkey
     symbol: str
@@ -153,10 +238,19 @@ class Pool:
     market_type: str = "pump_fun"
     graduated: bool = False
     history: list[tuple[int, int, int]] = field(default_factory=list)
+    quote: str = "SOL"  # "SOL" or "USD1"
+    quote_mint: Pubkey = NATIVE_MINT
+    quote_decimals: int = 9
+    quote_account: Pubkey | None = None  # the pool's USD1 token account (USD1 pools)
+    lookup_table: Pubkey | None = None
+
+    @property
+    def quote_reserve(self) -> int:
+        return self.sol_reserve
 
     @property
     def price(self) -> float:
-        """Lamports per whole token at the spot price."""
+        """Quote atomic units (lamports for SOL pools) per whole token at the spot price."""
         if self.token_reserve <= 0:
             return 0.0
         return self.sol_reserve * 10**self.decimals / self.token_reserve
@@ -188,12 +282,13 @@ class TokenBalanceChanged:
 @dataclass(frozen=True)
 class PoolChanged:
     mint: Pubkey
-    sol_reserve: int
+    sol_reserve: int  # quote reserve in quote units
     token_reserve: int
     market_type: str
     graduated: bool
     reason: str  # created, trade, market_move, drain, graduation, settlement
     slot: int
+    quote: str = "SOL"
 
 
 @dataclass(frozen=True)
@@ -201,11 +296,13 @@ class TradeExecuted:
     mint: Pubkey
     side: str  # "buy" or "sell", from the maker's side
     token_amount: int
-    sol_amount: int
-    price: float  # lamports per whole token paid or received
+    sol_amount: int  # quote units the pool paid (sell) or received (buy), before/after the routing fee
+    price: float  # quote units per whole token paid or received
     maker: Pubkey
     signature: Signature | None
     slot: int = 0
+    fee: int = 0  # routing fee in quote units (router trades)
+    quote: str = "SOL"
 
     @property
     def wallet(self) -> Pubkey:
@@ -225,7 +322,8 @@ ChainEvent = TokenBalanceChanged | PoolChanged | TradeExecuted | TransactionLand
 
 @dataclass
 class TxRecord:
-    """A landed transaction (ok or failed), as getTransaction reports it."""
+    """A landed transaction (ok or failed), as getTransaction reports it. Balances are indexed
+    like `account_keys`: static keys, then lookup-table writable, then lookup-table readonly."""
 
     signature: Signature
     transaction: VersionedTransaction
@@ -239,19 +337,130 @@ class TxRecord:
     post_token_balances: list[dict[str, Any]]
     logs: list[str]
     compute_units: int
+    loaded_writable: list[Pubkey] = field(default_factory=list)
+    loaded_readonly: list[Pubkey] = field(default_factory=list)
+    inner_instructions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def account_keys(self) -> list[Pubkey]:
+        return [*self.transaction.message.account_keys, *self.loaded_writable, *self.loaded_readonly]
+
+
+@dataclass(frozen=True)
+class RouterOrder:
+    """A decoded router instruction's data."""
+
+    side: int  # ROUTER_SELL, ROUTER_BUY (ROUTER_DRAIN: the hostile variant)
+    amount_in: int  # tokens (sell) or quote units (buy)
+    min_out: int  # net quote units (sell) or tokens (buy)
+    fee_bps: int
+    fee_min: int  # lamports; 0 on USD1 trades and for advanced
+    tag: str
 
 
 @dataclass
-class _Settlement:
-    side: str
+class _Swap:
+    """What one router instruction did, for the events after commit."""
+
     pool: Pool
-    memo_index: int
-    tokens: int  # tokens sold (sell) or the minimum tokens asked (buy)
-    lamports: int  # SOL paid in (buy) or the minimum proceeds asked (sell)
+    side: str
+    tokens: int
+    quote_amount: int  # the pool's side: gross proceeds (sell) or quote swapped in (buy)
+    fee: int
+    wallet: Pubkey
+
+
+@dataclass
+class _Outcome:
+    """A transaction executed without writing: what committing it would do."""
+
+    rejected: bool  # never executed (fee payer, lookup tables ...): a sender's tx is dropped
+    err: Any
+    logs: list[str]
+    units: int
+    fee: int
+    keys: list[Pubkey]
+    loaded: tuple[list[Pubkey], list[Pubkey]]
+    writes: dict[Pubkey, Account]
+    swaps: list[_Swap]
+    inner: list[dict[str, Any]]
+
+
+class _RouterFailure(Exception):
+    def __init__(self, code: int, logs: list[str]) -> None:
+        super().__init__(code)
+        self.code = code
+        self.logs = logs
+
+
+class _Rejected(Exception):
+    def __init__(self, err: str) -> None:
+        super().__init__(err)
+        self.err = err
 
 
 def _pk(value: PubkeyLike) -> Pubkey:
     return value if isinstance(value, Pubkey) else Pubkey.from_string(str(value))
+
+
+def routing_fee(tier: str, quote: str, gross_quote_units: int) -> int:
+    """The LaserSell routing fee, in quote units, on `gross_quote_units` of a trade (docs
+    pricing/fee-structure): the tier's percentage, at least the tier's 0.01 SOL minimum on SOL
+    trades (none on USD1 trades), never more than the amount itself."""
+    bps, minimum = _fee_params(tier, quote)
+    return _fee(bps, minimum, gross_quote_units)
+
+
+def _fee_params(tier: str, quote: str) -> tuple[int, int]:
+    if tier not in ROUTING_FEES:
+        raise ChainError(f"unknown tier {tier!r}; use one of {', '.join(ROUTING_FEES)}")
+    if quote not in ("SOL", "USD1"):
+        raise ChainError("quote must be SOL or USD1")
+    bps, minimum = ROUTING_FEES[tier]
+    return bps, minimum if quote == "SOL" else 0
+
+
+def _fee(bps: int, minimum: int, gross: int) -> int:
+    if gross <= 0:
+        return 0
+    return min(gross, max(gross * bps // 10_000, minimum))
+
+
+def encode_router_data(order: RouterOrder) -> bytes:
+    tag = order.tag.encode()
+    if len(tag) > 255:
+        raise ChainError("memo_tag is limited to 255 bytes")
+    head = _ROUTER_HEAD.pack(
+        ROUTER_DISCRIMINATOR,
+        order.side,
+        order.amount_in,
+        order.min_out,
+        order.fee_bps,
+        order.fee_min,
+        len(tag),
+    )
+    return head + tag
+
+
+def decode_router_data(data: bytes) -> RouterOrder | None:
+    """The order in a router instruction's data; None when it is not router data."""
+    if len(data) < _ROUTER_HEAD.size or data[:8] != ROUTER_DISCRIMINATOR:
+        return None
+    _, side, amount_in, min_out, fee_bps, fee_min, tag_len = _ROUTER_HEAD.unpack_from(data)
+    tag = data[_ROUTER_HEAD.size : _ROUTER_HEAD.size + tag_len].decode(errors="replace")
+    return RouterOrder(side, amount_in, min_out, fee_bps, fee_min, tag)
+
+
+def lookup_table_data(authority: Pubkey | None, addresses: Sequence[Pubkey], slot: int = 0) -> bytes:
+    """An address lookup table account's data, in the on-chain layout: LookupTableMeta (u32 type 1,
+    u64 deactivation slot = u64::MAX, u64 last extended slot, u8 start index, Option<Pubkey>
+    authority, u16 padding; 56 bytes) then the addresses. The start index equals the address count,
+    so every address is usable in the slot it was written (a warmed-up table)."""
+    meta = struct.pack("<IQQB", 1, U64_MAX, slot, min(len(addresses), 255))
+    meta += (b"\x01" + bytes(authority)) if authority is not None else b"\x00" + bytes(32)
+    meta += b"\x00\x00"
+    assert len(meta) == LOOKUP_TABLE_META_SIZE
+    return meta + b"".join(bytes(a) for a in addresses)
 
 
 def error_json(err: Any) -> Any:
@@ -259,6 +468,10 @@ def error_json(err: Any) -> Any:
     if err is None or isinstance(err, str | dict):
         return err
     return json.loads(RpcSimulateTransactionResult(err=err, logs=[]).to_json())["err"]
+
+
+def _custom_err(index: int, code: int) -> Any:
+    return error_json(TransactionErrorInstructionError(index, InstructionErrorCustom(code)))
 
 
 def error_message(err: Any) -> str:
@@ -270,6 +483,9 @@ def error_message(err: Any) -> str:
             "AlreadyProcessed": "This transaction has already been processed",
             "AccountNotFound": "Attempt to debit an account but found no record of a prior credit.",
             "InsufficientFundsForFee": "Insufficient funds for fee",
+            "SignatureFailure": "Transaction did not pass signature verification",
+            "AddressLookupTableNotFound": "Transaction loads an address table account that doesn't exist",
+            "InvalidAddressLookupTableIndex": "Transaction address table lookup uses an invalid index",
         }
         return special.get(err, words[:1].upper() + words[1:])
     if isinstance(err, dict) and "InstructionError" in err:
@@ -285,12 +501,77 @@ def error_message(err: Any) -> str:
     return json.dumps(err)
 
 
-def parse_memo(text: str) -> tuple[str, dict[str, str]] | None:
-    """`lasersell:sell mint=.. tokens=.. min_out=..` -> ("sell", {...}); None for other memos."""
-    if not text.startswith(MEMO_PREFIX):
-        return None
-    head, _, rest = text[len(MEMO_PREFIX) :].partition(" ")
-    return head, dict(_MEMO_FIELD.findall(rest))
+def _token_account_bytes(mint: Pubkey, owner: Pubkey, amount: int, base: TokenAccount | None = None) -> bytes:
+    if base is not None:
+        state = TokenAccount(
+            base.mint,
+            base.owner,
+            amount,
+            base.delegate,
+            base.state,
+            base.is_native,
+            base.delegated_amount,
+            base.close_authority,
+        )
+    else:
+        state = TokenAccount(mint, owner, amount, None, TokenAccountState.Initialized, None, 0, None)
+    return bytes(state)
+
+
+class _State:
+    """Accounts as a transaction leaves them: changes over the chain's current accounts."""
+
+    def __init__(self, chain: Chain, changed: dict[Pubkey, Account]) -> None:
+        self.chain = chain
+        self.changed = dict(changed)
+        self.reserves: dict[Pubkey, list[int]] = {}  # mint -> [quote, tokens] as trades in this tx leave them
+
+    def get(self, key: Pubkey) -> Account | None:
+        if key in self.changed:
+            acc = self.changed[key]
+            return None if acc.lamports == 0 and not acc.data else acc
+        return self.chain.svm.get_account(key)
+
+    def lamports(self, key: Pubkey) -> int:
+        acc = self.get(key)
+        return acc.lamports if acc else 0
+
+    def add_lamports(self, key: Pubkey, delta: int) -> None:
+        acc = self.get(key)
+        if acc is None:
+            acc = Account(lamports=0, data=b"", owner=SYSTEM_PROGRAM_ID, executable=False, rent_epoch=0)
+        self.changed[key] = Account(
+            lamports=acc.lamports + delta,
+            data=bytes(acc.data),
+            owner=acc.owner,
+            executable=acc.executable,
+            rent_epoch=acc.rent_epoch,
+        )
+
+    def token(self, key: Pubkey) -> TokenAccount | None:
+        acc = self.get(key)
+        if acc is None or acc.owner not in (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID):
+            return None
+        if len(acc.data) < TOKEN_ACCOUNT_SIZE:
+            return None
+        return TokenAccount.from_bytes(bytes(acc.data[:TOKEN_ACCOUNT_SIZE]))
+
+    def add_tokens(self, key: Pubkey, delta: int, *, mint: Pubkey, owner: Pubkey) -> None:
+        """Moves a token account's amount; creates the account (rent from the router) if missing."""
+        acc = self.get(key)
+        state = self.token(key)
+        if acc is None or state is None:
+            program = self.chain.token_program(mint)
+            lamports = self.chain.rent_exempt_minimum(TOKEN_ACCOUNT_SIZE)
+            data = _token_account_bytes(mint, owner, delta)
+        else:
+            program, lamports = acc.owner, acc.lamports
+            data = _token_account_bytes(mint, owner, state.amount + delta, state) + bytes(
+                acc.data[TOKEN_ACCOUNT_SIZE:]
+            )
+        self.changed[key] = Account(
+            lamports=lamports, data=data, owner=program, executable=False, rent_epoch=0
+        )
 
 
 class Chain:
@@ -313,8 +594,29 @@ class Chain:
         self.mint_authority = self.keypair("mint-authority")
         self.market_maker = self.keypair("market-maker")
         self.drainer = self.keypair("drainer")
-        self.tip_account = self.keypair("tip-account").pubkey()
-        self._ensure_rent_exempt(self.tip_account)
+        # Not derived from the seed: the router's id is unpublished, nothing outside may know it.
+        self.router_program_id: Pubkey = Keypair().pubkey()
+        self.lookup_table_authority = self.keypair("lookup-table-authority").pubkey()
+        self.fee_collector: Pubkey = self.keypair("fee-collector").pubkey()
+        self.tip_accounts: list[Pubkey] = [self.keypair("tip-account").pubkey()] + [
+            self.keypair(f"tip-account:{n}").pubkey() for n in range(1, TIP_ACCOUNT_COUNT)
+        ]
+        self.tip_account = self.tip_accounts[0]
+        for key in (self.fee_collector, *self.tip_accounts):
+            self._ensure_rent_exempt(key)
+        self.usd1_mint: Pubkey = USD1_MINT
+        usd1 = MintInfo(
+            USD1_MINT,
+            "USD1",
+            "World Liberty Financial USD",
+            USD1_DECIMALS,
+            0,
+            TOKEN_PROGRAM_ID,
+            self.mint_authority.pubkey(),
+        )
+        self._mints[USD1_MINT] = usd1
+        self._write_mint(usd1)
+        self._set_token_amount(self.fee_collector, USD1_MINT, 0, emit=False)
         self._sync_clock()
 
     # -- keys, events --------------------------------------------------------------------------
@@ -397,7 +699,7 @@ class Chain:
             )
         )
 
-    # -- SOL -----------------------------------------------------------------------------------
+    # -- SOL and USD1 --------------------------------------------------------------------------
 
     def fund(self, pubkey: PubkeyLike, sol: float) -> int:
         """Adds `sol` SOL to an account (creating it); returns the new balance in lamports."""
@@ -407,6 +709,21 @@ class Chain:
         key = _pk(pubkey)
         self._add_lamports(key, lamports)
         return self.balance(key)
+
+    def fund_usd1(self, owner: PubkeyLike, amount_usd1: float) -> int:
+        """Mints `amount_usd1` whole USD1 into the owner's USD1 account (creating it); returns the
+        new balance in USD1 base units."""
+        key = _pk(owner)
+        units = round(amount_usd1 * 10**USD1_DECIMALS)
+        if units <= 0:
+            raise ChainError("amount_usd1 must be positive")
+        self._set_supply(USD1_MINT, self.mint_info(USD1_MINT).supply + units)
+        self._set_token_amount(key, USD1_MINT, self.token_balance(key, USD1_MINT) + units)
+        return self.token_balance(key, USD1_MINT)
+
+    def usd1_balance(self, owner: PubkeyLike) -> int:
+        """The owner's USD1 in base units (6 decimals)."""
+        return self.token_balance(owner, USD1_MINT)
 
     def balance(self, pubkey: PubkeyLike) -> int:
         return self.svm.get_balance(_pk(pubkey)) or 0
@@ -452,21 +769,36 @@ class Chain:
         name: str | None = None,
         *,
         token_2022: bool = False,
+        quote: str = "SOL",
     ) -> Pubkey:
-        """A new mint whose whole supply (`token_reserve` whole tokens) sits in a fresh pool."""
+        """A new mint whose whole supply (`token_reserve` whole tokens) sits in a fresh pool quoted
+        in `quote` ("SOL", or "USD1": `sol_reserve` is then whole USD1)."""
         if sol_reserve <= 0 or token_reserve <= 0:
-            raise ChainError("a pool needs positive SOL and token reserves")
+            raise ChainError("a pool needs positive quote and token reserves")
         if not 0 <= decimals <= 12:
             raise ChainError("decimals must be between 0 and 12")
-        label = f"mint:{len(self._mints)}:{symbol}"
-        mint = self.keypair(label).pubkey()
+        if quote not in ("SOL", "USD1"):
+            raise ChainError("quote must be SOL or USD1")
+        # Numbered by pool so mint addresses stay what they were before USD1 existed.
+        index = len(self._pools)
+        mint = self.keypair(f"mint:{index}:{symbol}").pubkey()
         program = TOKEN_2022_PROGRAM_ID if token_2022 else TOKEN_PROGRAM_ID
         supply = round(token_reserve * 10**decimals)
-        sol_lamports = round(sol_reserve * LAMPORTS_PER_SOL)
         info = MintInfo(mint, symbol, name or symbol, decimals, supply, program, self.mint_authority.pubkey())
         self._mints[mint] = info
         self._write_mint(info)
         address = self.keypair(f"pool:{mint}").pubkey()
+        if quote == "SOL":
+            quote_units = round(sol_reserve * LAMPORTS_PER_SOL)
+            quote_fields: dict[str, Any] = {}
+        else:
+            quote_units = round(sol_reserve * 10**USD1_DECIMALS)
+            quote_fields = {
+                "quote": "USD1",
+                "quote_mint": USD1_MINT,
+                "quote_decimals": USD1_DECIMALS,
+                "quote_account": get_associated_token_address(address, USD1_MINT, TOKEN_PROGRAM_ID),
+            }
         pool = Pool(
             mint=mint,
             symbol=symbol,
@@ -474,15 +806,16 @@ class Chain:
             decimals=decimals,
             address=address,
             token_account=get_associated_token_address(address, mint, program),
-            sol_reserve=sol_lamports,
+            sol_reserve=quote_units,
             token_reserve=supply,
             token_program=program,
+            **quote_fields,
         )
         self._pools[mint] = pool
         self.svm.set_account(
             address,
             Account(
-                lamports=self.rent_exempt_minimum(0) + sol_lamports,
+                lamports=self.rent_exempt_minimum(0) + (quote_units if quote == "SOL" else 0),
                 data=b"",
                 owner=SYSTEM_PROGRAM_ID,
                 executable=False,
@@ -490,8 +823,52 @@ class Chain:
             ),
         )
         self._set_token_amount(address, mint, supply, emit=False)
+        if quote == "USD1":
+            self._set_supply(USD1_MINT, self.mint_info(USD1_MINT).supply + quote_units)
+            self._set_token_amount(address, USD1_MINT, quote_units, emit=False)
+        pool.lookup_table = self._create_lookup_table(index, self._table_addresses(pool))
         self._pool_changed(pool, "created")
         return mint
+
+    def _table_addresses(self, pool: Pool) -> list[Pubkey]:
+        addresses = [
+            SYSTEM_PROGRAM_ID,
+            TOKEN_PROGRAM_ID,
+            TOKEN_2022_PROGRAM_ID,
+            ASSOCIATED_TOKEN_PROGRAM_ID,
+            self.fee_collector,
+            *self.tip_accounts,
+            pool.mint,
+            pool.address,
+            pool.token_account,
+        ]
+        if pool.quote == "USD1" and pool.quote_account is not None:
+            addresses += [USD1_MINT, pool.quote_account, self.ata(self.fee_collector, USD1_MINT)]
+        return addresses
+
+    def _create_lookup_table(self, index: int, addresses: list[Pubkey]) -> Pubkey:
+        address, _bump = derive_lookup_table_address(self.lookup_table_authority, index)
+        data = lookup_table_data(self.lookup_table_authority, addresses, self._slot)
+        self.svm.set_account(
+            address,
+            Account(
+                lamports=self.rent_exempt_minimum(len(data)),
+                data=data,
+                owner=ADDRESS_LOOKUP_TABLE_PROGRAM_ID,
+                executable=False,
+                rent_epoch=0,
+            ),
+        )
+        return address
+
+    def lookup_table(self, address: PubkeyLike) -> AddressLookupTableAccount | None:
+        """The lookup table stored at `address`, as `MessageV0.try_compile` takes it."""
+        key = _pk(address)
+        acc = self.svm.get_account(key)
+        if acc is None or acc.owner != ADDRESS_LOOKUP_TABLE_PROGRAM_ID:
+            return None
+        table = AddressLookupTable.deserialize(bytes(acc.data))
+        return AddressLookupTableAccount(key, list(table.addresses))
 
     def mint_info(self, mint: PubkeyLike) -> MintInfo:
         key = _pk(mint)
@@ -536,7 +913,7 @@ class Chain:
         for mint in sorted(self._holdings.get(key, ()), key=str):
             ata = self.ata(key, mint)
             state = self._read_token_account(ata)
-            if state is not None:
+            if state is not None and state.owner == key:
                 entries.append(TokenAccountEntry(ata, mint, state.amount, self.token_program(mint)))
         return entries
 
@@ -576,11 +953,15 @@ class Chain:
         ata = get_associated_token_address(owner, mint, info.token_program)
         existing = self.svm.get_account(ata)
         lamports = existing.lamports if existing else self.rent_exempt_minimum(TOKEN_ACCOUNT_SIZE)
-        state = TokenAccount(mint, owner, amount, None, TokenAccountState.Initialized, None, 0, None)
+        base = self._read_token_account(ata)
         self.svm.set_account(
             ata,
             Account(
-                lamports=lamports, data=bytes(state), owner=info.token_program, executable=False, rent_epoch=0
+                lamports=lamports,
+                data=_token_account_bytes(mint, owner, amount, base),
+                owner=info.token_program,
+                executable=False,
+                rent_epoch=0,
             ),
         )
         self._holdings.setdefault(owner, set()).add(mint)
@@ -599,25 +980,33 @@ class Chain:
     # -- the curve -----------------------------------------------------------------------------
 
     def quote_sell(self, mint: PubkeyLike, tokens: int) -> int:
-        """Lamports the pool pays right now for `tokens` atomic units."""
+        """Quote units (lamports for SOL pools) the pool pays right now for `tokens` atomic units,
+        before the routing fee."""
         pool = self.pool(mint)
-        if tokens <= 0:
-            return 0
-        return pool.sol_reserve * tokens // (pool.token_reserve + tokens)
+        return _curve(pool.sol_reserve, pool.token_reserve, tokens)
 
     def quote_buy(self, mint: PubkeyLike, lamports: int) -> int:
-        """Atomic token units the pool gives right now for `lamports`."""
+        """Atomic token units the pool gives right now for `lamports` quote units (no routing fee)."""
         pool = self.pool(mint)
-        if lamports <= 0:
-            return 0
-        return pool.token_reserve * lamports // (pool.sol_reserve + lamports)
+        return _curve(pool.token_reserve, pool.sol_reserve, lamports)
+
+    def quote_sell_net(self, mint: PubkeyLike, tokens: int, tier: str = "professional") -> int:
+        """What a router sell of `tokens` pays the wallet right now: proceeds less the routing fee."""
+        pool = self.pool(mint)
+        gross = self.quote_sell(mint, tokens)
+        return gross - routing_fee(tier, pool.quote, gross)
+
+    def quote_buy_net(self, mint: PubkeyLike, quote_in: int, tier: str = "professional") -> int:
+        """Tokens a router buy paying `quote_in` gets right now, the routing fee taken first."""
+        pool = self.pool(mint)
+        return self.quote_buy(mint, quote_in - routing_fee(tier, pool.quote, quote_in))
 
     def price(self, mint: PubkeyLike) -> float:
-        """Spot price in lamports per whole token."""
+        """Spot price in quote units (lamports for SOL pools) per whole token."""
         return self.pool(mint).price
 
     def market_cap(self, mint: PubkeyLike) -> int:
-        """Supply times spot price, in lamports."""
+        """Supply times spot price, in quote units."""
         info = self.mint_info(mint)
         return int(self.price(mint) * info.supply / 10**info.decimals)
 
@@ -632,11 +1021,36 @@ class Chain:
                 pool.graduated,
                 reason,
                 self._slot,
+                pool.quote,
             )
         )
 
     def _trade_price(self, pool: Pool, tokens: int, lamports: int) -> float:
         return lamports * 10**pool.decimals / tokens if tokens else 0.0
+
+    def _quote_balance(self, pool: Pool, owner: Pubkey) -> int:
+        return self.balance(owner) if pool.quote == "SOL" else self.token_balance(owner, USD1_MINT)
+
+    def _move_quote(self, pool: Pool, source: Pubkey, dest: Pubkey, amount: int) -> None:
+        if pool.quote == "SOL":
+            self._add_lamports(source, -amount)
+            self._add_lamports(dest, amount)
+        else:
+            self._set_token_amount(
+                source, USD1_MINT, self.token_balance(source, USD1_MINT) - amount, emit=False
+            )
+            self._set_token_amount(dest, USD1_MINT, self.token_balance(dest, USD1_MINT) + amount, emit=False)
+
+    def _ensure_quote(self, pool: Pool, owner: Pubkey, amount: int) -> None:
+        """Gives `owner` enough quote for `amount` (outside traders bring their own money)."""
+        shortfall = amount - self._quote_balance(pool, owner)
+        if shortfall <= 0:
+            return
+        if pool.quote == "SOL":
+            self._add_lamports(owner, shortfall)
+        else:
+            self._set_supply(USD1_MINT, self.mint_info(USD1_MINT).supply + shortfall)
+            self._set_token_amount(owner, USD1_MINT, amount, emit=False)
 
     def _pool_trade(
         self,
@@ -648,39 +1062,29 @@ class Chain:
         sig: Signature | None,
         reason: str,
     ) -> TradeExecuted:
-        """Moves SOL and tokens between the pool and the maker's accounts and reports it."""
+        """Moves quote and tokens between the pool and the maker's accounts and reports it."""
+        trade = TradeExecuted(
+            pool.mint,
+            side,
+            tokens,
+            lamports,
+            self._trade_price(pool, tokens, lamports),
+            maker,
+            sig,
+            self._slot,
+            0,
+            pool.quote,
+        )
         if side == "buy":
-            self._add_lamports(maker, -lamports)
-            self._add_lamports(pool.address, lamports)
+            self._move_quote(pool, maker, pool.address, lamports)
             pool.sol_reserve += lamports
             pool.token_reserve -= tokens
-            trade = TradeExecuted(
-                pool.mint,
-                side,
-                tokens,
-                lamports,
-                self._trade_price(pool, tokens, lamports),
-                maker,
-                sig,
-                self._slot,
-            )
             self._emit(trade)
             self._move_tokens(pool.address, maker, pool.mint, tokens)
         else:
-            self._add_lamports(pool.address, -lamports)
-            self._add_lamports(maker, lamports)
+            self._move_quote(pool, pool.address, maker, lamports)
             pool.sol_reserve -= lamports
             pool.token_reserve += tokens
-            trade = TradeExecuted(
-                pool.mint,
-                side,
-                tokens,
-                lamports,
-                self._trade_price(pool, tokens, lamports),
-                maker,
-                sig,
-                self._slot,
-            )
             self._emit(trade)
             self._move_tokens(maker, pool.address, pool.mint, tokens)
         self._pool_changed(pool, reason)
@@ -689,17 +1093,16 @@ class Chain:
     # -- the outside market --------------------------------------------------------------------
 
     def outside_buy(self, wallet: PubkeyLike, mint: PubkeyLike, sol: float) -> int:
-        """A buy made elsewhere landing in `wallet`: SOL to the pool (funded if the wallet lacks it),
-        tokens to the wallet's associated token account. Returns the tokens bought."""
+        """A buy made elsewhere landing in `wallet`: `sol` whole units of the pool's quote (SOL, or
+        USD1 for USD1 pools; funded if the wallet lacks them) to the pool, tokens to the wallet's
+        associated token account. Returns the tokens bought."""
         key, pool = _pk(wallet), self.pool(mint)
-        lamports = round(sol * LAMPORTS_PER_SOL)
-        if lamports <= 0:
-            raise ChainError("a buy needs a positive SOL amount")
-        shortfall = lamports - self.balance(key)
-        if shortfall > 0:
-            self._add_lamports(key, shortfall)
-        tokens = self.quote_buy(pool.mint, lamports)
-        self._pool_trade(pool, key, "buy", tokens, lamports, None, "trade")
+        amount = round(sol * 10**pool.quote_decimals)
+        if amount <= 0:
+            raise ChainError("a buy needs a positive amount")
+        self._ensure_quote(pool, key, amount)
+        tokens = self.quote_buy(pool.mint, amount)
+        self._pool_trade(pool, key, "buy", tokens, amount, None, "trade")
         return tokens
 
     def market_move(self, mint: PubkeyLike, pct: float) -> TradeExecuted:
@@ -710,34 +1113,33 @@ class Chain:
         factor = math.sqrt(1 + pct / 100)
         maker = self.market_maker.pubkey()
         if pct >= 0:
-            lamports = round(pool.sol_reserve * factor) - pool.sol_reserve
-            tokens = self.quote_buy(pool.mint, lamports)
-            self._add_lamports(maker, max(0, lamports - self.balance(maker)))
-            return self._pool_trade(pool, maker, "buy", tokens, lamports, None, "market_move")
+            amount = round(pool.sol_reserve * factor) - pool.sol_reserve
+            tokens = self.quote_buy(pool.mint, amount)
+            self._ensure_quote(pool, maker, amount)
+            return self._pool_trade(pool, maker, "buy", tokens, amount, None, "market_move")
         tokens = round(pool.token_reserve / factor) - pool.token_reserve
-        lamports = self.quote_sell(pool.mint, tokens)
+        amount = self.quote_sell(pool.mint, tokens)
         held = self.token_balance(maker, pool.mint)
         if held < tokens:
             # The seller brings tokens from elsewhere: mint them so balances stay consistent.
             self._set_supply(pool.mint, self.mint_info(pool.mint).supply + tokens - held)
             self._set_token_amount(maker, pool.mint, tokens, emit=False)
-        return self._pool_trade(pool, maker, "sell", tokens, lamports, None, "market_move")
+        return self._pool_trade(pool, maker, "sell", tokens, amount, None, "market_move")
 
     def drain(self, mint: PubkeyLike, drain_pct: float) -> tuple[int, int]:
-        """Pulls `drain_pct` percent of both reserves out of the pool; returns (lamports, tokens)."""
+        """Pulls `drain_pct` percent of both reserves out of the pool; returns (quote units, tokens)."""
         pool = self.pool(mint)
         if not 0 < drain_pct < 100:
             raise ChainError("drain_pct must be between 0 and 100 (exclusive)")
-        lamports = int(pool.sol_reserve * drain_pct / 100)
+        amount = int(pool.sol_reserve * drain_pct / 100)
         tokens = int(pool.token_reserve * drain_pct / 100)
         drainer = self.drainer.pubkey()
-        self._add_lamports(pool.address, -lamports)
-        self._add_lamports(drainer, lamports)
-        pool.sol_reserve -= lamports
+        self._move_quote(pool, pool.address, drainer, amount)
+        pool.sol_reserve -= amount
         pool.token_reserve -= tokens
         self._move_tokens(pool.address, drainer, pool.mint, tokens)
         self._pool_changed(pool, "drain")
-        return lamports, tokens
+        return amount, tokens
 
     def graduate(self, mint: PubkeyLike) -> Pool:
         """The bonding curve completes: the market becomes a PumpSwap pool (same reserves)."""
@@ -761,35 +1163,32 @@ class Chain:
         *,
         compute_unit_limit: int = DEFAULT_COMPUTE_UNIT_LIMIT,
         compute_unit_price: int = DEFAULT_COMPUTE_UNIT_PRICE,
+        tier: str = "professional",
+        use_lookup_table: bool = True,
     ) -> VersionedTransaction:
-        """An unsigned v0 sell of `amount_tokens` to the pool (see the module docstring)."""
+        """An unsigned v0 router sell of `amount_tokens` (see the module docstring). `min_out` is
+        today's proceeds net of the `tier`'s routing fee, less `slippage_bps`."""
         owner, pool = _pk(wallet), self.pool(mint)
         if amount_tokens <= 0:
             raise ChainError("amount_tokens must be positive")
-        if not 0 <= slippage_bps <= 10_000:
-            raise ChainError("slippage_bps must be between 0 and 10000")
-        min_out = self.quote_sell(pool.mint, amount_tokens) * (10_000 - slippage_bps) // 10_000
-        data = struct.pack("<BQB", TRANSFER_CHECKED, amount_tokens, pool.decimals)
-        transfer_ix = Instruction(
-            pool.token_program,
-            data,
-            [
-                AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
-                AccountMeta(pool.mint, is_signer=False, is_writable=False),
-                AccountMeta(pool.token_account, is_signer=False, is_writable=True),
-                AccountMeta(owner, is_signer=True, is_writable=True),
-            ],
-        )
-        memo = f"lasersell:sell mint={pool.mint} tokens={amount_tokens} min_out={min_out}"
+        self._check_slippage(slippage_bps)
+        fee_bps, fee_min = _fee_params(tier, pool.quote)
+        gross = self.quote_sell(pool.mint, amount_tokens)
+        min_out = (gross - _fee(fee_bps, fee_min, gross)) * (10_000 - slippage_bps) // 10_000
+        order = RouterOrder(ROUTER_SELL, amount_tokens, min_out, fee_bps, fee_min, memo_tag)
+        body = []
+        if pool.quote == "USD1":
+            body.append(self._create_ata_ix(owner, owner, USD1_MINT))
+        body.append(self._router_ix(owner, pool, order))
         return self._unsigned_tx(
             owner,
-            [transfer_ix],
-            memo,
-            memo_tag,
+            pool,
+            body,
             tip_lamports,
             tip_account,
             compute_unit_limit,
             compute_unit_price,
+            use_lookup_table,
         )
 
     def build_buy_tx(
@@ -804,49 +1203,201 @@ class Chain:
         *,
         compute_unit_limit: int = DEFAULT_COMPUTE_UNIT_LIMIT,
         compute_unit_price: int = DEFAULT_COMPUTE_UNIT_PRICE,
+        tier: str = "professional",
+        use_lookup_table: bool = True,
     ) -> VersionedTransaction:
-        """An unsigned v0 buy of tokens for `sol_lamports` (see the module docstring)."""
+        """An unsigned v0 router buy paying `sol_lamports` quote units (USD1 base units in USD1
+        pools), the routing fee included (see the module docstring)."""
         owner, pool = _pk(wallet), self.pool(mint)
         if sol_lamports <= 0:
             raise ChainError("sol_lamports must be positive")
-        if not 0 <= slippage_bps <= 10_000:
-            raise ChainError("slippage_bps must be between 0 and 10000")
-        min_tokens = self.quote_buy(pool.mint, sol_lamports) * (10_000 - slippage_bps) // 10_000
-        create_ata = Instruction(
-            ASSOCIATED_TOKEN_PROGRAM_ID,
-            bytes([1]),  # CreateIdempotent
-            [
-                AccountMeta(owner, is_signer=True, is_writable=True),
-                AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
-                AccountMeta(owner, is_signer=False, is_writable=False),
-                AccountMeta(pool.mint, is_signer=False, is_writable=False),
-                AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),
-                AccountMeta(pool.token_program, is_signer=False, is_writable=False),
-            ],
-        )
-        pay = transfer(TransferParams(from_pubkey=owner, to_pubkey=pool.address, lamports=sol_lamports))
-        memo = f"lasersell:buy mint={pool.mint} sol={sol_lamports} min_tokens={min_tokens}"
+        self._check_slippage(slippage_bps)
+        fee_bps, fee_min = _fee_params(tier, pool.quote)
+        swapped = sol_lamports - _fee(fee_bps, fee_min, sol_lamports)
+        min_tokens = self.quote_buy(pool.mint, swapped) * (10_000 - slippage_bps) // 10_000
+        order = RouterOrder(ROUTER_BUY, sol_lamports, min_tokens, fee_bps, fee_min, memo_tag)
+        body = [self._create_ata_ix(owner, owner, pool.mint), self._router_ix(owner, pool, order)]
         return self._unsigned_tx(
             owner,
-            [create_ata, pay],
-            memo,
-            memo_tag,
+            pool,
+            body,
             tip_lamports,
             tip_account,
             compute_unit_limit,
             compute_unit_price,
+            use_lookup_table,
         )
+
+    def build_hostile_tx(
+        self,
+        kind: str,
+        wallet: PubkeyLike,
+        mint: PubkeyLike,
+        *,
+        amount_tokens: int | None = None,
+        tip_lamports: int = 0,
+        attacker: Pubkey | None = None,
+        tier: str = "professional",
+    ) -> VersionedTransaction:
+        """An unsigned transaction shaped like an exit of `mint` (compute budget, lookup table,
+        router) that harms the wallet. `amount_tokens` defaults to the whole position; the
+        stranger is `attacker` or the sandbox's own.
+
+        - steal_position: the whole position by a top-level TransferChecked to the stranger's
+          token account (created idempotently, the wallet paying rent); no router instruction.
+        - steal_sol: a genuine router sell plus a System transfer of 90 % of the wallet's SOL.
+        - steal_other_token: a genuine router sell plus a TransferChecked draining another token
+          account of the wallet (the first other one holding tokens; ChainError if none).
+        - set_authority: a genuine router sell, then SPL SetAuthority (AccountOwner) of the
+          wallet's token account to the stranger.
+        - approve: a genuine router sell, then SPL Approve of u64::MAX to the stranger as delegate.
+        - cpi_drain: ONE router instruction, data like a sell's but side `ROUTER_DRAIN`: executed,
+          it moves the tokens to the stranger's token account (account 4) and pays nothing.
+        - tip_over_cap: a genuine router sell with a tip of `tip_lamports`.
+        """
+        if kind not in HOSTILE_KINDS:
+            raise ChainError(f"unknown hostile kind {kind!r}; use one of {', '.join(HOSTILE_KINDS)}")
+        owner, pool = _pk(wallet), self.pool(mint)
+        thief = attacker if attacker is not None else self.keypair("attacker").pubkey()
+        self._ensure_rent_exempt(thief)
+        held = self.token_balance(owner, pool.mint)
+        amount = amount_tokens if amount_tokens is not None else held
+        if amount <= 0:
+            raise ChainError("the wallet holds none of this token; give amount_tokens")
+        fee_bps, fee_min = _fee_params(tier, pool.quote)
+        gross = self.quote_sell(pool.mint, amount)
+        min_out = (gross - _fee(fee_bps, fee_min, gross)) * 9_900 // 10_000
+        sell = RouterOrder(ROUTER_SELL, amount, min_out, fee_bps, fee_min, f"hostile:{kind}")
+        body: list[Instruction] = []
+        if pool.quote == "USD1" and kind != "cpi_drain":
+            body.append(self._create_ata_ix(owner, owner, USD1_MINT))
+        if kind == "steal_position":
+            body += self._steal_tokens_ixs(owner, thief, pool.mint, amount)
+        elif kind == "cpi_drain":
+            drain = RouterOrder(ROUTER_DRAIN, amount, min_out, fee_bps, fee_min, sell.tag)
+            body.append(self._router_ix(owner, pool, drain, destination=thief))
+        else:
+            body.append(self._router_ix(owner, pool, sell))
+            if kind == "steal_sol":
+                stolen = self.balance(owner) * 9 // 10
+                body.append(transfer(TransferParams(from_pubkey=owner, to_pubkey=thief, lamports=stolen)))
+            elif kind == "steal_other_token":
+                other = next(
+                    (e for e in self.token_accounts(owner) if e.mint != pool.mint and e.amount > 0), None
+                )
+                if other is None:
+                    raise ChainError("the wallet holds no other token to drain")
+                body += self._steal_tokens_ixs(owner, thief, other.mint, other.amount)
+            elif kind == "set_authority":
+                data = bytes([6, 2, 1]) + bytes(thief)  # SetAuthority, AccountOwner, Some(new)
+                body.append(
+                    Instruction(
+                        pool.token_program,
+                        data,
+                        [
+                            AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
+                            AccountMeta(owner, is_signer=True, is_writable=False),
+                        ],
+                    )
+                )
+            elif kind == "approve":
+                body.append(
+                    Instruction(
+                        pool.token_program,
+                        struct.pack("<BQ", 4, U64_MAX),  # Approve
+                        [
+                            AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
+                            AccountMeta(thief, is_signer=False, is_writable=False),
+                            AccountMeta(owner, is_signer=True, is_writable=False),
+                        ],
+                    )
+                )
+        return self._unsigned_tx(
+            owner,
+            pool,
+            body,
+            tip_lamports,
+            None,
+            DEFAULT_COMPUTE_UNIT_LIMIT,
+            DEFAULT_COMPUTE_UNIT_PRICE,
+            True,
+        )
+
+    def _steal_tokens_ixs(self, owner: Pubkey, thief: Pubkey, mint: Pubkey, amount: int) -> list[Instruction]:
+        info = self.mint_info(mint)
+        return [
+            self._create_ata_ix(owner, thief, mint),
+            Instruction(
+                info.token_program,
+                struct.pack("<BQB", TRANSFER_CHECKED, amount, info.decimals),
+                [
+                    AccountMeta(self.ata(owner, mint), is_signer=False, is_writable=True),
+                    AccountMeta(mint, is_signer=False, is_writable=False),
+                    AccountMeta(self.ata(thief, mint), is_signer=False, is_writable=True),
+                    AccountMeta(owner, is_signer=True, is_writable=True),
+                ],
+            ),
+        ]
+
+    @staticmethod
+    def _check_slippage(slippage_bps: int) -> None:
+        if not 0 <= slippage_bps <= 10_000:
+            raise ChainError("slippage_bps must be between 0 and 10000")
+
+    def _create_ata_ix(self, payer: Pubkey, owner: Pubkey, mint: Pubkey) -> Instruction:
+        program = self.token_program(mint)
+        return Instruction(
+            ASSOCIATED_TOKEN_PROGRAM_ID,
+            bytes([1]),  # CreateIdempotent
+            [
+                AccountMeta(payer, is_signer=True, is_writable=True),
+                AccountMeta(self.ata(owner, mint), is_signer=False, is_writable=True),
+                AccountMeta(owner, is_signer=False, is_writable=False),
+                AccountMeta(mint, is_signer=False, is_writable=False),
+                AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),
+                AccountMeta(program, is_signer=False, is_writable=False),
+            ],
+        )
+
+    def _router_ix(
+        self, owner: Pubkey, pool: Pool, order: RouterOrder, destination: Pubkey | None = None
+    ) -> Instruction:
+        # `destination` replaces the pool's accounts (the hostile drain variant).
+        pool_address = destination if destination is not None else pool.address
+        pool_tokens = (
+            get_associated_token_address(destination, pool.mint, pool.token_program)
+            if destination is not None
+            else pool.token_account
+        )
+        metas = [
+            AccountMeta(owner, is_signer=True, is_writable=True),
+            AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
+            AccountMeta(pool.mint, is_signer=False, is_writable=False),
+            AccountMeta(pool_address, is_signer=False, is_writable=True),
+            AccountMeta(pool_tokens, is_signer=False, is_writable=True),
+            AccountMeta(pool.token_program, is_signer=False, is_writable=False),
+            AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),
+            AccountMeta(self.fee_collector, is_signer=False, is_writable=True),
+        ]
+        if pool.quote == "USD1" and pool.quote_account is not None:
+            metas += [
+                AccountMeta(USD1_MINT, is_signer=False, is_writable=False),
+                AccountMeta(self.ata(owner, USD1_MINT), is_signer=False, is_writable=True),
+                AccountMeta(pool.quote_account, is_signer=False, is_writable=True),
+                AccountMeta(self.ata(self.fee_collector, USD1_MINT), is_signer=False, is_writable=True),
+            ]
+        return Instruction(self.router_program_id, encode_router_data(order), metas)
 
     def _unsigned_tx(
         self,
         payer: Pubkey,
+        pool: Pool,
         body: list[Instruction],
-        memo: str,
-        memo_tag: str,
         tip_lamports: int,
         tip_account: PubkeyLike | None,
         compute_unit_limit: int,
         compute_unit_price: int,
+        use_lookup_table: bool,
     ) -> VersionedTransaction:
         if tip_lamports < 0:
             raise ChainError("tip_lamports cannot be negative")
@@ -856,9 +1407,12 @@ class Chain:
             # A tip to an empty account would fail on rent; tip accounts are always funded on a cluster.
             self._ensure_rent_exempt(tip_to)
             ixs.append(transfer(TransferParams(from_pubkey=payer, to_pubkey=tip_to, lamports=tip_lamports)))
-        text = f"{memo} {memo_tag}".strip()
-        ixs.append(Instruction(MEMO_PROGRAM_ID, text.encode(), []))
-        message = MessageV0.try_compile(payer, ixs, [], self.latest_blockhash()[0])
+        tables = []
+        if use_lookup_table and pool.lookup_table is not None:
+            table = self.lookup_table(pool.lookup_table)
+            if table is not None:
+                tables.append(table)
+        message = MessageV0.try_compile(payer, ixs, tables, self.latest_blockhash()[0])
         return VersionedTransaction.populate(
             message, [Signature.default()] * message.header.num_required_signatures
         )
@@ -896,121 +1450,52 @@ class Chain:
         }
         raise RpcError(-32002, f"Transaction simulation failed: {error_message(err)}", data)
 
-    def simulate(self, tx: VersionedTransaction) -> dict[str, Any]:
-        """simulateTransaction's value: {"err", "logs", "accounts", "unitsConsumed", "returnData"}."""
+    def simulate(
+        self,
+        tx: VersionedTransaction,
+        *,
+        sig_verify: bool = False,
+        replace_recent_blockhash: bool = False,
+        accounts: Sequence[PubkeyLike] | None = None,
+        inner_instructions: bool = False,
+    ) -> dict[str, Any]:
+        """simulateTransaction's value: {"err", "logs", "accounts", "unitsConsumed", "returnData",
+        "innerInstructions", "replacementBlockhash"}. Nothing is written. `accounts` lists the
+        post-simulation `Account` (None for one that would not exist) of each address asked for,
+        router effects included; `sig_verify` reports a bad signature as "SignatureFailure";
+        `replace_recent_blockhash` simulates with the latest blockhash and says which."""
         result: dict[str, Any] = {
             "err": None,
             "logs": [],
             "accounts": None,
             "unitsConsumed": 0,
             "returnData": None,
+            "innerInstructions": None,
+            "replacementBlockhash": None,
         }
+        if replace_recent_blockhash:
+            blockhash, last_valid = self.latest_blockhash()
+            tx = _with_blockhash(tx, blockhash)
+            result["replacementBlockhash"] = {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid}
         if tx.signatures[0] in self._records:
             result["err"] = "AlreadyProcessed"
+            return result
+        if sig_verify and not all(tx.verify_with_results()):
+            result["err"] = "SignatureFailure"
             return result
         if not self.is_blockhash_valid(tx.message.recent_blockhash):
             result["err"] = "BlockhashNotFound"
             return result
-        settlement = self._settlement(tx)
-        if settlement is not None:
-            shortfall = self._slippage_shortfall(settlement)
-            if shortfall is not None:
-                result["err"] = self._slippage_err(settlement)
-                result["logs"] = self._slippage_logs(tx, settlement, shortfall)
-                return result
-        # simulateTransaction does not verify signatures unless asked (the RPC layer does that).
-        self.svm.with_sigverify(False)
-        try:
-            sim = self.svm.simulate_transaction(tx)
-        finally:
-            self.svm.with_sigverify(True)
-        if isinstance(sim, FailedTransactionMetadata):
-            meta = sim.meta()
-            result["err"] = error_json(sim.err())
-        else:
-            meta = sim.meta()
-        result["logs"] = list(meta.logs())
-        result["unitsConsumed"] = meta.compute_units_consumed()
+        outcome = self._execute(tx)
+        result["err"] = outcome.err
+        result["logs"] = outcome.logs
+        result["unitsConsumed"] = outcome.units
+        if accounts is not None and not outcome.rejected:
+            state = _State(self, outcome.writes)
+            result["accounts"] = [state.get(_pk(a)) for a in accounts]
+        if inner_instructions:
+            result["innerInstructions"] = outcome.inner
         return result
-
-    def _settlement(self, tx: VersionedTransaction) -> _Settlement | None:
-        """The LaserSell trade a transaction's memo asks for, checked against its instructions."""
-        msg = tx.message
-        keys = list(msg.account_keys)
-        for index, ix in enumerate(msg.instructions):
-            if keys[ix.program_id_index] != MEMO_PROGRAM_ID:
-                continue
-            parsed = parse_memo(bytes(ix.data).decode(errors="replace"))
-            if parsed is None:
-                continue
-            side, fields = parsed
-            try:
-                pool = self.pool(fields.get("mint", ""))
-            except (UnknownMint, ValueError):
-                continue
-            if side == "sell":
-                tokens = self._tokens_sent_to(msg, keys, pool)
-                return _Settlement("sell", pool, index, tokens, int(fields.get("min_out", "0")))
-            if side == "buy":
-                lamports = self._lamports_sent_to(msg, keys, pool.address)
-                return _Settlement("buy", pool, index, int(fields.get("min_tokens", "0")), lamports)
-        return None
-
-    @staticmethod
-    def _tokens_sent_to(msg: Any, keys: list[Pubkey], pool: Pool) -> int:
-        total = 0
-        for ix in msg.instructions:
-            data = bytes(ix.data)
-            if keys[ix.program_id_index] != pool.token_program or len(ix.accounts) < 3:
-                continue
-            if (
-                data[:1] == bytes([TRANSFER_CHECKED])
-                and len(data) >= 9
-                and keys[ix.accounts[2]] == pool.token_account
-            ):
-                total += struct.unpack_from("<Q", data, 1)[0]
-        return total
-
-    @staticmethod
-    def _lamports_sent_to(msg: Any, keys: list[Pubkey], to: Pubkey) -> int:
-        total = 0
-        for ix in msg.instructions:
-            data = bytes(ix.data)
-            if keys[ix.program_id_index] != SYSTEM_PROGRAM_ID or len(ix.accounts) < 2:
-                continue
-            if data[:4] == struct.pack("<I", 2) and len(data) >= 12 and keys[ix.accounts[1]] == to:
-                total += struct.unpack_from("<Q", data, 4)[0]
-        return total
-
-    def _slippage_shortfall(self, s: _Settlement) -> tuple[int, int] | None:
-        """(what the curve gives now, the minimum asked) when the curve falls short, else None."""
-        if s.side == "sell":
-            proceeds = self.quote_sell(s.pool.mint, s.tokens)
-            return (proceeds, s.lamports) if proceeds < s.lamports else None
-        tokens = self.quote_buy(s.pool.mint, s.lamports)
-        return (tokens, s.tokens) if tokens < s.tokens else None
-
-    @staticmethod
-    def _slippage_err(s: _Settlement) -> Any:
-        return error_json(
-            TransactionErrorInstructionError(s.memo_index, InstructionErrorCustom(SLIPPAGE_ERROR_CODE))
-        )
-
-    @staticmethod
-    def _slippage_logs(tx: VersionedTransaction, s: _Settlement, shortfall: tuple[int, int]) -> list[str]:
-        keys = list(tx.message.account_keys)
-        logs = []
-        for ix in tx.message.instructions[: s.memo_index]:
-            program = keys[ix.program_id_index]
-            logs += [f"Program {program} invoke [1]", f"Program {program} success"]
-        got, wanted = shortfall
-        unit = "lamports" if s.side == "sell" else "tokens"
-        logs += [
-            f"Program {MEMO_PROGRAM_ID} invoke [1]",
-            f"Program log: Error: SlippageExceeded: {got} {unit} out, minimum {wanted}",
-            f"Program {MEMO_PROGRAM_ID} failed: custom program error: {SLIPPAGE_ERROR_CODE:#x}",
-        ]
-        return logs
 
     @staticmethod
     def fee_for(tx: VersionedTransaction) -> int:
@@ -1029,88 +1514,371 @@ class Chain:
         priority = (price * limit + 999_999) // 1_000_000
         return LAMPORTS_PER_SIGNATURE * msg.header.num_required_signatures + priority
 
-    def _land(self, tx: VersionedTransaction) -> None:
+    # -- executing -----------------------------------------------------------------------------
+
+    def resolve_account_keys(
+        self, tx: VersionedTransaction
+    ) -> tuple[list[Pubkey], list[Pubkey], list[Pubkey]]:
+        """(static keys, lookup-table writable, lookup-table readonly), as a node loads them.
+        Raises ChainError naming the node's error (AddressLookupTableNotFound ...)."""
+        try:
+            return self._resolve(tx)
+        except _Rejected as exc:
+            raise ChainError(exc.err) from exc
+
+    def _resolve(self, tx: VersionedTransaction) -> tuple[list[Pubkey], list[Pubkey], list[Pubkey]]:
         msg = tx.message
-        keys = list(msg.account_keys)
+        static = list(msg.account_keys)
+        writable: list[Pubkey] = []
+        readonly: list[Pubkey] = []
+        for lookup in getattr(msg, "address_table_lookups", None) or []:
+            acc = self.svm.get_account(lookup.account_key)
+            if acc is None:
+                raise _Rejected("AddressLookupTableNotFound")
+            if acc.owner != ADDRESS_LOOKUP_TABLE_PROGRAM_ID:
+                raise _Rejected("InvalidAddressLookupTableOwner")
+            try:
+                addresses = list(AddressLookupTable.deserialize(bytes(acc.data)).addresses)
+            except Exception as exc:  # solders raises its own error types on bad bytes
+                raise _Rejected("InvalidAddressLookupTableData") from exc
+            for indexes, into in ((lookup.writable_indexes, writable), (lookup.readonly_indexes, readonly)):
+                for index in bytes(indexes):
+                    if index >= len(addresses):
+                        raise _Rejected("InvalidAddressLookupTableIndex")
+                    into.append(addresses[index])
+        return static, writable, readonly
+
+    def _execute(self, tx: VersionedTransaction) -> _Outcome:
+        """Runs `tx` on a copy of the state (signatures and blockhash are the caller's business)."""
+        msg = tx.message
+        try:
+            static, writable, readonly = self._resolve(tx)
+        except _Rejected as exc:
+            return _Outcome(True, exc.err, [], 0, 0, list(msg.account_keys), ([], []), {}, [], [])
+        keys = [*static, *writable, *readonly]
+        instructions = list(msg.instructions)
+        router_at = [
+            i for i, ix in enumerate(instructions) if keys[ix.program_id_index] == self.router_program_id
+        ]
+        rest = [i for i in range(len(instructions)) if i not in router_at]
+        run = tx if not router_at else _without_instructions(tx, rest)
+        self.svm.with_sigverify(False)  # verified by the caller where a node would
+        try:
+            sim = self.svm.simulate_transaction(run)
+        finally:
+            self.svm.with_sigverify(True)
+        if isinstance(sim, FailedTransactionMetadata):
+            err = error_json(sim.err())
+            meta = sim.meta()
+            logs, units, fee = list(meta.logs()), meta.compute_units_consumed(), meta.fee()
+            if isinstance(err, str) and err in _NOT_EXECUTED:
+                return _Outcome(True, err, [], 0, 0, keys, (writable, readonly), {}, [], [])
+            if isinstance(err, dict) and "InstructionError" in err:
+                index, inner = err["InstructionError"]
+                err = {"InstructionError": [rest[index], inner]}
+            return self._failed(keys, (writable, readonly), err, logs, units, fee or self.fee_for(tx))
+        meta = sim.meta()
+        state = _State(self, dict(sim.post_accounts()))
+        chunks = _split_logs(list(meta.logs()), len(rest))
+        inner = [
+            {"index": rest[i], "instructions": group}
+            for i, group in enumerate(_inner_json(meta.inner_instructions()))
+            if group
+        ]
+        logs: list[str] = []
+        units = meta.compute_units_consumed()
+        swaps: list[_Swap] = []
+        payer = keys[0]
+        for index in range(len(instructions)):
+            if index not in router_at:
+                logs += chunks[rest.index(index)]
+                continue
+            ix = instructions[index]
+            try:
+                swap, router_logs, legs = self._route(
+                    index, ix, keys, msg, state, decode_router_data(bytes(ix.data))
+                )
+            except _RouterFailure as failure:
+                logs += failure.logs
+                return self._failed(
+                    keys,
+                    (writable, readonly),
+                    _custom_err(index, failure.code),
+                    logs,
+                    units + ROUTER_COMPUTE_UNITS // 4,
+                    meta.fee(),
+                )
+            logs += router_logs
+            units += ROUTER_COMPUTE_UNITS
+            if swap is not None:
+                swaps.append(swap)
+            if legs:
+                inner.append({"index": index, "instructions": legs})
+        if payer not in state.changed:
+            state.add_lamports(payer, 0)
+        inner.sort(key=lambda entry: entry["index"])
+        return _Outcome(
+            False, None, logs, units, meta.fee(), keys, (writable, readonly), state.changed, swaps, inner
+        )
+
+    def _failed(
+        self,
+        keys: list[Pubkey],
+        loaded: tuple[list[Pubkey], list[Pubkey]],
+        err: Any,
+        logs: list[str],
+        units: int,
+        fee: int,
+    ) -> _Outcome:
+        """A failed transaction: only the fee leaves the fee payer."""
+        state = _State(self, {})
+        state.add_lamports(keys[0], -min(fee, state.lamports(keys[0])))
+        return _Outcome(False, err, logs, units, fee, keys, loaded, state.changed, [], [])
+
+    def _route(
+        self,
+        index: int,
+        ix: CompiledInstruction,
+        keys: list[Pubkey],
+        msg: Any,
+        state: _State,
+        order: RouterOrder | None,
+    ) -> tuple[_Swap | None, list[str], list[dict[str, Any]]]:
+        """The router instruction at `index`, applied to `state`: (swap, logs, inner instructions).
+        Raises _RouterFailure (code, logs) and then `state` must be thrown away."""
+        program = self.router_program_id
+        limit = _compute_unit_limit(msg)
+        head = [f"Program {program} invoke [1]"]
+        accounts = [keys[i] for i in bytes(ix.accounts)]
+
+        def fail(code: int, line: str, inner: list[str] | None = None) -> _RouterFailure:
+            return _RouterFailure(
+                code,
+                head
+                + (inner or [f"Program log: {line}"])
+                + [
+                    f"Program {program} consumed {ROUTER_COMPUTE_UNITS // 4} of {limit} compute units",
+                    f"Program {program} failed: custom program error: {code:#x}",
+                ],
+            )
+
+        if order is None or order.side not in (ROUTER_SELL, ROUTER_BUY, ROUTER_DRAIN):
+            raise fail(6000, "Error: InvalidInstructionData")
+        if len(accounts) < 8:
+            raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: NotEnoughAccountKeys")
+        wallet, wallet_tokens, mint, pool_address, pool_tokens, token_program, _system, collector = accounts[
+            :8
+        ]
+        pool = self._pools.get(mint)
+        if pool is None:
+            raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: UnknownMarket")
+        signer = wallet in keys[: msg.header.num_required_signatures]
+        if not signer or token_program != pool.token_program or collector != self.fee_collector:
+            raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: ConstraintAddress")
+        if order.side != ROUTER_DRAIN and (pool_address != pool.address or pool_tokens != pool.token_account):
+            raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: ConstraintAddress (pool)")
+        usd1 = pool.quote == "USD1"
+        wallet_quote = fee_quote = None
+        if usd1:
+            fee_quote = self.ata(self.fee_collector, USD1_MINT)
+            if (
+                len(accounts) < 12
+                or accounts[8] != USD1_MINT
+                or accounts[9] != self.ata(wallet, USD1_MINT)
+                or accounts[10] != pool.quote_account
+                or accounts[11] != fee_quote
+            ):
+                raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: ConstraintAddress (USD1 accounts)")
+            wallet_quote = accounts[9]
+        reserves = state.reserves.setdefault(pool.mint, [pool.sol_reserve, pool.token_reserve])
+        unit = "lamports" if not usd1 else "USD1 units"
+        name = "Buy" if order.side == ROUTER_BUY else "Sell"
+        head.append(f"Program log: Instruction: {name}")
+
+        def leg(program_id: Pubkey, metas: list[Pubkey], data: bytes) -> dict[str, Any] | None:
+            if program_id not in keys or any(m not in keys for m in metas):
+                return None
+            return {
+                "programIdIndex": keys.index(program_id),
+                "accounts": [keys.index(m) for m in metas],
+                "data": base58.b58encode(data).decode(),
+                "stackHeight": 2,
+            }
+
+        def token_leg_logs(token: Pubkey) -> list[str]:
+            return [
+                f"Program {token} invoke [2]",
+                "Program log: Instruction: TransferChecked",
+                f"Program {token} consumed 6200 of {limit} compute units",
+                f"Program {token} success",
+            ]
+
+        def insufficient(token: Pubkey, have: int, need: int) -> _RouterFailure:
+            return fail(
+                INSUFFICIENT_FUNDS_CODE,
+                "",
+                [
+                    *head[1:],
+                    f"Program {token} invoke [2]",
+                    "Program log: Instruction: TransferChecked",
+                    f"Program log: Error: insufficient funds ({have} held, {need} needed)",
+                    f"Program {token} consumed 4100 of {limit} compute units",
+                    f"Program {token} failed: custom program error: 0x1",
+                ],
+            )
+
+        held_before = self._read_token_account(wallet_tokens)
+        held = state.token(wallet_tokens)
+        legs: list[dict[str, Any] | None] = []
+        if order.side in (ROUTER_SELL, ROUTER_DRAIN):
+            owner_then = held_before.owner if held_before is not None else (held.owner if held else None)
+            if held is None or held.mint != mint or owner_then != wallet:
+                raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
+            amount = order.amount_in
+            if held.amount < amount:
+                raise insufficient(pool.token_program, held.amount, amount)
+            transfer_data = struct.pack("<BQB", TRANSFER_CHECKED, amount, pool.decimals)
+            legs.append(leg(pool.token_program, [wallet_tokens, mint, pool_tokens, wallet], transfer_data))
+            if order.side == ROUTER_DRAIN:
+                # The hostile variant: account 4 gets the tokens, nothing comes back.
+                state.add_tokens(wallet_tokens, -amount, mint=mint, owner=wallet)
+                state.add_tokens(pool_tokens, amount, mint=mint, owner=pool_address)
+                logs = [*head, *token_leg_logs(pool.token_program)]
+                logs += [
+                    f"Program {program} consumed {ROUTER_COMPUTE_UNITS} of {limit} compute units",
+                    f"Program {program} success",
+                ]
+                return None, logs, [x for x in legs if x]
+            gross = _curve(reserves[0], reserves[1], amount)
+            fee = _fee(order.fee_bps, order.fee_min, gross)
+            net = gross - fee
+            if net < order.min_out:
+                raise fail(
+                    SLIPPAGE_ERROR_CODE,
+                    f"Error: SlippageExceeded: {net} {unit} out, minimum {order.min_out}",
+                )
+            state.add_tokens(wallet_tokens, -amount, mint=mint, owner=wallet)
+            state.add_tokens(pool.token_account, amount, mint=mint, owner=pool.address)
+            if usd1:
+                assert wallet_quote is not None and fee_quote is not None and pool.quote_account is not None
+                state.add_tokens(pool.quote_account, -gross, mint=USD1_MINT, owner=pool.address)
+                state.add_tokens(wallet_quote, net, mint=USD1_MINT, owner=wallet)
+                state.add_tokens(fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
+                for to, value in ((wallet_quote, net), (fee_quote, fee)):
+                    data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
+                    legs.append(
+                        leg(TOKEN_PROGRAM_ID, [pool.quote_account, USD1_MINT, to, pool.address], data)
+                    )
+            else:
+                state.add_lamports(pool.address, -gross)
+                state.add_lamports(wallet, net)
+                state.add_lamports(collector, fee)
+                for to, value in ((wallet, net), (collector, fee)):
+                    legs.append(leg(SYSTEM_PROGRAM_ID, [pool.address, to], struct.pack("<IQ", 2, value)))
+            reserves[0] -= gross
+            reserves[1] += amount
+            swap = _Swap(pool, "sell", amount, gross, fee, wallet)
+            summary = f"Program log: sold {amount} tokens for {gross} {unit}: {net} to the wallet, routing fee {fee}"
+        else:
+            paid = order.amount_in
+            fee = _fee(order.fee_bps, order.fee_min, paid)
+            swapped = paid - fee
+            tokens = _curve(reserves[1], reserves[0], swapped)
+            if tokens < order.min_out:
+                raise fail(
+                    SLIPPAGE_ERROR_CODE,
+                    f"Error: SlippageExceeded: {tokens} tokens out, minimum {order.min_out}",
+                )
+            if held is not None and (held.mint != mint or held.owner != wallet):
+                raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
+            if usd1:
+                assert wallet_quote is not None and fee_quote is not None and pool.quote_account is not None
+                have = state.token(wallet_quote)
+                if have is None or have.amount < paid:
+                    raise insufficient(TOKEN_PROGRAM_ID, have.amount if have else 0, paid)
+                state.add_tokens(wallet_quote, -paid, mint=USD1_MINT, owner=wallet)
+                state.add_tokens(pool.quote_account, swapped, mint=USD1_MINT, owner=pool.address)
+                state.add_tokens(fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
+                for to, value in ((pool.quote_account, swapped), (fee_quote, fee)):
+                    data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
+                    legs.append(leg(TOKEN_PROGRAM_ID, [wallet_quote, USD1_MINT, to, wallet], data))
+            else:
+                lamports = state.lamports(wallet)
+                if lamports < paid:
+                    raise fail(
+                        INSUFFICIENT_FUNDS_CODE,
+                        "",
+                        [
+                            *head[1:],
+                            f"Program {SYSTEM_PROGRAM_ID} invoke [2]",
+                            f"Transfer: insufficient lamports {lamports}, need {paid}",
+                            f"Program {SYSTEM_PROGRAM_ID} failed: custom program error: 0x1",
+                        ],
+                    )
+                state.add_lamports(wallet, -paid)
+                state.add_lamports(pool.address, swapped)
+                state.add_lamports(collector, fee)
+                for to, value in ((pool.address, swapped), (collector, fee)):
+                    legs.append(leg(SYSTEM_PROGRAM_ID, [wallet, to], struct.pack("<IQ", 2, value)))
+            state.add_tokens(pool.token_account, -tokens, mint=mint, owner=pool.address)
+            state.add_tokens(wallet_tokens, tokens, mint=mint, owner=wallet)
+            data = struct.pack("<BQB", TRANSFER_CHECKED, tokens, pool.decimals)
+            legs.append(
+                leg(pool.token_program, [pool.token_account, mint, wallet_tokens, pool.address], data)
+            )
+            reserves[0] += swapped
+            reserves[1] -= tokens
+            swap = _Swap(pool, "buy", tokens, swapped, fee, wallet)
+            summary = (
+                f"Program log: bought {tokens} tokens for {paid} {unit}: {swapped} swapped, routing fee {fee}"
+            )
+        logs = [*head, *token_leg_logs(pool.token_program), summary]
+        logs += [
+            f"Program {program} consumed {ROUTER_COMPUTE_UNITS} of {limit} compute units",
+            f"Program {program} success",
+        ]
+        return swap, logs, [x for x in legs if x]
+
+    def _land(self, tx: VersionedTransaction) -> None:
         signature = tx.signatures[0]
+        outcome = self._execute(tx)
+        if outcome.rejected:
+            self._dropped.add(signature)  # rejected before execution: never in a block
+            return
+        keys = outcome.keys
         pre = [self.balance(k) for k in keys]
         pre_tokens = self._token_snapshot(keys)
-        settlement = self._settlement(tx)
-        shortfall = self._slippage_shortfall(settlement) if settlement else None
-        if settlement is not None and shortfall is not None:
-            fee = self.fee_for(tx)
-            if self.balance(keys[0]) < fee:
-                self._dropped.add(signature)  # cannot pay its fee: never lands
-                return
-            self._add_lamports(keys[0], -fee)
-            self._record(
-                tx,
-                self._slippage_err(settlement),
-                fee,
-                pre,
-                pre_tokens,
-                self._slippage_logs(tx, settlement, shortfall),
-                0,
-            )
-            return
-        result = self.svm.send_transaction(tx)
-        if isinstance(result, FailedTransactionMetadata):
-            meta, err = result.meta(), error_json(result.err())
-            if err in ("AccountNotFound", "InsufficientFundsForFee", "BlockhashNotFound", "AlreadyProcessed"):
-                self._dropped.add(signature)  # rejected before execution: never in a block
-                return
-        else:
-            meta, err = result, None
-        if err is None and settlement is not None:
-            self._settle(settlement, keys[0], signature)
-        self._record(tx, err, meta.fee(), pre, pre_tokens, list(meta.logs()), meta.compute_units_consumed())
-        if err is None:
-            self._report_token_changes(keys, pre_tokens, settlement)
+        for key, acc in outcome.writes.items():
+            self.svm.set_account(key, acc)
+        for swap in outcome.swaps:
+            self._settle(swap, signature)
+        self._record(tx, outcome, pre, pre_tokens)
+        if outcome.err is None:
+            self._report_token_changes(keys, pre_tokens, [swap.pool for swap in outcome.swaps])
 
-    def _settle(self, s: _Settlement, wallet: Pubkey, signature: Signature) -> None:
-        """Completes the pool's side of a landed LaserSell trade."""
-        pool = s.pool
-        if s.side == "sell":
-            proceeds = self.quote_sell(pool.mint, s.tokens)
-            self._add_lamports(pool.address, -proceeds)
-            self._add_lamports(wallet, proceeds)
-            pool.sol_reserve -= proceeds
-            pool.token_reserve += s.tokens
-            self._emit(
-                TradeExecuted(
-                    pool.mint,
-                    "sell",
-                    s.tokens,
-                    proceeds,
-                    self._trade_price(pool, s.tokens, proceeds),
-                    wallet,
-                    signature,
-                    self._slot,
-                )
-            )
+    def _settle(self, swap: _Swap, signature: Signature) -> None:
+        """The pool's books after a landed router trade (the accounts are already written)."""
+        pool = swap.pool
+        if swap.side == "sell":
+            pool.sol_reserve -= swap.quote_amount
+            pool.token_reserve += swap.tokens
         else:
-            tokens = self.quote_buy(pool.mint, s.lamports)
-            # The transfer already put the SOL in the pool account.
-            pool.sol_reserve += s.lamports
-            pool.token_reserve -= tokens
-            self._emit(
-                TradeExecuted(
-                    pool.mint,
-                    "buy",
-                    tokens,
-                    s.lamports,
-                    self._trade_price(pool, tokens, s.lamports),
-                    wallet,
-                    signature,
-                    self._slot,
-                )
+            pool.sol_reserve += swap.quote_amount
+            pool.token_reserve -= swap.tokens
+        self._emit(
+            TradeExecuted(
+                pool.mint,
+                swap.side,
+                swap.tokens,
+                swap.quote_amount,
+                self._trade_price(pool, swap.tokens, swap.quote_amount),
+                swap.wallet,
+                signature,
+                self._slot,
+                swap.fee,
+                pool.quote,
             )
-            self._set_token_amount(
-                pool.address, pool.mint, self.token_balance(pool.address, pool.mint) - tokens, emit=False
-            )
-            self._set_token_amount(
-                wallet, pool.mint, self.token_balance(wallet, pool.mint) + tokens, emit=False
-            )
+        )
 
     def _token_snapshot(self, keys: list[Pubkey]) -> dict[int, TokenAccount]:
         snapshot = {}
@@ -1121,7 +1889,7 @@ class Chain:
         return snapshot
 
     def _report_token_changes(
-        self, keys: list[Pubkey], pre: dict[int, TokenAccount], settlement: Any
+        self, keys: list[Pubkey], pre: dict[int, TokenAccount], pools: list[Pool]
     ) -> None:
         for index, state in sorted(self._token_snapshot(keys).items()):
             self._holdings.setdefault(state.owner, set()).add(state.mint)
@@ -1130,8 +1898,11 @@ class Chain:
                 self._emit(
                     TokenBalanceChanged(state.owner, state.mint, keys[index], state.amount, self._slot)
                 )
-        if settlement is not None:
-            self._pool_changed(settlement.pool, "settlement")
+        seen: set[Pubkey] = set()
+        for pool in pools:
+            if pool.mint not in seen:
+                seen.add(pool.mint)
+                self._pool_changed(pool, "settlement")
 
     def _token_balance_entries(
         self, keys: list[Pubkey], snapshot: dict[int, TokenAccount]
@@ -1155,30 +1926,30 @@ class Chain:
     def _record(
         self,
         tx: VersionedTransaction,
-        err: Any,
-        fee: int,
+        outcome: _Outcome,
         pre: list[int],
         pre_tokens: dict[int, TokenAccount],
-        logs: list[str],
-        units: int,
     ) -> None:
-        keys = list(tx.message.account_keys)
+        keys = outcome.keys
         record = TxRecord(
             signature=tx.signatures[0],
             transaction=tx,
             slot=self._slot,
             block_time=self.now_ms() // 1000,
-            err=err,
-            fee=fee,
+            err=outcome.err,
+            fee=outcome.fee,
             pre_balances=pre,
             post_balances=[self.balance(k) for k in keys],
             pre_token_balances=self._token_balance_entries(keys, pre_tokens),
             post_token_balances=self._token_balance_entries(keys, self._token_snapshot(keys)),
-            logs=logs,
-            compute_units=units,
+            logs=outcome.logs,
+            compute_units=outcome.units,
+            loaded_writable=list(outcome.loaded[0]),
+            loaded_readonly=list(outcome.loaded[1]),
+            inner_instructions=outcome.inner if outcome.err is None else [],
         )
         self._records[record.signature] = record
-        self._emit(TransactionLanded(record.signature, err is None, err, self._slot))
+        self._emit(TransactionLanded(record.signature, outcome.err is None, outcome.err, self._slot))
 
     # -- history -------------------------------------------------------------------------------
 
@@ -1205,6 +1976,84 @@ class Chain:
         """True for a transaction accepted without preflight that will never land (tests and the control API)."""
         sig = signature if isinstance(signature, Signature) else Signature.from_string(signature)
         return sig in self._dropped
+
+
+def _curve(reserve_out: int, reserve_in: int, amount_in: int) -> int:
+    if amount_in <= 0:
+        return 0
+    return reserve_out * amount_in // (reserve_in + amount_in)
+
+
+def _compute_unit_limit(msg: Any) -> int:
+    keys = list(msg.account_keys)
+    for ix in msg.instructions:
+        data = bytes(ix.data)
+        if keys[ix.program_id_index] == COMPUTE_BUDGET_PROGRAM_ID and data[:1] == b"\x02" and len(data) >= 5:
+            return int(struct.unpack_from("<I", data, 1)[0])
+    return 200_000
+
+
+def _rebuilt(
+    tx: VersionedTransaction, blockhash: Hash, instructions: list[CompiledInstruction]
+) -> VersionedTransaction:
+    msg = tx.message
+    if isinstance(msg, MessageV0):
+        new: Any = MessageV0(
+            msg.header, list(msg.account_keys), blockhash, instructions, list(msg.address_table_lookups)
+        )
+    else:
+        new = Message.new_with_compiled_instructions(
+            msg.header.num_required_signatures,
+            msg.header.num_readonly_signed_accounts,
+            msg.header.num_readonly_unsigned_accounts,
+            list(msg.account_keys),
+            blockhash,
+            instructions,
+        )
+    return VersionedTransaction.populate(new, list(tx.signatures))
+
+
+def _with_blockhash(tx: VersionedTransaction, blockhash: Hash) -> VersionedTransaction:
+    return _rebuilt(tx, blockhash, list(tx.message.instructions))
+
+
+def _without_instructions(tx: VersionedTransaction, keep: list[int]) -> VersionedTransaction:
+    """The same message (keys, lookups, blockhash) with only the instructions at `keep`."""
+    instructions = list(tx.message.instructions)
+    return _rebuilt(tx, tx.message.recent_blockhash, [instructions[i] for i in keep])
+
+
+_TOP_LEVEL_INVOKE = re.compile(r"^Program \S+ invoke \[1\]$")
+
+
+def _split_logs(logs: list[str], count: int) -> list[list[str]]:
+    """LiteSVM's logs cut per top-level instruction (each starts with `invoke [1]`)."""
+    chunks: list[list[str]] = []
+    for line in logs:
+        if _TOP_LEVEL_INVOKE.match(line) or not chunks:
+            chunks.append([])
+        chunks[-1].append(line)
+    if len(chunks) != count:  # truncated logs: keep them whole, in front
+        return [logs] + [[] for _ in range(max(0, count - 1))]
+    return chunks
+
+
+def _inner_json(groups: Any) -> list[list[dict[str, Any]]]:
+    result = []
+    for group in groups or []:
+        result.append(
+            [
+                {
+                    "programIdIndex": ix.program_id_index,
+                    "accounts": list(bytes(ix.accounts)),
+                    "data": base58.b58encode(bytes(ix.data)).decode(),
+                    "stackHeight": inner.stack_height(),
+                }
+                for inner in group
+                for ix in [inner.instruction()]
+            ]
+        )
+    return result
 
 
 def ui_token_amount(amount: int, decimals: int) -> dict[str, Any]:

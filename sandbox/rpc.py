@@ -4,6 +4,14 @@ Answers have the shapes a node gives (they parse with `solders.rpc.responses`), 
 -32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params,
 -32002 preflight failure (with the simulation result as data), -32003 signature verification
 failure, -32015 a v0 transaction asked for without `maxSupportedTransactionVersion`.
+
+simulateTransaction takes a node's config: `sigVerify` (a bad signature answers -32003),
+`replaceRecentBlockhash` (simulates with the latest blockhash and returns `replacementBlockhash`),
+`accounts` {`addresses`, `encoding` base64 | jsonParsed} (each account's state AFTER the
+simulation, router trades included; null for one that would not exist) and `innerInstructions`.
+getTransaction gives v0 transactions their `addressTableLookups` and `meta.loadedAddresses`.
+Lookup tables are ordinary accounts: getAccountInfo returns their on-chain bytes (or, with
+jsonParsed, the `address-lookup-table` parsed form).
 `fail_next_send(error)` makes the next sendTransaction answer with that error (fault injection).
 """
 
@@ -17,6 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import base58
+from solders.account import Account
+from solders.address_lookup_table_account import ID as ADDRESS_LOOKUP_TABLE_PROGRAM_ID
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.hash import Hash
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -30,6 +41,7 @@ from sandbox.chain import (
     TOKEN_ACCOUNT_SIZE,
     TOKEN_PROGRAM_ID,
     Chain,
+    ChainError,
     RpcError,
     TxRecord,
     ui_token_amount,
@@ -207,12 +219,15 @@ class SandboxRpc:
         return self.chain.rent_exempt_minimum(size)
 
     def _account_json(self, address: Pubkey, encoding: str) -> dict[str, Any] | None:
-        acc = self.chain.account(address)
+        return self.ui_account(self.chain.account(address), encoding)
+
+    def ui_account(self, acc: Account | None, encoding: str) -> dict[str, Any] | None:
+        """An account as a node's UiAccount in `encoding`; None for one that does not exist."""
         if acc is None or (acc.lamports == 0 and not acc.data):
             return None
         data = bytes(acc.data)
         encoded: Any
-        if encoding == "jsonParsed" and (parsed := self._parsed_token_data(acc.owner, data)) is not None:
+        if encoding == "jsonParsed" and (parsed := self._parsed_data(acc.owner, data)) is not None:
             encoded = parsed
         elif encoding == "base58":
             encoded = [base58.b58encode(data).decode(), "base58"]
@@ -228,6 +243,27 @@ class SandboxRpc:
             "rentEpoch": 18446744073709551615,
             "space": len(data),
         }
+
+    def _parsed_data(self, owner: Pubkey, data: bytes) -> dict[str, Any] | None:
+        if owner == ADDRESS_LOOKUP_TABLE_PROGRAM_ID:
+            try:
+                table = AddressLookupTable.deserialize(data)
+            except Exception:  # solders raises its own error types on bad bytes
+                return None
+            meta = table.meta
+            info = {
+                "addresses": [str(a) for a in table.addresses],
+                "authority": str(meta.authority) if meta.authority else None,
+                "deactivationSlot": str(meta.deactivation_slot),
+                "lastExtendedSlot": str(meta.last_extended_slot),
+                "lastExtendedSlotStartIndex": meta.last_extended_slot_start_index,
+            }
+            return {
+                "program": "address-lookup-table",
+                "parsed": {"info": info, "type": "lookupTable"},
+                "space": len(data),
+            }
+        return self._parsed_token_data(owner, data)
 
     def _parsed_token_data(self, owner: Pubkey, data: bytes) -> dict[str, Any] | None:
         if owner not in (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID):
@@ -329,11 +365,15 @@ class SandboxRpc:
         signature = _signature(params[0])
         config = _config(params, 1)
         encoding = config.get("encoding", "json")
+        if encoding not in ("json", "base64", "base58"):
+            raise _invalid(f"Invalid params: unsupported encoding: {encoding}")
         record = self.chain.get_transaction(signature)
         if record is None:
             return None
         max_version = config.get("maxSupportedTransactionVersion")
-        if max_version is None or max_version < 0:
+        if max_version is not None and (isinstance(max_version, bool) or not isinstance(max_version, int)):
+            raise _invalid("Invalid params: maxSupportedTransactionVersion must be a number")
+        if isinstance(record.transaction.message, MessageV0) and (max_version is None or max_version < 0):
             raise RpcError(
                 -32015,
                 "Transaction version (0) is not supported by the requesting client. Please try the request again "
@@ -345,28 +385,71 @@ class SandboxRpc:
         params = _params(params, 1)
         config = _config(params, 1)
         tx = decode_transaction(params[0], config.get("encoding", "base58"))
-        replacement = None
-        if config.get("replaceRecentBlockhash"):
-            if config.get("sigVerify"):
-                raise _invalid("sigVerify may not be used with replaceRecentBlockhash")
-            blockhash, last_valid = self.chain.latest_blockhash()
-            msg = tx.message
-            tx = VersionedTransaction.populate(
-                MessageV0(
-                    msg.header,
-                    list(msg.account_keys),
-                    blockhash,
-                    list(msg.instructions),
-                    list(msg.address_table_lookups),
-                ),
-                list(tx.signatures),
-            )
-            replacement = {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid}
-        if config.get("sigVerify") and not all(tx.verify_with_results()):
+        replace = bool(config.get("replaceRecentBlockhash"))
+        sig_verify = bool(config.get("sigVerify"))
+        if replace and sig_verify:
+            raise _invalid("sigVerify may not be used with replaceRecentBlockhash")
+        if sig_verify and not all(tx.verify_with_results()):
             raise RpcError(-32003, "Transaction signature verification failure")
-        value = self.chain.simulate(tx)
-        value.update({"innerInstructions": None, "replacementBlockhash": replacement})
+        addresses, accounts_encoding = self._simulate_accounts_config(config.get("accounts"), tx)
+        inner = bool(config.get("innerInstructions"))
+        value = self.chain.simulate(
+            tx,
+            replace_recent_blockhash=replace,
+            accounts=addresses,
+            inner_instructions=inner,
+        )
+        if value["accounts"] is not None:
+            value["accounts"] = [self.ui_account(acc, accounts_encoding) for acc in value["accounts"]]
+        if inner and value["innerInstructions"] is not None:
+            value["innerInstructions"] = self._partially_decoded(tx, value["innerInstructions"])
         return self._context(value)
+
+    def _simulate_accounts_config(
+        self, accounts: Any, tx: VersionedTransaction
+    ) -> tuple[list[Pubkey] | None, str]:
+        if accounts is None:
+            return None, "base64"
+        if not isinstance(accounts, dict) or not isinstance(accounts.get("addresses"), list):
+            raise _invalid("Invalid params: accounts must be an object with an addresses array")
+        encoding = accounts.get("encoding") or "base64"
+        if encoding in ("binary", "base58"):
+            raise _invalid("base58 encoding not supported")
+        if encoding not in ("base64", "jsonParsed"):
+            # base64+zstd needs a zstd codec the sandbox does not ship.
+            raise _invalid(f"Invalid params: unsupported encoding: {encoding}. Supported: base64, jsonParsed")
+        limit = len(tx.message.account_keys) + sum(
+            len(bytes(lookup.writable_indexes)) + len(bytes(lookup.readonly_indexes))
+            for lookup in getattr(tx.message, "address_table_lookups", None) or []
+        )
+        if len(accounts["addresses"]) > limit:
+            raise _invalid(f"Too many accounts provided; max {limit}")
+        return [_pubkey(a) for a in accounts["addresses"]], encoding
+
+    def _partially_decoded(
+        self, tx: VersionedTransaction, groups: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Inner instructions as simulateTransaction gives them: program and accounts by address."""
+        try:
+            static, writable, readonly = self.chain.resolve_account_keys(tx)
+        except ChainError:
+            return []
+        keys = [str(k) for k in (*static, *writable, *readonly)]
+        return [
+            {
+                "index": group["index"],
+                "instructions": [
+                    {
+                        "programId": keys[ix["programIdIndex"]],
+                        "accounts": [keys[i] for i in ix["accounts"]],
+                        "data": ix["data"],
+                        "stackHeight": ix["stackHeight"],
+                    }
+                    for ix in group["instructions"]
+                ],
+            }
+            for group in groups
+        ]
 
     def _send_transaction(self, params: list[Any]) -> Any:
         params = _params(params, 1)
@@ -386,56 +469,68 @@ class SandboxRpc:
 def transaction_json(record: TxRecord, encoding: str = "json") -> dict[str, Any]:
     """getTransaction's result for a landed transaction."""
     tx = record.transaction
+    msg = tx.message
+    v0 = isinstance(msg, MessageV0)
     if encoding == "base64":
         encoded: Any = [base64.b64encode(bytes(tx)).decode(), "base64"]
     elif encoding == "base58":
         encoded = [base58.b58encode(bytes(tx)).decode(), "base58"]
     elif encoding == "json":
-        msg = tx.message
         header = msg.header
-        encoded = {
-            "signatures": [str(s) for s in tx.signatures],
-            "message": {
-                "accountKeys": [str(k) for k in msg.account_keys],
-                "header": {
-                    "numRequiredSignatures": header.num_required_signatures,
-                    "numReadonlySignedAccounts": header.num_readonly_signed_accounts,
-                    "numReadonlyUnsignedAccounts": header.num_readonly_unsigned_accounts,
-                },
-                "recentBlockhash": str(msg.recent_blockhash),
-                "instructions": [
-                    {
-                        "programIdIndex": ix.program_id_index,
-                        "accounts": list(ix.accounts),
-                        "data": base58.b58encode(bytes(ix.data)).decode(),
-                        "stackHeight": None,
-                    }
-                    for ix in msg.instructions
-                ],
-                "addressTableLookups": [],
+        message: dict[str, Any] = {
+            "accountKeys": [str(k) for k in msg.account_keys],
+            "header": {
+                "numRequiredSignatures": header.num_required_signatures,
+                "numReadonlySignedAccounts": header.num_readonly_signed_accounts,
+                "numReadonlyUnsignedAccounts": header.num_readonly_unsigned_accounts,
             },
+            "recentBlockhash": str(msg.recent_blockhash),
+            "instructions": [
+                {
+                    "programIdIndex": ix.program_id_index,
+                    "accounts": list(bytes(ix.accounts)),
+                    "data": base58.b58encode(bytes(ix.data)).decode(),
+                    "stackHeight": None,
+                }
+                for ix in msg.instructions
+            ],
         }
+        if v0:
+            message["addressTableLookups"] = [
+                {
+                    "accountKey": str(lookup.account_key),
+                    "writableIndexes": list(bytes(lookup.writable_indexes)),
+                    "readonlyIndexes": list(bytes(lookup.readonly_indexes)),
+                }
+                for lookup in msg.address_table_lookups
+            ]
+        encoded = {"signatures": [str(s) for s in tx.signatures], "message": message}
     else:
         raise _invalid(f"Invalid params: unsupported encoding: {encoding}")
+    meta: dict[str, Any] = {
+        "err": record.err,
+        "status": {"Ok": None} if record.err is None else {"Err": record.err},
+        "fee": record.fee,
+        "preBalances": record.pre_balances,
+        "postBalances": record.post_balances,
+        "innerInstructions": record.inner_instructions,
+        "logMessages": record.logs,
+        "preTokenBalances": record.pre_token_balances,
+        "postTokenBalances": record.post_token_balances,
+        "rewards": [],
+        "computeUnitsConsumed": record.compute_units,
+    }
+    if v0:
+        meta["loadedAddresses"] = {
+            "writable": [str(k) for k in record.loaded_writable],
+            "readonly": [str(k) for k in record.loaded_readonly],
+        }
     return {
         "slot": record.slot,
         "blockTime": record.block_time,
-        "version": 0,
+        "version": 0 if v0 else "legacy",
         "transaction": encoded,
-        "meta": {
-            "err": record.err,
-            "status": {"Ok": None} if record.err is None else {"Err": record.err},
-            "fee": record.fee,
-            "preBalances": record.pre_balances,
-            "postBalances": record.post_balances,
-            "innerInstructions": [],
-            "logMessages": record.logs,
-            "preTokenBalances": record.pre_token_balances,
-            "postTokenBalances": record.post_token_balances,
-            "rewards": [],
-            "loadedAddresses": {"writable": [], "readonly": []},
-            "computeUnitsConsumed": record.compute_units,
-        },
+        "meta": meta,
     }
 
 

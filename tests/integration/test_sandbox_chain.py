@@ -1,4 +1,4 @@
-"""The sandbox chain: clock and blockhashes, pools and the outside market, LaserSell settlement."""
+"""The sandbox chain: clock and blockhashes, pools and the outside market, LaserSell Router trades."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from sandbox.chain import (
     TokenBalanceChanged,
     TradeExecuted,
     TransactionLanded,
-    parse_memo,
+    decode_router_data,
+    routing_fee,
 )
 
-SLIPPAGE_ERR_AT_3 = {"InstructionError": [3, {"Custom": 6003}]}
+# Compute unit limit, compute unit price, then the router instruction.
+SLIPPAGE_ERR_AT_2 = {"InstructionError": [2, {"Custom": 6003}]}
 
 
 @pytest.fixture
@@ -56,6 +58,9 @@ def test_same_seed_same_sandbox_and_other_seed_differs() -> None:
     assert mints[0] == mints[1] != mints[2]
     assert a.latest_blockhash() == b.latest_blockhash() != c.latest_blockhash()
     assert a.keypair("w").pubkey() == b.keypair("w").pubkey()
+    # The router's id is unpublished: not even the same seed gives it away.
+    assert a.router_program_id != b.router_program_id
+    assert a.router_program_id not in (a.keypair(label).pubkey() for label in ("router", "router-program"))
 
 
 def test_clock_moves_time_and_blockhashes(chain: Chain) -> None:
@@ -123,34 +128,47 @@ def test_market_move_drain_and_graduation(chain: Chain, mint) -> None:
     assert len(pool.history) >= 5
 
 
-def test_sell_lands_and_pays_the_curve(chain: Chain, mint) -> None:
-    wallet, tokens = holder(chain, mint)
+def router_order(chain: Chain, tx: VersionedTransaction):
+    keys = list(tx.message.account_keys)
+    (ix,) = [ix for ix in tx.message.instructions if keys[ix.program_id_index] == chain.router_program_id]
+    return decode_router_data(bytes(ix.data))
+
+
+def test_sell_lands_and_pays_the_curve_less_the_routing_fee(chain: Chain, mint) -> None:
+    wallet, tokens = holder(chain, mint, sol_in=3.0, funds=4.0)
     tip_account = Keypair().pubkey()
     tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100, 10_000, tip_account, "exit:7"), wallet)
-    kind, fields = parse_memo(
-        next(bytes(ix.data).decode() for ix in tx.message.instructions if b"lasersell" in bytes(ix.data))
-    )
-    assert kind == "sell" and fields["tokens"] == str(tokens)
-    proceeds = chain.quote_sell(mint, tokens)
-    assert int(fields["min_out"]) == proceeds * 9900 // 10_000
+    order = router_order(chain, tx)
+    assert order.amount_in == tokens and order.tag == "exit:7"
+    gross = chain.quote_sell(mint, tokens)
+    fee = routing_fee("professional", "SOL", gross)
+    assert fee == gross * 90 // 10_000 > 10_000_000
+    assert order.min_out == (gross - fee) * 9900 // 10_000
     before = chain.balance(wallet.pubkey())
+    collector_before = chain.balance(chain.fee_collector)
     events: list[object] = []
     chain.subscribe(events.append)
     signature = chain.send_transaction(tx)
-    fee = chain.fee_for(tx)
-    assert chain.balance(wallet.pubkey()) == before + proceeds - fee - 10_000
+    network_fee = chain.fee_for(tx)
+    assert chain.balance(wallet.pubkey()) == before + gross - fee - network_fee - 10_000
+    assert chain.balance(chain.fee_collector) - collector_before == fee
     assert chain.balance(tip_account) >= 10_000
     assert chain.token_balance(wallet.pubkey(), mint) == 0
     assert_pool_matches_accounts(chain, mint)
     status = chain.signature_status(signature)
     assert status == {"slot": chain.slot, "confirmations": 0, "err": None, "confirmationStatus": "confirmed"}
     record = chain.get_transaction(signature)
-    assert record is not None and record.fee == fee and record.err is None
-    assert record.post_balances[0] - record.pre_balances[0] == proceeds - fee - 10_000
+    assert record is not None and record.fee == network_fee and record.err is None
+    assert record.post_balances[0] - record.pre_balances[0] == gross - fee - network_fee - 10_000
+    wallet_ata = record.account_keys.index(chain.ata(wallet.pubkey(), mint))
+    post_tokens = {entry["accountIndex"]: entry for entry in record.post_token_balances}
+    assert post_tokens[wallet_ata]["uiTokenAmount"]["amount"] == "0"
+    assert any(str(chain.router_program_id) in line and "success" in line for line in record.logs)
     landed = [e for e in events if isinstance(e, TransactionLanded)]
     assert landed and landed[0].ok
     sells = [e for e in events if isinstance(e, TradeExecuted)]
-    assert sells[0].side == "sell" and sells[0].sol_amount == proceeds and sells[0].signature == signature
+    assert sells[0].side == "sell" and sells[0].sol_amount == gross and sells[0].fee == fee
+    assert sells[0].signature == signature
     assert any(
         isinstance(e, TokenBalanceChanged) and e.wallet == wallet.pubkey() and e.amount == 0 for e in events
     )
@@ -167,22 +185,23 @@ def test_slippage_failure_moves_nothing_but_the_fee(chain: Chain, mint) -> None:
     wallet, tokens = holder(chain, mint)
     tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 300), wallet)
     chain.market_move(mint, -10)  # the price falls past the 3 % allowed
-    assert chain.simulate(tx)["err"] == SLIPPAGE_ERR_AT_3
+    assert chain.simulate(tx)["err"] == SLIPPAGE_ERR_AT_2
     with pytest.raises(RpcError) as refused:
         chain.send_transaction(tx)
     assert refused.value.code == -32002
     assert (
         refused.value.message
-        == "Transaction simulation failed: Error processing Instruction 3: custom program error: 0x1773"
+        == "Transaction simulation failed: Error processing Instruction 2: custom program error: 0x1773"
     )
-    assert refused.value.data["err"] == SLIPPAGE_ERR_AT_3
+    assert refused.value.data["err"] == SLIPPAGE_ERR_AT_2
     before = chain.balance(wallet.pubkey())
     signature = chain.send_transaction(tx, skip_preflight=True)
-    assert chain.signature_status(signature)["err"] == SLIPPAGE_ERR_AT_3
+    assert chain.signature_status(signature)["err"] == SLIPPAGE_ERR_AT_2
     assert chain.token_balance(wallet.pubkey(), mint) == tokens
     assert chain.balance(wallet.pubkey()) == before - chain.fee_for(tx)
     record = chain.get_transaction(signature)
-    assert record.err == SLIPPAGE_ERR_AT_3 and any("0x1773" in line for line in record.logs)
+    assert record.err == SLIPPAGE_ERR_AT_2 and any("0x1773" in line for line in record.logs)
+    assert record.post_balances[0] == record.pre_balances[0] - chain.fee_for(tx)
     assert_pool_matches_accounts(chain, mint)
 
 
@@ -198,19 +217,22 @@ def test_priced_within_slippage_still_lands(chain: Chain, mint) -> None:
 def test_buy_lands_creates_the_token_account(chain: Chain, mint) -> None:
     wallet = Keypair()
     chain.fund(wallet.pubkey(), 1)
+    collector_before = chain.balance(chain.fee_collector)
     tx = sign(chain.build_buy_tx(wallet.pubkey(), mint, 200_000_000, 100), wallet)
-    expected = chain.quote_buy(mint, 200_000_000)
+    fee = routing_fee("professional", "SOL", 200_000_000)
+    expected = chain.quote_buy(mint, 200_000_000 - fee)
     signature = chain.send_transaction(tx)
     assert chain.signature_status(signature)["err"] is None
     assert chain.token_balance(wallet.pubkey(), mint) == expected
+    assert chain.balance(chain.fee_collector) - collector_before == fee
     rent = chain.rent_exempt_minimum(165)
     assert chain.balance(wallet.pubkey()) == 1_000_000_000 - 200_000_000 - chain.fee_for(tx) - rent
     assert_pool_matches_accounts(chain, mint)
-    # A buy whose price ran away fails the same way a sell does.
+    # A buy whose price ran away fails the same way a sell does (CreateIdempotent comes first).
     late = sign(chain.build_buy_tx(wallet.pubkey(), mint, 100_000_000, 50), wallet)
     chain.market_move(mint, 20)
     sig2 = chain.send_transaction(late, skip_preflight=True)
-    assert chain.signature_status(sig2)["err"] == {"InstructionError": [4, {"Custom": 6003}]}
+    assert chain.signature_status(sig2)["err"] == {"InstructionError": [3, {"Custom": 6003}]}
     assert chain.token_balance(wallet.pubkey(), mint) == expected
 
 
@@ -251,15 +273,18 @@ def test_signatures_are_verified(chain: Chain, mint) -> None:
     assert chain.token_balance(wallet.pubkey(), mint) == tokens
 
 
-def test_selling_more_than_held_fails_in_the_token_program(chain: Chain, mint) -> None:
+def test_selling_more_than_held_fails_in_the_routers_token_transfer(chain: Chain, mint) -> None:
     wallet, tokens = holder(chain, mint)
     tx = sign(chain.build_sell_tx(wallet.pubkey(), mint, tokens + 1, 100), wallet)
     with pytest.raises(RpcError) as refused:
         chain.send_transaction(tx)
     assert refused.value.data["err"] == {"InstructionError": [2, {"Custom": 1}]}
+    assert any("insufficient funds" in line for line in refused.value.data["logs"])
+    before = chain.balance(wallet.pubkey())
     signature = chain.send_transaction(tx, skip_preflight=True)
     assert chain.signature_status(signature)["err"] == {"InstructionError": [2, {"Custom": 1}]}
     assert chain.token_balance(wallet.pubkey(), mint) == tokens
+    assert chain.balance(wallet.pubkey()) == before - chain.fee_for(tx)
     assert_pool_matches_accounts(chain, mint)
 
 

@@ -200,7 +200,7 @@ async def test_preflight_errors_have_node_shapes(node: Node) -> None:
     )
     assert refused["id"] == 9 and refused["error"]["code"] == -32002
     assert refused["error"]["message"].endswith("custom program error: 0x1773")
-    assert refused["error"]["data"]["err"] == {"InstructionError": [3, {"Custom": 6003}]}
+    assert refused["error"]["data"]["err"] == {"InstructionError": [2, {"Custom": 6003}]}
     simulated = SimulateTransactionResp.from_json(
         await node.call("simulateTransaction", b64(tx), {"encoding": "base64"})
     )
