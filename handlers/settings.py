@@ -37,11 +37,17 @@ USAGE = "/settings mode helius_sender tip 0.001 cap 15 retries 2 auto off alerts
 MODE_NAMES = {"helius_sender": "Helius Sender", "astralane": "Astralane", "rpc": "your RPC (no tip)"}
 
 
+def sol_text(lamports: int) -> str:
+    """`0.00001 SOL`, never `1e-05 SOL`."""
+    text = f"{lamports / LAMPORTS_PER_SOL:.9f}".rstrip("0").rstrip(".")
+    return f"{text} SOL"
+
+
 def tip_rule(mode: str) -> str:
     """What the mode asks of the tip, in words (shown in /settings and at onboarding)."""
     if mode == "rpc":
         return "plain RPC sends no tip (tip 0)"
-    return f"{MODE_NAMES.get(mode, mode)} needs a tip of at least {TIP_FLOOR_LAMPORTS[mode] / LAMPORTS_PER_SOL:g} SOL"
+    return f"{MODE_NAMES.get(mode, mode)} needs a tip of at least {sol_text(TIP_FLOOR_LAMPORTS[mode])}"
 
 
 def check_tip(mode: str, tip_lamports: int) -> None:
@@ -51,7 +57,7 @@ def check_tip(mode: str, tip_lamports: int) -> None:
     floor = TIP_FLOOR_LAMPORTS.get(mode, 0)
     if tip_lamports < floor:
         raise SettingsError(
-            f"a tip of {tip_lamports / LAMPORTS_PER_SOL:g} SOL is under the floor: {tip_rule(mode)} "
+            f"a tip of {sol_text(tip_lamports)} is under the floor: {tip_rule(mode)} "
             "(it drops transactions with a smaller tip, so the sell would never land)"
         )
 
@@ -79,7 +85,7 @@ def describe(s: UserSettings, key_hint: str | None) -> str:
             "<b>Settings</b>",
             f"• LaserSell key: {esc(key_hint) if key_hint else 'not set (/apikey)'}",
             f"• Send mode: {esc(s.send_mode)}" + (" (key set)" if s.send_mode == "astralane" and s.astralane_sealed else ""),
-            f"• Tip: {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL ({tip_rule(s.send_mode)})",
+            f"• Tip: {sol_text(s.tip_lamports)} ({tip_rule(s.send_mode)})",
             f"• Slippage: {s.slippage_bps / 100:g}%, retries up to {s.slippage_cap_bps / 100:g}%, {s.retry_count} automatic retries",
             f"• Auto-sell: {'on — exits are sold without a tap' if s.auto_sell else 'off — every sell waits for your tap'}",
             f"• Alerts: {alerts}",
@@ -92,7 +98,7 @@ def describe(s: UserSettings, key_hint: str | None) -> str:
 def markup(s: UserSettings) -> InlineKeyboardMarkup:
     return keyboard(
         [(f"Send mode: {s.send_mode}", "cfg:mode")],
-        [("Tip −", "cfg:tip:-"), (f"Tip {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL", "cfg:noop"), ("Tip +", "cfg:tip:+")],
+        [("Tip −", "cfg:tip:-"), (f"Tip {sol_text(s.tip_lamports)}", "cfg:noop"), ("Tip +", "cfg:tip:+")],
         [("Cap −", "cfg:cap:-"), (f"Slippage cap {s.slippage_cap_bps / 100:g}%", "cfg:noop"), ("Cap +", "cfg:cap:+")],
         [(f"Auto-sell: {'on' if s.auto_sell else 'off'}", "cfg:auto")],
         *[[(f"{label}: {alert_level(s, k)}", f"cfg:al:{k}")] for k, label in ALERT_KINDS.items()],
@@ -260,7 +266,7 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         wanted = s.tip_lamports + (step if parts[2] == "+" else -step)
         changes["tip_lamports"] = max(floor, min(ceiling, wanted))
         if changes["tip_lamports"] == s.tip_lamports:
-            await answer(update, f"Tip stays at {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL: {tip_rule(s.send_mode)}.")
+            await answer(update, f"Tip stays at {sol_text(s.tip_lamports)}: {tip_rule(s.send_mode)}.")
             return
     elif action == "cap":
         changes["slippage_cap_bps"] = max(s.slippage_bps, min(5000, s.slippage_cap_bps + (100 if parts[2] == "+" else -100)))

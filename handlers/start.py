@@ -94,7 +94,7 @@ async def show_step(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit:
 
 
 async def summary(services: Services, user_id: int) -> str:
-    from handlers.settings import MODE_NAMES, tip_rule
+    from handlers.settings import MODE_NAMES, sol_text, tip_rule
 
     done = await setup_state(services, user_id)
     if all(done.values()):
@@ -102,7 +102,7 @@ async def summary(services: Services, user_id: int) -> str:
         return (
             "✅ You're set up. I'm watching your wallets: new positions, liquidity alerts and exit signals will "
             f"arrive here.\nSells go out through {MODE_NAMES.get(s.send_mode, esc(s.send_mode))} with a "
-            f"{s.tip_lamports / 1e9:g} SOL tip ({tip_rule(s.send_mode)}); change it in /settings."
+            f"{sol_text(s.tip_lamports)} tip ({tip_rule(s.send_mode)}); change it in /settings."
             "\n/wallets · /strategy · /settings · /status"
         )
     missing = [f"{STEP_TITLES[s]} ({'/apikey' if s == 'apikey' else '/wallets' if s == 'wallet' else '/strategy'})"
