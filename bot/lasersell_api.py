@@ -138,7 +138,11 @@ class LaserSellApi:
             raise LaserSellApiError("LaserSell did not register the wallet", 200, None)
 
     async def sell(self, api_key: str, **body: Any) -> str:
-        return str((await self._post("/v1/sell", api_key, body))["tx"])
+        """`POST /v1/sell`: the unsigned transaction (base64) for `amount_tokens` of `mint`."""
+        tx = (await self._post("/v1/sell", api_key, body)).get("tx")
+        if not isinstance(tx, str) or not tx:
+            raise LaserSellApiError("LaserSell answered without a transaction")
+        return tx
 
     async def buy(self, api_key: str, **body: Any) -> dict[str, Any]:
         """`POST /v1/buy`: the body carries exactly one of `amount` (human) or `amount_in_total` (atomic)."""

@@ -22,7 +22,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.exits.confirm import SignatureWatcher, follow
-from bot.exits.guard import BuyIntent, GuardRefusal, check_buy
+from bot.exits.guard import BuyIntent, GuardRefusal, check_buy, resolve_lookup_tables
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
@@ -228,7 +228,8 @@ class Buyer:
             max_sol_lamports=order.lamports, max_tip_lamports=order.tip_lamports,
         )
         try:
-            check_buy(tx, intent, extra_programs=self.extra_programs)
+            loaded = await resolve_lookup_tables(tx, self._account_data)
+            check_buy(tx, intent, extra_programs=self.extra_programs, loaded=loaded)
         except GuardRefusal as refusal:
             log.warning("guard refused buy %s: %s", order.id, refusal.rule)
             await self.orders.set(order.id, state="failed", error=f"guard:{refusal.rule}")
@@ -321,6 +322,12 @@ class Buyer:
         if route.get("market_type"):
             lines.append(f"Market {render.market_words(str(route['market_type']))} · wallet <code>{render.short(order.wallet)}</code>")
         return "\n".join(lines)
+
+    async def _account_data(self, address: str) -> tuple[str, bytes] | None:
+        try:
+            return await self.services.rpc.get_account_data(address)
+        except RpcError as exc:  # nothing is signed blind
+            raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
 
     async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
         try:
