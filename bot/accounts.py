@@ -274,6 +274,12 @@ class AccountService:
         wallet = await self._own(user_id, wallet_id)
         await self.wallets.remove(user_id, wallet_id)
         await self._changed(user_id)
+        found = await self.api_key(user_id)
+        if found is not None and found[1].source == "yours" and wallet.registered_at:
+            try:  # best effort: the wallet is gone from the bot either way; this frees its place on the plan
+                await self.api.unregister_wallet(found[0], wallet.address)
+            except LaserSellApiError as exc:
+                log.info("could not unregister a removed wallet: %s", exc)
         return wallet
 
     async def _own(self, user_id: int, wallet_id: int) -> Wallet:

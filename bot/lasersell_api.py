@@ -137,6 +137,11 @@ class LaserSellApi:
         if data.get("registered") is False:
             raise LaserSellApiError("LaserSell did not register the wallet", 200, None)
 
+    async def unregister_wallet(self, api_key: str, wallet_pubkey: str) -> bool:
+        """`DELETE /v1/wallets`: frees the wallet's place on the plan; True when LaserSell removed it."""
+        data = await self._request("DELETE", "/v1/wallets", api_key, {"wallet_pubkey": wallet_pubkey})
+        return bool(data.get("removed", True))
+
     async def sell(self, api_key: str, **body: Any) -> str:
         """`POST /v1/sell`: the unsigned transaction (base64) for `amount_tokens` of `mint`."""
         tx = (await self._post("/v1/sell", api_key, body)).get("tx")

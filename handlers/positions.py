@@ -7,6 +7,7 @@ import time
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot.accounts import AccountError
 from bot.notify import render
 from bot.services import get_services
 from handlers.common import esc
@@ -48,7 +49,10 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         if stream["connected_since"] is not None and stream["state"] == "connected":
             lines.append(f"  connected since {_ago(stream['connected_since'])}, {stream['reconnects']} reconnect(s)")
         lines.append(f"  last message {_ago(stream['last_message_at'])}")
-        info = await services.accounts.key_info(user_id)
+        try:
+            info = await services.accounts.key_info(user_id)
+        except AccountError:
+            info = None  # the key itself is reported elsewhere; status still shows the rest
         if info is not None and info.plan:
             lines.append(f"  {esc(info.limits_words())}")
         limits = stream["limits"]

@@ -37,6 +37,7 @@ class StandIn:
         }
         self.register_status = 200
         self.headers: list[dict[str, str]] = []
+        self.unregistered: list[str] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -55,6 +56,12 @@ class StandIn:
                  400: "malformed message"}.get(self.register_status, "internal error")
         return web.json_response({"error": words}, status=self.register_status)
 
+    async def unregister(self, request: web.Request) -> web.Response:
+        self.calls["unregister"] += 1
+        body = await request.json()
+        self.unregistered.append(body["wallet_pubkey"])
+        return web.json_response({"wallet_pubkey": body["wallet_pubkey"], "removed": True})
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         self.calls["stream"] += 1
         self.headers.append(dict(request.headers))
@@ -67,6 +74,7 @@ class StandIn:
         app = web.Application()
         app.router.add_get("/v1/account", self.account)
         app.router.add_post("/v1/wallets/register", self.register)
+        app.router.add_delete("/v1/wallets", self.unregister)
         app.router.add_get("/v1/ws", self.stream)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -158,3 +166,14 @@ async def test_a_malformed_register_request_is_not_blamed_on_the_key(accounts: A
     with pytest.raises(AccountError) as caught:
         await accounts.import_wallet(USER, str(Keypair()))
     assert "malformed message" in str(caught.value) and "API key" not in str(caught.value)
+
+
+async def test_a_removed_wallet_is_unregistered_so_its_place_on_the_plan_is_free(
+    accounts: AccountService, stand_in: StandIn
+) -> None:
+    await accounts.set_api_key(USER, KEY)
+    wallet = await accounts.import_wallet(USER, str(Keypair()))
+    assert stand_in.calls["register"] == 1
+    await accounts.remove(USER, wallet.id)
+    assert stand_in.unregistered == [wallet.address]
+    assert await accounts.wallets.list(USER) == []
