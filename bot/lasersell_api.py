@@ -111,7 +111,8 @@ class LaserSellApi:
     async def account(self, api_key: str) -> AccountInfo:
         """`GET /v1/account`: checks a key without opening a stream session (one session per key)."""
         data = await self._request("GET", "/v1/account", api_key)
-        limits = data.get("limits") if isinstance(data.get("limits"), dict) else {}
+        raw = data.get("limits")
+        limits: dict[str, Any] = raw if isinstance(raw, dict) else {}
         try:
             return AccountInfo(
                 tier=int(data.get("tier", 0)),
