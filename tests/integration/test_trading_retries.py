@@ -75,3 +75,26 @@ async def test_a_failed_partial_sell_is_retried_for_the_same_amount(harness: Har
     landed = await services.desk.signals.for_user(trader.chat.user_id, ("landed",))
     assert len(landed) == 1 and landed[0].sell_tokens == before // 4 and landed[0].attempt >= 1
     assert landed[0].slippage_bps == 520  # the CLI's first step: +20 bps
+
+
+async def test_a_stale_partial_sell_is_refreshed_for_the_same_amount(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader, mint = await holding(h)
+    before = chain.token_balance(trader.wallet, mint)
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
+    signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    services = h.runner.services
+    assert services is not None
+    (pending,) = await services.desk.signals.for_user(trader.chat.user_id, ("pending",))
+    # the trader read the message for a while: the chain moved past the transaction's blockhash
+    chain.advance_slots(200)
+    await services.desk.signals.set(pending.id, received_at_ms=pending.received_at_ms - 60_000)
+
+    await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=20)
+    assert done["message_id"] == signal["message_id"]
+    assert chain.token_balance(trader.wallet, mint) == before - before // 4
+    assert exit_requests(h, trader) == []
+    assert (await services.desk.signals.get(pending.id)).state == "superseded"  # type: ignore[union-attr]
