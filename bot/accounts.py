@@ -16,7 +16,7 @@ from solders.keypair import Keypair
 
 from bot.config import Settings
 from bot.keys import KeyFormatError, export_secret, generate_wallet, parse_wallet_secret, registration_proof
-from bot.lasersell_api import InvalidApiKey, LaserSellApi, LaserSellApiError
+from bot.lasersell_api import AccountInfo, InvalidApiKey, LaserSellApi, LaserSellApiError, SignatureRejected
 from bot.logs import register_secret
 from bot.solana_rpc import RpcError, SolanaRpc
 from bot.strategy import DEFAULT_STRATEGY, Strategy
@@ -41,6 +41,31 @@ class ApiKeyInfo:
     hint: str
     max_wallets: int
     source: str  # "yours" or "operator"
+    plan: str | None = None  # from GET /v1/account, e.g. "Professional"
+    max_positions_per_wallet: int | None = None
+    max_positions_per_session: int | None = None
+
+    def limits_words(self) -> str:
+        """The plan and its limits as a trader reads them."""
+        parts = [f"up to {self.max_wallets} wallet(s)"]
+        if self.max_positions_per_wallet is not None:
+            parts.append(f"{self.max_positions_per_wallet} open positions per wallet")
+        if self.max_positions_per_session is not None:
+            parts.append(f"{self.max_positions_per_session} in all")
+        plan = f"{self.plan} plan: " if self.plan else ""
+        return plan + ", ".join(parts)
+
+
+def _key_info(hint: str, source: str, stored: dict[str, object]) -> ApiKeyInfo:
+    def number(name: str) -> int | None:
+        value = stored.get(name)
+        return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else None
+
+    return ApiKeyInfo(
+        hint, number("max_wallets") or FREE_TIER_WALLETS, source,
+        str(stored["plan"]) if stored.get("plan") else None,
+        number("max_positions_per_wallet"), number("max_positions_per_session"),
+    )
 
 
 @dataclass(frozen=True)
@@ -96,22 +121,26 @@ class AccountService:
                 "That key is already used by another user of this bot. Each LaserSell key allows one stream "
                 "session: use a key of your own."
             )
-        strategy = await self.strategy(user_id)
         try:
-            limits = await self.api.check_key(api_key, strategy.to_wire())
+            account: AccountInfo = await self.api.check_key(api_key)
         except InvalidApiKey:
             raise AccountError("LaserSell refused that key. Check it on your LaserSell dashboard and send it again.") from None
         except LaserSellApiError as exc:
-            raise AccountError(f"I could not check the key with LaserSell ({exc}). Nothing was saved; try again.") from None
-        max_wallets = int(limits.get("max_wallets_per_session") or FREE_TIER_WALLETS)
+            later = " LaserSell is busy or down: try again in a minute." if exc.retryable else ""
+            raise AccountError(f"I could not check the key with LaserSell ({exc}). Nothing was saved.{later}") from None
+        stored = {
+            "max_wallets": account.max_wallets, "plan": account.plan, "tier_name": account.tier_name,
+            "max_positions_per_wallet": account.max_positions_per_wallet,
+            "max_positions_per_session": account.max_positions_per_session,
+        }
         sealed = self.vault.seal(api_key.encode(), user_id=user_id, kind=API_KEY_KIND, identity="api_key")
         try:
-            await self.keys.set(user_id, sealed, key_hint(api_key), digest, json.dumps({"max_wallets": max_wallets}))
+            await self.keys.set(user_id, sealed, key_hint(api_key), digest, json.dumps(stored))
         except KeyInUse:
             raise AccountError("That key is already used by another user of this bot.") from None
         await self._register_pending_wallets(user_id, api_key)
         await self._changed(user_id)
-        return ApiKeyInfo(key_hint(api_key), max_wallets, "yours")
+        return _key_info(key_hint(api_key), "yours", stored)
 
     async def api_key(self, user_id: int) -> tuple[str, ApiKeyInfo] | None:
         """The key the user's stream and API calls use: their own, else the operator's (admins only)."""
@@ -122,8 +151,7 @@ class AccountService:
             except VaultError as exc:
                 raise AccountError(f"Your LaserSell key cannot be opened ({exc}): set it again with /apikey.") from None
             register_secret(key)
-            limits = json.loads(stored.tier or "{}")
-            return key, ApiKeyInfo(stored.key_hint, int(limits.get("max_wallets", FREE_TIER_WALLETS)), "yours")
+            return key, _key_info(stored.key_hint, "yours", json.loads(stored.tier or "{}"))
         operator = self.settings.lasersell_api_key
         if operator and self.settings.is_admin(user_id):
             return operator, ApiKeyInfo(key_hint(operator), 200, "operator")
@@ -182,7 +210,24 @@ class AccountService:
             await self.api.register_wallet(api_key, registration_proof(keypair, int(time.time())), label)
         except InvalidApiKey:
             raise AccountError("LaserSell refused your API key while registering the wallet: set it again with /apikey.") from None
+        except SignatureRejected:
+            # 403 is the ownership proof, not the key: usually this machine's clock is off (the signed time must
+            # be within 5 minutes of LaserSell's) or the key bytes do not belong to this address
+            raise AccountError(
+                "LaserSell could not verify this wallet's ownership signature (403). Your API key is fine. "
+                "Check that the secret key belongs to this wallet and try again; if it keeps failing, tell the "
+                "bot's operator (the server clock may be off). Nothing was saved."
+            ) from None
         except LaserSellApiError as exc:
+            if exc.status == 400:
+                raise AccountError(
+                    f"LaserSell refused the registration request ({exc}): the wallet address or the signed message "
+                    "was not accepted. Nothing was saved; try again, and tell the bot's operator if it repeats."
+                ) from None
+            if exc.retryable:
+                raise AccountError(
+                    f"LaserSell is busy or unreachable ({exc}). Nothing was saved; try again in a minute."
+                ) from None
             raise AccountError(f"LaserSell could not register the wallet ({exc}). Nothing was saved; try again.") from None
 
     async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
@@ -229,6 +274,12 @@ class AccountService:
         wallet = await self._own(user_id, wallet_id)
         await self.wallets.remove(user_id, wallet_id)
         await self._changed(user_id)
+        found = await self.api_key(user_id)
+        if found is not None and found[1].source == "yours" and wallet.registered_at:
+            try:  # best effort: the wallet is gone from the bot either way; this frees its place on the plan
+                await self.api.unregister_wallet(found[0], wallet.address)
+            except LaserSellApiError as exc:
+                log.info("could not unregister a removed wallet: %s", exc)
         return wallet
 
     async def _own(self, user_id: int, wallet_id: int) -> Wallet:

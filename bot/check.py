@@ -35,21 +35,34 @@ async def _solana(settings: Settings) -> str:
 
 
 async def _lasersell_api(settings: Settings) -> str:
-    # Any HTTP answer proves the service is reachable; a key is checked per user.
-    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-        reply = await client.post(f"{settings.lasersell_api_url}/v1/wallets/register", json={})
-    return f"HTTP {reply.status_code}"
+    """GET /v1/account: with the operator key it checks the key and shows its plan; without one, reachability."""
+    from bot.lasersell_api import InvalidApiKey, LaserSellApi
+
+    api = LaserSellApi(settings.lasersell_api_url, timeout=TIMEOUT_S)
+    try:
+        if not settings.lasersell_api_key:
+            try:
+                await api.account("")
+            except InvalidApiKey:
+                return "reachable (no LASERSELL_API_KEY set; each user checks their own key)"
+            return "reachable"
+        try:
+            account = await api.account(settings.lasersell_api_key)
+        except InvalidApiKey:
+            raise RuntimeError("LaserSell refused LASERSELL_API_KEY (401): copy it again from the dashboard") from None
+        return f"key accepted, plan {account.plan}, up to {account.max_wallets} wallet(s)"
+    finally:
+        await api.close()
 
 
 async def _lasersell_stream(settings: Settings) -> str:
-    headers = {"x-api-key": settings.lasersell_api_key} if settings.lasersell_api_key else {}
+    # Reachability only, without the key: one stream session per key, so opening one here could push a running
+    # bot's session off. The key itself is checked by GET /v1/account above.
     try:
-        async with websockets.connect(
-            settings.lasersell_stream_url, additional_headers=headers, open_timeout=TIMEOUT_S
-        ) as ws:
+        async with websockets.connect(settings.lasersell_stream_url, open_timeout=TIMEOUT_S) as ws:
             await ws.close()
         return "connected"
-    except websockets.InvalidStatus as exc:  # the server answered: reachable, the key is per user
+    except websockets.InvalidStatus as exc:  # the server answered: reachable
         return f"reachable (HTTP {exc.response.status_code} without a key)"
 
 

@@ -1,15 +1,15 @@
-"""The LaserSell REST Exit API: wallet registration, and sell / buy transactions built for us."""
+"""The LaserSell REST Exit API (openapi.yaml): account, wallet registration, and sell / buy transactions built for us."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import websockets
 
 RETRYABLE = {429, 500, 502, 503, 504}
+PLAN_NAMES = {"free": "Personal (free)", "tier_1": "Professional", "tier_2": "Advanced"}
 
 
 class LaserSellApiError(Exception):
@@ -20,13 +20,47 @@ class LaserSellApiError(Exception):
         self.status = status
         self.reason = reason
 
+    @property
+    def retryable(self) -> bool:
+        """Worth asking again later: no answer, rate limited, or a server error (the SDKs' rule)."""
+        return self.status is None or self.status in RETRYABLE or self.status >= 500
+
 
 class InvalidApiKey(LaserSellApiError):
-    pass
+    """401: the key is missing or unknown."""
+
+
+class SignatureRejected(LaserSellApiError):
+    """403 on wallet registration: the ownership signature failed verification (the key itself is fine)."""
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """`GET /v1/account`: the key's plan and limits."""
+
+    tier: int
+    tier_name: str
+    max_wallets: int
+    max_positions_per_wallet: int | None = None
+    max_positions_per_session: int | None = None
+    raw_limits: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> str:
+        return PLAN_NAMES.get(self.tier_name, self.tier_name)
+
+
+def _error_words(data: dict[str, Any], status: int) -> str:
+    # ErrorResponse is {"error"}; UnsupportedResponse / NotIndexedResponse carry {"status","reason","message"}
+    for name in ("message", "error", "reason"):
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return f"HTTP {status}"
 
 
 class LaserSellApi:
-    def __init__(self, base_url: str, stream_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, stream_url: str = "", *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.stream_url = stream_url
         self._client = httpx.AsyncClient(timeout=timeout)
@@ -34,11 +68,15 @@ class LaserSellApi:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _post(self, path: str, api_key: str, body: dict[str, Any], *, attempts: int = 3) -> dict[str, Any]:
+    async def _request(
+        self, method: str, path: str, api_key: str, body: dict[str, Any] | None = None, *, attempts: int = 3
+    ) -> dict[str, Any]:
         delay = 0.25
         for attempt in range(attempts):
             try:
-                reply = await self._client.post(f"{self.base_url}{path}", json=body, headers={"x-api-key": api_key})
+                reply = await self._client.request(
+                    method, f"{self.base_url}{path}", json=body, headers={"x-api-key": api_key}
+                )
             except httpx.HTTPError as exc:
                 if attempt + 1 == attempts:
                     raise LaserSellApiError(f"LaserSell did not answer ({type(exc).__name__})") from exc
@@ -53,61 +91,75 @@ class LaserSellApi:
                 data = reply.json()
             except ValueError:
                 data = {}
-            if reply.status_code in (401, 403):
-                raise InvalidApiKey("LaserSell refused the API key", reply.status_code, data.get("reason"))
-            if reply.status_code >= 400 or data.get("status") not in (None, "ok"):
-                words = data.get("message") or data.get("reason") or data.get("error") or f"HTTP {reply.status_code}"
-                raise LaserSellApiError(str(words), reply.status_code, data.get("reason"))
+            if not isinstance(data, dict):
+                data = {}
+            status = reply.status_code
+            reason = data.get("reason") if isinstance(data.get("reason"), str) else None
+            if status == 401:
+                raise InvalidApiKey("LaserSell refused the API key", status, reason)
+            if status >= 400:
+                raise LaserSellApiError(_error_words(data, status), status, reason)
+            # A 200 may still carry {"status": "unsupported" | "not_indexed" | "error", ...}
+            if data.get("status") not in (None, "ok"):
+                raise LaserSellApiError(_error_words(data, status), status, reason or str(data.get("status")))
             return data
         raise LaserSellApiError("LaserSell did not answer")
+
+    async def _post(self, path: str, api_key: str, body: dict[str, Any], *, attempts: int = 3) -> dict[str, Any]:
+        return await self._request("POST", path, api_key, body, attempts=attempts)
+
+    async def account(self, api_key: str) -> AccountInfo:
+        """`GET /v1/account`: checks a key without opening a stream session (one session per key)."""
+        data = await self._request("GET", "/v1/account", api_key)
+        raw = data.get("limits")
+        limits: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        try:
+            return AccountInfo(
+                tier=int(data.get("tier", 0)),
+                tier_name=str(data.get("tier_name") or "free"),
+                max_wallets=int(limits.get("max_wallets") or 1),
+                max_positions_per_wallet=_int_or_none(limits.get("max_positions_per_wallet")),
+                max_positions_per_session=_int_or_none(limits.get("max_positions_per_session")),
+                raw_limits=dict(limits),
+            )
+        except (TypeError, ValueError):
+            raise LaserSellApiError("LaserSell answered /v1/account in an unexpected shape") from None
 
     async def register_wallet(self, api_key: str, proof: dict[str, Any], label: str | None = None) -> None:
         body = dict(proof)
         if label:
             body["label"] = label
-        await self._post("/v1/wallets/register", api_key, body)
+        try:
+            data = await self._post("/v1/wallets/register", api_key, body)
+        except LaserSellApiError as exc:
+            if exc.status == 403:
+                raise SignatureRejected(str(exc), 403, exc.reason) from None
+            raise
+        if data.get("registered") is False:
+            raise LaserSellApiError("LaserSell did not register the wallet", 200, None)
+
+    async def unregister_wallet(self, api_key: str, wallet_pubkey: str) -> bool:
+        """`DELETE /v1/wallets`: frees the wallet's place on the plan; True when LaserSell removed it."""
+        data = await self._request("DELETE", "/v1/wallets", api_key, {"wallet_pubkey": wallet_pubkey})
+        return bool(data.get("removed", True))
 
     async def sell(self, api_key: str, **body: Any) -> str:
-        return str((await self._post("/v1/sell", api_key, body))["tx"])
+        """`POST /v1/sell`: the unsigned transaction (base64) for `amount_tokens` of `mint`."""
+        tx = (await self._post("/v1/sell", api_key, body)).get("tx")
+        if not isinstance(tx, str) or not tx:
+            raise LaserSellApiError("LaserSell answered without a transaction")
+        return tx
 
     async def buy(self, api_key: str, **body: Any) -> dict[str, Any]:
+        """`POST /v1/buy`: the body carries exactly one of `amount` (human) or `amount_in_total` (atomic)."""
+        if ("amount" in body) == ("amount_in_total" in body):
+            raise ValueError("a buy takes exactly one of amount or amount_in_total")
         return await self._post("/v1/buy", api_key, body)
 
-    async def check_key(self, api_key: str, strategy: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """A short stream handshake with no wallets: returns hello_ok's limits, raises on a refused key."""
-        try:
-            async with websockets.connect(
-                self.stream_url, additional_headers={"x-api-key": api_key}, open_timeout=timeout, max_size=2**20
-            ) as ws:
-                try:
-                    await ws.send(json.dumps({"type": "configure", "wallet_pubkeys": [], "strategy": strategy}))
-                except websockets.ConnectionClosed:
-                    pass  # a refused key is closed at once; its error frame is still ours to read
-                async with asyncio.timeout(timeout):
-                    while True:
-                        try:
-                            message = json.loads(await ws.recv())
-                        except websockets.ConnectionClosed as exc:
-                            # closed without an error frame: the close reason carries the code
-                            reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                            if not reason:
-                                raise LaserSellApiError("the LaserSell stream closed the connection") from None
-                            message = {"type": "error", "code": reason, "message": reason}
-                        if message.get("type") == "hello_ok":
-                            return dict(message.get("limits") or {})
-                        if message.get("type") == "error":
-                            code = str(message.get("code", ""))
-                            text = str(message.get("message", code))
-                            if "session" in code or "in_use" in code:
-                                raise LaserSellApiError(
-                                    "this key is already streaming somewhere else (one session per key)", None, code
-                                )
-                            if code in ("invalid_strategy", "too_many_wallets", "invalid_message"):
-                                return {}
-                            raise InvalidApiKey(f"LaserSell refused the key: {text}", None, code)
-        except websockets.InvalidStatus as exc:
-            if exc.response.status_code in (401, 403):
-                raise InvalidApiKey("LaserSell refused the key", exc.response.status_code) from None
-            raise LaserSellApiError(f"the LaserSell stream answered HTTP {exc.response.status_code}") from None
-        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            raise LaserSellApiError(f"could not reach the LaserSell stream ({type(exc).__name__})") from None
+    async def check_key(self, api_key: str) -> AccountInfo:
+        """The key's plan and limits; raises InvalidApiKey for a refused key."""
+        return await self.account(api_key)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

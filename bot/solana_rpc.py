@@ -204,3 +204,32 @@ class SolanaRpc:
         if index >= len(pre) or index >= len(post):
             return None
         return int(post[index]) - int(pre[index]), int(meta.get("fee", 0))
+
+    async def token_change(self, signature: str, owner: str, mint: str) -> int | None:
+        """Change of `owner`'s balance of `mint` (atomic units) in a landed transaction; None if unknown.
+        A USD1 market's sell pays USD1 into a token account, which the SOL balance does not show."""
+        try:
+            meta = await self.get_transaction_meta(signature)
+        except RpcError:
+            return None
+        if not meta:
+            return None
+
+        def total(rows: list[dict[str, Any]] | None) -> int:
+            amount = 0
+            for row in rows or []:
+                if row.get("owner") == owner and row.get("mint") == mint:
+                    amount += int((row.get("uiTokenAmount") or {}).get("amount") or 0)
+            return amount
+
+        return total(meta.get("postTokenBalances")) - total(meta.get("preTokenBalances"))
+
+    async def get_account_data(self, address: str) -> tuple[str, bytes] | None:
+        """(owner program, raw data) of an account, or None when it does not exist."""
+        result = await self.call("getAccountInfo", [address, {"encoding": "base64"}])
+        value = (result or {}).get("value")
+        if not value:
+            return None
+        data = value.get("data")
+        encoded = data[0] if isinstance(data, list) else data
+        return str(value.get("owner")), base64.b64decode(encoded or "")

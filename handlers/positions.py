@@ -7,6 +7,7 @@ import time
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot.accounts import AccountError
 from bot.notify import render
 from bot.services import get_services
 from handlers.common import esc
@@ -48,6 +49,12 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         if stream["connected_since"] is not None and stream["state"] == "connected":
             lines.append(f"  connected since {_ago(stream['connected_since'])}, {stream['reconnects']} reconnect(s)")
         lines.append(f"  last message {_ago(stream['last_message_at'])}")
+        try:
+            info = await services.accounts.key_info(user_id)
+        except AccountError:
+            info = None  # the key itself is reported elsewhere; status still shows the rest
+        if info is not None and info.plan:
+            lines.append(f"  {esc(info.limits_words())}")
         limits = stream["limits"]
         if limits:
             lines.append(
@@ -59,7 +66,8 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     for p in positions[:20]:
         pnl = ""
         if p.profit_units is not None and p.proceeds_units is not None:
-            pnl = f" · {render.sol(p.profit_units, signed=True)} ({render.pct(p.profit_units, p.proceeds_units - p.profit_units)})"
+            pnl = (f" · {render.money(p.profit_units, render.quote_of(p), signed=True)} "
+                   f"({render.pct(p.profit_units, p.proceeds_units - p.profit_units)})")
         lines.append(f"• {esc(p.label)}{pnl}")
     pending = await services.desk.signals.for_user(user_id, ("pending", "approved", "signing", "submitted"))
     lines.append(f"\n<b>Exit signals waiting</b>: {len(pending)}")
@@ -86,9 +94,12 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         line += OUTCOMES.get(s.state, s.state)
         outcome = s.outcome
         if s.state == "landed":
-            line += f" {render.sol(outcome.get('sol_received'))}"
+            # the row remembers its quote; rows from before it did measured SOL received
+            quote = str(outcome.get("quote") or "SOL")
+            line += f" {render.money(outcome.get('sol_received'), quote)}"
             if outcome.get("pnl") is not None and outcome.get("basis"):
-                line += f" PnL {render.sol(outcome['pnl'], signed=True)} ({render.pct(outcome['pnl'], outcome['basis'])})"
+                line += (f" PnL {render.money(outcome['pnl'], quote, signed=True)} "
+                         f"({render.pct(outcome['pnl'], outcome['basis'])})")
         elif s.state == "failed" and s.error:
             line += f" ({esc(s.error.split(':')[0])})"
         if s.signature:
@@ -99,6 +110,6 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 COMMANDS = [
     Command("status", "Your stream, open positions and waiting exit signals", status_command, section="Trading"),
-    Command("history", "Your last exits: time, token, reason, amount, SOL, PnL, outcome", history_command,
+    Command("history", "Your last exits: time, token, reason, amount, proceeds, PnL, outcome", history_command,
             section="Trading"),
 ]

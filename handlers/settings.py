@@ -20,15 +20,53 @@ from handlers.common import (
     refuse_secret_in_group,
 )
 from handlers.registry import Command
-from storage.accounts import UserSettings
+from storage.accounts import (
+    DEFAULT_TIP_LAMPORTS,
+    MAX_TIP_LAMPORTS,
+    SEND_MODES,
+    TIP_FLOOR_LAMPORTS,
+    UserSettings,
+)
 
-SEND_MODES = ("rpc", "helius_sender", "astralane")
 ALERT_KINDS = {"position": "Position opened", "liquidity": "Liquidity trend", "cards": "PnL card updates",
                "signals": "Exit signals"}
 ALERT_LEVELS = ("on", "silent", "off")
 LAMPORTS_PER_SOL = 1_000_000_000
-MAX_TIP_SOL = 0.1
-USAGE = "/settings mode rpc tip 0.001 cap 15 retries 2 auto off alerts.liquidity silent"
+MAX_TIP_SOL = MAX_TIP_LAMPORTS / LAMPORTS_PER_SOL
+USAGE = "/settings mode helius_sender tip 0.001 cap 15 retries 2 auto off alerts.liquidity silent"
+MODE_NAMES = {"helius_sender": "Helius Sender", "astralane": "Astralane", "rpc": "your RPC (no tip)"}
+
+
+def sol_text(lamports: int) -> str:
+    """`0.00001 SOL`, never `1e-05 SOL`."""
+    text = f"{lamports / LAMPORTS_PER_SOL:.9f}".rstrip("0").rstrip(".")
+    return f"{text} SOL"
+
+
+def tip_rule(mode: str) -> str:
+    """What the mode asks of the tip, in words (shown in /settings and at onboarding)."""
+    if mode == "rpc":
+        return "plain RPC sends no tip (tip 0)"
+    return f"{MODE_NAMES.get(mode, mode)} needs a tip of at least {sol_text(TIP_FLOOR_LAMPORTS[mode])}"
+
+
+def check_tip(mode: str, tip_lamports: int) -> None:
+    """Refuse a tip its send mode would not carry, saying why."""
+    if mode == "rpc" and tip_lamports > 0:
+        raise SettingsError("plain RPC mode sends no tip: set tip 0, or pick mode helius_sender or astralane")
+    floor = TIP_FLOOR_LAMPORTS.get(mode, 0)
+    if tip_lamports < floor:
+        raise SettingsError(
+            f"a tip of {sol_text(tip_lamports)} is under the floor: {tip_rule(mode)} "
+            "(it drops transactions with a smaller tip, so the sell would never land)"
+        )
+
+
+def tip_for_new_mode(mode: str, tip_lamports: int) -> int:
+    """The tip to keep when the mode changes: none for RPC, the CLI's default when the old one is too small."""
+    if mode == "rpc":
+        return 0
+    return tip_lamports if tip_lamports >= TIP_FLOOR_LAMPORTS.get(mode, 0) else DEFAULT_TIP_LAMPORTS
 
 
 class SettingsError(ValueError):
@@ -47,7 +85,7 @@ def describe(s: UserSettings, key_hint: str | None) -> str:
             "<b>Settings</b>",
             f"• LaserSell key: {esc(key_hint) if key_hint else 'not set (/apikey)'}",
             f"• Send mode: {esc(s.send_mode)}" + (" (key set)" if s.send_mode == "astralane" and s.astralane_sealed else ""),
-            f"• Tip: {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL",
+            f"• Tip: {sol_text(s.tip_lamports)} ({tip_rule(s.send_mode)})",
             f"• Slippage: {s.slippage_bps / 100:g}%, retries up to {s.slippage_cap_bps / 100:g}%, {s.retry_count} automatic retries",
             f"• Auto-sell: {'on — exits are sold without a tap' if s.auto_sell else 'off — every sell waits for your tap'}",
             f"• Alerts: {alerts}",
@@ -60,7 +98,7 @@ def describe(s: UserSettings, key_hint: str | None) -> str:
 def markup(s: UserSettings) -> InlineKeyboardMarkup:
     return keyboard(
         [(f"Send mode: {s.send_mode}", "cfg:mode")],
-        [("Tip −", "cfg:tip:-"), (f"Tip {s.tip_lamports / LAMPORTS_PER_SOL:g} SOL", "cfg:noop"), ("Tip +", "cfg:tip:+")],
+        [("Tip −", "cfg:tip:-"), (f"Tip {sol_text(s.tip_lamports)}", "cfg:noop"), ("Tip +", "cfg:tip:+")],
         [("Cap −", "cfg:cap:-"), (f"Slippage cap {s.slippage_cap_bps / 100:g}%", "cfg:noop"), ("Cap +", "cfg:cap:+")],
         [(f"Auto-sell: {'on' if s.auto_sell else 'off'}", "cfg:auto")],
         *[[(f"{label}: {alert_level(s, k)}", f"cfg:al:{k}")] for k, label in ALERT_KINDS.items()],
@@ -98,6 +136,8 @@ def parse_changes(current: UserSettings, args: list[str]) -> dict[str, object]:
             if low_raw not in SEND_MODES:
                 raise SettingsError(f"mode {raw!r} is not a send mode: use {', '.join(SEND_MODES)}")
             changes["send_mode"] = low_raw
+            if "tip_lamports" not in changes:
+                changes["tip_lamports"] = tip_for_new_mode(low_raw, current.tip_lamports)
         elif name == "tip":
             changes["tip_lamports"] = round(_number("tip", raw, 0, MAX_TIP_SOL, " SOL") * LAMPORTS_PER_SOL)
         elif name == "slippage":
@@ -125,6 +165,9 @@ def parse_changes(current: UserSettings, args: list[str]) -> dict[str, object]:
                 + ", ".join(f"alerts.{k}" for k in ALERT_KINDS)
             )
     validate_alerts(alerts, auto_sell)
+    if "tip_lamports" in changes or "send_mode" in changes:
+        check_tip(str(changes.get("send_mode", current.send_mode)),
+                  int(changes.get("tip_lamports", current.tip_lamports)))  # type: ignore[call-overload]
     slippage = int(changes.get("slippage_bps", current.slippage_bps))  # type: ignore[call-overload]
     cap = int(changes.get("slippage_cap_bps", current.slippage_cap_bps))  # type: ignore[call-overload]
     if cap < slippage:
@@ -156,6 +199,7 @@ async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
             return
         if changes.get("send_mode") == "astralane" and current.astralane_sealed is None:
             changes.pop("send_mode")
+            changes.pop("tip_lamports", None)  # the tip follows the mode once the key is there
             await _apply(services, user_id, changes)
             await ask_astralane_key(update, context)
             return
@@ -192,7 +236,9 @@ async def save_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE,
     clear_input(context)
     user_id = update.effective_user.id
     sealed = services.vault.seal(key.encode(), user_id=user_id, kind="astralane_key", identity="astralane_key")
-    await _apply(services, user_id, {"astralane_sealed": sealed, "send_mode": "astralane"})
+    current = await services.accounts.store.get(user_id)
+    await _apply(services, user_id, {"astralane_sealed": sealed, "send_mode": "astralane",
+                                     "tip_lamports": tip_for_new_mode("astralane", current.tip_lamports)})
     await update.effective_chat.send_message(f"✅ Astralane key saved; send mode is astralane. {note}")
 
 
@@ -206,15 +252,22 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     changes: dict[str, object] = {}
     action = parts[1]
     if action == "mode":
-        mode = SEND_MODES[(SEND_MODES.index(s.send_mode) + 1) % len(SEND_MODES)] if s.send_mode in SEND_MODES else "rpc"
+        mode = SEND_MODES[(SEND_MODES.index(s.send_mode) + 1) % len(SEND_MODES)] if s.send_mode in SEND_MODES else SEND_MODES[0]
         if mode == "astralane" and s.astralane_sealed is None:
             await answer(update)
             await ask_astralane_key(update, context)
             return
         changes["send_mode"] = mode
+        changes["tip_lamports"] = tip_for_new_mode(mode, s.tip_lamports)
     elif action == "tip":
         step = 100_000  # 0.0001 SOL
-        changes["tip_lamports"] = max(0, min(int(MAX_TIP_SOL * LAMPORTS_PER_SOL), s.tip_lamports + (step if parts[2] == "+" else -step)))
+        floor = 0 if s.send_mode == "rpc" else TIP_FLOOR_LAMPORTS.get(s.send_mode, 0)
+        ceiling = 0 if s.send_mode == "rpc" else MAX_TIP_LAMPORTS
+        wanted = s.tip_lamports + (step if parts[2] == "+" else -step)
+        changes["tip_lamports"] = max(floor, min(ceiling, wanted))
+        if changes["tip_lamports"] == s.tip_lamports:
+            await answer(update, f"Tip stays at {sol_text(s.tip_lamports)}: {tip_rule(s.send_mode)}.")
+            return
     elif action == "cap":
         changes["slippage_cap_bps"] = max(s.slippage_bps, min(5000, s.slippage_cap_bps + (100 if parts[2] == "+" else -100)))
     elif action == "auto":

@@ -94,11 +94,16 @@ async def show_step(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit:
 
 
 async def summary(services: Services, user_id: int) -> str:
+    from handlers.settings import MODE_NAMES, sol_text, tip_rule
+
     done = await setup_state(services, user_id)
     if all(done.values()):
+        s = await services.accounts.store.get(user_id)
         return (
             "✅ You're set up. I'm watching your wallets: new positions, liquidity alerts and exit signals will "
-            "arrive here.\n/wallets · /strategy · /settings · /status"
+            f"arrive here.\nSells go out through {MODE_NAMES.get(s.send_mode, esc(s.send_mode))} with a "
+            f"{sol_text(s.tip_lamports)} tip ({tip_rule(s.send_mode)}); change it in /settings."
+            "\n/wallets · /strategy · /settings · /status"
         )
     missing = [f"{STEP_TITLES[s]} ({'/apikey' if s == 'apikey' else '/wallets' if s == 'wallet' else '/strategy'})"
                for s in STEPS if not done[s]]
@@ -175,8 +180,8 @@ async def save_api_key(update: Update, context: ContextTypes.DEFAULT_TYPE, key: 
         await update.effective_chat.send_message(f"❌ {esc(exc)}\n{note}\nSend the key again, or /cancel.")
         return
     await update.effective_chat.send_message(
-        f"✅ LaserSell key saved: <code>{esc(info.hint)}</code> (your key; up to {info.max_wallets} wallet(s) per "
-        f"session).\n{note}"
+        f"✅ LaserSell key saved: <code>{esc(info.hint)}</code> (your key).\n"
+        f"{esc(info.limits_words())}.\n{note}"
     )
     await show_step(update, context)
 

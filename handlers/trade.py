@@ -84,12 +84,7 @@ async def card(services: Any, user_id: int, position: Position) -> tuple[str, An
     name = f" ({esc(position.name)})" if position.name and position.name != position.symbol else ""
     lines = [f"📊 <b>{esc(position.label)}</b>{name} · {render.market_words(position.market_type)}",
              f"Holding {render.tokens(held, position.decimals)} tokens · wallet <code>{render.short(position.wallet)}</code>"]
-    if position.profit_units is not None and position.proceeds_units is not None:
-        basis = position.proceeds_units - position.profit_units
-        lines.append(f"PnL {render.sol(position.profit_units, signed=True)} ({render.pct(position.profit_units, basis)})"
-                     f" · value {render.sol(position.proceeds_units)}")
-    else:
-        lines.append(f"Entry {render.sol(position.entry_quote_units)} · waiting for the first price")
+    lines.append(render.pnl_line(position))
     trend = render.TRENDS.get(position.liquidity_trend or "", esc(position.liquidity_trend or "not measured yet"))
     lines.append(f"Liquidity {trend} · age {render.age(_opened_local_ms(services, user_id, position))}")
     best = max_within(position, settings.slippage_bps, held)
@@ -136,8 +131,9 @@ async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
         pnl = ""
         if p.profit_units is not None and p.proceeds_units is not None:
             basis = p.proceeds_units - p.profit_units
-            pnl = f" · {render.sol(p.profit_units, signed=True)} ({render.pct(p.profit_units, basis)})" \
-                  f" · value {render.sol(p.proceeds_units)}"
+            quote = render.quote_of(p)
+            pnl = f" · {render.money(p.profit_units, quote, signed=True)} ({render.pct(p.profit_units, basis)})" \
+                  f" · value {render.money(p.proceeds_units, quote)}"
         trend = f" · {render.TRENDS.get(p.liquidity_trend, esc(p.liquidity_trend))}" if p.liquidity_trend else ""
         age = render.age(_opened_local_ms(services, user_id, p))
         lines.append(f"<b>{esc(p.label)}</b> #{p.position_id}{pnl}{trend} · {age}")
@@ -221,19 +217,18 @@ async def sell_from_card(
     services: Any, user_id: int, chat_id: int, position: Position, amount: int, held: int, share: str
 ) -> str:
     """Build a sell of `amount` tokens with the REST API and hand it to the exit path; returns the answer."""
-    from bot.exits.sell import DEFAULT_TIP_LAMPORTS, TIPPED_MODES
-
     if amount <= 0 or held <= 0:
         return "This wallet holds none of these tokens any more."
     found = await services.accounts.api_key(user_id)
     if found is None:
         return "Connect your LaserSell key first: /start"
     settings = await services.accounts.store.get(user_id)
-    tip = settings.tip_lamports or (DEFAULT_TIP_LAMPORTS if settings.send_mode in TIPPED_MODES else 0)
     try:
+        # the tip is the user's for their send mode (none over plain RPC); the proceeds come in the market's quote
         tx = await services.api.sell(
             found[0], mint=position.mint, user_pubkey=position.wallet, amount_tokens=amount,
-            slippage_bps=settings.slippage_bps, output="SOL", send_mode=settings.send_mode, tip_lamports=tip,
+            slippage_bps=settings.slippage_bps, output=render.quote_of(position), send_mode=settings.send_mode,
+            tip_lamports=settings.tip_lamports,
         )
     except InvalidApiKey:
         return "LaserSell refused your API key: set it again with /apikey."
@@ -267,7 +262,8 @@ async def send_chart(services: Any, user_id: int, chat: Any, position: Position,
             samples = await history.samples(user_id, position.position_id)
             marks = await history.marks(user_id, position.position_id)
             title = f"{position.label} · PnL"
-            png = await asyncio.to_thread(render_pnl_chart, samples, marks, title=title)
+            png = await asyncio.to_thread(render_pnl_chart, samples, marks, title=title,
+                                          quote=render.quote_of(position))
             caption = f"{esc(position.label)}: value over time, entry dashed, exits marked"
         else:
             bands = bands_from(position.bands)

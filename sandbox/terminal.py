@@ -208,6 +208,9 @@ def sandbox_settings(
         "LASERSELL_STREAM_URL": urls["stream"],
         "LASERSELL_API_URL": urls["api"],
         "SOLANA_RPC_URL": urls["rpc"],
+        # the sandbox node stands in for Helius Sender and Astralane too (new users send through Helius Sender)
+        "HELIUS_SENDER_URL": urls["rpc"],
+        "ASTRALANE_URL": urls["rpc"],
         "BOT_MASTER_KEY_FILE": str(key_file),
         "DATABASE_PATH": str(data_dir / "bot.db"),
         "ADMIN_USER_IDS": ",".join(str(i) for i in admin_ids),

@@ -44,6 +44,25 @@ class StoredKey:
     tier: str | None
 
 
+# Send modes and their tips (the server builds the tip into every transaction from these). New users get the
+# official CLI's defaults. A stored row is read through `normalized_tip`, which is how earlier rows are migrated:
+# their send mode is kept as chosen (moving someone onto a paid sender unasked would cost them a tip per trade),
+# rpc gets no tip, and a tip under its mode's floor is raised to the floor (a sender drops an under-tipped
+# transaction, so such a row could never have landed a trade).
+SEND_MODES = ("helius_sender", "astralane", "rpc")
+DEFAULT_SEND_MODE = "helius_sender"
+DEFAULT_TIP_LAMPORTS = 1_000_000
+TIP_FLOOR_LAMPORTS = {"helius_sender": 200_000, "astralane": 10_000, "rpc": 0}
+MAX_TIP_LAMPORTS = 100_000_000
+
+
+def normalized_tip(send_mode: str, tip_lamports: int) -> int:
+    """The tip a mode really uses: none over plain RPC, at least the sender's floor otherwise."""
+    if send_mode not in TIP_FLOOR_LAMPORTS or send_mode == "rpc":
+        return 0
+    return max(int(tip_lamports), TIP_FLOOR_LAMPORTS[send_mode])
+
+
 SETTINGS_FIELDS = (
     "strategy_json",
     "send_mode",
@@ -192,7 +211,8 @@ class SettingsStore:
         row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))
         if row is None:
             await self.db.execute(
-                "INSERT OR IGNORE INTO user_settings (telegram_id, updated_at) VALUES (?, ?)", (telegram_id, now_ms())
+                "INSERT OR IGNORE INTO user_settings (telegram_id, send_mode, tip_lamports, updated_at) VALUES (?, ?, ?, ?)",
+                (telegram_id, DEFAULT_SEND_MODE, DEFAULT_TIP_LAMPORTS, now_ms()),
             )
             row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))
         assert row is not None
@@ -201,7 +221,7 @@ class SettingsStore:
             strategy_json=row["strategy_json"],
             send_mode=row["send_mode"],
             astralane_sealed=bytes(row["astralane_sealed"]) if row["astralane_sealed"] is not None else None,
-            tip_lamports=row["tip_lamports"],
+            tip_lamports=normalized_tip(row["send_mode"], row["tip_lamports"]),
             slippage_bps=row["slippage_bps"],
             slippage_cap_bps=row["slippage_cap_bps"],
             retry_count=row["retry_count"],

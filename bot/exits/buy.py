@@ -22,7 +22,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.exits.confirm import SignatureWatcher, follow
-from bot.exits.guard import BuyIntent, GuardRefusal, check_buy
+from bot.exits.guard import BuyIntent, GuardRefusal, check_buy, resolve_lookup_tables
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
@@ -132,15 +132,21 @@ class Buyer:
             )
         settings = await services.accounts.store.get(user_id)
         try:
+            # `amount` is a human amount (0.1 = 0.1 SOL); the atomic field is `amount_in_total`. Lamports are
+            # what the trader confirmed, so the exact integer goes in the atomic field.
             reply = await services.api.buy(
                 found[0], mint=mint, user_pubkey=wallet.address, slippage_bps=settings.slippage_bps, input="SOL",
-                amount=lamports, send_mode="rpc", tip_lamports=0,
+                amount_in_total=lamports, send_mode="rpc", tip_lamports=0,
             )
         except InvalidApiKey:
             raise BuyError("LaserSell refused your API key: set it again with /apikey") from None
         except LaserSellApiError as exc:
-            if exc.status == 404:
-                raise BuyError("LaserSell knows no market for this mint: check the address") from None
+            if exc.reason == "not_indexed" or "not indexed" in str(exc):
+                raise BuyError("LaserSell has not indexed this mint yet: try again in a minute") from None
+            if exc.status == 404 or exc.reason in ("no_route", "invalid_mint", "unsupported_token_program"):
+                raise BuyError(f"LaserSell knows no market for this mint ({exc}): check the address") from None
+            if exc.retryable:
+                raise BuyError(f"LaserSell is busy ({exc}): try again in a moment") from None
             raise BuyError(f"LaserSell could not build the buy: {exc}") from None
         tx_b64 = reply.get("tx")
         if not isinstance(tx_b64, str):
@@ -222,7 +228,8 @@ class Buyer:
             max_sol_lamports=order.lamports, max_tip_lamports=order.tip_lamports,
         )
         try:
-            check_buy(tx, intent, extra_programs=self.extra_programs)
+            loaded = await resolve_lookup_tables(tx, self._account_data)
+            check_buy(tx, intent, extra_programs=self.extra_programs, loaded=loaded)
         except GuardRefusal as refusal:
             log.warning("guard refused buy %s: %s", order.id, refusal.rule)
             await self.orders.set(order.id, state="failed", error=f"guard:{refusal.rule}")
@@ -315,6 +322,12 @@ class Buyer:
         if route.get("market_type"):
             lines.append(f"Market {render.market_words(str(route['market_type']))} · wallet <code>{render.short(order.wallet)}</code>")
         return "\n".join(lines)
+
+    async def _account_data(self, address: str) -> tuple[str, bytes] | None:
+        try:
+            return await self.services.rpc.get_account_data(address)
+        except RpcError as exc:  # nothing is signed blind
+            raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
 
     async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
         try:

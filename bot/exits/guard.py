@@ -6,21 +6,24 @@ refuses everything but a sell (or buy) of one position by one wallet:
 
 - The message decodes (legacy or v0), every index points inside the account list, keys are unique.
 - The fee payer is the wallet and it is the only required signature.
-- v0 address lookup tables are refused: the accounts they add live on chain, so without an RPC
-  round trip we cannot see which accounts the instructions touch, and a table could hide a foreign
-  token account or a writable wallet account from every rule below.
-- Every program called is on an allow-list: Compute Budget, System, SPL Token, Token-2022,
-  Associated Token Account, Memo (v1 and v2), the DEX programs of the market types the stream
-  reports, plus the caller's ``extra_programs`` (treated like DEX programs).
+- v0 address lookup tables are resolved, not refused: ``resolve_lookup_tables`` reads each table with
+  getAccountInfo and every rule below then sees the loaded accounts too (a program id is never loaded).
+- Programs: Compute Budget, System, SPL Token, Token-2022, Associated Token Account, Memo (v1 and v2),
+  the DEX programs of the market types the stream reports and the caller's ``extra_programs`` are
+  known. Every real exit goes through the LaserSell Router, whose program id is not published, so ONE
+  unknown program is accepted as the router and held to the DEX rules below (an instruction passed the
+  wallet must also pass the position's mint and no other token account of the wallet); a second
+  unknown program is refused.
 - Compute Budget: the priority fee (unit price x unit limit) is capped, because a hostile stream
   could otherwise burn the wallet's SOL in fees.
 - SPL Token / Token-2022: only Transfer, TransferChecked, CloseAccount, SyncNative and the
   InitializeAccount variants for accounts the wallet owns. Approve, ApproveChecked, SetAuthority,
-  Burn and everything else are refused. Sells may transfer only from the position's token account,
-  with the wallet as authority, for the position's mint, in total at most the position size. Buys
-  may not transfer tokens at all. CloseAccount must pay the rent back to the wallet.
+  Burn and everything else are refused. No top-level token transfer may move tokens out of the wallet
+  to anyone: the router swaps inside its own instruction. CloseAccount must pay the rent back to the
+  wallet.
 - System: Transfer / TransferWithSeed out of the wallet are summed against the tip (sells) or the
-  spend plus tip (buys). Assign, AssignWithSeed, Allocate, nonce operations and plain CreateAccount
+  spend plus tip (buys). The server builds the tip from the user's send mode and tip, so the caller
+  passes that tip as the cap (plain RPC: 0). Assign, AssignWithSeed, Allocate, nonce operations and plain CreateAccount
   are refused. CreateAccountWithSeed is allowed only for accounts owned by a Token program (the
   wrapped-SOL account a swap uses); its lamports count as SOL leaving the wallet, except the
   rent-exempt reserve when the same transaction closes the account back to the wallet.
@@ -39,16 +42,20 @@ For Meteora DBC / DAMM v2 and Raydium CPMM the swap direction and amount are not
 stream could pass a non-associated token account of the wallet, or make such a swap sell the
 position for a bad price (slippage is the DEX's argument). The guard prevents draining SOL by plain
 transfers, handing out token authority, selling other positions through associated accounts, and
-fee burning; it does not replace simulating the transaction against the chain.
+fee burning; it does not replace simulating the transaction against the chain. What the router does
+inside its instruction (the swap by CPI, the routing fee) is invisible to these rules: the next issue
+replaces them with a simulation-based check of what the transaction does to every account the wallet
+controls.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -60,6 +67,7 @@ TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpP
 ASSOCIATED_TOKEN_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 MEMO_PROGRAM = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 MEMO_V1_PROGRAM = Pubkey.from_string("Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo")
+ADDRESS_LOOKUP_TABLE_PROGRAM = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
 
 NATIVE_MINT = Pubkey.from_string("So11111111111111111111111111111111111111112")
 USD1_MINT = Pubkey.from_string("USD1ttGY1N17NEEHLmELoaybftRBUSErhqYiQzvEmuB")
@@ -242,6 +250,7 @@ class _Review:
     closed_to_wallet: set[Pubkey] = field(default_factory=set)
     programs: list[str] = field(default_factory=list)
     other_instructions: int = 0
+    router: Pubkey | None = None
 
     # Compute Budget -------------------------------------------------------------------------
     def compute_budget(self, data: bytes) -> None:
@@ -419,7 +428,13 @@ class _Review:
                 f"the transaction would move a different token ({_short(mint)}) than this position's",
             )
         if destination != source:
-            self.tokens_out += amount
+            # Every LaserSell exit swaps inside the router's own instruction; a plain top-level transfer out of
+            # the wallet is never part of one, whoever receives it.
+            raise GuardRefusal(
+                "token_transfer_out",
+                f"the transaction would hand {amount:,} token units straight to {_short(destination)} with a plain "
+                "transfer; a LaserSell exit never does that",
+            )
 
     # Associated Token Account --------------------------------------------------------------------
     def associated_token(self, data: bytes, accounts: list[Pubkey]) -> None:
@@ -496,7 +511,7 @@ class _Review:
         return accounts
 
     def note_program(self, program: Pubkey) -> None:
-        name = PROGRAM_NAMES.get(program, str(program))
+        name = PROGRAM_NAMES.get(program) or ("router" if program == self.router else str(program))
         if name not in self.programs:
             self.programs.append(name)
 
@@ -518,24 +533,78 @@ def _decode(tx: VersionedTransaction | bytes) -> VersionedTransaction:
         raise GuardRefusal("malformed", "the transaction could not be decoded") from error
 
 
+@dataclass(frozen=True)
+class LoadedAddresses:
+    """The accounts a v0 transaction loads from its lookup tables, as read from the chain."""
+
+    writable: tuple[Pubkey, ...] = ()
+    readonly: tuple[Pubkey, ...] = ()
+
+
+AccountFetcher = Callable[[str], Awaitable[tuple[str, bytes] | None]]
+
+
+async def resolve_lookup_tables(tx: VersionedTransaction | bytes, fetch: AccountFetcher) -> LoadedAddresses | None:
+    """Read every lookup table the transaction uses (``fetch`` is getAccountInfo: owner and raw data) and return
+    the addresses it loads; None for a transaction without tables. Raises GuardRefusal when a table is missing,
+    is not a lookup table, or lacks an index the transaction uses."""
+    tx = _decode(tx)
+    message = tx.message
+    if not isinstance(message, MessageV0) or not message.address_table_lookups:
+        return None
+    writable: list[Pubkey] = []
+    readonly: list[Pubkey] = []
+    for lookup in message.address_table_lookups:
+        found = await fetch(str(lookup.account_key))
+        if found is None:
+            raise GuardRefusal("address_lookup_table", f"the lookup table {_short(lookup.account_key)} does not exist")
+        owner, data = found
+        if owner != str(ADDRESS_LOOKUP_TABLE_PROGRAM):
+            raise GuardRefusal(
+                "address_lookup_table", f"the account {_short(lookup.account_key)} is not an address lookup table"
+            )
+        try:
+            addresses = list(AddressLookupTable.deserialize(data).addresses)
+        except Exception as error:  # solders raises its own error types for bad bytes
+            raise GuardRefusal("address_lookup_table", "a lookup table could not be decoded") from error
+        for indexes, out in ((lookup.writable_indexes, writable), (lookup.readonly_indexes, readonly)):
+            for index in bytes(indexes):
+                if index >= len(addresses):
+                    raise GuardRefusal(
+                        "address_lookup_table", f"the transaction uses an entry missing from {_short(lookup.account_key)}"
+                    )
+                out.append(addresses[index])
+    return LoadedAddresses(tuple(writable), tuple(readonly))
+
+
 def _review(
     tx: VersionedTransaction | bytes,
     review: _Review,
     max_priority_fee_lamports: int,
+    loaded: LoadedAddresses | None = None,
 ) -> list[Pubkey]:
     tx = _decode(tx)
     message = tx.message
     if not isinstance(message, Message | MessageV0):
         raise GuardRefusal("malformed", "the transaction message is of an unknown kind")
-    if isinstance(message, MessageV0) and message.address_table_lookups:
-        raise GuardRefusal(
-            "address_lookup_table",
-            "the transaction loads accounts from lookup tables, which the bot cannot check without the chain",
-        )
     header = message.header
-    keys = list(message.account_keys)
+    static = list(message.account_keys)
+    keys = list(static)
+    if isinstance(message, MessageV0) and message.address_table_lookups:
+        if loaded is None:
+            raise GuardRefusal(
+                "address_lookup_table",
+                "the transaction loads accounts from lookup tables that were not read from the chain",
+            )
+        expected = sum(len(t.writable_indexes) + len(t.readonly_indexes) for t in message.address_table_lookups)
+        if len(loaded.writable) + len(loaded.readonly) != expected:
+            raise GuardRefusal("address_lookup_table", "the lookup tables read do not match the transaction")
+        # the runtime's order: static keys, then every table's writable entries, then every readonly entry
+        keys += list(loaded.writable) + list(loaded.readonly)
+    elif loaded is not None and (loaded.writable or loaded.readonly):
+        raise GuardRefusal("address_lookup_table", "accounts were loaded for a transaction without lookup tables")
     required = header.num_required_signatures
-    if not keys or required == 0 or required > len(keys):
+    if not static or required == 0 or required > len(static):
         raise GuardRefusal("malformed", "the transaction has no valid fee payer")
     if len(set(keys)) != len(keys):
         raise GuardRefusal("malformed", "the transaction lists the same account twice")
@@ -555,16 +624,23 @@ def _review(
     instructions = []
     for instruction in message.instructions:
         index = instruction.program_id_index
-        if index == 0 or index >= len(keys):
+        if index == 0 or index >= len(static):  # a program is never loaded from a lookup table
             raise GuardRefusal("malformed", "an instruction points at a program outside the transaction")
         raw_accounts = instruction.accounts
         if any(position >= len(keys) for position in raw_accounts):
             raise GuardRefusal("malformed", "an instruction points at an account outside the transaction")
         program = keys[index]
         if program not in PROGRAM_NAMES and program not in review.extra_programs:
-            raise GuardRefusal(
-                "program_not_allowed", f"the transaction calls a program the bot does not know ({program})"
-            )
+            # The LaserSell Router's id is not published, so one unknown program is taken to be the router and
+            # held to the same account rules as a DEX program; a second one is refused.
+            if review.router is None:
+                review.router = program
+            elif program != review.router:
+                raise GuardRefusal(
+                    "program_not_allowed",
+                    f"the transaction calls more than one program the bot does not know ({_short(review.router)}, "
+                    f"{_short(program)}); an exit goes through one router",
+                )
         instructions.append((program, bytes(instruction.data), [keys[position] for position in raw_accounts]))
 
     for program, data, accounts in instructions:
@@ -611,6 +687,7 @@ def check_sell(
     *,
     extra_programs: Iterable[Pubkey] = frozenset(),
     max_priority_fee_lamports: int = DEFAULT_MAX_PRIORITY_FEE_LAMPORTS,
+    loaded: LoadedAddresses | None = None,
 ) -> GuardReport:
     """Check that ``tx`` only sells ``intent``'s position; raise :class:`GuardRefusal` otherwise."""
     review = _Review(
@@ -621,7 +698,7 @@ def check_sell(
         position_account=intent.token_account,
         position_token_program=intent.token_program,
     )
-    _review(tx, review, max_priority_fee_lamports)
+    _review(tx, review, max_priority_fee_lamports, loaded)
     if review.tokens_out > intent.max_tokens:
         raise GuardRefusal(
             "token_transfer_too_large",
@@ -643,6 +720,7 @@ def check_buy(
     *,
     extra_programs: Iterable[Pubkey] = frozenset(),
     max_priority_fee_lamports: int = DEFAULT_MAX_PRIORITY_FEE_LAMPORTS,
+    loaded: LoadedAddresses | None = None,
 ) -> GuardReport:
     """Check that ``tx`` only buys ``intent.mint`` within the spend; raise :class:`GuardRefusal` otherwise."""
     review = _Review(
@@ -651,7 +729,7 @@ def check_buy(
         mint=intent.mint,
         extra_programs=frozenset(extra_programs),
     )
-    _review(tx, review, max_priority_fee_lamports)
+    _review(tx, review, max_priority_fee_lamports, loaded)
     if review.dex_quote_in > intent.max_sol_lamports:
         raise GuardRefusal(
             "dex_spend_too_large",
@@ -680,10 +758,12 @@ __all__ = [
     "TOKEN_PROGRAM",
     "BuyIntent",
     "GuardRefusal",
+    "LoadedAddresses",
     "GuardReport",
     "SellIntent",
     "associated_token_address",
     "check_buy",
     "check_sell",
     "format_sol",
+    "resolve_lookup_tables",
 ]

@@ -23,10 +23,11 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.exits.confirm import SignatureWatcher, follow
-from bot.exits.guard import GuardRefusal, SellIntent, check_sell
+from bot.exits.guard import GuardRefusal, LoadedAddresses, SellIntent, check_sell, resolve_lookup_tables
 from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
+from bot.lasersell_api import LaserSellApiError
 from bot.notify import render
-from bot.notify.alerts import buttons
+from bot.notify.alerts import buttons, signal_buttons
 from bot.notify.outbox import Priority
 from bot.solana_rpc import RpcError
 from bot.tasks import BackgroundTasks
@@ -41,13 +42,35 @@ POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
 BLOCKHASH_CACHE_S = 1.0
-TIPPED_MODES = ("helius_sender", "astralane")
-DEFAULT_TIP_LAMPORTS = 200_000
+LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
 LAMPORTS_PER_SIGNATURE = 5000
+# The official CLI's retry steps: +20 bps on the first retry, +40 bps on each one after, up to the cap.
+SLIPPAGE_BUMP_FIRST_BPS = 20
+SLIPPAGE_BUMP_NEXT_BPS = 40
+# Instructions around the trade; a failure inside one of them is not the swap failing.
+_NOT_THE_TRADE = frozenset({
+    "ComputeBudget111111111111111111111111111111", "11111111111111111111111111111111",
+    "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb",
+    "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL", "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr",
+    "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo",
+})
 
 
-def explain(err: Any) -> tuple[str, str]:
-    """(kind, words) for a transaction error as a node reports it."""
+def _program_at(tx: VersionedTransaction | None, index: int) -> str | None:
+    if tx is None:
+        return None
+    instructions = tx.message.instructions
+    if not 0 <= index < len(instructions):
+        return None
+    keys = tx.message.account_keys
+    program_index = instructions[index].program_id_index
+    return str(keys[program_index]) if program_index < len(keys) else None
+
+
+def explain(err: Any, tx: VersionedTransaction | None = None) -> tuple[str, str]:
+    """(kind, words) for a transaction error as a node reports it. Kind "slippage" (retried with more
+    slippage) is any on-chain failure of the trade instruction on any market, not only the pump programs' codes;
+    with `tx` the failing instruction's program tells the trade from the fee, tip and account steps around it."""
     if err is None:
         return "ok", "landed"
     if isinstance(err, str):
@@ -60,11 +83,18 @@ def explain(err: Any) -> tuple[str, str]:
         return "other", f"the network refused it ({err})"
     if isinstance(err, dict) and "InstructionError" in err:
         index, inner = err["InstructionError"]
+        program = _program_at(tx, int(index))
         if isinstance(inner, dict) and "Custom" in inner:
             code = int(inner["Custom"])
             if code in SLIPPAGE_ERRORS:
                 return "slippage", "the price moved more than your slippage allows"
-            return "other", f"the swap program failed with error code {code} (instruction {index})"
+            if program == "11111111111111111111111111111111" and code == 1:
+                return "fees", "not enough SOL in the wallet for the tip and fees"
+            if program is None or program not in _NOT_THE_TRADE:
+                return "slippage", f"the swap failed on chain (error code {code}), most often because the price moved"
+            return "other", f"instruction {index} failed with error code {code}"
+        if program is not None and program not in _NOT_THE_TRADE:
+            return "slippage", f"the swap failed on chain ({inner}), most often because the price moved"
         return "other", f"instruction {index} failed ({inner})"
     if isinstance(err, dict) and "InsufficientFundsForRent" in err:
         return "fees", "not enough SOL in the wallet to keep an account open (rent)"
@@ -89,6 +119,7 @@ class Seller:
         self.outbox = services.outbox
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        self._tables: dict[str, tuple[float, tuple[str, bytes] | None]] = {}
         self.watcher = SignatureWatcher(services.rpc, POLL_S)
         self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
         self._background = BackgroundTasks()
@@ -158,6 +189,9 @@ class Seller:
         position = await self.positions.get(signal.telegram_id, signal.position_id)
         if position is None or position.status != "open":
             return "The position is closed."
+        if is_partial(signal):
+            self._spawn(self._refresh_partial(signal))
+            return "Asking LaserSell for a fresh sell of the same amount…"
         if not await self.supervisor.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
             return "Your stream is not running right now."
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
@@ -227,7 +261,9 @@ class Seller:
                                settings: Any, balance: asyncio.Future[int | None],
                                fresh_check: asyncio.Future[bool] | None, auto: bool) -> Outcome:
         user_id = signal.telegram_id
-        tip_cap = settings.tip_lamports or (DEFAULT_TIP_LAMPORTS if settings.send_mode in TIPPED_MODES else 0)
+        # The server builds the tip from the user's send mode and tip, so that is all the SOL that may leave
+        # (the settings store already reads plain RPC as tip 0 and a sender's tip as at least its floor).
+        tip_cap = settings.tip_lamports
         intent = SellIntent(
             wallet=Pubkey.from_string(signal.wallet),
             mint=Pubkey.from_string(signal.mint),
@@ -237,7 +273,8 @@ class Seller:
             token_program=Pubkey.from_string(position.token_program) if position and position.token_program else None,
         )
         try:
-            report = check_sell(tx, intent, extra_programs=self.extra_programs)
+            loaded = await self._lookup_tables(tx)
+            report = check_sell(tx, intent, extra_programs=self.extra_programs, loaded=loaded)
         except GuardRefusal as refusal:
             log.warning("guard refused signal %s: %s (%s)", signal.id, refusal.rule, refusal)
             await self.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
@@ -274,7 +311,7 @@ class Seller:
         try:
             await self._send(signal.telegram_id, raw, send_mode)
         except RpcError as exc:
-            kind, words = explain(_rpc_error_kind(exc))
+            kind, words = explain(_rpc_error_kind(exc), VersionedTransaction.from_bytes(raw))
             await self.signals.set(signal.id, state="failed", error=f"{kind}: {exc}")
             return await self._failed(signal, kind, words)
         finally:
@@ -298,26 +335,28 @@ class Seller:
             self._spawn(self._confirm(signal_id, raw, signature, timeout=timeout * 4))
             return Outcome("unknown", "still checking", signature)
         if verdict == "failed":
-            kind, words = explain(status.err)
+            kind, words = explain(status.err, tx)
             await self.signals.set(signal.id, state="failed", error=f"{kind}: {status.err}")
             return await self._failed(signal, kind, words)
         return await self._landed(signal, signature)
 
     async def _landed(self, signal: ExitSignal, signature: str) -> Outcome:
-        received = await self._sol_received(signature, signal.wallet)
         position = await self.positions.get(signal.telegram_id, signal.position_id)
+        quote = render.quote_of(position) if position is not None else render.quote_of(signal)
+        received = await self._received(signature, signal.wallet, quote)
         sold = signal.tokens_to_sell
         basis = (position.entry_quote_units * sold // position.tokens) if position and position.tokens else None
         pnl = (received - basis) if (received is not None and basis is not None) else None
-        outcome = {"sol_received": received, "tokens_sold": sold, "basis": basis, "pnl": pnl}
+        # amounts are quote units of `quote` (lamports or USD1 base units); /history reads them with it
+        outcome = {"sol_received": received, "tokens_sold": sold, "basis": basis, "pnl": pnl, "quote": quote}
         await self.signals.set(signal.id, state="landed", outcome=outcome)
         decimals = position.decimals if position else None
         label = position.label if position else signal.mint[:6]
         lines = [
-            f"✅ <b>Sold {render.tokens(sold, decimals)} {render.esc(label)}</b> for {render.sol(received)}",
+            f"✅ <b>Sold {render.tokens(sold, decimals)} {render.esc(label)}</b> for {render.money(received, quote)}",
         ]
         if pnl is not None and basis:
-            lines.append(f"PnL {render.sol(pnl, signed=True)} ({render.pct(pnl, basis)})")
+            lines.append(f"PnL {render.money(pnl, quote, signed=True)} ({render.pct(pnl, basis)})")
         if signal.sell_tokens and signal.sell_tokens < signal.position_tokens:
             level = f", ladder level {signal.level_index + 1}" if signal.level_index is not None else ""
             lines.append(f"Partial sell{level}: the rest of the position stays tracked.")
@@ -325,7 +364,7 @@ class Seller:
         if signal.id in self._auto:
             lines.append("🤖 Sold by auto-sell, without a tap (change it in /settings).")
         await self._edit(signal, f"<b>{render.reason_words(signal.reason)}</b>\n" + "\n".join(lines))
-        await self._send_card(signal, position, received, basis, pnl)
+        await self._send_card(signal, position, received, basis, pnl, quote)
         return Outcome("landed", "landed", signature, received)
 
     async def _failed(self, signal: ExitSignal, kind: str, words: str) -> Outcome:
@@ -364,7 +403,10 @@ class Seller:
             await self.sell(fresh.id, auto=failed.id in self._auto)
 
     async def _ask_fresh(self, old: ExitSignal, slippage_bps: int | None) -> ExitSignal | None:
-        """Ask the stream for a new exit transaction and wait (bounded) for it; it takes over the old message."""
+        """Ask the stream for a new exit transaction and wait (bounded) for it; it takes over the old message.
+        A partial sell is asked again for the same amount instead (see `_fresh_partial`)."""
+        if is_partial(old):
+            return await self._fresh_partial(old, slippage_bps)
         key = (old.telegram_id, old.position_id)
         waiter: asyncio.Future[ExitSignal] = asyncio.get_running_loop().create_future()
         self._waiting[key] = waiter
@@ -381,7 +423,68 @@ class Seller:
             await self.signals.transition(old.id, (old.state,), "superseded")
         return await self.signals.get(fresh.id)
 
+    async def _fresh_partial(self, old: ExitSignal, slippage_bps: int | None) -> ExitSignal | None:
+        """A new transaction for the same partial amount ("Sell 25 %", a ladder level). request_exit_signal
+        sells the whole position, so the REST API builds this one with `amount_tokens`; it takes over the
+        old signal's message and place in the retry count."""
+        user_id = old.telegram_id
+        assert old.sell_tokens is not None
+        found = await self.services.accounts.api_key(user_id)
+        if found is None:
+            return None
+        settings = await self.services.accounts.store.get(user_id)
+        position = await self.positions.get(user_id, old.position_id)
+        slippage = slippage_bps or old.slippage_bps or settings.slippage_bps
+        try:
+            tx_b64 = await self.services.api.sell(
+                found[0], mint=old.mint, user_pubkey=old.wallet, amount_tokens=old.sell_tokens, slippage_bps=slippage,
+                output=render.quote_of(position), send_mode=settings.send_mode, tip_lamports=settings.tip_lamports,
+            )
+        except LaserSellApiError as exc:
+            log.info("could not rebuild partial sell %s: %s", old.id, exc)
+            return None
+        msg: dict[str, Any] = {
+            "position_id": old.position_id, "wallet_pubkey": old.wallet, "mint": old.mint,
+            "token_account": old.token_account, "position_tokens": old.position_tokens,
+            "sell_tokens": old.sell_tokens, "level_index": old.level_index, "profit_units": old.profit_units,
+            "reason": old.reason, "triggered_at_ms": old.triggered_at_ms, "unsigned_tx_b64": tx_b64,
+        }
+        if old.market_type:
+            msg["market_context"] = {"market_type": old.market_type}
+        fresh = await self.signals.store(user_id, msg, int(time.time() * 1000), slippage)
+        await self.signals.set(fresh.id, chat_id=old.chat_id, message_id=old.message_id, attempt=old.attempt)
+        if old.state in ("pending", "approved"):
+            await self.signals.transition(old.id, (old.state,), "superseded")
+        return await self.signals.get(fresh.id)
+
+    async def _refresh_partial(self, old: ExitSignal) -> None:
+        fresh = await self._fresh_partial(old, old.slippage_bps)
+        if fresh is None:
+            await self._edit(old, await self._signal_text(old) + "\n\n⌛ LaserSell could not build a fresh sell right now; "
+                             "tap Refresh again.", buttons([("🔄 Refresh", f"x:refresh:{old.id}")]))
+            return
+        await self._edit(fresh, await self._signal_text(fresh) + "\n\n🔄 Fresh transaction for the same amount.",
+                         signal_buttons(fresh.id))
+
     # --- helpers ----------------------------------------------------------------------------------------
+    async def _lookup_tables(self, tx: VersionedTransaction) -> LoadedAddresses | None:
+        """The accounts the transaction loads from lookup tables, read from the chain (briefly cached: a burst
+        of exits shares the router's tables)."""
+        async def fetch(address: str) -> tuple[str, bytes] | None:
+            cached = self._tables.get(address)
+            if cached is not None and time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S:
+                return cached[1]
+            try:
+                found = await self.services.rpc.get_account_data(address)
+            except RpcError as exc:
+                raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
+            if len(self._tables) > 256:
+                self._tables.clear()
+            self._tables[address] = (time.monotonic(), found)
+            return found
+
+        return await resolve_lookup_tables(tx, fetch)
+
     async def _balance(self, wallet: str) -> int | None:
         try:
             return await self.services.rpc.get_balance_batched(wallet)
@@ -439,8 +542,11 @@ class Seller:
         if data.get("error"):
             raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
 
-    async def _sol_received(self, signature: str, wallet: str) -> int | None:
-        """What the sell paid into the wallet, before the network fee."""
+    async def _received(self, signature: str, wallet: str, quote: str) -> int | None:
+        """What the sell paid into the wallet in quote units: SOL before the network fee, or USD1 base units
+        into the wallet's USD1 token account."""
+        if quote == "USD1":
+            return await self.services.rpc.token_change(signature, wallet, render.USD1_MINT)
         change = await self.services.rpc.sol_change(signature, wallet)
         return None if change is None else change[0] + change[1]
 
@@ -462,7 +568,7 @@ class Seller:
             await future
 
     async def _send_card(self, signal: ExitSignal, position: Position | None, received: int | None,
-                         basis: int | None, pnl: int | None) -> None:
+                         basis: int | None, pnl: int | None, quote: str = "SOL") -> None:
         if signal.chat_id is None or received is None or basis is None or pnl is None:
             return
         try:
@@ -474,15 +580,16 @@ class Seller:
         if signal.sell_tokens and signal.sell_tokens < signal.position_tokens:
             partial = f"{100 * signal.sell_tokens / signal.position_tokens:.0f}% sold" + (
                 f", level {signal.level_index + 1}" if signal.level_index is not None else "")
+        per_unit = 10 ** render.QUOTE_DECIMALS[quote]
         card = PnlCard(
             token_symbol=position.label if position else signal.mint[:6],
             token_name=position.name if position else None,
-            entry_sol=basis / 1e9, exit_sol=received / 1e9, pnl_sol=pnl / 1e9,
+            entry_sol=basis / per_unit, exit_sol=received / per_unit, pnl_sol=pnl / per_unit,
             pnl_pct=100 * pnl / basis if basis else 0.0, hold_seconds=max(0, hold_ms) / 1000,
-            reason=render.REASONS.get(signal.reason, signal.reason).split(" ", 1)[-1], partial=partial,
+            reason=render.REASONS.get(signal.reason, signal.reason).split(" ", 1)[-1], partial=partial, quote=quote,
         )
         png = await asyncio.to_thread(render_pnl_card, card)
-        caption = f"{render.esc(card.token_symbol)} {render.pct(pnl, basis)} · {render.sol(pnl, signed=True)}"
+        caption = f"{render.esc(card.token_symbol)} {render.pct(pnl, basis)} · {render.money(pnl, quote, signed=True)}"
         self.outbox.send_photo(signal.chat_id, png, caption, priority=Priority.URGENT)
 
     # --- after a crash ----------------------------------------------------------------------------------
@@ -510,9 +617,15 @@ class Seller:
         await self._confirm(signal.id, raw, signal.signature)
 
 
+def is_partial(signal: ExitSignal) -> bool:
+    """A sell of part of the position: a ladder level or a share asked from the card."""
+    return bool(signal.sell_tokens) and signal.sell_tokens < signal.position_tokens  # type: ignore[operator]
+
+
 def next_slippage(current_bps: int, attempt: int, cap_bps: int) -> int:
-    """+20 bps, then +40 bps, then +80 bps ... up to the user's cap."""
-    return min(cap_bps, current_bps + 20 * (2 ** attempt))
+    """The official CLI's steps: +20 bps on the first retry, then +40 bps each time, up to the user's cap."""
+    bump = SLIPPAGE_BUMP_FIRST_BPS if attempt == 0 else SLIPPAGE_BUMP_NEXT_BPS
+    return min(cap_bps, current_bps + bump)
 
 
 def _rpc_error_kind(exc: RpcError) -> Any:

@@ -33,6 +33,7 @@ LOSS = "#f44354"
 VALUE = "#5aa9ff"
 ENTRY = "#c8ced9"
 LAMPORTS_PER_SOL = 1_000_000_000
+QUOTE_DECIMALS = {"SOL": 9, "USD1": 6}
 MARK_COLOURS = {"signal": "#ffb020", "sell": "#ff6ad5", "closed": "#c8ced9"}
 REASON_WORDS = {
     "target_profit": "take profit", "take_profit": "take profit", "tp": "take profit", "chained_tp": "TP level",
@@ -87,27 +88,31 @@ def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
     return ticks
 
 
-def _value_at(t_ms: int, samples: Sequence[Sample]) -> float:
-    """The value line at `t_ms` (linear between samples), in SOL."""
+def _value_at(t_ms: int, samples: Sequence[Sample], per_unit: float = LAMPORTS_PER_SOL) -> float:
+    """The value line at `t_ms` (linear between samples), in whole quote units."""
     if t_ms <= samples[0].t_ms:
-        return samples[0].proceeds_units / LAMPORTS_PER_SOL
+        return samples[0].proceeds_units / per_unit
     for a, b in zip(samples, samples[1:], strict=False):
         if a.t_ms <= t_ms <= b.t_ms:
             span = (b.t_ms - a.t_ms) or 1
             share = (t_ms - a.t_ms) / span
-            return (a.proceeds_units + share * (b.proceeds_units - a.proceeds_units)) / LAMPORTS_PER_SOL
-    return samples[-1].proceeds_units / LAMPORTS_PER_SOL
+            return (a.proceeds_units + share * (b.proceeds_units - a.proceeds_units)) / per_unit
+    return samples[-1].proceeds_units / per_unit
 
 
-def render_pnl_chart(samples: Sequence[Sample], marks: Sequence[Mark] = (), *, title: str = "") -> bytes:
-    """Value of the held tokens over time, the entry (what they cost) as a line, exits as marks."""
+def render_pnl_chart(
+    samples: Sequence[Sample], marks: Sequence[Mark] = (), *, title: str = "", quote: str = "SOL"
+) -> bytes:
+    """Value of the held tokens over time, the entry (what they cost) as a line, exits as marks. Amounts are
+    quote units: lamports in SOL markets, USD1 base units (6 decimals) in USD1 markets."""
     samples = sorted(samples, key=lambda s: s.t_ms)
     if len(samples) < 2:
         raise ChartError("not enough price history yet: the chart needs a few price updates")
+    per_unit = float(10 ** QUOTE_DECIMALS.get(quote, 9))
     fig, ax = _figure()
     times = [mdates.date2num(_utc(s.t_ms)) for s in samples]
-    value = [s.proceeds_units / LAMPORTS_PER_SOL for s in samples]
-    entry = [s.basis_units / LAMPORTS_PER_SOL for s in samples]
+    value = [s.proceeds_units / per_unit for s in samples]
+    entry = [s.basis_units / per_unit for s in samples]
     ax.plot(times, value, color=VALUE, linewidth=2.4, label="value", zorder=3)
     ax.step(times, entry, where="post", color=ENTRY, linewidth=1.4, linestyle="--", label="entry", zorder=2)
     ax.fill_between(times, value, entry, where=[v >= e for v, e in zip(value, entry, strict=True)],
@@ -117,7 +122,7 @@ def render_pnl_chart(samples: Sequence[Sample], marks: Sequence[Mark] = (), *, t
     first, last = samples[0].t_ms, samples[-1].t_ms
     for mark in marks:
         t = min(max(mark.t_ms, first), last)
-        y = _value_at(t, samples)
+        y = _value_at(t, samples, per_unit)
         colour = MARK_COLOURS.get(mark.kind, MUTED)
         ax.scatter([mdates.date2num(_utc(t))], [y], s=90, color=colour, edgecolors=BACKGROUND, linewidths=1.5,
                    zorder=5, marker="v" if mark.kind != "closed" else "X")
@@ -126,13 +131,14 @@ def render_pnl_chart(samples: Sequence[Sample], marks: Sequence[Mark] = (), *, t
         ax.annotate(words, (mdates.date2num(_utc(t)), y), textcoords="offset points", xytext=(0, 12),
                     ha="center", color=colour, fontsize=10, zorder=6)
     last_sample = samples[-1]
-    pnl = last_sample.profit_units / LAMPORTS_PER_SOL
+    pnl = last_sample.profit_units / per_unit
     basis = last_sample.basis_units
     pct = f" ({100 * last_sample.profit_units / basis:+.1f}%)" if basis else ""
     colour = PROFIT if pnl >= 0 else LOSS
     ax.set_title(title, color=TEXT, fontsize=16, loc="left", pad=12, fontweight="bold")
-    fig.text(0.98, 0.93, f"PnL {pnl:+.4f} SOL{pct}", color=colour, fontsize=14, ha="right", fontweight="bold")
-    ax.set_ylabel("SOL", color=MUTED, fontsize=12)
+    amount = f"{pnl:+,.2f} USD1" if quote == "USD1" else f"{pnl:+.4f} SOL"
+    fig.text(0.98, 0.93, f"PnL {amount}{pct}", color=colour, fontsize=14, ha="right", fontweight="bold")
+    ax.set_ylabel(quote, color=MUTED, fontsize=12)
     every = value + entry
     pad = (max(every) - min(every)) * 0.08 or max(every) * 0.05 or 0.01
     ticks = _nice_ticks(min(every) - pad, max(every) + pad)

@@ -69,6 +69,7 @@ class PnlCard:
     partial: str | None = None  # e.g. "50% sold, level 2"
     wallet_label: str | None = None
     signature_short: str | None = None
+    quote: str = "SOL"  # the amounts above are whole units of this asset: SOL, or USD1 in USD1 markets
 
 
 # ---------------------------------------------------------------- words and numbers
@@ -95,6 +96,19 @@ def format_sol(value: float, *, signed: bool = False) -> str:
         return "0 SOL"
     sign = ("+" if value > 0 else "-") if signed else ("-" if value < 0 else "")
     return f"{sign}{text} SOL"
+
+
+def format_quote(value: float, quote: str = "SOL", *, signed: bool = False) -> str:
+    """An amount of the position's quote asset: SOL as `format_sol`, USD1 with cents ('+12.50 USD1')."""
+    if quote != "USD1":
+        return format_sol(value, signed=signed)
+    if not math.isfinite(value):
+        return "n/a"
+    text = f"{abs(value):,.2f}"
+    if text == "0.00":
+        return "0 USD1"
+    sign = ("+" if value > 0 else "-") if signed else ("-" if value < 0 else "")
+    return f"{sign}{text} USD1"
 
 
 def format_pct(value: float) -> str:
@@ -312,7 +326,7 @@ def render_pnl_card(card: PnlCard) -> bytes:
     draw.text((PAD - 6, 168 + (168 - pct_size) * 0.45), _typeset_minus(pct_text, pct_font), font=pct_font,
               fill=accent)
     sol_font = _font(54, bold=True)
-    sol_text = fit_text(format_sol(card.pnl_sol, signed=True), sol_font, inner)
+    sol_text = fit_text(format_quote(card.pnl_sol, card.quote, signed=True), sol_font, inner)
     draw.text((PAD, 360), _typeset_minus(sol_text, sol_font), font=sol_font, fill=_blend(accent, TEXT, 0.7))
 
     # Entry, exit and hold time in three panels.
@@ -322,8 +336,8 @@ def render_pnl_card(card: PnlCard) -> bytes:
     box_width = (inner - 2 * gap) / 3
     top, bottom = 452, 568
     for index, (label, value) in enumerate((
-        ("ENTRY", format_sol(card.entry_sol)),
-        ("EXIT", format_sol(card.exit_sol)),
+        ("ENTRY", format_quote(card.entry_sol, card.quote)),
+        ("EXIT", format_quote(card.exit_sol, card.quote)),
         ("HELD", format_hold(card.hold_seconds)),
     )):
         left = PAD + index * (box_width + gap)

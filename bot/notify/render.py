@@ -9,6 +9,9 @@ from typing import Any
 from storage.positions import ExitSignal, Position
 
 LAMPORTS_PER_SOL = 1_000_000_000
+USD1_MINT = "USD1ttGY1N17NEEHLmELoaybftRBUSErhqYiQzvEmuB"
+# Quote units: lamports in SOL markets, USD1 base units (6 decimals) in USD1 markets.
+QUOTE_DECIMALS = {"SOL": 9, "USD1": 6}
 
 REASONS = {
     "target_profit": "🎯 Take profit reached",
@@ -47,6 +50,33 @@ TRENDS = {"growing": "📈 growing", "stable": "➖ stable", "draining": "🚨 d
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=False)
+
+
+def quote_from_context(market_context: Any) -> str:
+    """"USD1" when a market_context's sub-object names USD1 as its quote mint, else "SOL"."""
+    if isinstance(market_context, dict):
+        for value in market_context.values():
+            if isinstance(value, dict) and value.get("quote_mint") == USD1_MINT:
+                return "USD1"
+    return "SOL"
+
+
+def quote_of(item: Any) -> str:
+    """The quote asset of a position (or signal): its stored `quote`; SOL when nothing says otherwise."""
+    return "USD1" if getattr(item, "quote", None) == "USD1" else "SOL"
+
+
+def money(units: int | None, quote: str = "SOL", *, signed: bool = False) -> str:
+    """Quote units as the trader reads them: `0.25 SOL`, `12.5 USD1`."""
+    if quote != "USD1":
+        return sol(units, signed=signed)
+    if units is None:
+        return "?"
+    value = units / 10 ** QUOTE_DECIMALS["USD1"]
+    if abs(value) < 0.005:
+        return "0 USD1"
+    text = f"{value:+,.2f}" if signed else f"{value:,.2f}"
+    return f"{text} USD1"
 
 
 def sol(units: int | None, *, signed: bool = False) -> str:
@@ -106,23 +136,22 @@ def position_opened(p: Position) -> str:
     name = f" ({esc(p.name)})" if p.name and p.name != p.symbol else ""
     return (
         f"🟢 <b>New position: {esc(p.label)}</b>{name}\n"
-        f"{tokens(p.tokens, p.decimals)} tokens for {sol(p.entry_quote_units)} on {market_words(p.market_type)}\n"
+        f"{tokens(p.tokens, p.decimals)} tokens for {money(p.entry_quote_units, quote_of(p))} on "
+        f"{market_words(p.market_type)}\n"
         f"Wallet <code>{short(p.wallet)}</code> · mint <code>{esc(p.mint)}</code>"
     )
 
 
 def position_card(p: Position, now_ms: int | None = None) -> str:
+    quote = quote_of(p)
     lines = [f"📊 <b>{esc(p.label)}</b> · {tokens(p.tokens, p.decimals)} tokens · {market_words(p.market_type)}"]
-    if p.profit_units is not None and p.proceeds_units is not None:
-        basis = p.proceeds_units - p.profit_units
-        lines.append(f"PnL {sol(p.profit_units, signed=True)} ({pct(p.profit_units, basis)}) · value {sol(p.proceeds_units)}")
-    else:
-        lines.append(f"Entry {sol(p.entry_quote_units)} · waiting for the first price")
+    lines.append(pnl_line(p))
     extra = []
     if p.price_quote is not None:
-        extra.append(f"price {p.price_quote / LAMPORTS_PER_SOL:.9f} SOL".rstrip("0"))
+        per_unit = p.price_quote / 10 ** QUOTE_DECIMALS[quote]
+        extra.append(f"price {per_unit:.9f}".rstrip("0").rstrip(".") + f" {quote}")
     if p.market_cap_quote is not None:
-        extra.append(f"mcap {sol(p.market_cap_quote)}")
+        extra.append(f"mcap {money(p.market_cap_quote, quote)}")
     if p.liquidity_trend:
         extra.append(f"liquidity {TRENDS.get(p.liquidity_trend, esc(p.liquidity_trend))}")
     if extra:
@@ -131,6 +160,16 @@ def position_card(p: Position, now_ms: int | None = None) -> str:
     opened = time.strftime("%H:%M:%S", time.gmtime((p.opened_at_ms or p.first_seen_ms) / 1000))
     lines.append(f"Opened {opened} UTC")
     return "\n".join(lines)
+
+
+def pnl_line(p: Position) -> str:
+    """`PnL +0.1 SOL (+10.0%) · value 1.1 SOL`, in the position's quote (or the entry before any price)."""
+    quote = quote_of(p)
+    if p.profit_units is not None and p.proceeds_units is not None:
+        basis = p.proceeds_units - p.profit_units
+        return (f"PnL {money(p.profit_units, quote, signed=True)} ({pct(p.profit_units, basis)}) · "
+                f"value {money(p.proceeds_units, quote)}")
+    return f"Entry {money(p.entry_quote_units, quote)} · waiting for the first price"
 
 
 def bands_table(bands: list[dict[str, Any]]) -> str:
@@ -153,7 +192,8 @@ def exit_signal(s: ExitSignal, p: Position | None, *, slippage_bps: int | None =
     label = esc(p.label) if p else short(s.mint)
     decimals = p.decimals if p else None
     basis = p.entry_quote_units * s.position_tokens // p.tokens if p and p.tokens else None
-    pnl = f"{sol(s.profit_units, signed=True)}" + (f" ({pct(s.profit_units, basis)})" if basis else "")
+    quote = quote_of(p) if p is not None else quote_of(s)
+    pnl = f"{money(s.profit_units, quote, signed=True)}" + (f" ({pct(s.profit_units, basis)})" if basis else "")
     amount = f"{tokens(s.tokens_to_sell, decimals)} tokens"
     if s.sell_tokens and s.sell_tokens < s.position_tokens:
         share = 100 * s.sell_tokens / s.position_tokens if s.position_tokens else 0

@@ -508,10 +508,13 @@ async def test_settings_one_line_and_each_error(harness: Harness) -> None:
     h = harness
     ann = await h.user("Ann")
     shown = await ann.send("/settings", expect=r"Settings")
-    assert "Auto-sell: off" in shown["text"] and "Send mode: rpc" in shown["text"]
+    # a new user gets the official CLI's defaults: Helius Sender with a 0.001 SOL tip
+    assert "Auto-sell: off" in shown["text"] and "Send mode: helius_sender" in shown["text"]
     errors = [
-        ("mode carrier", r"mode 'carrier' is not a send mode: use rpc, helius_sender, astralane"),
+        ("mode carrier", r"mode 'carrier' is not a send mode: use helius_sender, astralane, rpc"),
         ("tip 1", r"tip '1' is out of range: use 0 to 0.1 SOL"),
+        ("tip 0.0001", r"under the floor: Helius Sender needs a tip of at least 0.0002 SOL"),
+        ("mode rpc tip 0.001", r"plain RPC mode sends no tip"),
         ("tip lots", r"tip 'lots' is not a number"),
         ("cap 0.1", r"cap '0.1' is out of range: use 0.5 to 50 %"),
         ("retries 2.5", r"retries '2.5' must be a whole number from 0 to 5"),
@@ -526,7 +529,8 @@ async def test_settings_one_line_and_each_error(harness: Harness) -> None:
         reply = await ann.send(f"/settings {args}", expect=error)
         assert "Nothing was changed" in reply["text"]
     before = await stored_settings(h, ann.user_id)
-    assert (before.send_mode, before.tip_lamports, before.auto_sell, before.alerts) == ("rpc", 0, False, {})
+    assert (before.send_mode, before.tip_lamports, before.auto_sell, before.alerts) == ("helius_sender", 1_000_000,
+                                                                                         False, {})
 
     await ann.send("/settings mode helius_sender tip 0.001 cap 20 retries 3 auto on alerts.signals off "
                    "alerts.cards silent", expect=r"Saved")

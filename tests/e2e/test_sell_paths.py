@@ -289,5 +289,11 @@ async def test_history_lists_exits_with_their_outcome(harness: Harness) -> None:
 
 
 def test_next_slippage_steps_up_to_the_cap() -> None:
-    assert [sell_module.next_slippage(500, attempt, 1500) for attempt in range(4)] == [520, 540, 580, 660]
+    # the official CLI's steps: +20 bps on the first retry, then +40 bps on each one after
+    steps, current = [], 500
+    for attempt in range(4):
+        current = sell_module.next_slippage(current, attempt, 1500)
+        steps.append(current)
+    assert steps == [520, 560, 600, 640]
     assert sell_module.next_slippage(1490, 0, 1500) == 1500
+    assert sell_module.next_slippage(1480, 3, 1500) == 1500

@@ -53,3 +53,31 @@ async def test_check_fails_with_exit_1_and_names_the_step(tmp_path: Path) -> Non
         code, out = await run_check(env, tmp_path)
     assert code == 1
     assert "Telegram: OK" in out and "Solana RPC: FAIL" in out
+
+
+async def test_check_verifies_the_operator_key_with_v1_account_without_a_stream_session(tmp_path: Path) -> None:
+    from tests.integration.test_keys_api import KEY, StandIn
+
+    write_new_master_key(tmp_path / "master.key")
+    async with SandboxServices(seed=3) as sandbox, StandIn() as lasersell:
+        env = {
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
+            "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
+            "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
+            "SOLANA_RPC_URL": sandbox.urls["rpc"],
+            "LASERSELL_API_URL": lasersell.url,
+            "LASERSELL_STREAM_URL": lasersell.url.replace("http", "ws") + "/v1/ws",
+            "LASERSELL_API_KEY": KEY,
+            "BOT_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+            "DATABASE_PATH": str(tmp_path / "bot.db"),
+        }
+        code, out = await run_check(env, tmp_path)
+        lasersell.account_status = 401
+        bad_code, bad_out = await run_check(env, tmp_path)
+    assert code == 0, out
+    assert "LaserSell API: OK (key accepted, plan Professional, up to 5 wallet(s))" in out
+    assert lasersell.calls["account"] == 2
+    # the stream is only reached, never opened with the key: one session per key
+    assert lasersell.headers and all("x-api-key" not in {k.lower() for k in h} for h in lasersell.headers)
+    assert bad_code == 1 and "LaserSell API: FAIL" in bad_out and "refused LASERSELL_API_KEY (401)" in bad_out
+    assert KEY not in out + bad_out

@@ -13,6 +13,7 @@ from solders.keypair import Keypair
 
 from bot.accounts import AccountError, AccountService
 from bot.config import ConfigError, Settings, load_settings
+from bot.lasersell_api import AccountInfo
 from bot.rotation import RotationError, rotate_master_key
 from bot.services import open_vault
 from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key, write_new_master_key
@@ -30,8 +31,8 @@ class FakeApi:
     def __init__(self) -> None:
         self.registered: list[str] = []
 
-    async def check_key(self, api_key: str, strategy: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        return {"max_wallets_per_session": 5}
+    async def check_key(self, api_key: str) -> AccountInfo:
+        return AccountInfo(tier=1, tier_name="tier_1", max_wallets=5)
 
     async def register_wallet(self, api_key: str, proof: dict[str, Any], label: str | None = None) -> None:
         self.registered.append(proof["wallet_pubkey"])
