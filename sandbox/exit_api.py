@@ -73,6 +73,8 @@ class ExitApi:
         self.accounts = accounts
         self.clock = clock  # unix seconds; registration proofs are dated in wall-clock time
         self.calls: Counter[str] = Counter()
+        # every x-api-key value that reached the API, valid or not: tests prove a secret never got here
+        self.keys_seen: Counter[str] = Counter()
         self.labels: dict[str, str] = {}
         self._faults: deque[_Fault] = deque()
         self.server = JsonHttpServer()
@@ -122,6 +124,8 @@ class ExitApi:
 
     def _key(self, request: Request) -> ApiKey:
         key = request.header("x-api-key")
+        if key:
+            self.keys_seen[key] += 1
         if not key:
             raise _fail(401, "missing_api_key", "send your LaserSell API key in the x-api-key header")
         api_key = self.accounts.get(key)

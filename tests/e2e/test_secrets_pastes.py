@@ -59,6 +59,11 @@ def stream_attempts(h: Harness) -> dict[str, int]:
     return dict(h.services.stream.connection_attempts)
 
 
+def api_keys_seen(h: Harness) -> dict[str, int]:
+    """Every x-api-key value LaserSell's REST stand-in received."""
+    return dict(h.services.api.keys_seen)
+
+
 async def started(h: Harness, name: str = "Ann") -> ChatUser:
     chat = await h.user(name)
     await chat.send("/start", expect=r"1/3 LaserSell key")
@@ -74,6 +79,7 @@ async def test_a_wallet_key_at_the_api_key_prompt_is_refused_and_never_reaches_l
     secret = b58(Keypair())
     phrase = Mnemonic("english").generate(strength=128)
     before = stream_attempts(h)
+    api_before = api_keys_seen(h)
 
     await ann.press("Enter my key", expect=r"Send your LaserSell API key")
     reply = await ann.send(secret, expect=r"wallet's secret key, not a LaserSell API key")
@@ -83,13 +89,16 @@ async def test_a_wallet_key_at_the_api_key_prompt_is_refused_and_never_reaches_l
     reply = await ann.send(f"/apikey {phrase}", expect=r"wallet's secret key, not a LaserSell API key")
     await assert_deleted(ann, f"/apikey {phrase}")
 
-    # LaserSell's stand-in saw no connection at all, let alone one carrying the secret
+    # LaserSell's stand-ins (stream and REST) saw no request at all, let alone one carrying the secret
     assert stream_attempts(h) == before
+    assert api_keys_seen(h) == api_before
     assert secret not in bot_texts(ann) and phrase.split()[3] not in bot_texts(ann).split()
     # the prompt is still open: the real key now goes through
     key = h.services.accounts.issue("professional").key
     await ann.send(key, expect=r"LaserSell key saved")
-    assert stream_attempts(h).get(key)
+    # checked with LaserSell's account endpoint (GET /v1/account), not a second stream session
+    assert api_keys_seen(h).get(key)
+    assert secret not in api_keys_seen(h) and phrase not in api_keys_seen(h)
 
 
 # --- secrets after commands and in every shape -----------------------------------------------------------

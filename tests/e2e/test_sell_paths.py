@@ -156,27 +156,22 @@ async def test_a_slippage_failure_is_retried_with_more_slippage_and_lands(harnes
     assert len(landed) == 1 and landed[0].slippage_bps == 520 and landed[0].attempt == 1
 
 
-async def test_a_hostile_transaction_is_refused_and_nothing_is_sent(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_hostile_transaction_is_refused_and_nothing_is_sent(harness: Harness) -> None:
     h = harness
     trader, mint = await holding(h, "Ann", "PEPE")
-    chain, stream = h.services.chain, h.services.stream
-    thief = Keypair().pubkey()
-    chain.fund(thief, 0.01)
-
-    def hostile(wallet: str, mint: str, amount: int, slippage_bps: int, tip_lamports: int, memo_tag: str) -> str:
-        # a spoofed stream slips a 0.3 SOL "tip" to its own account into the sell
-        tx = chain.build_sell_tx(wallet, mint, amount, slippage_bps, 300_000_000, thief, memo_tag)
-        return base64.b64encode(bytes(tx)).decode()
-
-    monkeypatch.setattr(stream, "build_sell_tx", hostile)
-    signal = await take_profit(h, trader, mint)
+    chain = h.services.chain
+    # a spoofed stream slips a 0.1 SOL "tip" into an otherwise genuine router sell (the control API's fault)
+    h.services.control_api.hostile("tip_over_cap", api_key=trader.api_key, mint=str(mint))
+    signal = await trader.chat.wait_text(r"Stop loss hit")
     sol_before = chain.balance(trader.wallet)
+    tokens_before = chain.token_balance(trader.wallet, mint)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refused to sign")
     text = (await trader.chat.wait_text(r"Refused to sign"))["text"]
     assert "Nothing was signed" in text
     assert sends(h) == 0
     assert chain.balance(trader.wallet) == sol_before
+    assert chain.token_balance(trader.wallet, mint) == tokens_before
     assert (await stored(h, signal_id(signal))).error == "guard:sol_transfer_too_large"
 
 
