@@ -5,11 +5,9 @@ and /history."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 import pytest
-from solders.keypair import Keypair
 
 from bot.exits import sell as sell_module
 from storage.positions import ExitSignal
