@@ -75,6 +75,11 @@ async def sold(trader: Trader, symbol: str, *, after: int = 0, timeout: float = 
     return await trader.chat.wait_text(rf"Sold .* {symbol}\b.* for", timeout, after=after)
 
 
+def said(trader: Trader, pattern: str) -> list[dict[str, Any]]:
+    """The bot's messages whose text matches `pattern`."""
+    return [m for m in trader.chat.bot_messages() if re.search(pattern, m.get("text") or "")]
+
+
 async def wait_until(check: Any, what: str, timeout: float = 10) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -105,7 +110,7 @@ async def test_a_router_exit_with_a_helius_tip_and_a_lookup_table_sells_on_one_t
     mint = await buy(h, trader, "PEPE")
     chain.market_move(mint, 40)
     await pump(h)
-    signal = await trader.chat.wait_text(r"Take profit reached — PEPE")
+    signal = await trader.chat.wait_text(r"Take profit reached\W+PEPE")
 
     # what the sell should pay, worked out from the pool before it: curve - routing fee - tip - network fee
     tokens = chain.token_balance(trader.wallet, mint)
@@ -164,7 +169,7 @@ async def test_a_usd1_position_is_shown_in_usd1_everywhere_and_its_sale_pays_usd
 
     chain.market_move(mint, 40)
     await pump(h)
-    signal = await trader.chat.wait_text(r"Take profit reached — BUCK")
+    signal = await trader.chat.wait_text(r"Take profit reached\W+BUCK")
     assert amounts_in(signal["text"]) and set(amounts_in(signal["text"])) == {"USD1"}, signal["text"]
 
     tokens = chain.token_balance(trader.wallet, mint)
@@ -202,7 +207,7 @@ async def test_the_readme_ladder_sells_thirty_percent_then_half_the_rest_then_th
     for level, move, share_left in ((1, 35, 0.70), (2, 25, 0.35), (3, 50, 0.0)):
         chain.market_move(mint, move)
         await pump(h)
-        signal = await trader.chat.wait_text(rf"Take profit reached — PEPE.*ladder level {level}\)", after=last)
+        signal = await trader.chat.wait_text(rf"Take profit reached\W+PEPE.*ladder level {level}\)", after=last)
         assert f"ladder level {level + 1}" not in signal["text"]
         await trader.chat.press("Sell", message=signal)
         done = await sold(trader, "PEPE", after=last)
@@ -216,8 +221,7 @@ async def test_the_readme_ladder_sells_thirty_percent_then_half_the_rest_then_th
 
     assert sends(h) == 3
     await trader.chat.wait_text(r"PEPE closed")
-    signals = [m for m in trader.chat.bot_messages() if "Take profit reached" in (m.get("text") or "")]
-    assert len(signals) == 3  # one signal per level, none twice
+    assert len(said(trader, r"Take profit reached")) == 3  # one signal per level, none twice
 
 
 async def test_a_failed_sell_25_percent_is_retried_for_25_percent_and_three_quarters_stay(harness: Harness) -> None:
@@ -311,13 +315,13 @@ async def test_after_a_reconnect_renumbers_positions_the_override_and_the_deadli
     chain.market_move(pepe, 45)
     chain.market_move(wif, 45)
     await pump(h)
-    signal = await trader.chat.wait_text(r"Take profit reached — WIF")
+    signal = await trader.chat.wait_text(r"Take profit reached\W+WIF")
     await pump(h)
-    assert not [m for m in trader.chat.bot_messages() if "Take profit reached — PEPE" in (m.get("text") or "")]
+    assert not said(trader, r"Take profit reached\W+PEPE")
     await trader.chat.press("Skip", message=signal, expect=r"Skipped")
 
     # PEPE's deadline runs out in the new session: asked for PEPE by its token account, and sold on a tap
-    deadline = await trader.chat.wait_text(r"Deadline reached — PEPE", timeout=20)
+    deadline = await trader.chat.wait_text(r"Deadline reached\W+PEPE", timeout=20)
     assert [m["token_account"] for m in session_messages(h, trader, "request_exit_signal")] == [
         positions["PEPE"].token_account
     ]
@@ -326,5 +330,5 @@ async def test_after_a_reconnect_renumbers_positions_the_override_and_the_deadli
     await sold(trader, "PEPE")
     assert chain.token_balance(trader.wallet, pepe) == 0
     assert pepe_tokens > 0 and chain.token_balance(trader.wallet, wif) == wif_tokens  # WIF untouched
-    assert not [m for m in trader.chat.bot_messages() if "Deadline reached — WIF" in (m.get("text") or "")]
+    assert not said(trader, r"Deadline reached\W+WIF")
     assert sends(h) == 1
