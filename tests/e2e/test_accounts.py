@@ -7,7 +7,6 @@ Every secret a test uses is recorded; the last check reads the raw SQLite files 
 from __future__ import annotations
 
 import asyncio
-
 import base64
 import json
 from collections.abc import AsyncIterator
