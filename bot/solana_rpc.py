@@ -224,6 +224,25 @@ class SolanaRpc:
 
         return total(meta.get("postTokenBalances")) - total(meta.get("preTokenBalances"))
 
+    async def simulate(self, tx: VersionedTransaction | bytes, addresses: list[str]) -> dict[str, Any]:
+        """simulateTransaction of an unsigned transaction with the latest blockhash, returning each of
+        `addresses` as the transaction would leave it (base64) and the inner instructions: the value object."""
+        raw = bytes(tx) if isinstance(tx, VersionedTransaction) else tx
+        config = {
+            "encoding": "base64", "sigVerify": False, "replaceRecentBlockhash": True, "commitment": "processed",
+            "accounts": {"addresses": addresses, "encoding": "base64"}, "innerInstructions": True,
+        }
+        result = await self.call("simulateTransaction", [base64.b64encode(raw).decode(), config])
+        value = (result or {}).get("value")
+        if not isinstance(value, dict):
+            raise RpcError("the Solana RPC answered simulateTransaction without a value")
+        return value
+
+    async def get_accounts(self, addresses: list[str]) -> list[dict[str, Any] | None]:
+        """Up to 100 accounts in one getMultipleAccounts call (base64 data); None for a missing one."""
+        result = await self.call("getMultipleAccounts", [addresses, {"encoding": "base64", "commitment": "processed"}])
+        return list(result["value"])
+
     async def get_account_data(self, address: str) -> tuple[str, bytes] | None:
         """(owner program, raw data) of an account, or None when it does not exist."""
         result = await self.call("getAccountInfo", [address, {"encoding": "base64"}])

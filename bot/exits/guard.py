@@ -104,6 +104,7 @@ MAX_NEW_ACCOUNTS = 3
 MAX_TOKEN_ACCOUNT_SPACE = 1024
 
 _LAMPORTS_PER_SOL = Decimal(1_000_000_000)
+LAMPORTS_PER_SIGNATURE = 5000
 # Rent-exempt reserve: (128 bytes of metadata + data) x 3480 lamports per byte-year x 2 years.
 _RENT_LAMPORTS_PER_BYTE = 3480 * 2
 _ACCOUNT_STORAGE_OVERHEAD = 128
@@ -184,6 +185,9 @@ class GuardReport:
     priority_fee_lamports: int
     programs: tuple[str, ...]
     dex_quote_in_max: int = 0
+    unknown_programs: tuple[Pubkey, ...] = ()  # only a simulation can vouch for these
+    fee_lamports: int = 0  # signatures plus priority fee
+    writable: tuple[Pubkey, ...] = ()  # every account the transaction may write, lookup-table ones included
 
 
 def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM) -> Pubkey:
@@ -251,6 +255,7 @@ class _Review:
     programs: list[str] = field(default_factory=list)
     other_instructions: int = 0
     router: Pubkey | None = None
+    unknown: list[Pubkey] = field(default_factory=list)
 
     # Compute Budget -------------------------------------------------------------------------
     def compute_budget(self, data: bytes) -> None:
@@ -631,16 +636,12 @@ def _review(
             raise GuardRefusal("malformed", "an instruction points at an account outside the transaction")
         program = keys[index]
         if program not in PROGRAM_NAMES and program not in review.extra_programs:
-            # The LaserSell Router's id is not published, so one unknown program is taken to be the router and
-            # held to the same account rules as a DEX program; a second one is refused.
+            # The LaserSell Router's id is not published: an unknown program is judged by its simulated effect
+            # (check_effect), never by its id. Without a simulation it cannot pass (see GuardReport.unknown_programs).
+            if program not in review.unknown:
+                review.unknown.append(program)
             if review.router is None:
                 review.router = program
-            elif program != review.router:
-                raise GuardRefusal(
-                    "program_not_allowed",
-                    f"the transaction calls more than one program the bot does not know ({_short(review.router)}, "
-                    f"{_short(program)}); an exit goes through one router",
-                )
         instructions.append((program, bytes(instruction.data), [keys[position] for position in raw_accounts]))
 
     for program, data, accounts in instructions:
@@ -671,13 +672,30 @@ def _review(
     return keys
 
 
-def _report(review: _Review) -> GuardReport:
+def _writable(tx: VersionedTransaction | bytes, keys: list[Pubkey], loaded: LoadedAddresses | None) -> tuple[Pubkey, ...]:
+    message = _decode(tx).message
+    header = message.header
+    static = len(message.account_keys)
+    signed = header.num_required_signatures
+    out = [k for i, k in enumerate(keys[:signed]) if i < signed - header.num_readonly_signed_accounts]
+    out += keys[signed : static - header.num_readonly_unsigned_accounts]
+    if loaded is not None:
+        out += list(loaded.writable)
+    return tuple(out)
+
+
+def _report(review: _Review, tx: VersionedTransaction | bytes, keys: list[Pubkey], loaded: LoadedAddresses | None) -> GuardReport:
+    message = _decode(tx).message
+    priority = review.priority_fee()
     return GuardReport(
         tokens_out=review.tokens_out,
         sol_out=review.sol_out,
-        priority_fee_lamports=review.priority_fee(),
+        priority_fee_lamports=priority,
         programs=tuple(review.programs),
         dex_quote_in_max=review.dex_quote_in,
+        unknown_programs=tuple(review.unknown),
+        fee_lamports=LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures + priority,
+        writable=_writable(tx, keys, loaded),
     )
 
 
@@ -698,7 +716,7 @@ def check_sell(
         position_account=intent.token_account,
         position_token_program=intent.token_program,
     )
-    _review(tx, review, max_priority_fee_lamports, loaded)
+    keys = _review(tx, review, max_priority_fee_lamports, loaded)
     if review.tokens_out > intent.max_tokens:
         raise GuardRefusal(
             "token_transfer_too_large",
@@ -711,7 +729,7 @@ def check_sell(
             f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
             f"{format_sol(intent.max_tip_lamports)} tip",
         )
-    return _report(review)
+    return _report(review, tx, keys, loaded)
 
 
 def check_buy(
@@ -729,7 +747,7 @@ def check_buy(
         mint=intent.mint,
         extra_programs=frozenset(extra_programs),
     )
-    _review(tx, review, max_priority_fee_lamports, loaded)
+    keys = _review(tx, review, max_priority_fee_lamports, loaded)
     if review.dex_quote_in > intent.max_sol_lamports:
         raise GuardRefusal(
             "dex_spend_too_large",
@@ -743,7 +761,245 @@ def check_buy(
             f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
             f"{format_sol(intent.max_sol_lamports)} buy plus {format_sol(intent.max_tip_lamports)} tip",
         )
-    return _report(review)
+    return _report(review, tx, keys, loaded)
+
+
+# ---- the effect check: what the simulated transaction does to the wallet ---------------------------------
+
+
+class SimulationFailed(GuardRefusal):
+    """The transaction fails when simulated: nothing is signed; ``err`` is the node's error, to explain it."""
+
+    def __init__(self, err: object) -> None:
+        super().__init__("simulation_failed", f"the transaction fails when simulated ({err})")
+        self.err = err
+
+
+class Unverifiable(Exception):
+    """The effect check could not run (the RPC is down, the simulation errored); ``str()`` says why."""
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """An account as the chain shows it (before the transaction, or after it in a simulation)."""
+
+    lamports: int
+    owner: Pubkey
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """A simulation's answer: ``before`` and ``after`` hold the same addresses (None: no such account);
+    ``sol_transfers`` are the System transfers the transaction makes, top level and by CPI, as
+    (source, destination, lamports)."""
+
+    err: object
+    before: dict[Pubkey, AccountView | None]
+    after: dict[Pubkey, AccountView | None]
+    sol_transfers: tuple[tuple[Pubkey, Pubkey, int], ...] = ()
+    logs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What the transaction would do to the wallet, for the result message."""
+
+    sol_change: int  # the wallet's SOL after minus before (fees included)
+    tokens_out: int  # of the position (sells) / tokens in (buys)
+    quote_in: int  # SOL (lamports) or USD1 base units a sell pays back
+
+
+@dataclass(frozen=True)
+class _Token:
+    mint: Pubkey
+    owner: Pubkey
+    amount: int
+    delegate: Pubkey | None
+    close_authority: Pubkey | None
+
+
+def _token_of(view: AccountView | None) -> _Token | None:
+    if view is None or view.owner not in TOKEN_PROGRAMS or len(view.data) < 165:
+        return None
+    if len(view.data) > 165 and view.data[165] != 2:  # Token-2022: account type 2 is a token account
+        return None
+    from solders.token.state import TokenAccount
+
+    try:
+        state = TokenAccount.from_bytes(view.data[:165])
+    except Exception:  # solders raises its own error types for bad bytes
+        return None
+    return _Token(state.mint, state.owner, state.amount, state.delegate, state.close_authority)
+
+
+def _mint_name(mint: Pubkey, position_mint: Pubkey, label: str) -> str:
+    if mint == position_mint:
+        return label
+    if mint == USD1_MINT:
+        return "USD1"
+    if mint == NATIVE_MINT:
+        return "wrapped SOL"
+    return f"another token ({_short(mint)})"
+
+
+def check_effect(
+    sim: Simulated,
+    intent: SellIntent | BuyIntent,
+    report: GuardReport,
+    *,
+    label: str = "this token",
+    rent_per_account: int = _rent_exempt(165),
+) -> Effect:
+    """Refuse (GuardRefusal) unless the simulated effect on every account of the wallet is the intended trade:
+    tokens out of the position only (sells) or into the bought mint only (buys), no delegate, owner or close
+    authority change, nothing closed but to the wallet, SOL out within fee + tip cap (+ the spend for a buy)
+    + rent for the wallet's new accounts, the wallet still a plain System account, and the simulation a success."""
+    wallet = intent.wallet
+    sell = isinstance(intent, SellIntent)
+    if sim.err is not None:
+        raise SimulationFailed(sim.err)
+    after_wallet = sim.after.get(wallet)
+    before_wallet = sim.before.get(wallet)
+    if after_wallet is None or before_wallet is None:
+        raise GuardRefusal("wallet_closed", "the transaction would empty and close your wallet")
+    if after_wallet.owner != SYSTEM_PROGRAM or after_wallet.data:
+        raise GuardRefusal(
+            "wallet_reassigned",
+            f"the transaction would hand your wallet over to the program {_short(after_wallet.owner)}",
+        )
+    created_rent = 0
+    closed_lamports = 0
+    tokens_out = 0
+    tokens_in = 0
+    quote_in = 0
+    for address in sim.after:
+        if address == wallet:
+            continue
+        old, new = sim.before.get(address), sim.after.get(address)
+        old_token, new_token = _token_of(old), _token_of(new)
+        mine_before = old_token is not None and old_token.owner == wallet
+        mine_after = new_token is not None and new_token.owner == wallet
+        if not mine_before and not mine_after:
+            continue
+        if mine_before and old is not None and new is None:
+            closed_lamports += old.lamports
+            continue
+        if mine_after and not mine_before:
+            if old_token is None and new is not None:
+                created_rent += new.lamports  # a new account of the wallet: rent it keeps
+            if new_token is not None and new_token.amount:
+                mint = new_token.mint
+                if sell and mint in QUOTE_MINTS:
+                    quote_in += new_token.amount
+                elif not sell and mint == intent.mint:
+                    tokens_in += new_token.amount
+                else:
+                    raise GuardRefusal(
+                        "foreign_token_in", f"the transaction would put {_mint_name(mint, intent.mint, label)} into your wallet"
+                    )
+            continue
+        assert old_token is not None
+        name = _mint_name(old_token.mint, intent.mint, label)
+        if new_token is None or not mine_after:
+            to = _short(new_token.owner) if new_token is not None else "another program"
+            raise GuardRefusal(
+                "token_account_owner_change",
+                f"the transaction would make {to} the owner of your {name} account {_short(address)}",
+            )
+        if new_token.delegate is not None and new_token.delegate != old_token.delegate:
+            raise GuardRefusal(
+                "token_delegate",
+                f"the transaction would let {_short(new_token.delegate)} spend your {name} (a delegate on {_short(address)})",
+            )
+        if new_token.close_authority != old_token.close_authority:
+            raise GuardRefusal(
+                "token_close_authority", f"the transaction would change who may close your {name} account"
+            )
+        change = new_token.amount - old_token.amount
+        position_account = sell and old_token.mint == intent.mint and (
+            intent.token_account is None or address == intent.token_account
+        )
+        if change < 0:
+            if not position_account:
+                raise GuardRefusal(
+                    "foreign_token_out",
+                    f"the transaction would take {-change:,} units of {name} out of your wallet",
+                )
+            tokens_out += -change
+        elif change > 0:
+            if sell and old_token.mint in QUOTE_MINTS:
+                quote_in += change
+            elif not sell and old_token.mint == intent.mint:
+                tokens_in += change
+            else:
+                raise GuardRefusal(
+                    "foreign_token_in", f"the transaction would change your {name} balance, which this trade never does"
+                )
+    sol_change = after_wallet.lamports - before_wallet.lamports
+    sent = sum(lamports for source, destination, lamports in sim.sol_transfers if source == wallet and destination != wallet)
+    sent_to_new = sum(
+        lamports for source, destination, lamports in sim.sol_transfers
+        if source == wallet and sim.before.get(destination) is None and _token_of(sim.after.get(destination)) is not None
+        and _token_of(sim.after.get(destination)).owner == wallet  # type: ignore[union-attr]
+    )
+    sent -= sent_to_new  # rent parked in the wallet's own new accounts
+    created_rent = min(created_rent, rent_per_account * MAX_NEW_ACCOUNTS)
+    if sell:
+        assert isinstance(intent, SellIntent)
+        if tokens_out > intent.max_tokens:
+            raise GuardRefusal(
+                "token_transfer_too_large",
+                f"the transaction would take {tokens_out:,} units of {label}, more than the {intent.max_tokens:,} you chose to sell",
+            )
+        cap = intent.max_tip_lamports
+        if sent > cap:
+            raise GuardRefusal(
+                "sol_out",
+                f"the transaction would send {format_sol(sent)} of your SOL to other accounts, more than your "
+                f"{format_sol(cap)} tip",
+            )
+        quote_in += max(0, sol_change + report.fee_lamports + sent + created_rent - closed_lamports)
+        if tokens_out > 0 and quote_in <= 0:
+            taker = _token_taker(sim, intent.mint, wallet)
+            raise GuardRefusal(
+                "sell_pays_nothing",
+                f"the transaction would take {tokens_out:,} units of {label}"
+                + (f" to {_short(taker)}" if taker else "")
+                + " and pay nothing back",
+            )
+    else:
+        assert isinstance(intent, BuyIntent)
+        cap = intent.max_sol_lamports + intent.max_tip_lamports
+        if sent > cap:
+            raise GuardRefusal(
+                "sol_out",
+                f"the transaction would send {format_sol(sent)} out of your wallet, more than your "
+                f"{format_sol(intent.max_sol_lamports)} buy plus {format_sol(intent.max_tip_lamports)} tip",
+            )
+    allowed = report.fee_lamports + cap + created_rent
+    if -sol_change > allowed:
+        raise GuardRefusal(
+            "sol_out",
+            f"the transaction would take {format_sol(-sol_change)} from your wallet, more than the "
+            f"{format_sol(allowed)} fees, tip{' and buy' if not sell else ''} allow",
+        )
+    # A closed account's rent must come back (a sell's proceeds can hide a small theft here: a residual risk).
+    if closed_lamports and sol_change + allowed < closed_lamports:
+        raise GuardRefusal("close_account_foreign", "the transaction would close a token account of yours and keep its SOL")
+    return Effect(sol_change=sol_change, tokens_out=tokens_out if sell else tokens_in, quote_in=quote_in)
+
+
+def _token_taker(sim: Simulated, mint: Pubkey, wallet: Pubkey) -> Pubkey | None:
+    """Who ends up with the tokens: the owner of an account of that mint that gained them."""
+    for address, new in sim.after.items():
+        token = _token_of(new)
+        if token is None or token.mint != mint or token.owner == wallet:
+            continue
+        old = _token_of(sim.before.get(address))
+        if token.amount > (old.amount if old else 0):
+            return token.owner
+    return None
 
 
 __all__ = [
@@ -756,7 +1012,13 @@ __all__ = [
     "SYSTEM_PROGRAM",
     "TOKEN_2022_PROGRAM",
     "TOKEN_PROGRAM",
+    "AccountView",
     "BuyIntent",
+    "Effect",
+    "Simulated",
+    "SimulationFailed",
+    "Unverifiable",
+    "check_effect",
     "GuardRefusal",
     "LoadedAddresses",
     "GuardReport",
