@@ -256,6 +256,7 @@ class _Review:
     other_instructions: int = 0
     router: Pubkey | None = None
     unknown: list[Pubkey] = field(default_factory=list)
+    foreign_account: GuardRefusal | None = None
 
     # Compute Budget -------------------------------------------------------------------------
     def compute_budget(self, data: bytes) -> None:
@@ -451,8 +452,9 @@ class _Review:
         payer, _account, owner, _mint, _system, token_program = self._need(
             accounts, 6, "create token account"
         )[:6]
-        if payer != self.wallet or owner != self.wallet:
-            raise GuardRefusal(
+        if (payer != self.wallet or owner != self.wallet) and self.foreign_account is None:
+            # refused once every instruction was read: what the account is for (a theft) says more
+            self.foreign_account = GuardRefusal(
                 "ata_foreign_owner",
                 f"the transaction would create a token account for {_short(owner)} paid by {_short(payer)}; "
                 "only your own accounts are expected",
@@ -660,6 +662,8 @@ def _review(
             pass  # a memo only records text
         else:
             review.dex(program, data, accounts)
+    if review.foreign_account is not None:
+        raise review.foreign_account
     review.settle_seed_accounts()
 
     fee = review.priority_fee()
