@@ -202,6 +202,15 @@ class Seller:
             self._in_flight[key] = signal_id  # claimed before the task runs: a burst finds it taken
             self._spawn(self.sell(signal_id, auto=True))
 
+    def prefetch(self, signal: ExitSignal) -> None:
+        """Warm the wallet's holdings (the guard's intent reads them) while the trader reads the message."""
+
+        async def warm() -> None:
+            with contextlib.suppress(RpcError):
+                await self.executor.holdings.of(signal.wallet)
+
+        self._spawn(warm())
+
     async def absorbs(self, signal: ExitSignal) -> bool:
         """A fresh signal that a sell in progress asked for is handed to it instead of shown anew."""
         waiter = self._waiting.pop((signal.telegram_id, signal.position_id), None)
