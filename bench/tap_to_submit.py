@@ -108,8 +108,10 @@ async def _serve() -> None:
         for index in range(users):
             user_id, chat_id = telegram.add_user(f"Trader{index}", f"trader{index}")
             keypair = Keypair()
-            chain.fund(keypair.pubkey(), 0.1)
-            tokens = chain.outside_buy(keypair.pubkey(), mint, 0.01)
+            chain.fund(keypair.pubkey(), 0.2)
+            # big enough that a sale pays more than the routing fee's 0.01 SOL minimum: a sell that would pay
+            # nothing back is refused by the guard
+            tokens = chain.outside_buy(keypair.pubkey(), mint, 0.05)
             # wide slippage: the hundred sells land one after another on the same pool
             unsigned = chain.build_sell_tx(keypair.pubkey(), mint, tokens, 5000, memo_tag=f"take_profit:{index}")
             out.append({

@@ -213,7 +213,7 @@ class Executor:
         self.rpc = services.rpc
         self.watcher = SignatureWatcher(services.rpc, poll_s)
         self.holdings = Holdings(services.rpc)
-        self._tables: dict[str, tuple[float, tuple[str, bytes] | None]] = {}
+        self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._http = httpx.AsyncClient(timeout=10.0)
         extra = getattr(services.settings, "guard_extra_programs", ())
@@ -289,15 +289,21 @@ class Executor:
 
         async def fetch(address: str) -> tuple[str, bytes] | None:
             cached = self._tables.get(address)
-            if cached is not None and time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S:
-                return cached[1]
+            if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
+                return await asyncio.shield(cached[1])
+            if len(self._tables) > 256:
+                self._tables.clear()
+            future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
+            self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
             try:
                 found = await self.rpc.get_account_data(address)
             except RpcError as exc:
-                raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
-            if len(self._tables) > 256:
-                self._tables.clear()
-            self._tables[address] = (time.monotonic(), found)
+                self._tables.pop(address, None)
+                refusal = GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})")
+                future.set_exception(refusal)
+                future.exception()
+                raise refusal from None
+            future.set_result(found)
             return found
 
         return await resolve_lookup_tables(tx, fetch)
