@@ -1320,6 +1320,7 @@ class Chain:
                 stolen = self.balance(owner) * 9 // 10
                 body.append(transfer(TransferParams(from_pubkey=owner, to_pubkey=thief, lamports=stolen)))
             elif kind == "second_signer":
+                self._add_lamports(thief, 1)  # the stranger can pay it and stay rent exempt
                 body.append(transfer(TransferParams(from_pubkey=thief, to_pubkey=owner, lamports=1)))
             elif kind == "steal_other_token":
                 other = next(
