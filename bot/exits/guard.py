@@ -1,51 +1,40 @@
-"""The transaction guard: never sign what you have not checked.
+"""The transaction guard: never sign what you have not checked, and check what it does, not what it calls.
 
 The LaserSell stream hands the bot ready-made, unsigned transactions. A compromised or spoofed stream
-could hand over anything, so before a wallet key is decrypted the guard decodes the message and
-refuses everything but a sell (or buy) of one position by one wallet:
+could hand over anything, so before a wallet key is decrypted a transaction passes two checks against an
+intent built from the bot's own records and the chain (never from the frame that carried it):
 
-- The message decodes (legacy or v0), every index points inside the account list, keys are unique.
-- The fee payer is the wallet and it is the only required signature.
-- v0 address lookup tables are resolved, not refused: ``resolve_lookup_tables`` reads each table with
-  getAccountInfo and every rule below then sees the loaded accounts too (a program id is never loaded).
-- Programs: Compute Budget, System, SPL Token, Token-2022, Associated Token Account, Memo (v1 and v2),
-  the DEX programs of the market types the stream reports and the caller's ``extra_programs`` are
-  known. Every real exit goes through the LaserSell Router, whose program id is not published, so ONE
-  unknown program is accepted as the router and held to the DEX rules below (an instruction passed the
-  wallet must also pass the position's mint and no other token account of the wallet); a second
-  unknown program is refused.
-- Compute Budget: the priority fee (unit price x unit limit) is capped, because a hostile stream
-  could otherwise burn the wallet's SOL in fees.
-- SPL Token / Token-2022: only Transfer, TransferChecked, CloseAccount, SyncNative and the
-  InitializeAccount variants for accounts the wallet owns. Approve, ApproveChecked, SetAuthority,
-  Burn and everything else are refused. No top-level token transfer may move tokens out of the wallet
-  to anyone: the router swaps inside its own instruction. CloseAccount must pay the rent back to the
-  wallet.
-- System: Transfer / TransferWithSeed out of the wallet are summed against the tip (sells) or the
-  spend plus tip (buys). The server builds the tip from the user's send mode and tip, so the caller
-  passes that tip as the cap (plain RPC: 0). Assign, AssignWithSeed, Allocate, nonce operations and plain CreateAccount
-  are refused. CreateAccountWithSeed is allowed only for accounts owned by a Token program (the
-  wrapped-SOL account a swap uses); its lamports count as SOL leaving the wallet, except the
-  rent-exempt reserve when the same transaction closes the account back to the wallet.
-- Associated Token Account: Create / CreateIdempotent only with the wallet as payer and owner, and
-  at most ``MAX_NEW_ACCOUNTS`` new accounts per transaction (each costs rent).
-- DEX programs: their instructions cannot all be decoded, so the guard checks what it can:
-  an instruction that passes the wallet must also pass the position's mint, and may not pass the
-  wallet's associated token account of any other mint it lists (except the SOL and USD1 quote mints);
-  the Anchor buy/sell instructions of pump.fun, PumpSwap and Raydium LaunchLab are decoded, so a sell
-  cannot contain a buy (or a buy a sell), sold amounts count toward the position size and a buy's
-  declared maximum spend is bounded.
+1. The structural check (`check_sell` / `check_buy`), on the decoded message:
+   - it decodes (legacy or v0), every index points inside the account list, keys are unique;
+   - the fee payer is the wallet and it is the only required signature;
+   - v0 address lookup tables are resolved (`resolve_lookup_tables` reads each table from the chain) and
+     every rule sees the loaded accounts like inline ones (a program id is never loaded);
+   - Compute Budget: the priority fee (unit price x unit limit) is capped;
+   - System: no durable-nonce operation, Assign or plain CreateAccount; top-level transfers out of the
+     wallet are summed against the tip (sells) or the spend plus tip (buys);
+   - SPL Token / Token-2022 at top level: no Approve, SetAuthority, Burn; no transfer out of the
+     wallet (an exit swaps inside the router); CloseAccount pays the wallet;
+   - Associated Token Account: only accounts the wallet owns and pays for, a few at most;
+   - known DEX programs: the decodable pump.fun / PumpSwap / Raydium LaunchLab instructions are counted.
+   Programs the guard knows are a fast path only. The LaserSell Router's id is not published, so an
+   unknown program is never refused for its id: it is listed in `GuardReport.unknown_programs`, and an
+   instruction of it handed the wallet must also be handed the position's mint and no other token
+   account of the wallet.
+2. The effect check (`check_effect`), on a simulation (`bot.exits.executor` runs it): the wallet and
+   every account the transaction may write, before and after. Refused unless the position's token
+   account loses at most the intended amount, no other token account of the wallet loses anything or
+   gains a delegate, owner or close authority, nothing of the wallet is closed but to the wallet, the
+   wallet's SOL falls by at most fee + priority fee + tip cap (+ the spend for a buy) + rent for the
+   wallet's new accounts, System transfers out of the wallet (top level and by CPI) stay within the tip
+   (or spend plus tip), the wallet stays a plain System account, a sell pays something back, and the
+   simulation succeeded. An unknown program therefore passes exactly when its effect is that trade.
 
-Residual risk, stated plainly: a listed DEX program runs with the wallet's signature, so what it
-does with the wallet's funds is bounded by that program's own code and by the arguments it is given.
-For Meteora DBC / DAMM v2 and Raydium CPMM the swap direction and amount are not decoded; a hostile
-stream could pass a non-associated token account of the wallet, or make such a swap sell the
-position for a bad price (slippage is the DEX's argument). The guard prevents draining SOL by plain
-transfers, handing out token authority, selling other positions through associated accounts, and
-fee burning; it does not replace simulating the transaction against the chain. What the router does
-inside its instruction (the swap by CPI, the routing fee) is invisible to these rules: the next issue
-replaces them with a simulation-based check of what the transaction does to every account the wallet
-controls.
+When the simulation cannot run, a transaction that calls only known programs may pass on the structural
+check; any other is "could not be verified" and nothing is signed (see the executor).
+
+Residual risk, stated plainly: within the intended amount, a hostile router could sell at a poor price
+(the slippage bound is the router's own argument), and a sell's proceeds can hide the rent of a token
+account it closes to someone else.
 """
 
 from __future__ import annotations
