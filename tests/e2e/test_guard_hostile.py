@@ -114,3 +114,31 @@ async def test_a_repeated_signal_burst_under_auto_sell_signs_one_sell(harness: H
     assert sends(h) == 1
     assert h.services.chain.token_balance(trader.wallet, mint) == 0
     assert h.services.chain.balance(trader.wallet) > sol_before  # one sale's proceeds, no tips to anyone else
+
+
+async def test_auto_sell_signs_at_most_its_cap_a_minute_and_holds_the_rest_for_a_tap(harness: Harness) -> None:
+    from bot.exits.sell import AUTO_SIGN_PER_MINUTE
+
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, "Ann", strategy=STRATEGY, sol=2.0)
+    count = AUTO_SIGN_PER_MINUTE + 1
+    mints = [chain.create_mint(f"TOK{i}", 6, 30.0, 1_000_000_000.0, name=f"Token {i}") for i in range(count)]
+    for mint in mints:
+        chain.outside_buy(trader.wallet, mint, 0.1)
+    await pump(h)
+    await trader.chat.wait_for(lambda ms: sum("New position" in (m.get("text") or "") for m in ms) >= count,
+                               what="every position announced")
+    await trader.chat.send("/settings auto on", expect=r"Auto-sell: on|saved")
+
+    for mint in mints:
+        chain.market_move(mint, 40)
+    await pump(h)
+    held = await trader.chat.wait_text(rf"signed {AUTO_SIGN_PER_MINUTE} sells in the last minute", timeout=20)
+    assert any("Sell" in b for b in trader.chat.buttons(held))  # the trader can still sell it with a tap
+    await trader.chat.wait_for(
+        lambda ms: sum(1 for m in ms if "Sold by auto-sell" in (m.get("text") or "")) >= AUTO_SIGN_PER_MINUTE,
+        timeout=20, what="the capped auto-sells",
+    )
+    assert sends(h) == AUTO_SIGN_PER_MINUTE
+    assert sum(1 for mint in mints if chain.token_balance(trader.wallet, mint) > 0) == 1
