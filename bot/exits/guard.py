@@ -910,8 +910,9 @@ def check_effect(
                 "token_close_authority", f"the transaction would change who may close your {name} account"
             )
         change = new_token.amount - old_token.amount
-        position_account = sell and old_token.mint == intent.mint and (
-            intent.token_account is None or address == intent.token_account
+        position_account = (
+            isinstance(intent, SellIntent) and old_token.mint == intent.mint
+            and (intent.token_account is None or address == intent.token_account)
         )
         if change < 0:
             if not position_account:
@@ -930,13 +931,14 @@ def check_effect(
                     "foreign_token_in", f"the transaction would change your {name} balance, which this trade never does"
                 )
     sol_change = after_wallet.lamports - before_wallet.lamports
-    sent = sum(lamports for source, destination, lamports in sim.sol_transfers if source == wallet and destination != wallet)
-    sent_to_new = sum(
-        lamports for source, destination, lamports in sim.sol_transfers
-        if source == wallet and sim.before.get(destination) is None and _token_of(sim.after.get(destination)) is not None
-        and _token_of(sim.after.get(destination)).owner == wallet  # type: ignore[union-attr]
-    )
-    sent -= sent_to_new  # rent parked in the wallet's own new accounts
+    sent = 0
+    for source, destination, lamports in sim.sol_transfers:
+        if source != wallet or destination == wallet:
+            continue
+        created = _token_of(sim.after.get(destination)) if sim.before.get(destination) is None else None
+        if created is not None and created.owner == wallet:
+            continue  # rent parked in the wallet's own new account
+        sent += lamports
     created_rent = min(created_rent, rent_per_account * MAX_NEW_ACCOUNTS)
     if sell:
         assert isinstance(intent, SellIntent)

@@ -166,7 +166,11 @@ class Seller:
             return "Already selling…"
         sent = self._sent[signal.id] = asyncio.Event()
         task = self._background.spawn(self.sell(signal.id))
-        task.add_done_callback(lambda _t: (sent.set(), self._sent.pop(signal.id, None)))
+        def settled(_task: object) -> None:
+            sent.set()
+            self._sent.pop(signal.id, None)
+
+        task.add_done_callback(settled)
         return "Selling…"
 
     async def wait_sent(self, signal_id: str, timeout: float = 2.0) -> None:
