@@ -19,7 +19,14 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from bot.exits.executor import Executor, Trade, TradeHooks
-from bot.exits.guard import DEX_PROGRAMS, SYSTEM_PROGRAM, TOKEN_PROGRAM, GuardRefusal, SellIntent, Unverifiable
+from bot.exits.guard import (
+    DEX_PROGRAMS,
+    SYSTEM_PROGRAM,
+    TOKEN_PROGRAM,
+    GuardRefusal,
+    SellIntent,
+    Unverifiable,
+)
 from bot.exits.sell import Seller
 from bot.solana_rpc import RpcError, TokenHolding
 from storage.positions import ExitSignal, Position
