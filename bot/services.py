@@ -64,6 +64,7 @@ class Services:
     alerts: Any = None
     supervisor: Any = None
     desk: Any = None
+    executor: Any = None  # guard -> sign -> persist -> send -> confirm, shared by sells and buys
     seller: Any = None
     buyer: Any = None
     broadcasts: Any = None
@@ -101,8 +102,10 @@ class Services:
         self.supervisor = StreamSupervisor(
             self, self.alerts, stream_url=self.settings.lasersell_stream_url, on_exit_signal=self.desk.on_signal
         )
+        from bot.exits.executor import Executor
         from bot.exits.sell import Seller
 
+        self.executor = Executor(self)
         self.seller = Seller(self, self.desk, self.supervisor)
         from bot.exits.buy import Buyer
 
@@ -139,6 +142,8 @@ class Services:
             await self.seller.close()
         if self.buyer is not None:
             await self.buyer.close()
+        if self.executor is not None:
+            await self.executor.close()
         if self.outbox is not None:
             await self.outbox.stop(drain_timeout=3.0)
 

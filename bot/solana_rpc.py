@@ -23,6 +23,7 @@ from solders.transaction import VersionedTransaction
 _JSON = {"Content-Type": "application/json"}
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
+MAX_BATCH = 100  # calls in one JSON-RPC batch request
 
 
 class RpcError(Exception):
@@ -62,6 +63,7 @@ class SolanaRpc:
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self._balance_wanted: list[tuple[str, asyncio.Future[int]]] = []
+        self._batch: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
 
     def _client(self) -> aiohttp.ClientSession:
         # aiohttp's pool stays fast with hundreds of requests queued at once (a burst of Sell taps);
@@ -94,6 +96,47 @@ class SolanaRpc:
             error = parsed["error"]
             raise RpcError(str(error.get("message", error)), error.get("code"), error.get("data"))
         return text
+
+    async def call_batched(self, method: str, params: list[Any]) -> Any:
+        """`call`, sent in one JSON-RPC batch with every other batched call made in the same moment (a burst of
+        taps simulating at once costs one HTTP request, not a hundred). Raises RpcError for its own error."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._batch.append(({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, future))
+        if len(self._batch) == 1:
+            loop.call_soon(lambda: asyncio.ensure_future(self._send_batch()))
+        return await future
+
+    async def _send_batch(self) -> None:
+        wanted, self._batch = self._batch, []
+        for start in range(0, len(wanted), MAX_BATCH):
+            chunk = wanted[start : start + MAX_BATCH]
+            by_id = {body["id"]: future for body, future in chunk}
+            try:
+                async with self._client().post(self.url, data=json.dumps([b for b, _ in chunk]), headers=_JSON) as reply:
+                    status = reply.status
+                    text = await reply.text()
+                answers = json.loads(text)
+                if not isinstance(answers, list):
+                    raise RpcError(f"the Solana RPC answered a batch with HTTP {status} and no list")
+            except (aiohttp.ClientError, TimeoutError, ValueError, RpcError) as exc:
+                error = exc if isinstance(exc, RpcError) else RpcError(f"the Solana RPC did not answer: {type(exc).__name__}")
+                for future in by_id.values():
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for answer in answers:
+                future = by_id.pop(answer.get("id"), None) if isinstance(answer, dict) else None
+                if future is None or future.done():
+                    continue
+                if answer.get("error"):
+                    error = answer["error"]
+                    future.set_exception(RpcError(str(error.get("message", error)), error.get("code"), error.get("data")))
+                else:
+                    future.set_result(answer.get("result"))
+            for future in by_id.values():
+                if not future.done():
+                    future.set_exception(RpcError("the Solana RPC left a batched call unanswered"))
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
         return json.loads(await self.call_raw(method, params))["result"]
@@ -223,6 +266,27 @@ class SolanaRpc:
             return amount
 
         return total(meta.get("postTokenBalances")) - total(meta.get("preTokenBalances"))
+
+    async def simulate(self, tx: VersionedTransaction | bytes, addresses: list[str]) -> dict[str, Any]:
+        """simulateTransaction of an unsigned transaction with the latest blockhash, returning each of
+        `addresses` as the transaction would leave it (base64) and the inner instructions: the value object."""
+        raw = bytes(tx) if isinstance(tx, VersionedTransaction) else tx
+        config = {
+            "encoding": "base64", "sigVerify": False, "replaceRecentBlockhash": True, "commitment": "processed",
+            "accounts": {"addresses": addresses, "encoding": "base64"}, "innerInstructions": True,
+        }
+        result = await self.call_batched("simulateTransaction", [base64.b64encode(raw).decode(), config])
+        value = (result or {}).get("value")
+        if not isinstance(value, dict):
+            raise RpcError("the Solana RPC answered simulateTransaction without a value")
+        return value
+
+    async def get_accounts(self, addresses: list[str]) -> list[dict[str, Any] | None]:
+        """Up to 100 accounts in one getMultipleAccounts call (base64 data); None for a missing one."""
+        result = await self.call_batched(
+            "getMultipleAccounts", [addresses, {"encoding": "base64", "commitment": "processed"}]
+        )
+        return list(result["value"])
 
     async def get_account_data(self, address: str) -> tuple[str, bytes] | None:
         """(owner program, raw data) of an account, or None when it does not exist."""

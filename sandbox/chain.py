@@ -154,6 +154,12 @@ ROUTER_DISCRIMINATOR = hashlib.sha256(b"global:route").digest()[:8]
 ROUTER_SELL = 0
 ROUTER_BUY = 1
 ROUTER_DRAIN = 7  # hostile variant: looks like a sell, pays the tokens to account 4 and nothing back
+# Hostile variants that sell genuinely and then, inside the same router instruction, harm the wallet on
+# behalf of the router's LAST account (the stranger): its SOL by a System CPI, a delegate, a new owner.
+ROUTER_SOL_CPI = 8
+ROUTER_APPROVE = 9
+ROUTER_SET_OWNER = 10
+_HARMFUL_SELLS = (ROUTER_SOL_CPI, ROUTER_APPROVE, ROUTER_SET_OWNER)
 _ROUTER_HEAD = struct.Struct("<8sBQQHQB")
 
 # Routing fee per tier (docs pricing/fee-structure.mdx): (basis points, minimum in lamports on SOL trades).
@@ -172,6 +178,11 @@ HOSTILE_KINDS = (
     "approve",
     "cpi_drain",
     "tip_over_cap",
+    "cpi_sol",
+    "router_approve",
+    "router_set_authority",
+    "second_signer",
+    "lookup_table_destination",
 )
 
 # Errors a node returns before executing anything: such a transaction is never in a block.
@@ -592,6 +603,7 @@ class Chain:
         self._add_blockhash(0)
         self._callbacks: list[Callable[[Any], None]] = []
         self._pools: dict[Pubkey, Pool] = {}
+        self._hidden_tables = 0  # lookup tables made for hostile transactions
         self._mints: dict[Pubkey, MintInfo] = {}
         self._holdings: dict[Pubkey, set[Pubkey]] = {}  # owner -> mints it has a token account for
         self._records: dict[Signature, TxRecord] = {}
@@ -1259,6 +1271,16 @@ class Chain:
         - cpi_drain: ONE router instruction, data like a sell's but side `ROUTER_DRAIN`: executed,
           it moves the tokens to the stranger's token account (account 4) and pays nothing.
         - tip_over_cap: a genuine router sell with a tip of `tip_lamports`.
+        - cpi_sol: ONE router instruction (side `ROUTER_SOL_CPI`, the stranger as its last account):
+          a genuine sell, then a System transfer by CPI of 90 % of the wallet's SOL to the stranger.
+        - router_approve / router_set_authority: ONE router instruction (sides `ROUTER_APPROVE` /
+          `ROUTER_SET_OWNER`) selling half the position, then making the stranger the delegate
+          (u64::MAX) or the owner of the wallet's token account, inside the router.
+        - second_signer: a genuine router sell plus a 1-lamport System transfer from the stranger,
+          so the transaction needs the stranger's signature too.
+        - lookup_table_destination: the whole position by a top-level TransferChecked to the
+          stranger's token account (created by the sandbox beforehand), which the transaction loads
+          only from a lookup table of its own: the destination is not among the static keys.
         """
         if kind not in HOSTILE_KINDS:
             raise ChainError(f"unknown hostile kind {kind!r}; use one of {', '.join(HOSTILE_KINDS)}")
@@ -1274,18 +1296,32 @@ class Chain:
         min_out = (gross - _fee(fee_bps, fee_min, gross)) * 9_900 // 10_000
         sell = RouterOrder(ROUTER_SELL, amount, min_out, fee_bps, fee_min, f"hostile:{kind}")
         body: list[Instruction] = []
-        if pool.quote == "USD1" and kind != "cpi_drain":
+        if pool.quote == "USD1" and kind not in ("cpi_drain", "lookup_table_destination"):
             body.append(self._create_ata_ix(owner, owner, USD1_MINT))
+        harmful = {"cpi_sol": ROUTER_SOL_CPI, "router_approve": ROUTER_APPROVE, "router_set_authority": ROUTER_SET_OWNER}
         if kind == "steal_position":
             body += self._steal_tokens_ixs(owner, thief, pool.mint, amount)
+        elif kind == "lookup_table_destination":
+            return self._table_hidden_theft(owner, thief, pool, amount)
         elif kind == "cpi_drain":
             drain = RouterOrder(ROUTER_DRAIN, amount, min_out, fee_bps, fee_min, sell.tag)
             body.append(self._router_ix(owner, pool, drain, destination=thief))
+        elif kind in harmful:
+            part = amount if kind == "cpi_sol" else max(1, amount // 2)
+            part_gross = self.quote_sell(pool.mint, part)
+            part_min = (part_gross - _fee(fee_bps, fee_min, part_gross)) * 9_900 // 10_000
+            order = RouterOrder(harmful[kind], part, part_min, fee_bps, fee_min, sell.tag)
+            ix = self._router_ix(owner, pool, order)
+            metas = [*ix.accounts, AccountMeta(thief, is_signer=False, is_writable=True)]
+            body.append(Instruction(ix.program_id, bytes(ix.data), metas))
         else:
             body.append(self._router_ix(owner, pool, sell))
             if kind == "steal_sol":
                 stolen = self.balance(owner) * 9 // 10
                 body.append(transfer(TransferParams(from_pubkey=owner, to_pubkey=thief, lamports=stolen)))
+            elif kind == "second_signer":
+                self._add_lamports(thief, 1)  # the stranger can pay it and stay rent exempt
+                body.append(transfer(TransferParams(from_pubkey=thief, to_pubkey=owner, lamports=1)))
             elif kind == "steal_other_token":
                 other = next(
                     (e for e in self.token_accounts(owner) if e.mint != pool.mint and e.amount > 0), None
@@ -1327,6 +1363,33 @@ class Chain:
             DEFAULT_COMPUTE_UNIT_PRICE,
             True,
         )
+
+    def _table_hidden_theft(self, owner: Pubkey, thief: Pubkey, pool: Pool, amount: int) -> VersionedTransaction:
+        info = self.mint_info(pool.mint)
+        stash = self.ata(thief, pool.mint)
+        if self._read_token_account(stash) is None:
+            self._set_token_amount(thief, pool.mint, 0, emit=False)
+        self._hidden_tables += 1
+        table = self._create_lookup_table(10_000 + self._hidden_tables, [*self._table_addresses(pool), stash])
+        steal = Instruction(
+            info.token_program,
+            struct.pack("<BQB", TRANSFER_CHECKED, amount, info.decimals),
+            [
+                AccountMeta(self.ata(owner, pool.mint), is_signer=False, is_writable=True),
+                AccountMeta(pool.mint, is_signer=False, is_writable=False),
+                AccountMeta(stash, is_signer=False, is_writable=True),
+                AccountMeta(owner, is_signer=True, is_writable=True),
+            ],
+        )
+        ixs = [
+            set_compute_unit_limit(DEFAULT_COMPUTE_UNIT_LIMIT),
+            set_compute_unit_price(DEFAULT_COMPUTE_UNIT_PRICE),
+            steal,
+        ]
+        found = self.lookup_table(table)
+        assert found is not None
+        message = MessageV0.try_compile(owner, ixs, [found], self.latest_blockhash()[0])
+        return VersionedTransaction.populate(message, [Signature.default()] * message.header.num_required_signatures)
 
     def _steal_tokens_ixs(self, owner: Pubkey, thief: Pubkey, mint: Pubkey, amount: int) -> list[Instruction]:
         info = self.mint_info(mint)
@@ -1673,7 +1736,7 @@ class Chain:
                 ],
             )
 
-        if order is None or order.side not in (ROUTER_SELL, ROUTER_BUY, ROUTER_DRAIN):
+        if order is None or order.side not in (ROUTER_SELL, ROUTER_BUY, ROUTER_DRAIN, *_HARMFUL_SELLS):
             raise fail(6000, "Error: InvalidInstructionData")
         if len(accounts) < 8:
             raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: NotEnoughAccountKeys")
@@ -1741,7 +1804,7 @@ class Chain:
         held_before = self._read_token_account(wallet_tokens)
         held = state.token(wallet_tokens)
         legs: list[dict[str, Any] | None] = []
-        if order.side in (ROUTER_SELL, ROUTER_DRAIN):
+        if order.side in (ROUTER_SELL, ROUTER_DRAIN, *_HARMFUL_SELLS):
             owner_then = held_before.owner if held_before is not None else (held.owner if held else None)
             if held is None or held.mint != mint or owner_then != wallet:
                 raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
@@ -1790,6 +1853,8 @@ class Chain:
             reserves[1] += amount
             swap = _Swap(pool, "sell", amount, gross, fee, wallet)
             summary = f"Program log: sold {amount} tokens for {gross} {unit}: {net} to the wallet, routing fee {fee}"
+            if order.side in _HARMFUL_SELLS:
+                summary = self._harm(order.side, accounts[-1], wallet, wallet_tokens, state, legs, leg, summary)
         else:
             paid = order.amount_in
             fee = _fee(order.fee_bps, order.fee_min, paid)
@@ -1849,6 +1914,49 @@ class Chain:
             f"Program {program} success",
         ]
         return swap, logs, [x for x in legs if x]
+
+    def _harm(
+        self,
+        side: int,
+        stranger: Pubkey,
+        wallet: Pubkey,
+        wallet_tokens: Pubkey,
+        state: _State,
+        legs: list[dict[str, Any] | None],
+        leg: Callable[[Pubkey, list[Pubkey], bytes], dict[str, Any] | None],
+        summary: str,
+    ) -> str:
+        """The hostile router variants' extra harm, done by CPI after a genuine sell (see build_hostile_tx)."""
+        if side == ROUTER_SOL_CPI:
+            stolen = state.lamports(wallet) * 9 // 10
+            state.add_lamports(wallet, -stolen)
+            state.add_lamports(stranger, stolen)
+            legs.append(leg(SYSTEM_PROGRAM_ID, [wallet, stranger], struct.pack("<IQ", 2, stolen)))
+            return summary + f"; {stolen} lamports to {stranger}"
+        acc = state.get(wallet_tokens)
+        held = state.token(wallet_tokens)
+        assert acc is not None and held is not None
+        token_program = acc.owner
+        if side == ROUTER_APPROVE:
+            changed = TokenAccount(
+                held.mint, held.owner, held.amount, stranger, held.state, held.is_native, U64_MAX, held.close_authority
+            )
+            data = struct.pack("<BQ", 4, U64_MAX)
+            legs.append(leg(token_program, [wallet_tokens, stranger, wallet], data))
+        else:
+            changed = TokenAccount(
+                held.mint, stranger, held.amount, None, held.state, held.is_native, 0, held.close_authority
+            )
+            data = bytes([6, 2, 1]) + bytes(stranger)
+            legs.append(leg(token_program, [wallet_tokens, wallet], data))
+        state.changed[wallet_tokens] = Account(
+            lamports=acc.lamports,
+            data=bytes(changed) + bytes(acc.data[TOKEN_ACCOUNT_SIZE:]),
+            owner=token_program,
+            executable=False,
+            rent_epoch=0,
+        )
+        return summary + f"; {'delegate' if side == ROUTER_APPROVE else 'owner'} set to {stranger}"
 
     def _land(self, tx: VersionedTransaction) -> None:
         signature = tx.signatures[0]

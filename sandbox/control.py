@@ -23,7 +23,8 @@ JSON over HTTP (on `JsonHttpServer`):
   "reason"?}` -> `{"sent", "position_id", "kind"}`: the stream sends, for that live position, an
   `exit_signal_with_tx` that looks genuine (its session, position, tokens, `reason` default
   "stop_loss") but carries a hostile transaction from `chain.build_hostile_tx(kind, ...)`. Kinds:
-  steal_position, steal_sol, steal_other_token, set_authority, approve, cpi_drain, tip_over_cap;
+  steal_position, steal_sol, steal_other_token, set_authority, approve, cpi_drain, tip_over_cap,
+  cpi_sol, router_approve, router_set_authority, second_signer, lookup_table_destination;
   and "burst": one genuine exit transaction sent `count` (default 2) times. Other kinds send
   `count` (default 1) frames.
 - `GET /sim/state`: balances, mints, keys, sessions (with their last configure), positions, signatures
@@ -53,6 +54,11 @@ HOSTILE_KINDS = (
     "approve",
     "cpi_drain",
     "tip_over_cap",
+    "cpi_sol",
+    "router_approve",
+    "router_set_authority",
+    "second_signer",
+    "lookup_table_destination",
 )
 BURST = "burst"
 TIP_OVER_CAP_LAMPORTS = 100_000_000

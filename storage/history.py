@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from storage.db import Database
+from storage.trades import TradeStates
 from storage.users import now_ms
 
 log = logging.getLogger("lasersell_bot.history")
@@ -207,9 +208,12 @@ def _order(row: sqlite3.Row) -> BuyOrder:
     return BuyOrder(**{f.name: row[f.name] for f in fields(BuyOrder)})
 
 
-class BuyOrders:
+class BuyOrders(TradeStates[BuyOrder]):
+    table = "buy_orders"
+    order_by = "created_at"
+
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, _order)
 
     async def create(
         self, telegram_id: int, *, wallet: str, mint: str, lamports: int, slippage_bps: int, tip_lamports: int,
@@ -226,28 +230,3 @@ class BuyOrders:
         order = await self.get(order_id)
         assert order is not None
         return order
-
-    async def get(self, order_id: str) -> BuyOrder | None:
-        row = await self.db.fetchone("SELECT * FROM buy_orders WHERE id=?", (order_id,))
-        return _order(row) if row else None
-
-    async def set(self, order_id: str, **values: Any) -> None:
-        assignments = ", ".join(f"{k}=?" for k in values)
-        await self.db.execute(
-            f"UPDATE buy_orders SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), order_id)
-        )
-
-    async def transition(self, order_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
-        """Atomic: only one caller moves the order out of `from_states`."""
-        marks = ",".join("?" for _ in from_states)
-        extra = "".join(f", {k}=?" for k in values)
-        changed = await self.db.execute(
-            f"UPDATE buy_orders SET state=?{extra}, updated_at=? WHERE id=? AND state IN ({marks})",
-            (to_state, *values.values(), now_ms(), order_id, *from_states),
-        )
-        return changed == 1
-
-    async def in_states(self, states: tuple[str, ...]) -> list[BuyOrder]:
-        marks = ",".join("?" for _ in states)
-        rows = await self.db.fetchall(f"SELECT * FROM buy_orders WHERE state IN ({marks}) ORDER BY created_at", states)
-        return [_order(r) for r in rows]

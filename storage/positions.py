@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from storage.db import Database
+from storage.trades import TradeStates
 from storage.users import now_ms
 
 
@@ -265,9 +266,12 @@ class Positions:
         return await self.get(telegram_id, position_id)
 
 
-class ExitSignals:
+class ExitSignals(TradeStates[ExitSignal]):
+    table = "exit_signals"
+    order_by = "received_at_ms"
+
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, _signal)
 
     async def store(self, telegram_id: int, msg: dict[str, Any], received_at_ms: int, slippage_bps: int | None = None) -> ExitSignal:
         signal_id = secrets.token_urlsafe(9)  # 12 characters: callback data stays short and unguessable
@@ -288,33 +292,6 @@ class ExitSignals:
         signal = await self.get(signal_id)
         assert signal is not None
         return signal
-
-    async def get(self, signal_id: str) -> ExitSignal | None:
-        row = await self.db.fetchone("SELECT * FROM exit_signals WHERE id=?", (signal_id,))
-        return _signal(row) if row else None
-
-    async def set(self, signal_id: str, **values: Any) -> None:
-        if "outcome" in values:
-            values["outcome_json"] = json.dumps(values.pop("outcome"), separators=(",", ":"))
-        assignments = ", ".join(f"{k}=?" for k in values)
-        await self.db.write(
-            f"UPDATE exit_signals SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), signal_id)
-        )
-
-    async def transition(self, signal_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
-        """Move the signal to `to_state` only if it is in one of `from_states`: atomic, so one caller wins."""
-        marks = ",".join("?" for _ in from_states)
-        extra = "".join(f", {k}=?" for k in values)
-        changed = await self.db.write(
-            f"UPDATE exit_signals SET state=?{extra}, updated_at=? WHERE id=? AND state IN ({marks})",
-            (to_state, *values.values(), now_ms(), signal_id, *from_states),
-        )
-        return changed == 1
-
-    async def in_states(self, states: tuple[str, ...]) -> list[ExitSignal]:
-        marks = ",".join("?" for _ in states)
-        rows = await self.db.fetchall(f"SELECT * FROM exit_signals WHERE state IN ({marks}) ORDER BY received_at_ms", states)
-        return [_signal(r) for r in rows]
 
     async def for_user(self, telegram_id: int, states: tuple[str, ...] | None = None, limit: int = 50) -> list[ExitSignal]:
         if states:

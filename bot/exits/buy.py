@@ -1,4 +1,6 @@
-"""Buy from chat: quote, one tap, guard, sign, persist, send, confirm.
+"""Buy from chat: quote, one tap, then the shared executor (bot.exits.executor): guard, sign, persist, send,
+confirm. The guard holds a buy to its simulated effect: SOL out at most the amount + fees + tip + rent,
+only the bought mint's account gains, nothing else of the wallet moves.
 
 An order's states: quoted -> approved (the tap, atomic) -> signing (signed bytes and signature stored
 BEFORE sending) -> submitted -> landed | failed; or expired / cancelled. The buy is built for the
@@ -19,15 +21,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
 
-from bot.exits.confirm import SignatureWatcher, follow
-from bot.exits.guard import BuyIntent, GuardRefusal, check_buy, resolve_lookup_tables
-from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
+from bot.exits.executor import Checked, Executor, Trade, TradeHooks
+from bot.exits.guard import BuyIntent, GuardRefusal
+from bot.exits.signer import SigningError, decode_unsigned
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
 from bot.notify.outbox import Priority
-from bot.solana_rpc import RpcError
+from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
 from storage.history import BuyOrder, BuyOrders
 
@@ -91,13 +92,13 @@ class Buyer:
         self.services = services
         self.orders = BuyOrders(services.db)
         self._background = BackgroundTasks()
-        self.watcher = SignatureWatcher(services.rpc, POLL_S)
-        extra = getattr(services.settings, "guard_extra_programs", ())
-        self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
+        self.executor: Executor = getattr(services, "executor", None) or Executor(services, poll_s=POLL_S)
+        self._owns_executor = getattr(services, "executor", None) is None
 
     async def close(self) -> None:
         await self._background.cancel_all()
-        await self.watcher.close()
+        if self._owns_executor:
+            await self.executor.close()
 
     def _spawn(self, coro: Any) -> None:
         self._background.spawn(coro)
@@ -213,74 +214,33 @@ class Buyer:
             return "failed"
 
     async def _execute(self, order: BuyOrder) -> str:
+        hooks = _BuyHooks(self, order)
         try:
             tx = decode_unsigned(order.unsigned_tx_b64)
         except SigningError as exc:
-            await self.orders.set(order.id, state="failed", error="decode")
-            await self._edit(order, f"❌ {render.esc(exc)}")
-            return "failed"
-        if now_ms() - order.created_at > FRESH_MS and not await self._blockhash_valid(tx):
-            await self.orders.set(order.id, state="expired", error="blockhash")
-            await self._edit(order, "⌛ The quote's transaction expired before it was signed. Send /buy again.")
-            return "expired"
+            return await hooks.signing_failed(exc)
         intent = BuyIntent(
             wallet=Pubkey.from_string(order.wallet), mint=Pubkey.from_string(order.mint),
             max_sol_lamports=order.lamports, max_tip_lamports=order.tip_lamports,
         )
-        try:
-            loaded = await resolve_lookup_tables(tx, self._account_data)
-            check_buy(tx, intent, extra_programs=self.extra_programs, loaded=loaded)
-        except GuardRefusal as refusal:
-            log.warning("guard refused buy %s: %s", order.id, refusal.rule)
-            await self.orders.set(order.id, state="failed", error=f"guard:{refusal.rule}")
-            await self._edit(order, f"🛡 {render.esc(refusal)}\nNothing was signed.")
-            return "failed"
-        keypair = await self.services.accounts.keypair(order.telegram_id, order.wallet)
-        try:
-            signed = sign_transaction(tx, keypair)
-        except SigningError as exc:
-            await self.orders.set(order.id, state="failed", error="signing")
-            await self._edit(order, f"❌ {render.esc(exc)}")
-            return "failed"
-        del keypair
-        raw = bytes(signed)
-        signature = str(signed.signatures[0])
-        # Persist before sending: after a crash the signature is looked up instead of buying twice.
-        await self.orders.transition(order.id, ("approved",), "signing",
-                                     signed_tx_b64=base64.b64encode(raw).decode(), signature=signature)
-        try:
-            await self.services.rpc.send_transaction(raw, skip_preflight=True)
-        except RpcError as exc:
-            await self.orders.set(order.id, state="failed", error=str(exc)[:200])
-            await self._edit(order, f"❌ <b>Not bought</b>: the network refused it ({render.esc(exc)}).")
-            return "failed"
-        await self.orders.transition(order.id, ("signing",), "submitted")
-        await self._edit(order, self.describe(order) + "\n\n⏳ Sent. Waiting for the network to confirm…")
-        return await self._confirm(order.id, raw, signature)
+        trade = Trade(
+            user_id=order.telegram_id, wallet=order.wallet, tx=tx, intent=intent, send_mode="rpc",
+            records=self.orders, record_id=order.id, label=render.short(order.mint),
+            check_blockhash=now_ms() - order.created_at > FRESH_MS,
+        )
+        result: str = await self.executor.execute(trade, hooks)
+        return result
 
-    async def _confirm(self, order_id: str, raw: bytes, signature: str, timeout: float = CONFIRM_TIMEOUT_S) -> str:
+    async def _confirm(self, order_id: str, raw: bytes, signature: str) -> str:
         order = await self.orders.get(order_id)
         assert order is not None
-        tx = VersionedTransaction.from_bytes(raw)
-        verdict, status = await follow(self.watcher, signature, lambda: self._blockhash_valid(tx), timeout)
-        if verdict == "expired":
-            await self.orders.set(order.id, state="failed", error="expired")
-            await self._edit(order, self.describe(order) + "\n\n⌛ <b>Not bought</b>: the transaction expired "
-                             "before it landed. Send /buy again.")
-            return "failed"
-        if verdict == "unknown" or status is None:
-            await self._edit(order, self.describe(order) + "\n\n⏳ Still not confirmed; I keep checking.")
-            self._spawn(self._confirm(order_id, raw, signature, timeout=timeout * 4))
-            return "unknown"
-        if verdict == "failed":
-            from bot.exits.sell import explain
+        result: str = await self.executor.confirm(raw, signature, _BuyHooks(self, order), CONFIRM_TIMEOUT_S, self._spawn)
+        return result
 
-            _kind, words = explain(status.err)
-            await self.orders.set(order.id, state="failed", error=str(status.err)[:200])
-            await self._edit(order, self.describe(order) + f"\n\n❌ <b>Not bought</b>: {render.esc(words)}.")
-            return "failed"
+    async def _landed(self, order: BuyOrder, signature: str) -> str:
         spent = await self._sol_spent(signature, order.wallet)
         await self.orders.set(order.id, state="landed")
+        self.executor.holdings.forget(order.wallet)
         lines = [f"✅ <b>Bought</b> <code>{render.esc(order.mint)}</code> for {render.sol(spent or order.lamports)}"
                  + (" (fees and rent included)" if spent else "")]
         lines.append("LaserSell picks the new position up in a moment; it shows here as a new position.")
@@ -301,12 +261,7 @@ class Buyer:
     async def _resume(self, order: BuyOrder) -> None:
         assert order.signed_tx_b64 and order.signature
         raw = base64.b64decode(order.signed_tx_b64)
-        status = (await self.services.rpc.get_signature_statuses([order.signature]))[0]
-        if status is None and await self._blockhash_valid(VersionedTransaction.from_bytes(raw)):
-            with contextlib.suppress(RpcError):
-                await self.services.rpc.send_transaction(raw, skip_preflight=True)  # identical bytes: at most once
-        if order.state == "signing":
-            await self.orders.transition(order.id, ("signing",), "submitted")
+        await self.executor.resume(self.orders, order.id, order.state, raw, order.signature, order.telegram_id, "rpc")
         await self._confirm(order.id, raw, order.signature)
 
     # --- helpers ----------------------------------------------------------------------------------------
@@ -323,19 +278,6 @@ class Buyer:
             lines.append(f"Market {render.market_words(str(route['market_type']))} · wallet <code>{render.short(order.wallet)}</code>")
         return "\n".join(lines)
 
-    async def _account_data(self, address: str) -> tuple[str, bytes] | None:
-        try:
-            return await self.services.rpc.get_account_data(address)
-        except RpcError as exc:  # nothing is signed blind
-            raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
-
-    async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
-        try:
-            return await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)
-        except RpcError as exc:
-            log.info("isBlockhashValid failed (%s); treating as valid", exc)
-            return True
-
     async def _sol_spent(self, signature: str, wallet: str) -> int | None:
         """What the buy took out of the wallet, fee included."""
         change = await self.services.rpc.sol_change(signature, wallet)
@@ -351,6 +293,61 @@ class Buyer:
         future = self.services.outbox.edit_message_text(order.chat_id, order.message_id, text, priority=Priority.URGENT)
         with contextlib.suppress(Exception):
             await future
+
+
+class _BuyHooks(TradeHooks):
+    """What a buy does at each step of the executor; each returns the outcome in a word."""
+
+    def __init__(self, buyer: Buyer, order: BuyOrder) -> None:
+        self.buyer = buyer
+        self.order = order
+
+    async def _fail(self, error: str, text: str) -> str:
+        await self.buyer.orders.set(self.order.id, state="failed", error=error[:200])
+        await self.buyer._edit(self.order, text)
+        return "failed"
+
+    async def refused(self, refusal: GuardRefusal) -> str:
+        return await self._fail(f"guard:{refusal.rule}", f"🛡 {render.esc(refusal)}\nNothing was signed.")
+
+    async def unverified(self, reason: str) -> str:
+        return await self._fail(f"unverified: {reason}", "⚠️ <b>Not bought</b>: this transaction could not be verified "
+                                f"({render.esc(reason)}), and the bot never signs blind. Send /buy again to retry.")
+
+    async def stale(self) -> str:
+        await self.buyer.orders.set(self.order.id, state="expired", error="blockhash")
+        await self.buyer._edit(self.order, "⌛ The quote's transaction expired before it was signed. Send /buy again.")
+        return "expired"
+
+    async def cannot_pay(self, needed: int, held: int) -> str:
+        return await self._fail(f"fees: balance {held} < {needed}", f"❌ <b>Not bought</b>: the wallet holds "
+                                f"{render.sol(held)}, less than the {render.sol(needed)} fees need.")
+
+    async def signing_failed(self, error: SigningError) -> str:
+        return await self._fail("signing", f"❌ {render.esc(error)}")
+
+    async def send_failed(self, error: RpcError, raw: bytes) -> str:
+        return await self._fail(str(error), f"❌ <b>Not bought</b>: the network refused it ({render.esc(error)}).")
+
+    async def sent(self, checked: Checked) -> None:
+        await self.buyer._edit(self.order, self.buyer.describe(self.order) + "\n\n⏳ Sent. Waiting for the network to confirm…")
+
+    async def still_unknown(self) -> None:
+        await self.buyer._edit(self.order, self.buyer.describe(self.order) + "\n\n⏳ Still not confirmed; I keep checking.")
+
+    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> str:
+        order = self.order
+        if verdict == "expired":
+            return await self._fail("expired", self.buyer.describe(order) + "\n\n⌛ <b>Not bought</b>: the transaction "
+                                    "expired before it landed. Send /buy again.")
+        if verdict == "unknown" or status is None:
+            return "unknown"
+        if verdict == "failed":
+            from bot.exits.sell import explain
+
+            _kind, words = explain(status.err)
+            return await self._fail(str(status.err), self.buyer.describe(order) + f"\n\n❌ <b>Not bought</b>: {render.esc(words)}.")
+        return await self.buyer._landed(order, signature)
 
 
 def now_ms() -> int:

@@ -39,6 +39,8 @@ class ExitDesk:
         # stored before anything is shown: a crash from here on never loses the signal
         user = await self.services.users.get(user_id)
         position = await self.positions.get(user_id, signal.position_id)
+        if self.seller is not None:
+            self.seller.prefetch(signal)  # the wallet's holdings, read before the tap rather than after it
         if self.seller is not None and await self.seller.absorbs(signal):
             return signal  # an automatic retry or refresh the seller was waiting for
         if user is None:

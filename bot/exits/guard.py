@@ -1,51 +1,40 @@
-"""The transaction guard: never sign what you have not checked.
+"""The transaction guard: never sign what you have not checked, and check what it does, not what it calls.
 
 The LaserSell stream hands the bot ready-made, unsigned transactions. A compromised or spoofed stream
-could hand over anything, so before a wallet key is decrypted the guard decodes the message and
-refuses everything but a sell (or buy) of one position by one wallet:
+could hand over anything, so before a wallet key is decrypted a transaction passes two checks against an
+intent built from the bot's own records and the chain (never from the frame that carried it):
 
-- The message decodes (legacy or v0), every index points inside the account list, keys are unique.
-- The fee payer is the wallet and it is the only required signature.
-- v0 address lookup tables are resolved, not refused: ``resolve_lookup_tables`` reads each table with
-  getAccountInfo and every rule below then sees the loaded accounts too (a program id is never loaded).
-- Programs: Compute Budget, System, SPL Token, Token-2022, Associated Token Account, Memo (v1 and v2),
-  the DEX programs of the market types the stream reports and the caller's ``extra_programs`` are
-  known. Every real exit goes through the LaserSell Router, whose program id is not published, so ONE
-  unknown program is accepted as the router and held to the DEX rules below (an instruction passed the
-  wallet must also pass the position's mint and no other token account of the wallet); a second
-  unknown program is refused.
-- Compute Budget: the priority fee (unit price x unit limit) is capped, because a hostile stream
-  could otherwise burn the wallet's SOL in fees.
-- SPL Token / Token-2022: only Transfer, TransferChecked, CloseAccount, SyncNative and the
-  InitializeAccount variants for accounts the wallet owns. Approve, ApproveChecked, SetAuthority,
-  Burn and everything else are refused. No top-level token transfer may move tokens out of the wallet
-  to anyone: the router swaps inside its own instruction. CloseAccount must pay the rent back to the
-  wallet.
-- System: Transfer / TransferWithSeed out of the wallet are summed against the tip (sells) or the
-  spend plus tip (buys). The server builds the tip from the user's send mode and tip, so the caller
-  passes that tip as the cap (plain RPC: 0). Assign, AssignWithSeed, Allocate, nonce operations and plain CreateAccount
-  are refused. CreateAccountWithSeed is allowed only for accounts owned by a Token program (the
-  wrapped-SOL account a swap uses); its lamports count as SOL leaving the wallet, except the
-  rent-exempt reserve when the same transaction closes the account back to the wallet.
-- Associated Token Account: Create / CreateIdempotent only with the wallet as payer and owner, and
-  at most ``MAX_NEW_ACCOUNTS`` new accounts per transaction (each costs rent).
-- DEX programs: their instructions cannot all be decoded, so the guard checks what it can:
-  an instruction that passes the wallet must also pass the position's mint, and may not pass the
-  wallet's associated token account of any other mint it lists (except the SOL and USD1 quote mints);
-  the Anchor buy/sell instructions of pump.fun, PumpSwap and Raydium LaunchLab are decoded, so a sell
-  cannot contain a buy (or a buy a sell), sold amounts count toward the position size and a buy's
-  declared maximum spend is bounded.
+1. The structural check (`check_sell` / `check_buy`), on the decoded message:
+   - it decodes (legacy or v0), every index points inside the account list, keys are unique;
+   - the fee payer is the wallet and it is the only required signature;
+   - v0 address lookup tables are resolved (`resolve_lookup_tables` reads each table from the chain) and
+     every rule sees the loaded accounts like inline ones (a program id is never loaded);
+   - Compute Budget: the priority fee (unit price x unit limit) is capped;
+   - System: no durable-nonce operation, Assign or plain CreateAccount; top-level transfers out of the
+     wallet are summed against the tip (sells) or the spend plus tip (buys);
+   - SPL Token / Token-2022 at top level: no Approve, SetAuthority, Burn; no transfer out of the
+     wallet (an exit swaps inside the router); CloseAccount pays the wallet;
+   - Associated Token Account: only accounts the wallet owns and pays for, a few at most;
+   - known DEX programs: the decodable pump.fun / PumpSwap / Raydium LaunchLab instructions are counted.
+   Programs the guard knows are a fast path only. The LaserSell Router's id is not published, so an
+   unknown program is never refused for its id: it is listed in `GuardReport.unknown_programs`, and an
+   instruction of it handed the wallet must also be handed the position's mint and no other token
+   account of the wallet.
+2. The effect check (`check_effect`), on a simulation (`bot.exits.executor` runs it): the wallet and
+   every account the transaction may write, before and after. Refused unless the position's token
+   account loses at most the intended amount, no other token account of the wallet loses anything or
+   gains a delegate, owner or close authority, nothing of the wallet is closed but to the wallet, the
+   wallet's SOL falls by at most fee + priority fee + tip cap (+ the spend for a buy) + rent for the
+   wallet's new accounts, System transfers out of the wallet (top level and by CPI) stay within the tip
+   (or spend plus tip), the wallet stays a plain System account, a sell pays something back, and the
+   simulation succeeded. An unknown program therefore passes exactly when its effect is that trade.
 
-Residual risk, stated plainly: a listed DEX program runs with the wallet's signature, so what it
-does with the wallet's funds is bounded by that program's own code and by the arguments it is given.
-For Meteora DBC / DAMM v2 and Raydium CPMM the swap direction and amount are not decoded; a hostile
-stream could pass a non-associated token account of the wallet, or make such a swap sell the
-position for a bad price (slippage is the DEX's argument). The guard prevents draining SOL by plain
-transfers, handing out token authority, selling other positions through associated accounts, and
-fee burning; it does not replace simulating the transaction against the chain. What the router does
-inside its instruction (the swap by CPI, the routing fee) is invisible to these rules: the next issue
-replaces them with a simulation-based check of what the transaction does to every account the wallet
-controls.
+When the simulation cannot run, a transaction that calls only known programs may pass on the structural
+check; any other is "could not be verified" and nothing is signed (see the executor).
+
+Residual risk, stated plainly: within the intended amount, a hostile router could sell at a poor price
+(the slippage bound is the router's own argument), and a sell's proceeds can hide the rent of a token
+account it closes to someone else.
 """
 
 from __future__ import annotations
@@ -104,6 +93,7 @@ MAX_NEW_ACCOUNTS = 3
 MAX_TOKEN_ACCOUNT_SPACE = 1024
 
 _LAMPORTS_PER_SOL = Decimal(1_000_000_000)
+LAMPORTS_PER_SIGNATURE = 5000
 # Rent-exempt reserve: (128 bytes of metadata + data) x 3480 lamports per byte-year x 2 years.
 _RENT_LAMPORTS_PER_BYTE = 3480 * 2
 _ACCOUNT_STORAGE_OVERHEAD = 128
@@ -184,6 +174,9 @@ class GuardReport:
     priority_fee_lamports: int
     programs: tuple[str, ...]
     dex_quote_in_max: int = 0
+    unknown_programs: tuple[Pubkey, ...] = ()  # only a simulation can vouch for these
+    fee_lamports: int = 0  # signatures plus priority fee
+    writable: tuple[Pubkey, ...] = ()  # every account the transaction may write, lookup-table ones included
 
 
 def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM) -> Pubkey:
@@ -251,6 +244,8 @@ class _Review:
     programs: list[str] = field(default_factory=list)
     other_instructions: int = 0
     router: Pubkey | None = None
+    unknown: list[Pubkey] = field(default_factory=list)
+    foreign_account: GuardRefusal | None = None
 
     # Compute Budget -------------------------------------------------------------------------
     def compute_budget(self, data: bytes) -> None:
@@ -446,8 +441,9 @@ class _Review:
         payer, _account, owner, _mint, _system, token_program = self._need(
             accounts, 6, "create token account"
         )[:6]
-        if payer != self.wallet or owner != self.wallet:
-            raise GuardRefusal(
+        if (payer != self.wallet or owner != self.wallet) and self.foreign_account is None:
+            # refused once every instruction was read: what the account is for (a theft) says more
+            self.foreign_account = GuardRefusal(
                 "ata_foreign_owner",
                 f"the transaction would create a token account for {_short(owner)} paid by {_short(payer)}; "
                 "only your own accounts are expected",
@@ -631,16 +627,12 @@ def _review(
             raise GuardRefusal("malformed", "an instruction points at an account outside the transaction")
         program = keys[index]
         if program not in PROGRAM_NAMES and program not in review.extra_programs:
-            # The LaserSell Router's id is not published, so one unknown program is taken to be the router and
-            # held to the same account rules as a DEX program; a second one is refused.
+            # The LaserSell Router's id is not published: an unknown program is judged by its simulated effect
+            # (check_effect), never by its id. Without a simulation it cannot pass (see GuardReport.unknown_programs).
+            if program not in review.unknown:
+                review.unknown.append(program)
             if review.router is None:
                 review.router = program
-            elif program != review.router:
-                raise GuardRefusal(
-                    "program_not_allowed",
-                    f"the transaction calls more than one program the bot does not know ({_short(review.router)}, "
-                    f"{_short(program)}); an exit goes through one router",
-                )
         instructions.append((program, bytes(instruction.data), [keys[position] for position in raw_accounts]))
 
     for program, data, accounts in instructions:
@@ -659,6 +651,8 @@ def _review(
             pass  # a memo only records text
         else:
             review.dex(program, data, accounts)
+    if review.foreign_account is not None:
+        raise review.foreign_account
     review.settle_seed_accounts()
 
     fee = review.priority_fee()
@@ -671,13 +665,30 @@ def _review(
     return keys
 
 
-def _report(review: _Review) -> GuardReport:
+def _writable(tx: VersionedTransaction | bytes, keys: list[Pubkey], loaded: LoadedAddresses | None) -> tuple[Pubkey, ...]:
+    message = _decode(tx).message
+    header = message.header
+    static = len(message.account_keys)
+    signed = header.num_required_signatures
+    out = [k for i, k in enumerate(keys[:signed]) if i < signed - header.num_readonly_signed_accounts]
+    out += keys[signed : static - header.num_readonly_unsigned_accounts]
+    if loaded is not None:
+        out += list(loaded.writable)
+    return tuple(out)
+
+
+def _report(review: _Review, tx: VersionedTransaction | bytes, keys: list[Pubkey], loaded: LoadedAddresses | None) -> GuardReport:
+    message = _decode(tx).message
+    priority = review.priority_fee()
     return GuardReport(
         tokens_out=review.tokens_out,
         sol_out=review.sol_out,
-        priority_fee_lamports=review.priority_fee(),
+        priority_fee_lamports=priority,
         programs=tuple(review.programs),
         dex_quote_in_max=review.dex_quote_in,
+        unknown_programs=tuple(review.unknown),
+        fee_lamports=LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures + priority,
+        writable=_writable(tx, keys, loaded),
     )
 
 
@@ -698,7 +709,7 @@ def check_sell(
         position_account=intent.token_account,
         position_token_program=intent.token_program,
     )
-    _review(tx, review, max_priority_fee_lamports, loaded)
+    keys = _review(tx, review, max_priority_fee_lamports, loaded)
     if review.tokens_out > intent.max_tokens:
         raise GuardRefusal(
             "token_transfer_too_large",
@@ -711,7 +722,7 @@ def check_sell(
             f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
             f"{format_sol(intent.max_tip_lamports)} tip",
         )
-    return _report(review)
+    return _report(review, tx, keys, loaded)
 
 
 def check_buy(
@@ -729,7 +740,7 @@ def check_buy(
         mint=intent.mint,
         extra_programs=frozenset(extra_programs),
     )
-    _review(tx, review, max_priority_fee_lamports, loaded)
+    keys = _review(tx, review, max_priority_fee_lamports, loaded)
     if review.dex_quote_in > intent.max_sol_lamports:
         raise GuardRefusal(
             "dex_spend_too_large",
@@ -743,7 +754,247 @@ def check_buy(
             f"the transaction would send {format_sol(review.sol_out)} out of your wallet, more than your "
             f"{format_sol(intent.max_sol_lamports)} buy plus {format_sol(intent.max_tip_lamports)} tip",
         )
-    return _report(review)
+    return _report(review, tx, keys, loaded)
+
+
+# ---- the effect check: what the simulated transaction does to the wallet ---------------------------------
+
+
+class SimulationFailed(GuardRefusal):
+    """The transaction fails when simulated: nothing is signed; ``err`` is the node's error, to explain it."""
+
+    def __init__(self, err: object) -> None:
+        super().__init__("simulation_failed", f"the transaction fails when simulated ({err})")
+        self.err = err
+
+
+class Unverifiable(Exception):
+    """The effect check could not run (the RPC is down, the simulation errored); ``str()`` says why."""
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """An account as the chain shows it (before the transaction, or after it in a simulation)."""
+
+    lamports: int
+    owner: Pubkey
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """A simulation's answer: ``before`` and ``after`` hold the same addresses (None: no such account);
+    ``sol_transfers`` are the System transfers the transaction makes, top level and by CPI, as
+    (source, destination, lamports)."""
+
+    err: object
+    before: dict[Pubkey, AccountView | None]
+    after: dict[Pubkey, AccountView | None]
+    sol_transfers: tuple[tuple[Pubkey, Pubkey, int], ...] = ()
+    logs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What the transaction would do to the wallet, for the result message."""
+
+    sol_change: int  # the wallet's SOL after minus before (fees included)
+    tokens_out: int  # of the position (sells) / tokens in (buys)
+    quote_in: int  # SOL (lamports) or USD1 base units a sell pays back
+
+
+@dataclass(frozen=True)
+class _Token:
+    mint: Pubkey
+    owner: Pubkey
+    amount: int
+    delegate: Pubkey | None
+    close_authority: Pubkey | None
+
+
+def _token_of(view: AccountView | None) -> _Token | None:
+    if view is None or view.owner not in TOKEN_PROGRAMS or len(view.data) < 165:
+        return None
+    if len(view.data) > 165 and view.data[165] != 2:  # Token-2022: account type 2 is a token account
+        return None
+    from solders.token.state import TokenAccount
+
+    try:
+        state = TokenAccount.from_bytes(view.data[:165])
+    except Exception:  # solders raises its own error types for bad bytes
+        return None
+    return _Token(state.mint, state.owner, state.amount, state.delegate, state.close_authority)
+
+
+def _mint_name(mint: Pubkey, position_mint: Pubkey, label: str) -> str:
+    if mint == position_mint:
+        return label
+    if mint == USD1_MINT:
+        return "USD1"
+    if mint == NATIVE_MINT:
+        return "wrapped SOL"
+    return f"another token ({_short(mint)})"
+
+
+def check_effect(
+    sim: Simulated,
+    intent: SellIntent | BuyIntent,
+    report: GuardReport,
+    *,
+    label: str = "this token",
+    rent_per_account: int = _rent_exempt(165),
+) -> Effect:
+    """Refuse (GuardRefusal) unless the simulated effect on every account of the wallet is the intended trade:
+    tokens out of the position only (sells) or into the bought mint only (buys), no delegate, owner or close
+    authority change, nothing closed but to the wallet, SOL out within fee + tip cap (+ the spend for a buy)
+    + rent for the wallet's new accounts, the wallet still a plain System account, and the simulation a success."""
+    wallet = intent.wallet
+    sell = isinstance(intent, SellIntent)
+    if sim.err is not None:
+        raise SimulationFailed(sim.err)
+    after_wallet = sim.after.get(wallet)
+    before_wallet = sim.before.get(wallet)
+    if after_wallet is None or before_wallet is None:
+        raise GuardRefusal("wallet_closed", "the transaction would empty and close your wallet")
+    if after_wallet.owner != SYSTEM_PROGRAM or after_wallet.data:
+        raise GuardRefusal(
+            "wallet_reassigned",
+            f"the transaction would hand your wallet over to the program {_short(after_wallet.owner)}",
+        )
+    created_rent = 0
+    closed_lamports = 0
+    tokens_out = 0
+    tokens_in = 0
+    quote_in = 0
+    for address in sim.after:
+        if address == wallet:
+            continue
+        old, new = sim.before.get(address), sim.after.get(address)
+        old_token, new_token = _token_of(old), _token_of(new)
+        mine_before = old_token is not None and old_token.owner == wallet
+        mine_after = new_token is not None and new_token.owner == wallet
+        if not mine_before and not mine_after:
+            continue
+        if mine_before and old is not None and new is None:
+            closed_lamports += old.lamports
+            continue
+        if mine_after and not mine_before:
+            if old_token is None and new is not None:
+                created_rent += new.lamports  # a new account of the wallet: rent it keeps
+            if new_token is not None and new_token.amount:
+                mint = new_token.mint
+                if sell and mint in QUOTE_MINTS:
+                    quote_in += new_token.amount
+                elif not sell and mint == intent.mint:
+                    tokens_in += new_token.amount
+                else:
+                    raise GuardRefusal(
+                        "foreign_token_in", f"the transaction would put {_mint_name(mint, intent.mint, label)} into your wallet"
+                    )
+            continue
+        assert old_token is not None
+        name = _mint_name(old_token.mint, intent.mint, label)
+        if new_token is None or not mine_after:
+            to = _short(new_token.owner) if new_token is not None else "another program"
+            raise GuardRefusal(
+                "token_account_owner_change",
+                f"the transaction would make {to} the owner of your {name} account {_short(address)}",
+            )
+        if new_token.delegate is not None and new_token.delegate != old_token.delegate:
+            raise GuardRefusal(
+                "token_delegate",
+                f"the transaction would let {_short(new_token.delegate)} spend your {name} (a delegate on {_short(address)})",
+            )
+        if new_token.close_authority != old_token.close_authority:
+            raise GuardRefusal(
+                "token_close_authority", f"the transaction would change who may close your {name} account"
+            )
+        change = new_token.amount - old_token.amount
+        position_account = (
+            isinstance(intent, SellIntent) and old_token.mint == intent.mint
+            and (intent.token_account is None or address == intent.token_account)
+        )
+        if change < 0:
+            if not position_account:
+                raise GuardRefusal(
+                    "foreign_token_out",
+                    f"the transaction would take {-change:,} units of {name} out of your wallet",
+                )
+            tokens_out += -change
+        elif change > 0:
+            if sell and old_token.mint in QUOTE_MINTS:
+                quote_in += change
+            elif not sell and old_token.mint == intent.mint:
+                tokens_in += change
+            else:
+                raise GuardRefusal(
+                    "foreign_token_in", f"the transaction would change your {name} balance, which this trade never does"
+                )
+    sol_change = after_wallet.lamports - before_wallet.lamports
+    sent = 0
+    for source, destination, lamports in sim.sol_transfers:
+        if source != wallet or destination == wallet:
+            continue
+        created = _token_of(sim.after.get(destination)) if sim.before.get(destination) is None else None
+        if created is not None and created.owner == wallet:
+            continue  # rent parked in the wallet's own new account
+        sent += lamports
+    created_rent = min(created_rent, rent_per_account * MAX_NEW_ACCOUNTS)
+    if sell:
+        assert isinstance(intent, SellIntent)
+        if tokens_out > intent.max_tokens:
+            raise GuardRefusal(
+                "token_transfer_too_large",
+                f"the transaction would take {tokens_out:,} units of {label}, more than the {intent.max_tokens:,} you chose to sell",
+            )
+        cap = intent.max_tip_lamports
+        if sent > cap:
+            raise GuardRefusal(
+                "sol_out",
+                f"the transaction would send {format_sol(sent)} of your SOL to other accounts, more than your "
+                f"{format_sol(cap)} tip",
+            )
+        quote_in += max(0, sol_change + report.fee_lamports + sent + created_rent - closed_lamports)
+        if tokens_out > 0 and quote_in <= 0:
+            taker = _token_taker(sim, intent.mint, wallet)
+            raise GuardRefusal(
+                "sell_pays_nothing",
+                f"the transaction would take {tokens_out:,} units of {label}"
+                + (f" to {_short(taker)}" if taker else "")
+                + " and pay nothing back",
+            )
+    else:
+        assert isinstance(intent, BuyIntent)
+        cap = intent.max_sol_lamports + intent.max_tip_lamports
+        if sent > cap:
+            raise GuardRefusal(
+                "sol_out",
+                f"the transaction would send {format_sol(sent)} out of your wallet, more than your "
+                f"{format_sol(intent.max_sol_lamports)} buy plus {format_sol(intent.max_tip_lamports)} tip",
+            )
+    allowed = report.fee_lamports + cap + created_rent
+    if -sol_change > allowed:
+        raise GuardRefusal(
+            "sol_out",
+            f"the transaction would take {format_sol(-sol_change)} from your wallet, more than the "
+            f"{format_sol(allowed)} fees, tip{' and buy' if not sell else ''} allow",
+        )
+    # A closed account's rent must come back (a sell's proceeds can hide a small theft here: a residual risk).
+    if closed_lamports and sol_change + allowed < closed_lamports:
+        raise GuardRefusal("close_account_foreign", "the transaction would close a token account of yours and keep its SOL")
+    return Effect(sol_change=sol_change, tokens_out=tokens_out if sell else tokens_in, quote_in=quote_in)
+
+
+def _token_taker(sim: Simulated, mint: Pubkey, wallet: Pubkey) -> Pubkey | None:
+    """Who ends up with the tokens: the owner of an account of that mint that gained them."""
+    for address, new in sim.after.items():
+        token = _token_of(new)
+        if token is None or token.mint != mint or token.owner == wallet:
+            continue
+        old = _token_of(sim.before.get(address))
+        if token.amount > (old.amount if old else 0):
+            return token.owner
+    return None
 
 
 __all__ = [
@@ -756,7 +1007,13 @@ __all__ = [
     "SYSTEM_PROGRAM",
     "TOKEN_2022_PROGRAM",
     "TOKEN_PROGRAM",
+    "AccountView",
     "BuyIntent",
+    "Effect",
+    "Simulated",
+    "SimulationFailed",
+    "Unverifiable",
+    "check_effect",
     "GuardRefusal",
     "LoadedAddresses",
     "GuardReport",

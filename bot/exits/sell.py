@@ -1,5 +1,11 @@
 """Sell: guard, sign, submit, confirm, retry — exactly once, and never anything but the sell.
 
+The guard -> sign -> persist -> send -> confirm -> recover path is `bot.exits.executor`, shared with buys;
+this module adds what only a sell needs: the intent from the bot's own records and the chain (never from
+the frame that carries the transaction), the refresh of a stale transaction, the slippage retry, the
+PnL card, and auto-sell's bounds (never again while a sell of the position is in flight, a per-user cap
+a minute, and a refusal switches auto-sell off and says why).
+
 A signal's states: pending -> approved (the tap, atomic) -> signing (signed bytes and signature stored,
 BEFORE anything is sent) -> submitted -> landed | failed; or superseded (a fresh transaction replaced
 it), skipped, expired. A crash at any point is settled at the next start by `recover()`: what was
@@ -15,21 +21,21 @@ import base64
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from bot.exits.confirm import SignatureWatcher, follow
-from bot.exits.guard import GuardRefusal, LoadedAddresses, SellIntent, check_sell, resolve_lookup_tables
-from bot.exits.signer import SigningError, decode_unsigned, sign_transaction
+from bot.exits.executor import Checked, Executor, Trade, TradeHooks
+from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
+from bot.exits.signer import SigningError, decode_unsigned
 from bot.lasersell_api import LaserSellApiError
 from bot.notify import render
 from bot.notify.alerts import buttons, signal_buttons
 from bot.notify.outbox import Priority
-from bot.solana_rpc import RpcError
+from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
@@ -41,9 +47,7 @@ CONFIRM_TIMEOUT_S = 60.0
 POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
-BLOCKHASH_CACHE_S = 1.0
-LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
-LAMPORTS_PER_SIGNATURE = 5000
+AUTO_SIGN_PER_MINUTE = 6  # a user's auto-signed transactions a minute; beyond it signals wait for a tap
 # The official CLI's retry steps: +20 bps on the first retry, +40 bps on each one after, up to the cap.
 SLIPPAGE_BUMP_FIRST_BPS = 20
 SLIPPAGE_BUMP_NEXT_BPS = 40
@@ -117,21 +121,23 @@ class Seller:
         self.signals = ExitSignals(services.db)
         self.positions = Positions(services.db)
         self.outbox = services.outbox
+        self.executor: Executor = getattr(services, "executor", None) or Executor(services, poll_s=POLL_S)
+        self._owns_executor = getattr(services, "executor", None) is None
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
-        self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
-        self._tables: dict[str, tuple[float, tuple[str, bytes] | None]] = {}
-        self.watcher = SignatureWatcher(services.rpc, POLL_S)
         self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
         self._background = BackgroundTasks()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
-        self._http = httpx.AsyncClient(timeout=10.0)
-        extra = getattr(services.settings, "guard_extra_programs", ())
-        self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
+        self._in_flight: dict[tuple[int, int], str] = {}  # (user, position) -> the signal being sold
+        self._auto_signed: dict[int, deque[float]] = {}  # user -> when auto-sell signed, the last minute
+
+    @property
+    def holdings(self) -> Any:
+        return self.executor.holdings
 
     async def close(self) -> None:
         await self._background.cancel_all()
-        await self._http.aclose()
-        await self.watcher.close()
+        if self._owns_executor:
+            await self.executor.close()
 
     def _spawn(self, coro: Any) -> None:
         self._background.spawn(coro)
@@ -160,7 +166,11 @@ class Seller:
             return "Already selling…"
         sent = self._sent[signal.id] = asyncio.Event()
         task = self._background.spawn(self.sell(signal.id))
-        task.add_done_callback(lambda _t: (sent.set(), self._sent.pop(signal.id, None)))
+        def settled(_task: object) -> None:
+            sent.set()
+            self._sent.pop(signal.id, None)
+
+        task.add_done_callback(settled)
         return "Selling…"
 
     async def wait_sent(self, signal_id: str, timeout: float = 2.0) -> None:
@@ -172,8 +182,38 @@ class Seller:
                 await asyncio.wait_for(sent.wait(), timeout)
 
     async def auto_sell(self, signal_id: str, user_id: int) -> None:
+        """Sell without a tap, within bounds: never while a sell of the same position is in flight, at most
+        AUTO_SIGN_PER_MINUTE a minute per user, and through the same guard as a tap."""
+        signal = await self.signals.get(signal_id)
+        if signal is None or signal.state != "pending":
+            return
+        key = (user_id, signal.position_id)
+        if key in self._in_flight:
+            await self._edit(signal, await self._signal_text(signal) + "\n\n🤖 Auto-sell held this one back: a sell of "
+                             "this position is already in flight. Tap Sell if you still want it.", signal_buttons(signal.id))
+            return
+        recent = self._auto_signed.setdefault(user_id, deque())
+        now = time.monotonic()
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= AUTO_SIGN_PER_MINUTE:
+            await self._edit(signal, await self._signal_text(signal) + f"\n\n🤖 Auto-sell held this one back: it already "
+                             f"signed {AUTO_SIGN_PER_MINUTE} sells in the last minute. Tap Sell if you want it.",
+                             signal_buttons(signal.id))
+            return
         if await self.signals.transition(signal_id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+            recent.append(now)
+            self._in_flight[key] = signal_id  # claimed before the task runs: a burst finds it taken
             self._spawn(self.sell(signal_id, auto=True))
+
+    def prefetch(self, signal: ExitSignal) -> None:
+        """Warm the wallet's holdings (the guard's intent reads them) while the trader reads the message."""
+
+        async def warm() -> None:
+            with contextlib.suppress(RpcError):
+                await self.executor.holdings.of(signal.wallet)
+
+        self._spawn(warm())
 
     async def absorbs(self, signal: ExitSignal) -> bool:
         """A fresh signal that a sell in progress asked for is handed to it instead of shown anew."""
@@ -203,6 +243,10 @@ class Seller:
         if position is None or position.status != "open":
             return "The position is closed."
         settings = await self.services.accounts.store.get(signal.telegram_id)
+        if signal.error and signal.error.startswith("unverified"):
+            # the check could not run: try the same amount again at the same slippage
+            self._spawn(self._retry(signal, signal.slippage_bps or settings.slippage_bps, automatic=False))
+            return "Checking a fresh transaction…"
         slippage = next_slippage(signal.slippage_bps or settings.slippage_bps, signal.attempt, settings.slippage_cap_bps)
         self._spawn(self._retry(signal, slippage, automatic=False))
         return f"Retrying with {slippage / 100:g}% slippage…"
@@ -211,8 +255,10 @@ class Seller:
     async def sell(self, signal_id: str, *, auto: bool = False) -> Outcome:
         signal = await self.signals.get(signal_id)
         assert signal is not None
+        key = (signal.telegram_id, signal.position_id)
         if auto:
             self._auto.add(signal_id)
+        self._in_flight.setdefault(key, signal_id)
         try:
             return await self._sell(signal, auto=auto)
         except Exception as exc:  # never leave a tapped signal without an answer
@@ -220,26 +266,73 @@ class Seller:
             await self.signals.set(signal.id, state="failed", error=type(exc).__name__)
             await self._edit(signal, f"❌ The sell failed on my side ({type(exc).__name__}); nothing was sent twice.")
             return Outcome("failed", "internal error")
+        finally:
+            if self._in_flight.get(key) == signal_id:
+                del self._in_flight[key]
+
+    async def intent(self, signal: ExitSignal, position: Position | None, settings: Any) -> SellIntent:
+        """What the trader agreed to, from the bot's own records checked against the chain; the frame that
+        carried the transaction only says which position. Raises GuardRefusal saying what disagrees."""
+        if position is None or position.status != "open":
+            raise GuardRefusal("no_position", "the bot has no open position this signal could sell")
+        label = position.label
+        if signal.wallet != position.wallet:
+            raise GuardRefusal("intent_wallet", f"the signal names wallet {render.short(signal.wallet)}, but position "
+                               f"#{position.position_id} is in {render.short(position.wallet)}")
+        if signal.mint != position.mint:
+            raise GuardRefusal("intent_mint", f"the signal is for token {render.short(signal.mint)}, but position "
+                               f"#{position.position_id} holds {label}")
+        account = position.token_account
+        if signal.token_account and account and signal.token_account != account:
+            raise GuardRefusal("intent_token_account", f"the signal names token account {render.short(signal.token_account)}, "
+                               f"but your {label} are in {render.short(account)}")
+        held = await self._held(position, account, fresh=False)
+        if held is None or held[1] < signal.tokens_to_sell:
+            held = await self._held(position, account, fresh=True)  # the cache may predate a buy
+        if held is None:
+            raise GuardRefusal("intent_no_account", f"your wallet has no {label} token account the bot knows of")
+        account_found, amount, program = held
+        if amount <= 0:
+            raise GuardRefusal("intent_empty", f"your wallet holds no {label} any more")
+        if signal.tokens_to_sell > amount:
+            raise GuardRefusal("intent_amount", f"the signal would sell {signal.tokens_to_sell:,} units of {label}, "
+                               f"but your wallet holds {amount:,}")
+        return SellIntent(
+            wallet=Pubkey.from_string(position.wallet), mint=Pubkey.from_string(position.mint),
+            token_account=Pubkey.from_string(account_found), max_tokens=signal.tokens_to_sell,
+            max_tip_lamports=settings.tip_lamports, token_program=Pubkey.from_string(program),
+        )
+
+    async def _held(self, position: Position, account: str | None, *, fresh: bool) -> tuple[str, int, str] | None:
+        try:
+            holdings = await self.executor.holdings.of(position.wallet, fresh=fresh)
+        except RpcError as exc:
+            raise GuardRefusal("intent_unreadable", f"the wallet's token accounts could not be read ({exc})") from None
+        for holding in holdings:
+            if holding.mint == position.mint and (account is None or holding.token_account == account):
+                return holding.token_account, holding.amount, holding.program
+        return None
 
     async def _sell(self, signal: ExitSignal, *, auto: bool) -> Outcome:
         user_id = signal.telegram_id
         position = await self.positions.get(user_id, signal.position_id)
-        tx = decode_unsigned(signal.unsigned_tx_b64)
-        # Freshness: an old transaction may carry an expired blockhash that would never land. The check runs
-        # beside the guard and the signing and is settled before anything is stored or sent.
-        fresh_check: asyncio.Future[bool] | None = None
-        if time.time() * 1000 - signal.received_at_ms > FRESH_S * 1000:
-            fresh_check = asyncio.ensure_future(self._blockhash_valid(tx))
         settings = await self.services.accounts.store.get(user_id)
-        # The fee check runs beside them too: a skip-preflight sender silently drops a transaction whose
-        # wallet cannot pay its fee, so it has to be caught before sending.
-        balance = asyncio.ensure_future(self._balance(signal.wallet))
+        hooks = _SellHooks(self, signal, position, settings, auto)
         try:
-            return await self._guard_sign_send(signal, tx, position, settings, balance, fresh_check, auto)
-        finally:
-            for pending in (balance, fresh_check):
-                if pending is not None and not pending.done():
-                    pending.cancel()
+            tx = decode_unsigned(signal.unsigned_tx_b64)
+        except SigningError as exc:
+            return await hooks.signing_failed(exc)
+        try:
+            intent = await self.intent(signal, position, settings)
+        except GuardRefusal as refusal:
+            return await hooks.refused(refusal)
+        trade = Trade(
+            user_id=user_id, wallet=signal.wallet, tx=tx, intent=intent, send_mode=settings.send_mode,
+            records=self.signals, record_id=signal.id, label=position.label if position else "this token",
+            # an old transaction may carry an expired blockhash that would never land: ask the chain
+            check_blockhash=time.time() * 1000 - signal.received_at_ms > FRESH_S * 1000,
+        )
+        return await self.executor.execute(trade, hooks)
 
     async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
         """The tapped transaction was too old: ask for a fresh one and sell that (its signature is the one used)."""
@@ -257,88 +350,13 @@ class Seller:
             self._auto.add(fresh.id)
         return await self._sell(fresh, auto=auto)
 
-    async def _guard_sign_send(self, signal: ExitSignal, tx: VersionedTransaction, position: Position | None,
-                               settings: Any, balance: asyncio.Future[int | None],
-                               fresh_check: asyncio.Future[bool] | None, auto: bool) -> Outcome:
-        user_id = signal.telegram_id
-        # The server builds the tip from the user's send mode and tip, so that is all the SOL that may leave
-        # (the settings store already reads plain RPC as tip 0 and a sender's tip as at least its floor).
-        tip_cap = settings.tip_lamports
-        intent = SellIntent(
-            wallet=Pubkey.from_string(signal.wallet),
-            mint=Pubkey.from_string(signal.mint),
-            token_account=Pubkey.from_string(signal.token_account) if signal.token_account else None,
-            max_tokens=signal.position_tokens,
-            max_tip_lamports=tip_cap,
-            token_program=Pubkey.from_string(position.token_program) if position and position.token_program else None,
-        )
-        try:
-            loaded = await self._lookup_tables(tx)
-            report = check_sell(tx, intent, extra_programs=self.extra_programs, loaded=loaded)
-        except GuardRefusal as refusal:
-            log.warning("guard refused signal %s: %s (%s)", signal.id, refusal.rule, refusal)
-            await self.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
-            await self._edit(signal, render.exit_signal(signal, position) + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed.")
-            return Outcome("failed", str(refusal))
-        keypair = await self.services.accounts.keypair(user_id, signal.wallet)
-        try:
-            signed = sign_transaction(tx, keypair)
-        except SigningError as exc:
-            await self.signals.set(signal.id, state="failed", error="signing")
-            await self._edit(signal, render.exit_signal(signal, position) + f"\n\n❌ {render.esc(exc)}")
-            return Outcome("failed", str(exc))
-        del keypair
-        if fresh_check is not None and not await fresh_check:
-            del signed  # never sent: its blockhash is gone
-            return await self._refresh_and_sell(signal, position, auto=auto)
-        needed = LAMPORTS_PER_SIGNATURE * tx.message.header.num_required_signatures + report.priority_fee_lamports
-        needed += report.sol_out
-        held = await balance
-        if held is not None and held < needed:
-            words = (f"not enough SOL in the wallet to pay the network fee (it needs {render.sol(needed)}, "
-                     f"holds {render.sol(held)})")
-            await self.signals.set(signal.id, state="failed", error=f"fees: balance {held} < {needed}")
-            return await self._failed(signal, "fees", words)
-        raw = bytes(signed)
-        signature = str(signed.signatures[0])
-        # Persist before sending: after a crash we look this signature up instead of selling again.
-        await self.signals.set(signal.id, state="signing", signed_tx_b64=base64.b64encode(raw).decode(), signature=signature)
-        return await self._submit_and_confirm(signal.id, raw, signature, settings.send_mode)
-
-    async def _submit_and_confirm(self, signal_id: str, raw: bytes, signature: str, send_mode: str) -> Outcome:
+    async def _confirm(self, signal_id: str, raw: bytes, signature: str) -> Outcome:
         signal = await self.signals.get(signal_id)
         assert signal is not None
-        try:
-            await self._send(signal.telegram_id, raw, send_mode)
-        except RpcError as exc:
-            kind, words = explain(_rpc_error_kind(exc), VersionedTransaction.from_bytes(raw))
-            await self.signals.set(signal.id, state="failed", error=f"{kind}: {exc}")
-            return await self._failed(signal, kind, words)
-        finally:
-            sent = self._sent.get(signal_id)
-            if sent is not None:
-                sent.set()
-        await self.signals.transition(signal.id, ("signing",), "submitted", submitted_at_ms=int(time.time() * 1000))
-        await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Sent. Waiting for the network to confirm…")
-        return await self._confirm(signal.id, raw, signature)
-
-    async def _confirm(self, signal_id: str, raw: bytes, signature: str, timeout: float = CONFIRM_TIMEOUT_S) -> Outcome:
-        signal = await self.signals.get(signal_id)
-        assert signal is not None
-        tx = VersionedTransaction.from_bytes(raw)
-        verdict, status = await follow(self.watcher, signature, lambda: self._blockhash_valid(tx), timeout)
-        if verdict == "expired":
-            await self.signals.set(signal.id, state="failed", error="expired")
-            return await self._failed(signal, "expired", "the transaction expired before it landed")
-        if verdict == "unknown" or status is None:
-            await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ Still not confirmed. I keep checking and will tell you.")
-            self._spawn(self._confirm(signal_id, raw, signature, timeout=timeout * 4))
-            return Outcome("unknown", "still checking", signature)
-        if verdict == "failed":
-            kind, words = explain(status.err, tx)
-            await self.signals.set(signal.id, state="failed", error=f"{kind}: {status.err}")
-            return await self._failed(signal, kind, words)
-        return await self._landed(signal, signature)
+        settings = await self.services.accounts.store.get(signal.telegram_id)
+        hooks = _SellHooks(self, signal, None, settings, signal_id in self._auto)
+        result: Outcome = await self.executor.confirm(raw, signature, hooks, CONFIRM_TIMEOUT_S, self._spawn)
+        return result
 
     async def _landed(self, signal: ExitSignal, signature: str) -> Outcome:
         position = await self.positions.get(signal.telegram_id, signal.position_id)
@@ -350,6 +368,7 @@ class Seller:
         # amounts are quote units of `quote` (lamports or USD1 base units); /history reads them with it
         outcome = {"sol_received": received, "tokens_sold": sold, "basis": basis, "pnl": pnl, "quote": quote}
         await self.signals.set(signal.id, state="landed", outcome=outcome)
+        self.executor.holdings.forget(signal.wallet)
         decimals = position.decimals if position else None
         label = position.label if position else signal.mint[:6]
         lines = [
@@ -391,6 +410,17 @@ class Seller:
             await self._edit(signal, text + f"\nYour slippage cap ({settings.slippage_cap_bps / 100:g}%) is reached; raise it in /settings.")
         return Outcome("failed", words, signal.signature)
 
+    async def _auto_refused(self, signal: ExitSignal, why: str) -> None:
+        """A refusal during auto-sell: a spoofed or broken stream must not get another try without a person."""
+        await self.services.accounts.store.update(signal.telegram_id, auto_sell=False)
+        user = await self.services.users.get(signal.telegram_id)
+        if user is not None:
+            self.outbox.send_message(
+                user.chat_id,
+                "🛡 <b>Auto-sell is now off.</b> I refused to sign an exit it was about to sell: "
+                f"{render.esc(why)}. Nothing was signed. Check the signal, then turn auto-sell back on in /settings.",
+                priority=Priority.URGENT,
+            )
     async def _retry(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
         log.info("retrying signal %s at %d bps (%s)", failed.id, slippage_bps, "automatic" if automatic else "tapped")
         fresh = await self._ask_fresh(failed, slippage_bps)
@@ -467,81 +497,6 @@ class Seller:
                          signal_buttons(fresh.id))
 
     # --- helpers ----------------------------------------------------------------------------------------
-    async def _lookup_tables(self, tx: VersionedTransaction) -> LoadedAddresses | None:
-        """The accounts the transaction loads from lookup tables, read from the chain (briefly cached: a burst
-        of exits shares the router's tables)."""
-        async def fetch(address: str) -> tuple[str, bytes] | None:
-            cached = self._tables.get(address)
-            if cached is not None and time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S:
-                return cached[1]
-            try:
-                found = await self.services.rpc.get_account_data(address)
-            except RpcError as exc:
-                raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
-            if len(self._tables) > 256:
-                self._tables.clear()
-            self._tables[address] = (time.monotonic(), found)
-            return found
-
-        return await resolve_lookup_tables(tx, fetch)
-
-    async def _balance(self, wallet: str) -> int | None:
-        try:
-            return await self.services.rpc.get_balance_batched(wallet)
-        except RpcError as exc:
-            log.info("getBalance failed (%s); sending without the fee check", exc)
-            return None
-
-    async def _blockhash_valid(self, tx: VersionedTransaction) -> bool:
-        """isBlockhashValid, asked once for many sells of the same blockhash (a burst of taps shares one).
-
-        A "valid" answer is reused for BLOCKHASH_CACHE_S (a blockhash lives ~150 slots, so at worst a sell signed
-        at the very edge is sent stale and the confirm loop reports it expired); "invalid" is final.
-        """
-        key = str(tx.message.recent_blockhash)
-        now = time.monotonic()
-        entry = self._blockhash_checks.get(key)
-        if entry is not None:
-            asked_at, answer = entry
-            if not answer.done() or now - asked_at < BLOCKHASH_CACHE_S or answer.result() is False:
-                return await asyncio.shield(answer)
-        answer = asyncio.get_running_loop().create_future()
-        if len(self._blockhash_checks) > 256:
-            self._blockhash_checks.clear()
-        self._blockhash_checks[key] = (now, answer)
-        try:
-            valid = await self.services.rpc.is_blockhash_valid(tx.message.recent_blockhash)
-        except RpcError as exc:
-            log.info("isBlockhashValid failed (%s); treating as valid", exc)
-            self._blockhash_checks.pop(key, None)
-            valid = True
-        answer.set_result(valid)
-        return valid
-
-    async def _send(self, user_id: int, raw: bytes, send_mode: str) -> None:
-        if send_mode == "rpc":
-            await self.services.rpc.send_transaction(raw, skip_preflight=True)
-            return
-        url = self.services.settings.helius_sender_url if send_mode == "helius_sender" else self.services.settings.astralane_url
-        headers = {}
-        if send_mode == "astralane":
-            settings = await self.services.accounts.store.get(user_id)
-            if settings.astralane_sealed:
-                key = self.services.vault.open(settings.astralane_sealed, user_id=user_id, kind="astralane_key",
-                                               identity="astralane_key").decode()
-                headers["x-api-key"] = key
-        body = {
-            "jsonrpc": "2.0", "id": 1, "method": "sendTransaction",
-            "params": [base64.b64encode(raw).decode(), {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}],
-        }
-        try:
-            reply = await self._http.post(url, json=body, headers=headers)
-            data = reply.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
-        if data.get("error"):
-            raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
-
     async def _received(self, signature: str, wallet: str, quote: str) -> int | None:
         """What the sell paid into the wallet in quote units: SOL before the network fee, or USD1 base units
         into the wallet's USD1 token account."""
@@ -605,16 +560,93 @@ class Seller:
     async def _resume(self, signal: ExitSignal) -> None:
         assert signal.signed_tx_b64 and signal.signature
         raw = base64.b64decode(signal.signed_tx_b64)
-        status = (await self.services.rpc.get_signature_statuses([signal.signature]))[0]
-        if status is None:
-            tx = VersionedTransaction.from_bytes(raw)
-            if await self._blockhash_valid(tx):
-                settings = await self.services.accounts.store.get(signal.telegram_id)
-                with contextlib.suppress(RpcError):
-                    await self._send(signal.telegram_id, raw, settings.send_mode)  # identical bytes: lands at most once
-        if signal.state == "signing":
-            await self.signals.transition(signal.id, ("signing",), "submitted")
+        settings = await self.services.accounts.store.get(signal.telegram_id)
+        await self.executor.resume(self.signals, signal.id, signal.state, raw, signal.signature, signal.telegram_id,
+                                   settings.send_mode)
         await self._confirm(signal.id, raw, signal.signature)
+
+
+class _SellHooks(TradeHooks):
+    """What a sell does at each step of the executor."""
+
+    def __init__(self, seller: Seller, signal: ExitSignal, position: Position | None, settings: Any, auto: bool) -> None:
+        self.seller = seller
+        self.signal = signal
+        self.position = position
+        self.settings = settings
+        self.auto = auto
+
+    async def _text(self) -> str:
+        return await self.seller._signal_text(self.signal)
+
+    async def refused(self, refusal: GuardRefusal) -> Outcome:
+        signal, seller = self.signal, self.seller
+        if isinstance(refusal, SimulationFailed):
+            kind, words = explain(refusal.err, VersionedTransaction.from_bytes(base64.b64decode(signal.unsigned_tx_b64)))
+            if kind in ("slippage", "fees"):
+                # an honest trade that would fail on chain: nothing is signed and the usual retry takes over
+                await seller.signals.set(signal.id, state="failed", error=f"{kind}: simulated {refusal.err}")
+                return await seller._failed(signal, kind, words)
+        await seller.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
+        await seller._edit(signal, await self._text() + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed.")
+        if self.auto:
+            await seller._auto_refused(signal, refusal.detail)
+        return Outcome("failed", str(refusal))
+
+    async def unverified(self, reason: str) -> Outcome:
+        signal, seller = self.signal, self.seller
+        await seller.signals.set(signal.id, state="failed", error=f"unverified: {reason}"[:200])
+        await seller._edit(signal, await self._text() + "\n\n⚠️ <b>Not signed</b>: this transaction could not be "
+                           f"verified ({render.esc(reason)}), and the bot never signs blind.",
+                           buttons([("🔁 Retry", f"x:retry:{signal.id}")]))
+        return Outcome("failed", "could not be verified")
+
+    async def stale(self) -> Outcome:
+        return await self.seller._refresh_and_sell(self.signal, self.position, auto=self.auto)
+
+    async def cannot_pay(self, needed: int, held: int) -> Outcome:
+        words = (f"not enough SOL in the wallet to pay the network fee (it needs {render.sol(needed)}, "
+                 f"holds {render.sol(held)})")
+        await self.seller.signals.set(self.signal.id, state="failed", error=f"fees: balance {held} < {needed}")
+        return await self.seller._failed(self.signal, "fees", words)
+
+    async def signing_failed(self, error: SigningError) -> Outcome:
+        await self.seller.signals.set(self.signal.id, state="failed", error="signing")
+        await self.seller._edit(self.signal, await self._text() + f"\n\n❌ {render.esc(error)}")
+        return Outcome("failed", str(error))
+
+    def _mark_sent(self) -> None:
+        sent = self.seller._sent.get(self.signal.id)
+        if sent is not None:
+            sent.set()
+
+    async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
+        self._mark_sent()
+        kind, words = explain(_rpc_error_kind(error), VersionedTransaction.from_bytes(raw))
+        await self.seller.signals.set(self.signal.id, state="failed", error=f"{kind}: {error}")
+        return await self.seller._failed(self.signal, kind, words)
+
+    async def sent(self, checked: Checked) -> None:
+        self._mark_sent()
+        await self.seller.signals.set(self.signal.id, submitted_at_ms=int(time.time() * 1000))
+        await self.seller._edit(self.signal, await self._text() + "\n\n⏳ Sent. Waiting for the network to confirm…")
+
+    async def still_unknown(self) -> None:
+        await self.seller._edit(self.signal, await self._text() + "\n\n⏳ Still not confirmed. I keep checking and will tell you.")
+
+    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Outcome:
+        seller, signal = self.seller, self.signal
+        if verdict == "expired":
+            await seller.signals.set(signal.id, state="failed", error="expired")
+            return await seller._failed(signal, "expired", "the transaction expired before it landed")
+        if verdict == "unknown" or status is None:
+            return Outcome("unknown", "still checking", signature)
+        if verdict == "failed":
+            kind, words = explain(status.err, VersionedTransaction.from_bytes(raw))
+            await seller.signals.set(signal.id, state="failed", error=f"{kind}: {status.err}")
+            return await seller._failed(signal, kind, words)
+        current = await seller.signals.get(signal.id)
+        return await seller._landed(current or signal, signature)
 
 
 def is_partial(signal: ExitSignal) -> bool:

@@ -453,6 +453,8 @@ class StreamSupervisor:
                 user_id, chat_id, position_id, str(msg.get("liquidity_trend")), msg.get("bands", []), self.position
             )
         elif kind == "balance_update":
+            if getattr(self.services, "executor", None) is not None:  # the guard reads holdings afresh
+                self.services.executor.holdings.forget(str(msg.get("wallet_pubkey")))
             changed = await self.positions.tokens_changed(
                 user_id, str(msg.get("wallet_pubkey")), str(msg.get("mint")), int(msg.get("tokens", 0))
             )

@@ -144,7 +144,7 @@ async def test_a_slippage_failure_is_retried_with_more_slippage_and_lands(harnes
     assert done["message_id"] == signal["message_id"]
     requests = exit_requests(h, trader)
     assert [r.get("slippage_bps") for r in requests] == [520]
-    assert sends(h) == 2
+    assert sends(h) == 1  # the first one failed its simulation, so it was never signed nor sent
     assert h.services.chain.token_balance(trader.wallet, mint) == 0
     first = await stored(h, signal_id(signal))
     assert first.state == "failed" and first.error and first.error.startswith("slippage")
@@ -197,7 +197,7 @@ async def test_a_crash_between_submit_and_confirm_sells_once(harness: Harness, c
     signal = await take_profit(h, trader, mint)
     services = h.runner.services
     assert services is not None
-    seller = services.seller
+    executor = services.seller.executor
     reached = asyncio.Event()
 
     async def die(*args: Any, **kwargs: Any) -> Any:
@@ -205,8 +205,8 @@ async def test_a_crash_between_submit_and_confirm_sells_once(harness: Harness, c
         await asyncio.Event().wait()  # the process is gone: nothing after this runs
 
     # crash right after the send (confirm never runs) or right before it (the send never happens)
-    monkeypatch_target = "_confirm" if crash_at == "submitted" else "_send"
-    setattr(seller, monkeypatch_target, die)
+    monkeypatch_target = "confirm" if crash_at == "submitted" else "send"
+    setattr(executor, monkeypatch_target, die)
     await trader.chat.press("Sell", message=signal)
     await asyncio.wait_for(reached.wait(), 10)
     sid = signal_id(signal)

@@ -275,10 +275,16 @@ def test_each_hostile_kind_simulates_with_its_harm_and_lands(chain: Chain, mint:
     other = chain.create_mint("WIF", 6, sol_reserve=40, token_reserve=1_000_000_000)
     wallet, tokens = holder(chain, mint, sol=3.0)
     other_tokens = chain.outside_buy(wallet.pubkey(), other, 0.5)
-    thief = Keypair().pubkey()
+    thief_key = Keypair()
+    thief = thief_key.pubkey()
     owner = wallet.pubkey()
     tip = 400_000_000 if kind == "tip_over_cap" else 0
-    tx = sign(chain.build_hostile_tx(kind, owner, mint, tip_lamports=tip, attacker=thief), wallet)
+    unsigned = chain.build_hostile_tx(kind, owner, mint, tip_lamports=tip, attacker=thief)
+    if kind == "second_signer":
+        assert unsigned.message.header.num_required_signatures == 2
+        tx = VersionedTransaction(unsigned.message, [wallet, thief_key])
+    else:
+        tx = sign(unsigned, wallet)
     ata, other_ata = chain.ata(owner, mint), chain.ata(owner, other)
     thief_ata, thief_other = chain.ata(thief, mint), chain.ata(thief, other)
     watched = [ata, owner, thief_ata, thief, other_ata, thief_other, chain.tip_account]
@@ -287,7 +293,7 @@ def test_each_hostile_kind_simulates_with_its_harm_and_lands(chain: Chain, mint:
     assert result["err"] is None, result["logs"]
     after = dict(zip(watched, result["accounts"], strict=True))
     state = TokenAccount.from_bytes(bytes(after[ata].data)[:165])
-    if kind in ("steal_position", "cpi_drain"):
+    if kind in ("steal_position", "cpi_drain", "lookup_table_destination"):
         assert state.amount == 0 and token_amount(after[thief_ata]) == tokens
         assert after[owner].lamports < sol_before  # paid fees, got nothing for the tokens
     elif kind == "steal_sol":
@@ -300,6 +306,18 @@ def test_each_hostile_kind_simulates_with_its_harm_and_lands(chain: Chain, mint:
         assert state.delegate == thief and state.delegated_amount == 2**64 - 1
     elif kind == "tip_over_cap":
         assert after[chain.tip_account].lamports - tip_before == tip
+    elif kind == "cpi_sol":
+        assert after[thief].lamports >= sol_before * 8 // 10
+    elif kind == "router_approve":
+        assert state.delegate == thief and state.amount > 0
+    elif kind == "router_set_authority":
+        assert state.owner == thief
+    if kind == "lookup_table_destination":
+        assert thief_ata not in tx.message.account_keys  # only a lookup table names it
+    if kind in ("cpi_sol", "router_approve", "router_set_authority"):
+        keys = all_keys(chain, tx)
+        programs = [keys[ix.program_id_index] for ix in tx.message.instructions]
+        assert chain.router_program_id in programs and not any(p in TOKEN_PROGRAMS for p in programs)
     if kind == "cpi_drain":
         keys = all_keys(chain, tx)
         programs = [keys[ix.program_id_index] for ix in tx.message.instructions]

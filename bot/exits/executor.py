@@ -1,0 +1,426 @@
+"""One executor for every trade the bot signs: guard -> sign -> persist -> send -> confirm -> recover.
+
+Sells (a tap, a card, auto-sell, a ladder level) and buys all come through here; what is particular to
+each (the refresh of a stale sell, the slippage retry, the PnL card, the buy's quote) wraps it through
+`TradeHooks`. The guard runs first and nothing is signed that it did not pass:
+
+- the structural check (fee payer and sole signer, no nonce, compute-unit price cap, lookup tables read
+  from the chain and checked like inline accounts);
+- the effect check: `simulateTransaction` with the wallet and every account the transaction may write
+  (lookup-table ones included), compared with the same accounts read just before. An unknown program
+  (the LaserSell Router's id is not published) passes exactly when that effect is the intended trade.
+
+The simulation runs beside the blockhash and balance checks. When it cannot run (the RPC is down, the
+simulation errors), a transaction that calls only known programs may pass on the structural check; any
+other is refused as "could not be verified", and the trader can retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import base58
+import httpx
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from bot.exits.confirm import SignatureWatcher, follow
+from bot.exits.guard import (
+    SYSTEM_PROGRAM,
+    AccountView,
+    BuyIntent,
+    Effect,
+    GuardRefusal,
+    GuardReport,
+    LoadedAddresses,
+    SellIntent,
+    Simulated,
+    Unverifiable,
+    check_buy,
+    check_effect,
+    check_sell,
+    resolve_lookup_tables,
+)
+from bot.exits.signer import SigningError, sign_transaction
+from bot.solana_rpc import RpcError, SignatureStatus, TokenHolding
+
+log = logging.getLogger("lasersell_bot.executor")
+
+POLL_S = 0.3
+BLOCKHASH_CACHE_S = 1.0
+LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
+HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
+MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
+
+
+class TradeRecords(Protocol):
+    """The state machine a trade is persisted in (exit signals, buy orders)."""
+
+    async def set(self, record_id: str, **values: Any) -> None: ...
+
+    async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One transaction to sign for one user, and what they agreed to."""
+
+    user_id: int
+    wallet: str
+    tx: VersionedTransaction
+    intent: SellIntent | BuyIntent
+    send_mode: str
+    records: TradeRecords
+    record_id: str
+    label: str = "this token"
+    check_blockhash: bool = False  # an older transaction: ask the chain whether its blockhash still lives
+    check_balance: bool = True
+
+
+@dataclass(frozen=True)
+class Checked:
+    report: GuardReport
+    effect: Effect | None  # None when the simulation could not run and known programs passed on structure
+    fresh: bool
+    balance: int | None
+
+
+class TradeHooks:
+    """What a kind of trade does at each step; every method returns the trade's outcome (or None to go on)."""
+
+    async def refused(self, refusal: GuardRefusal) -> Any:
+        raise NotImplementedError
+
+    async def unverified(self, reason: str) -> Any:
+        raise NotImplementedError
+
+    async def stale(self) -> Any:
+        raise NotImplementedError
+
+    async def cannot_pay(self, needed: int, held: int) -> Any:
+        raise NotImplementedError
+
+    async def signing_failed(self, error: SigningError) -> Any:
+        raise NotImplementedError
+
+    async def send_failed(self, error: RpcError, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    async def sent(self, checked: Checked) -> None:
+        return None
+
+    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Any:
+        raise NotImplementedError
+
+    async def still_unknown(self) -> None:
+        return None
+
+
+class Holdings:
+    """The wallets' token accounts as the chain shows them (getTokenAccountsByOwner, both token programs):
+    cached, refreshed on balance_update, asked once for many trades of the same wallet."""
+
+    def __init__(self, rpc: Any, ttl_s: float = HOLDINGS_CACHE_S) -> None:
+        self.rpc = rpc
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, asyncio.Future[list[TokenHolding]]]] = {}
+
+    def forget(self, wallet: str) -> None:
+        self._cache.pop(wallet, None)
+
+    async def of(self, wallet: str, *, fresh: bool = False) -> list[TokenHolding]:
+        now = time.monotonic()
+        entry = self._cache.get(wallet)
+        if not fresh and entry is not None and (not entry[1].done() or now - entry[0] < self.ttl_s):
+            return await asyncio.shield(entry[1])
+        future: asyncio.Future[list[TokenHolding]] = asyncio.get_running_loop().create_future()
+        self._cache[wallet] = (now, future)
+        try:
+            holdings = await self.rpc.get_token_holdings(wallet)
+        except BaseException as exc:
+            self._cache.pop(wallet, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: the caller gets it below
+            raise
+        future.set_result(holdings)
+        return holdings
+
+
+def _view(raw: dict[str, Any] | None) -> AccountView | None:
+    if not raw:
+        return None
+    data = raw.get("data")
+    encoded = data[0] if isinstance(data, list) else (data or "")
+    return AccountView(int(raw["lamports"]), Pubkey.from_string(str(raw["owner"])), base64.b64decode(encoded))
+
+
+def _system_transfer(program: Pubkey | str, accounts: list[str], data: bytes) -> tuple[Pubkey, Pubkey, int] | None:
+    if str(program) != str(SYSTEM_PROGRAM) or len(data) < 12 or len(accounts) < 2:
+        return None
+    kind = int.from_bytes(data[:4], "little")
+    if kind in (0, 2, 3):  # CreateAccount, Transfer, CreateAccountWithSeed: lamports move from account 0
+        offset = 4 if kind != 3 else None
+        if offset is None:
+            return None  # with a seed the lamports sit after the seed; the balance rule still counts them
+        return Pubkey.from_string(accounts[0]), Pubkey.from_string(accounts[1]), int.from_bytes(data[4:12], "little")
+    if kind == 11 and len(accounts) >= 3:  # TransferWithSeed: from an address the base (account 1) controls
+        return Pubkey.from_string(accounts[1]), Pubkey.from_string(accounts[2]), int.from_bytes(data[4:12], "little")
+    return None
+
+
+def _sol_transfers(
+    tx: VersionedTransaction, keys: list[Pubkey], inner: list[dict[str, Any]] | None
+) -> tuple[tuple[Pubkey, Pubkey, int], ...]:
+    """System transfers the transaction makes: its own instructions and the ones programs make by CPI."""
+    found: list[tuple[Pubkey, Pubkey, int]] = []
+    for ix in tx.message.instructions:
+        names = [str(keys[i]) for i in bytes(ix.accounts) if i < len(keys)]
+        hit = _system_transfer(keys[ix.program_id_index], names, bytes(ix.data))
+        if hit:
+            found.append(hit)
+    for group in inner or []:
+        for ix in group.get("instructions") or []:
+            parsed = ix.get("parsed")
+            if isinstance(parsed, dict) and ix.get("program") == "system":
+                info = parsed.get("info") or {}
+                source = info.get("source") or info.get("fundingAccount")
+                destination = info.get("destination") or info.get("newAccount")
+                if source and destination and "lamports" in info:
+                    found.append((Pubkey.from_string(source), Pubkey.from_string(destination), int(info["lamports"])))
+                continue
+            if "data" in ix and "programId" in ix:
+                try:
+                    data = base58.b58decode(ix["data"])
+                except ValueError:
+                    continue
+                hit = _system_transfer(ix["programId"], list(ix.get("accounts") or []), data)
+                if hit:
+                    found.append(hit)
+    return tuple(found)
+
+
+class Executor:
+    def __init__(self, services: Any, *, poll_s: float = POLL_S) -> None:
+        self.services = services
+        self.rpc = services.rpc
+        self.watcher = SignatureWatcher(services.rpc, poll_s)
+        self.holdings = Holdings(services.rpc)
+        self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
+        self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        self._http = httpx.AsyncClient(timeout=10.0)
+        extra = getattr(services.settings, "guard_extra_programs", ())
+        self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
+        self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        await self.watcher.close()
+
+    # --- the guard -----------------------------------------------------------------------------------
+    async def check(self, trade: Trade) -> Checked:
+        """The guard beside the blockhash and balance checks. Raises GuardRefusal or Unverifiable."""
+        started = time.perf_counter()
+        fresh_task = asyncio.ensure_future(self.blockhash_valid(trade.tx)) if trade.check_blockhash else None
+        balance_task = asyncio.ensure_future(self._balance(trade.wallet)) if trade.check_balance else None
+        try:
+            report, effect = await self._guard(trade)
+            self.guard_times.append(time.perf_counter() - started)
+            fresh = await fresh_task if fresh_task is not None else True
+            balance = await balance_task if balance_task is not None else None
+        finally:
+            for task in (fresh_task, balance_task):
+                if task is not None and not task.done():
+                    task.cancel()
+        return Checked(report, effect, fresh, balance)
+
+    async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None]:
+        loaded = await self._lookup_tables(trade.tx)
+        if isinstance(trade.intent, SellIntent):
+            report = check_sell(trade.tx, trade.intent, extra_programs=self.extra_programs, loaded=loaded)
+        else:
+            report = check_buy(trade.tx, trade.intent, extra_programs=self.extra_programs, loaded=loaded)
+        try:
+            simulated = await self.simulate(trade.tx, trade.intent.wallet, report, loaded)
+        except Unverifiable as reason:
+            if report.unknown_programs:
+                raise
+            log.info("effect check could not run (%s); known programs only, structural check passed", reason)
+            return report, None
+        return report, check_effect(simulated, trade.intent, report, label=trade.label)
+
+    async def simulate(
+        self, tx: VersionedTransaction, wallet: Pubkey, report: GuardReport, loaded: LoadedAddresses | None
+    ) -> Simulated:
+        """The accounts the transaction may write, before (read now) and after (simulated)."""
+        addresses = [wallet, *[key for key in report.writable if key != wallet]][:MAX_SIMULATED_ACCOUNTS]
+        names = [str(a) for a in addresses]
+        try:
+            before_raw, value = await asyncio.gather(self.rpc.get_accounts(names), self.rpc.simulate(tx, names))
+        except RpcError as exc:
+            raise Unverifiable(f"the Solana RPC did not simulate it: {exc}") from None
+        accounts = value.get("accounts")
+        if not isinstance(accounts, list) or len(accounts) != len(addresses):
+            if value.get("err") is not None:
+                return Simulated(value["err"], {}, {}, logs=tuple(value.get("logs") or ()))
+            raise Unverifiable("the simulation returned no accounts")
+        try:
+            before = {a: _view(r) for a, r in zip(addresses, before_raw, strict=True)}
+            after = {a: _view(r) for a, r in zip(addresses, accounts, strict=True)}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unverifiable(f"the simulation's accounts could not be read ({type(exc).__name__})") from None
+        message = tx.message
+        keys = list(message.account_keys)
+        if loaded is not None:
+            keys += list(loaded.writable) + list(loaded.readonly)
+        transfers = _sol_transfers(tx, keys, value.get("innerInstructions"))
+        return Simulated(value.get("err"), before, after, transfers, tuple(value.get("logs") or ()))
+
+    async def _lookup_tables(self, tx: VersionedTransaction) -> LoadedAddresses | None:
+        """The accounts the transaction loads from lookup tables, read from the chain (briefly cached: a burst
+        of exits shares the router's tables)."""
+
+        async def fetch(address: str) -> tuple[str, bytes] | None:
+            cached = self._tables.get(address)
+            if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
+                return await asyncio.shield(cached[1])
+            if len(self._tables) > 256:
+                self._tables.clear()
+            future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
+            self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
+            try:
+                found = await self.rpc.get_account_data(address)
+            except RpcError as exc:
+                self._tables.pop(address, None)
+                refusal = GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})")
+                future.set_exception(refusal)
+                future.exception()
+                raise refusal from None
+            future.set_result(found)
+            return found
+
+        return await resolve_lookup_tables(tx, fetch)
+
+    async def _balance(self, wallet: str) -> int | None:
+        try:
+            return int(await self.rpc.get_balance_batched(wallet))
+        except RpcError as exc:
+            log.info("getBalance failed (%s); sending without the fee check", exc)
+            return None
+
+    async def blockhash_valid(self, tx: VersionedTransaction) -> bool:
+        """isBlockhashValid, asked once for many trades of the same blockhash (a burst of taps shares one).
+
+        A "valid" answer is reused for BLOCKHASH_CACHE_S (a blockhash lives ~150 slots, so at worst a trade signed
+        at the very edge is sent stale and the confirm loop reports it expired); "invalid" is final.
+        """
+        key = str(tx.message.recent_blockhash)
+        now = time.monotonic()
+        entry = self._blockhash_checks.get(key)
+        if entry is not None:
+            asked_at, answer = entry
+            if not answer.done() or now - asked_at < BLOCKHASH_CACHE_S or answer.result() is False:
+                return await asyncio.shield(answer)
+        answer = asyncio.get_running_loop().create_future()
+        if len(self._blockhash_checks) > 256:
+            self._blockhash_checks.clear()
+        self._blockhash_checks[key] = (now, answer)
+        try:
+            valid = await self.rpc.is_blockhash_valid(tx.message.recent_blockhash)
+        except RpcError as exc:
+            log.info("isBlockhashValid failed (%s); treating as valid", exc)
+            self._blockhash_checks.pop(key, None)
+            valid = True
+        answer.set_result(valid)
+        return valid
+
+    # --- sign, persist, send, confirm ----------------------------------------------------------------
+    async def execute(self, trade: Trade, hooks: TradeHooks) -> Any:
+        try:
+            checked = await self.check(trade)
+        except GuardRefusal as refusal:
+            log.warning("guard refused %s: %s (%s)", trade.record_id, refusal.rule, refusal)
+            return await hooks.refused(refusal)
+        except Unverifiable as reason:
+            log.warning("could not verify %s: %s", trade.record_id, reason)
+            return await hooks.unverified(str(reason))
+        if not checked.fresh:
+            return await hooks.stale()
+        needed = checked.report.fee_lamports + checked.report.sol_out
+        if checked.balance is not None and checked.balance < needed:
+            return await hooks.cannot_pay(needed, checked.balance)
+        keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+        try:
+            signed = sign_transaction(trade.tx, keypair)
+        except SigningError as exc:
+            return await hooks.signing_failed(exc)
+        finally:
+            del keypair
+        raw = bytes(signed)
+        signature = str(signed.signatures[0])
+        # Persist before sending: after a crash the signature is looked up instead of trading twice.
+        await trade.records.transition(
+            trade.record_id, ("approved",), "signing", signed_tx_b64=base64.b64encode(raw).decode(), signature=signature
+        )
+        try:
+            await self.send(trade.user_id, raw, trade.send_mode)
+        except RpcError as exc:
+            return await hooks.send_failed(exc, raw)
+        await trade.records.transition(trade.record_id, ("signing",), "submitted")
+        await hooks.sent(checked)
+        return await self.confirm(raw, signature, hooks)
+
+    async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks, timeout: float = 60.0,
+                      spawn: Callable[[Awaitable[Any]], Any] | None = None) -> Any:
+        tx = VersionedTransaction.from_bytes(raw)
+        verdict, status = await follow(self.watcher, signature, lambda: self.blockhash_valid(tx), timeout)
+        if verdict == "unknown" and spawn is not None:
+            await hooks.still_unknown()
+            spawn(self.confirm(raw, signature, hooks, timeout * 4, spawn))
+        return await hooks.settled(verdict, status, raw, signature)
+
+    async def resume(self, records: TradeRecords, record_id: str, state: str, raw: bytes, signature: str,
+                     user_id: int, send_mode: str) -> None:
+        """After a crash: what was signed is looked up by signature and, if unknown while its blockhash lives,
+        the identical bytes are sent again (the chain lands them at most once)."""
+        status = (await self.rpc.get_signature_statuses([signature]))[0]
+        if status is None and await self.blockhash_valid(VersionedTransaction.from_bytes(raw)):
+            with contextlib.suppress(RpcError):
+                await self.send(user_id, raw, send_mode)
+        if state == "signing":
+            await records.transition(record_id, ("signing",), "submitted")
+
+    async def send(self, user_id: int, raw: bytes, send_mode: str) -> None:
+        if send_mode == "rpc":
+            await self.rpc.send_transaction(raw, skip_preflight=True)
+            return
+        settings = self.services.settings
+        url = settings.helius_sender_url if send_mode == "helius_sender" else settings.astralane_url
+        headers = {}
+        if send_mode == "astralane":
+            stored = await self.services.accounts.store.get(user_id)
+            if stored.astralane_sealed:
+                key = self.services.vault.open(stored.astralane_sealed, user_id=user_id, kind="astralane_key",
+                                               identity="astralane_key").decode()
+                headers["x-api-key"] = key
+        body = {
+            "jsonrpc": "2.0", "id": 1, "method": "sendTransaction",
+            "params": [base64.b64encode(raw).decode(), {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}],
+        }
+        try:
+            reply = await self._http.post(url, json=body, headers=headers)
+            data = reply.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
+        if data.get("error"):
+            raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
+
+
+__all__ = ["Checked", "Executor", "Holdings", "Trade", "TradeHooks", "TradeRecords"]
