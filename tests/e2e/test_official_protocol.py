@@ -245,9 +245,10 @@ async def test_a_failed_sell_25_percent_is_retried_for_25_percent_and_three_quar
     assert done["message_id"] == signal["message_id"]
     assert "the rest of the position stays tracked" in done["text"]
     assert chain.token_balance(trader.wallet, mint) == before - before // 4  # 75 % left
-    assert sends(h) == 2  # the failed try and the retry
+    # the first try fails on slippage in the guard's simulation, so it is never signed or sent; the retry lands
+    assert sends(h) == 1
     failed = [s for s in h.services.rpc.sent if chain.signature_status(s) and chain.signature_status(s)["err"]]
-    assert len(failed) == 1  # the first one failed on chain, on slippage
+    assert failed == []
     assert h.services.api.calls["/v1/sell"] == built + 1  # the retry asked for the same 25 % again
     assert session_messages(h, trader, "request_exit_signal") == []  # never for the whole position
 
