@@ -1,0 +1,26 @@
+"""Faults of the Solana RPC during a sell: garbage, HTTP errors. What would be lost is the sell's result
+(a landed sell left on "Waiting…" forever); each test asserts the trader is told it sold."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import Harness
+from tests.e2e.test_sell_paths import holding, sends, signal_id, stored, take_profit
+
+
+@pytest.mark.parametrize("kind", ["garbage", "http500", "http429"])
+async def test_a_landed_sell_is_reported_sold_when_a_status_answer_is_broken(harness: Harness, kind: str) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    h.services.rpc.fault("getSignatureStatuses", kind, times=2)
+    asked = h.services.rpc.calls["getSignatureStatuses"]
+
+    await trader.chat.press("Sell", message=signal)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=20)
+
+    assert h.services.rpc.calls["getSignatureStatuses"] - asked >= 3  # the broken answers, then a good one
+    assert sends(h) == 1
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert (await stored(h, signal_id(signal))).state == "landed"
