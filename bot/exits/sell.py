@@ -28,6 +28,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.exits.desk import UNTRACKED
 from bot.exits.executor import Checked, Executor, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.signer import SigningError, decode_unsigned
@@ -151,6 +152,8 @@ class Seller:
             return await self._refresh_button(signal)
         if action == "retry":
             return await self._retry_button(signal)
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state != "pending":
             return {
                 "approved": "Already selling…", "signing": "Already selling…", "submitted": "Already selling…",
@@ -224,6 +227,8 @@ class Seller:
         return True
 
     async def _refresh_button(self, signal: ExitSignal) -> str:
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state not in ("expired", "pending", "failed"):
             return "Already handled."
         position = await self.positions.get(signal.telegram_id, signal.position_id)
@@ -237,6 +242,8 @@ class Seller:
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
 
     async def _retry_button(self, signal: ExitSignal) -> str:
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state != "failed":
             return "Already handled."
         position = await self.positions.get(signal.telegram_id, signal.position_id)
