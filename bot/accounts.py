@@ -248,7 +248,11 @@ class AccountService:
         """Decrypt a wallet key (only to sign, or for an explicit export)."""
         wallet = await self.wallets.by_address(address)
         if wallet is None or wallet.telegram_id != user_id:
-            raise AccountError("That wallet is not one of yours.")
+            # one sentence for "removed" and "someone else's": a reply never hints at another user's wallet
+            raise AccountError(
+                f"The wallet {address[:4]}…{address[-4:]} is not in your wallets any more (it was removed), so I "
+                "cannot sign with it. Import it again with /import to sell from the bot, or sell from your wallet app."
+            )
         return self._keypair(wallet)
 
     async def export(self, user_id: int, wallet_id: int) -> tuple[Wallet, str]:

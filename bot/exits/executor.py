@@ -32,6 +32,7 @@ import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.accounts import AccountError
 from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import (
     SYSTEM_PROGRAM,
@@ -356,7 +357,10 @@ class Executor:
         needed = checked.report.fee_lamports + checked.report.sol_out
         if checked.balance is not None and checked.balance < needed:
             return await hooks.cannot_pay(needed, checked.balance)
-        keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+        try:
+            keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+        except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
+            return await hooks.signing_failed(SigningError(str(exc)))
         try:
             signed = sign_transaction(trade.tx, keypair)
         except SigningError as exc:

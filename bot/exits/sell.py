@@ -271,7 +271,9 @@ class Seller:
         except Exception as exc:  # never leave a tapped signal without an answer
             log.exception("sell %s failed unexpectedly", signal_id)
             await self.signals.set(signal.id, state="failed", error=type(exc).__name__)
-            await self._edit(signal, f"❌ The sell failed on my side ({type(exc).__name__}); nothing was sent twice.")
+            # the failure is ours, so the way forward must be there: a fresh transaction is checked from scratch
+            await self._edit(signal, await self._signal_text(signal) + "\n\n❌ The sell failed on my side; nothing was "
+                             "sent twice. Tap Refresh for a fresh exit transaction.", _refresh_markup(signal))
             return Outcome("failed", "internal error")
         finally:
             if self._in_flight.get(key) == signal_id:
@@ -595,7 +597,9 @@ class _SellHooks(TradeHooks):
                 await seller.signals.set(signal.id, state="failed", error=f"{kind}: simulated {refusal.err}")
                 return await seller._failed(signal, kind, words)
         await seller.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
-        await seller._edit(signal, await self._text() + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed.")
+        await seller._edit(signal, await self._text() + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed. Tap Refresh "
+                           "to ask LaserSell for a fresh transaction; it is checked again before anything is signed.",
+                           _refresh_markup(signal))
         if self.auto:
             await seller._auto_refused(signal, refusal.detail)
         return Outcome("failed", str(refusal))
@@ -619,7 +623,7 @@ class _SellHooks(TradeHooks):
 
     async def signing_failed(self, error: SigningError) -> Outcome:
         await self.seller.signals.set(self.signal.id, state="failed", error="signing")
-        await self.seller._edit(self.signal, await self._text() + f"\n\n❌ {render.esc(error)}")
+        await self.seller._edit(self.signal, await self._text() + f"\n\n❌ {render.esc(error)}", _refresh_markup(self.signal))
         return Outcome("failed", str(error))
 
     def _mark_sent(self) -> None:
@@ -654,6 +658,10 @@ class _SellHooks(TradeHooks):
             return await seller._failed(signal, kind, words)
         current = await seller.signals.get(signal.id)
         return await seller._landed(current or signal, signature)
+
+
+def _refresh_markup(signal: ExitSignal) -> Any:
+    return buttons([("🔄 Refresh", f"x:refresh:{signal.id}")])
 
 
 def is_partial(signal: ExitSignal) -> bool:

@@ -31,3 +31,22 @@ async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> Non
     assert sends(h) == 0
     assert h.services.chain.token_balance(trader.wallet, mint) == held
     assert (await stored(h, signal_id(signal))).state == "skipped"
+
+
+async def test_a_sell_tapped_after_its_wallet_was_removed_says_so_in_words(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    held = h.services.chain.token_balance(trader.wallet, mint)
+    listing = await trader.chat.send("/wallets", expect=r"Your wallets")
+    await trader.chat.press("Wallet 1", message=listing, expect=trader.wallet)
+    await trader.chat.press("^Remove$", expect=r"Remove")
+    await trader.chat.press("Yes, remove it", expect=r"Your wallets")
+
+    await trader.chat.press("Sell", message=signal)
+    failed = await trader.chat.wait_text(r"not in your wallets any more .*removed.*/import", timeout=15)
+
+    assert "AccountError" not in (failed.get("text") or "")
+    assert "on my side" not in (failed.get("text") or "")
+    assert sends(h) == 0
+    assert h.services.chain.token_balance(trader.wallet, mint) == held
