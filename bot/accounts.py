@@ -231,11 +231,43 @@ class AccountService:
             raise AccountError(f"LaserSell could not register the wallet ({exc}). Nothing was saved; try again.") from None
 
     async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
+        """A new key: every wallet is registered under it (a registration belongs to the key, so wallets
+        registered with the old one would be refused). A wallet never registered must succeed now; one
+        registered before is tried again on every connect if LaserSell is busy right now."""
         for wallet in await self.wallets.list(user_id):
-            if wallet.registered_at is None:
-                keypair = self._keypair(wallet)
+            keypair = self._keypair(wallet)
+            try:
                 await self._register(api_key, keypair, wallet.label)
+            except AccountError as exc:
+                if wallet.registered_at is None:
+                    raise
+                log.warning("re-registering wallet %s under the new key failed: %s", wallet.id, exc)
+                continue
+            finally:
+                del keypair
+            if wallet.registered_at is None:
                 await self.wallets.mark_registered(wallet.id)
+
+    async def register_for_stream(self, user_id: int, api_key: str) -> int:
+        """Register every wallet of the user under `api_key`, as the official CLI does before every stream
+        connect: registering is idempotent, and a wallet the stream does not know for this key (a changed
+        key, a plan change, a registration LaserSell lost) would stop the stream. Failures are logged, not
+        raised: the connect goes on and the stream says which wallet it refuses. Returns how many succeeded."""
+        done = 0
+        for wallet in await self.wallets.list(user_id):
+            try:
+                keypair = self._keypair(wallet)
+                try:
+                    await self._register(api_key, keypair, wallet.label)
+                finally:
+                    del keypair
+            except AccountError as exc:
+                log.info("registering wallet %s before connecting failed: %s", wallet.id, exc)
+                continue
+            done += 1
+            if wallet.registered_at is None:
+                await self.wallets.mark_registered(wallet.id)
+        return done
 
     def _keypair(self, wallet: Wallet) -> Keypair:
         try:

@@ -237,6 +237,8 @@ class StreamSupervisor:
         async def config() -> StreamConfig:
             # the current wallets and strategy on every (re)connect; per-position overrides are re-sent
             # when the new session announces each position (its ids are new)
+            # Every wallet is registered under this key first, as the official CLI does on every connect.
+            await self.services.accounts.register_for_stream(user_id, worker.wanted.api_key)
             current = await self.wanted(user_id) or wanted
             worker.wanted = current
             return StreamConfig(

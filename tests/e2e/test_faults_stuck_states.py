@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.harness import Harness
-from tests.e2e.test_sell_paths import holding, sends, signal_id, stored, take_profit
+from tests.e2e.harness import Harness, setup_trader
+from tests.e2e.test_sell_paths import holding, pump, sends, signal_id, stored, take_profit
 
 
 async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> None:
@@ -50,3 +50,33 @@ async def test_a_sell_tapped_after_its_wallet_was_removed_says_so_in_words(harne
     assert "on my side" not in (failed.get("text") or "")
     assert sends(h) == 0
     assert h.services.chain.token_balance(trader.wallet, mint) == held
+
+
+async def test_a_new_lasersell_key_keeps_every_wallet_streaming(harness: Harness) -> None:
+    """Free -> professional: the wallets were registered under the old key; the new one must know them."""
+    h = harness
+    trader = await setup_trader(h, "Ann", tier="free")
+    new_key = h.services.accounts.issue("professional").key
+    await trader.chat.send(f"/apikey {new_key}", expect=r"LaserSell key saved")
+    assert h.services.accounts.is_registered(new_key, trader.wallet)
+
+    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    assert "not registered" not in trader.chat.transcript()
+
+
+async def test_a_registration_lost_by_lasersell_is_made_again_on_reconnect(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, "Ann")
+    h.services.accounts.unregister_wallet(trader.api_key, trader.wallet)
+
+    await h.services.stream.drop_connections()
+    await trader.chat.wait_for(lambda ms: h.services.accounts.is_registered(trader.api_key, trader.wallet),
+                               timeout=15, what="the wallet registered again")
+    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    assert "not registered" not in trader.chat.transcript()
