@@ -38,6 +38,8 @@ class ExitDesk:
         settings = await self.services.accounts.store.get(user_id)
         signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
         # stored before anything is shown: a crash from here on never loses the signal
+        if self.seller is not None:
+            signal = await self.seller.keep_reason(signal)
         user = await self.services.users.get(user_id)
         position = await self.positions.get(user_id, signal.position_id)
         if self.seller is not None:

@@ -130,6 +130,7 @@ class Seller:
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._in_flight: dict[tuple[int, int], str] = {}  # (user, position) -> the signal being sold
         self._auto_signed: dict[int, deque[float]] = {}  # user -> when auto-sell signed, the last minute
+        self._refreshing: dict[tuple[int, int], str] = {}  # (user, position) -> the refreshed signal's reason
 
     @property
     def holdings(self) -> Any:
@@ -237,9 +238,21 @@ class Seller:
         if is_partial(signal):
             self._spawn(self._refresh_partial(signal))
             return "Asking LaserSell for a fresh sell of the same amount…"
+        key = (signal.telegram_id, signal.position_id)
+        self._refreshing[key] = signal.reason
         if not await self.supervisor.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
+            self._refreshing.pop(key, None)
             return "Your stream is not running right now."
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
+
+    async def keep_reason(self, signal: ExitSignal) -> ExitSignal:
+        """A fresh exit that a Refresh asked for answers the old trigger: it keeps that signal's reason
+        (a requested exit would otherwise read "You asked to sell" in the message, the card and /history)."""
+        reason = self._refreshing.pop((signal.telegram_id, signal.position_id), None)
+        if reason is None or reason == signal.reason:
+            return signal
+        await self.signals.set(signal.id, reason=reason)
+        return await self.signals.get(signal.id) or signal
 
     async def _retry_button(self, signal: ExitSignal) -> str:
         if signal.state == "skipped" and signal.error == UNTRACKED:
@@ -456,8 +469,9 @@ class Seller:
         except TimeoutError:
             self._waiting.pop(key, None)
             return None
+        # the fresh transaction answers the same trigger: it keeps the old signal's reason (message, card, /history)
         await self.signals.set(fresh.id, chat_id=old.chat_id, message_id=old.message_id, attempt=old.attempt,
-                               slippage_bps=slippage_bps or old.slippage_bps)
+                               slippage_bps=slippage_bps or old.slippage_bps, reason=old.reason)
         if old.state in ("pending", "approved"):
             await self.signals.transition(old.id, (old.state,), "superseded")
         return await self.signals.get(fresh.id)

@@ -80,3 +80,42 @@ async def test_a_registration_lost_by_lasersell_is_made_again_on_reconnect(harne
     await pump(h)
     await trader.chat.wait_text(r"New position: PEPE", timeout=15)
     assert "not registered" not in trader.chat.transcript()
+
+
+async def test_a_refreshed_sell_keeps_its_reason_in_the_message_and_history(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    sid = signal_id(signal)
+    services = h.runner.services
+    assert services is not None
+    old = await stored(h, sid)
+    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
+
+    await trader.chat.press("Sell", message=signal, expect=r"expired")
+    await trader.chat.press("Refresh", message=signal)
+    fresh = await trader.chat.wait_text(r"Take profit reached", after=signal["message_id"])
+    assert "You asked to sell" not in (fresh.get("text") or "")
+    await trader.chat.press("Sell", message=fresh)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+
+    history = await trader.chat.send("/history", expect=r"Last exits")
+    assert "Take profit reached" in history["text"] and "You asked to sell" not in history["text"]
+
+
+async def test_a_stale_sell_refreshed_on_tap_keeps_its_reason_in_history(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    sid = signal_id(signal)
+    services = h.runner.services
+    assert services is not None
+    old = await stored(h, sid)
+    h.services.chain.advance_slots(200)  # past the blockhash's life
+    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+
+    await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert "You asked to sell" not in (done.get("text") or "")
+    history = await trader.chat.send("/history", expect=r"Last exits")
+    assert "Take profit reached" in history["text"] and "You asked to sell" not in history["text"]
