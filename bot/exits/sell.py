@@ -131,6 +131,7 @@ class Seller:
         self._in_flight: dict[tuple[int, int], str] = {}  # (user, position) -> the signal being sold
         self._auto_signed: dict[int, deque[float]] = {}  # user -> when auto-sell signed, the last minute
         self._refreshing: dict[tuple[int, int], str] = {}  # (user, position) -> the refreshed signal's reason
+        self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
 
     @property
     def holdings(self) -> Any:
@@ -357,7 +358,8 @@ class Seller:
         return await self.executor.execute(trade, hooks)
 
     async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
-        """The tapped transaction was too old: ask for a fresh one and sell that (its signature is the one used)."""
+        """The tapped transaction was too old (or for more tokens than are held now): ask for a fresh one and sell
+        that (its signature is the one used)."""
         await self._edit(signal, render.exit_signal(signal, position) + "\n\n🔄 Refreshing: the transaction was too old…")
         fresh = await self._ask_fresh(signal, signal.slippage_bps)
         if fresh is None:
@@ -604,6 +606,15 @@ class _SellHooks(TradeHooks):
 
     async def refused(self, refusal: GuardRefusal) -> Outcome:
         signal, seller = self.signal, self.seller
+        key = (signal.telegram_id, signal.position_id)
+        if refusal.rule == "intent_amount" and not is_partial(signal) and key not in seller._amount_refreshing:
+            # the signal predates a partial sell: it would sell more than the wallet holds and fail on chain.
+            # A fresh exit for what is held now answers the same trigger (once: a second mismatch is refused).
+            seller._amount_refreshing.add(key)
+            try:
+                return await seller._refresh_and_sell(signal, self.position, auto=self.auto)
+            finally:
+                seller._amount_refreshing.discard(key)
         if isinstance(refusal, SimulationFailed):
             kind, words = explain(refusal.err, VersionedTransaction.from_bytes(base64.b64decode(signal.unsigned_tx_b64)))
             if kind in ("slippage", "fees"):

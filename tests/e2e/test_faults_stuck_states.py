@@ -119,3 +119,26 @@ async def test_a_stale_sell_refreshed_on_tap_keeps_its_reason_in_history(harness
     assert "You asked to sell" not in (done.get("text") or "")
     history = await trader.chat.send("/history", expect=r"Last exits")
     assert "Take profit reached" in history["text"] and "You asked to sell" not in history["text"]
+
+
+async def test_a_sell_older_than_a_partial_sell_is_refreshed_and_sells_what_is_left(harness: Harness) -> None:
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
+    quarter = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    await trader.chat.press("Sell", message=quarter)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    left = h.services.chain.token_balance(trader.wallet, mint)
+    assert left > 0
+    sent = sends(h)
+
+    await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
+    done = await trader.chat.wait_for(
+        lambda ms: next((m for m in ms if m["message_id"] == signal["message_id"] and "Sold" in (m.get("text") or "")),
+                        None), timeout=20, what="the old signal's message saying Sold")
+
+    assert "error code" not in (done.get("text") or "")
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert sends(h) == sent + 1  # the old transaction was never sent
