@@ -15,7 +15,8 @@ jsonParsed, the `address-lookup-table` parsed form).
 `fail_next_send(error)` makes the next sendTransaction answer with that error (fault injection).
 `fault(method, kind, times)` makes the next `times` calls of `method` misbehave as a flaky node does:
 "garbage" (a well-formed JSON-RPC reply whose result has the wrong shape), "http500" / "http429"
-(an HTTP error status with no JSON-RPC body), or "hang" (the answer comes after `hang_s` seconds).
+(an HTTP error status with no JSON-RPC body), or "hang" (no answer for `hang_s` seconds, then a 504;
+the request is never carried out, so a sendTransaction that hangs never lands).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class SandboxRpc:
         self._send_faults: deque[dict[str, Any]] = deque()
         self._faults: dict[str, deque[str]] = {}
         self.hang_s = 15.0
+        self.hangs: Counter[str] = Counter()  # hung requests per method, counted when the hang begins
         self.server = JsonHttpServer()
         self.server.route("POST", "/", self._http)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
@@ -189,8 +191,11 @@ class SandboxRpc:
             method = item.get("method") if isinstance(item, dict) else None
             kind = self._take_fault(method, ("http500", "http429", "hang")) if isinstance(method, str) else None
             if kind == "hang":
+                # the caller gives up (or dies) first; the request is never carried out
+                self.hangs[method] += 1
                 await asyncio.sleep(self.hang_s)
-            elif kind is not None:
+                return 504, None
+            if kind is not None:
                 self.calls[method] += 1
                 return (500 if kind == "http500" else 429), None
         return 200, self.handle(payload)
