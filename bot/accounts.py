@@ -25,6 +25,11 @@ from storage.accounts import DuplicateWallet, KeyInUse, LaserSellKeys, SettingsS
 from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.accounts")
+# A refusal never says that another user of the bot has the key or wallet: that would tell a stranger
+# who trades here.
+KEY_TAKEN = ("That key cannot be used with this bot. Each LaserSell key allows one stream session: use a key of "
+             "your own, from your LaserSell dashboard.")
+WALLET_TAKEN = "That wallet cannot be added here. Import a wallet only you control, or create a new one with /wallets."
 
 API_KEY_KIND = "api_key"
 WALLET_KIND = "wallet"
@@ -117,10 +122,7 @@ class AccountService:
         digest = key_hash(api_key)
         owner = await self.keys.owner_of(digest)
         if owner is not None and owner != user_id:
-            raise AccountError(
-                "That key is already used by another user of this bot. Each LaserSell key allows one stream "
-                "session: use a key of your own."
-            )
+            raise AccountError(KEY_TAKEN)
         try:
             account: AccountInfo = await self.api.check_key(api_key)
         except InvalidApiKey:
@@ -137,7 +139,7 @@ class AccountService:
         try:
             await self.keys.set(user_id, sealed, key_hint(api_key), digest, json.dumps(stored))
         except KeyInUse:
-            raise AccountError("That key is already used by another user of this bot.") from None
+            raise AccountError(KEY_TAKEN) from None
         await self._register_pending_wallets(user_id, api_key)
         await self._changed(user_id)
         return _key_info(key_hint(api_key), "yours", stored)
@@ -181,7 +183,7 @@ class AccountService:
         if existing is not None:
             if existing.telegram_id == user_id:
                 raise AccountError(f"That wallet is already in your list as “{existing.label}”.")
-            raise AccountError("That wallet is already added by another user of this bot.")
+            raise AccountError(WALLET_TAKEN)
         current = await self.wallets.list(user_id)
         found = await self.api_key(user_id)
         if found is not None and len(current) >= found[1].max_wallets:
@@ -198,7 +200,7 @@ class AccountService:
         try:
             wallet = await self.wallets.add(user_id, address, label, sealed)
         except DuplicateWallet as exc:
-            raise AccountError("That wallet is already added." if exc.mine else "That wallet belongs to another user.") from None
+            raise AccountError("That wallet is already added." if exc.mine else WALLET_TAKEN) from None
         if registered:
             await self.wallets.mark_registered(wallet.id)
             wallet = await self.wallets.get(user_id, wallet.id) or wallet

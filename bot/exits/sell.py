@@ -420,8 +420,11 @@ class Seller:
             if kind == "fees":
                 text += "\nAdd a little SOL to the wallet for fees, then tap Refresh."
                 await self._edit(signal, text, buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+            elif position is not None and position.status == "open":
+                # a way forward always: a fresh transaction is checked and sent from scratch
+                await self._edit(signal, text + "\nTap Refresh for a fresh exit transaction.", _refresh_markup(signal))
             else:
-                await self._edit(signal, text)
+                await self._edit(signal, text + "\nThe position is no longer open, so there is nothing left to sell here.")
             return Outcome("failed", words, signal.signature)
         current = signal.slippage_bps or settings.slippage_bps
         slippage = next_slippage(current, signal.attempt, settings.slippage_cap_bps)
