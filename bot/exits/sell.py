@@ -48,6 +48,7 @@ CONFIRM_TIMEOUT_S = 60.0
 POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
+RESUME_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a signed sell after a restart
 AUTO_SIGN_PER_MINUTE = 6  # a user's auto-signed transactions a minute; beyond it signals wait for a tap
 # The official CLI's retry steps: +20 bps on the first retry, +40 bps on each one after, up to the cap.
 SLIPPAGE_BUMP_FIRST_BPS = 20
@@ -449,6 +450,14 @@ class Seller:
                 priority=Priority.URGENT,
             )
     async def _retry(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
+        try:
+            await self._retry_once(failed, slippage_bps, automatic=automatic)
+        except Exception:  # the message must not stay on "Retrying…": settle it with a way forward
+            log.exception("retry of signal %s failed unexpectedly", failed.id)
+            await self._edit(failed, await self._signal_text(failed) + "\n\n❌ The retry failed on my side; nothing was "
+                             "sent twice. Tap Refresh for a fresh exit transaction.", _refresh_markup(failed))
+
+    async def _retry_once(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
         log.info("retrying signal %s at %d bps (%s)", failed.id, slippage_bps, "automatic" if automatic else "tapped")
         fresh = await self._ask_fresh(failed, slippage_bps)
         if fresh is None:
@@ -589,8 +598,19 @@ class Seller:
         assert signal.signed_tx_b64 and signal.signature
         raw = base64.b64decode(signal.signed_tx_b64)
         settings = await self.services.accounts.store.get(signal.telegram_id)
-        await self.executor.resume(self.signals, signal.id, signal.state, raw, signal.signature, signal.telegram_id,
-                                   settings.send_mode)
+        # the node may be down right after a restart: ask again, backing off, rather than leave the sell signed
+        # and unsettled until the next restart
+        for pause in RESUME_PAUSES_S:
+            try:
+                await self.executor.resume(self.signals, signal.id, signal.state, raw, signal.signature,
+                                           signal.telegram_id, settings.send_mode)
+                break
+            except RpcError as exc:
+                log.info("resuming signal %s: the RPC did not answer (%s); again in %gs", signal.id, exc, pause)
+                await asyncio.sleep(pause)
+        else:
+            await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ I could not reach the Solana network to "
+                             "check this sell after a restart. I keep checking and will tell you; /status shows it.")
         await self._confirm(signal.id, raw, signal.signature)
 
 

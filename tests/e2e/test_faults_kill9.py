@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal as signals
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,18 +44,16 @@ def bot_process(h: Harness, log: Path) -> subprocess.Popen[bytes]:
                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
-@pytest.mark.parametrize(("step", "method", "state"), STEPS, ids=[s[0] for s in STEPS])
-async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
-    harness: Harness, tmp_path: Path, step: str, method: str, state: str
-) -> None:
-    h = harness
+async def kill_mid_sell(h: Harness, log: Path, method: str) -> tuple[Any, Any, dict[str, Any]]:
+    """A trader taps Sell on a bot process that is then killed -9 while waiting on `method`; the bot is
+    started again in this process. Returns (trader, mint, the signal message)."""
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
     sid = signal_id(signal)
     await h.runner.stop()  # the same bot, now as a process of its own
     h.services.rpc.hang_s = 60.0
     h.services.rpc.fault(method, "hang", times=1)
-    process = bot_process(h, tmp_path / "bot.log")
+    process = bot_process(h, log)
     try:
         trader.chat.tg.press(trader.chat.user_id, signal["message_id"], f"x:sell:{sid}")
         await trader.chat.wait_for(lambda ms: h.services.rpc.hangs[method] >= 1, timeout=30,
@@ -62,9 +62,20 @@ async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
         os.kill(process.pid, signals.SIGKILL)
         await asyncio.to_thread(process.wait, 10)
     assert process.returncode == -signals.SIGKILL
+    return trader, mint, signal
+
+
+@pytest.mark.parametrize(("step", "method", "state"), STEPS, ids=[s[0] for s in STEPS])
+async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
+    harness: Harness, tmp_path: Path, step: str, method: str, state: str
+) -> None:
+    h = harness
+    trader, mint, signal = await kill_mid_sell(h, tmp_path / "bot.log", method)
+    sid = signal_id(signal)
+    with sqlite3.connect(h.data_dir / "bot.db") as db:  # what the killed process left behind
+        assert db.execute("SELECT state FROM exit_signals WHERE id=?", (sid,)).fetchone()[0] == state
 
     await h.restart_bot()
-    assert (await stored(h, sid)).state == state
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=30)
 
     assert done["message_id"] == signal["message_id"]
@@ -75,3 +86,18 @@ async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
                                what="the stream back")
     assert exit_requests(h, trader) == []  # no second sell asked for
     assert sum("Sold" in (m.get("text") or "") for m in trader.chat.bot_messages()) == 1
+
+
+async def test_a_killed_sell_settles_even_when_the_node_fails_right_after_the_restart(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    trader, mint, signal = await kill_mid_sell(h, tmp_path / "bot.log", "getSignatureStatuses")
+    h.services.rpc.fault("getSignatureStatuses", "http500", times=2)  # the first checks after the restart fail
+
+    await h.restart_bot()
+    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=30)
+
+    assert done["message_id"] == signal["message_id"]
+    assert (await stored(h, signal_id(signal))).state == "landed"
+    assert sends(h) == 1
