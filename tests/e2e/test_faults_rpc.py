@@ -54,3 +54,21 @@ async def test_one_broken_answer_on_any_method_never_strands_a_sell(harness: Har
         assert h.services.chain.token_balance(trader.wallet, mint) > 0
     else:
         assert h.services.chain.token_balance(trader.wallet, mint) == 0
+
+
+@pytest.mark.parametrize("method", ["sendTransaction", "getSignatureStatuses"])
+async def test_a_sell_whose_request_times_out_is_still_sold_once(harness: Harness, method: str) -> None:
+    """No answer at all (the bot's 10 s timeout runs out): the same bytes are sent again, or the status asked
+    again; the sell lands once and the trader is told."""
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    signal = await take_profit(h, trader, mint)
+    h.services.rpc.hang_s = 12.0
+    h.services.rpc.fault(method, "hang", times=1)
+
+    await trader.chat.press("Sell", message=signal)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=45)
+
+    assert h.services.rpc.hangs[method] == 1
+    assert len(set(h.services.rpc.sent)) == 1
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
