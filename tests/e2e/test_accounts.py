@@ -169,14 +169,14 @@ async def test_onboarding_walks_a_new_user_through_three_steps(harness: Harness)
     assert h.services.accounts.is_registered(key, str(keypair.pubkey())), "wallet not registered with LaserSell"
 
     step3 = await ann.wait_text(r"3/3 strategy")
-    assert "Take profit: +6%" in step3["text"] and "Stop loss: -10%" in step3["text"] and "Deadline: 45 s" in step3["text"]
+    assert "Take profit: +6%" in step3["text"] and "Stop loss: -10%" in step3["text"] and "Deadline: off" in step3["text"]
     assert "Trailing stop: off" in step3["text"]
     await ann.press("Use this strategy", expect=r"You're set up")
     settings = await stored_settings(h, ann.user_id)
     assert settings.onboarding_step == "done"
     strategy = json.loads(settings.strategy_json)
     assert (strategy["take_profit_pct"], strategy["stop_loss_pct"], strategy["deadline_s"], strategy["trailing_stop_pct"]) == (
-        6.0, 10.0, 45, 0.0)
+        6.0, 10.0, 0, 0.0)
 
     listing = await ann.send("/wallets", expect=r"Your wallets")
     assert "2.0000 SOL" in listing["text"] and "Wallet 1" in listing["text"]
