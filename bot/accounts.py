@@ -189,7 +189,11 @@ class AccountService:
                 f"Your LaserSell plan streams at most {found[1].max_wallets} wallet(s) per session and you have "
                 f"{len(current)}. Remove one with /wallets, or upgrade your LaserSell plan."
             )
-        label = _clean_label(label) or f"Wallet {len(current) + 1}"
+        taken = {w.label for w in current}
+        cleaned = _clean_label(label)
+        if cleaned and cleaned.casefold() in {t.casefold() for t in taken}:
+            raise AccountError(f"You already have a wallet named “{cleaned}”. Try “{free_label(taken, cleaned)}”.")
+        label = cleaned or free_label(taken, f"Wallet {len(current) + 1}")
         registered = False
         if found is not None:
             await self._register(found[0], keypair, label)
@@ -260,8 +264,11 @@ class AccountService:
     async def rename(self, user_id: int, wallet_id: int, label: str) -> Wallet:
         cleaned = _clean_label(label)
         if not cleaned:
-            raise AccountError(f"A wallet name needs 1 to {MAX_LABEL} letters, digits or spaces.")
+            raise AccountError(f"A wallet name needs 1 to {MAX_LABEL} characters.")
         await self._own(user_id, wallet_id)
+        others = {w.label for w in await self.wallets.list(user_id) if w.id != wallet_id}
+        if cleaned.casefold() in {t.casefold() for t in others}:
+            raise AccountError(f"You already have a wallet named “{cleaned}”. Try “{free_label(others, cleaned)}”.")
         await self.wallets.rename(user_id, wallet_id, cleaned)
         return await self._own(user_id, wallet_id)
 
@@ -319,7 +326,25 @@ class AccountService:
 
 
 def _clean_label(label: str | None) -> str:
+    """What the user typed, kept as typed (emoji, HTML-looking text: it is escaped where shown); only
+    control characters go and runs of spaces become one. Longer than MAX_LABEL is cut (see label_was_cut)."""
     if not label:
         return ""
-    cleaned = " ".join("".join(c for c in label if c.isalnum() or c in " -_.#").split())
+    cleaned = " ".join("".join(c for c in label if c.isprintable() or c == " ").split())
     return cleaned[:MAX_LABEL]
+
+
+def label_was_cut(typed: str) -> bool:
+    """True when `typed` was longer than a wallet name may be, so the saved name is its start."""
+    return len(" ".join("".join(c for c in typed if c.isprintable() or c == " ").split())) > MAX_LABEL
+
+
+def free_label(taken: set[str], base: str) -> str:
+    """`base`, or `base 2`, `base 3`… whichever no wallet of the user is named yet (case ignored)."""
+    taken_folded = {t.casefold() for t in taken}
+    if base.casefold() not in taken_folded:
+        return base
+    n = 2
+    while f"{base} {n}".casefold() in taken_folded:
+        n += 1
+    return f"{base} {n}"

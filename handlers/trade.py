@@ -338,7 +338,6 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 # --- /buy ------------------------------------------------------------------------------------------------------
 async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
     args = list(context.args or [])
     message = update.effective_message
@@ -346,18 +345,28 @@ async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await message.reply_text("Usage: <code>/buy &lt;mint&gt; &lt;SOL&gt;</code>, for example "
                                  "<code>/buy 7xKX…pump 0.1</code>")
         return
+    await offer_buy(update, context, args[0], args[1])
+
+
+async def offer_buy(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, mint: str, amount: str, wallet: str | None = None
+) -> None:
+    """Quote a buy of `amount` SOL of `mint` (from `wallet`, else the default) and ask for one tap to confirm."""
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_chat is not None
+    chat = update.effective_chat
     buyer = getattr(services, "buyer", None)
     if buyer is None:
-        await message.reply_text("Buying is not available on this bot.")
+        await chat.send_message("Buying is not available on this bot.")
         return
     try:
-        quote = await buyer.quote(update.effective_user.id, args[0], args[1])
+        quote = await buyer.quote(update.effective_user.id, mint, amount, wallet)
     except BuyError as exc:
-        await message.reply_text(f"Not bought: {exc}.")
+        await chat.send_message(f"Not bought: {exc}.")
         return
     order = quote.order
     text = buyer.describe(order, quote.symbol, quote.decimals) + "\n\nTap Buy within a minute to confirm."
-    sent = await message.reply_text(
+    sent = await chat.send_message(
         text, reply_markup=keyboard([("✅ Buy", f"b:go:{order.id}"), ("Cancel", f"b:no:{order.id}")])
     )
     await buyer.attach(order.id, sent.chat_id, sent.message_id)

@@ -377,11 +377,11 @@ async def test_rename_default_remove_and_export(harness: Harness) -> None:
     await import_wallet(h, ann, base58.b58encode(bytes(second)).decode(), r"Wallet 2.* added")
     ids = {w.address: w.id for w in await stored_wallets(h, ann.user_id)}
 
-    # rename: an empty name is refused, then a good one is stored
+    # rename: another wallet's name is refused with a free one suggested, then a good one is stored
     listing = await ann.send("/wallets", expect="Your wallets")
     await ann.press("Wallet 2", message=listing, expect=str(second.pubkey()))
     await ann.press("Rename", expect=r"Send the new name")
-    await ann.send("!!!", expect=r"A wallet name needs 1 to 32")
+    await ann.send("wallet 1", expect=r"already have a wallet named “wallet 1”. Try “wallet 1 2”")
     await ann.send("Sniper bag", expect=r"Renamed to <b>Sniper bag</b>|Renamed to Sniper bag")
     assert (await services(h).accounts.wallets.get(ann.user_id, ids[str(second.pubkey())])).label == "Sniper bag"
 
