@@ -69,6 +69,10 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         from handlers.wallets import rename_wallet
 
         await rename_wallet(update, context, int(waiting["wallet_id"]), message.text)
+    elif what == "setting" and waiting is not None:
+        from handlers.settings import save_typed_setting
+
+        await save_typed_setting(update, context, str(waiting["name"]), message.text)
     elif what == "presets":
         from handlers.home import save_presets
 

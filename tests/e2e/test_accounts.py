@@ -215,7 +215,7 @@ async def test_apikey_refused_by_lasersell_is_not_stored_and_its_message_is_dele
     reply = await ann.send("short", expect=r"does not look like a LaserSell API key")
     await assert_deleted(ann, "short")
     await ann.send("/cancel", expect=r"Cancelled")
-    await ann.send("hello", expect=r"only understand commands")
+    await ann.send("hello", expect=r"did not find a token")
 
 
 async def test_apikey_as_next_message_and_a_key_used_by_another_user(harness: Harness) -> None:
@@ -461,7 +461,7 @@ async def test_strategy_inline_editor(harness: Harness) -> None:
     ann = await h.user("Ann")
     shown = await ann.send("/strategy", expect=r"Your exit strategy")
     await ann.press("Edit", message=shown, expect=r"Editing your strategy")
-    await ann.press(r"^\+$", expect=r"Take profit: \+11%")  # the first + steps take profit by 5
+    await ann.press(r"^\+$", expect=r"Take profit: \+7%")  # a step that fits 6 %: one point, not five
     await ann.press(r"Trailing stop: off", expect=r"Trailing stop: 5% below the peak")
     await ann.press("Cancel", expect=r"\(Unchanged\.\)")
     assert (await stored_settings(h, ann.user_id)).strategy_json is None
