@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -126,8 +127,7 @@ class AccountService:
         except InvalidApiKey:
             raise AccountError("LaserSell refused that key. Check it on your LaserSell dashboard and send it again.") from None
         except LaserSellApiError as exc:
-            later = " LaserSell is busy or down: try again in a minute." if exc.retryable else ""
-            raise AccountError(f"I could not check the key with LaserSell ({exc}). Nothing was saved.{later}") from None
+            raise AccountError(f"I could not check the key: {api_failure_words(exc)}. Nothing was saved.") from None
         stored = {
             "max_wallets": account.max_wallets, "plan": account.plan, "tier_name": account.tier_name,
             "max_positions_per_wallet": account.max_positions_per_wallet,
@@ -149,7 +149,8 @@ class AccountService:
             try:
                 key = self.vault.open(stored.sealed, user_id=user_id, kind=API_KEY_KIND, identity="api_key").decode()
             except VaultError as exc:
-                raise AccountError(f"Your LaserSell key cannot be opened ({exc}): set it again with /apikey.") from None
+                log.warning("stored API key cannot be opened: %s", exc)
+                raise AccountError("Your stored LaserSell key cannot be opened any more: set it again with /apikey.") from None
             register_secret(key)
             return key, _key_info(stored.key_hint, "yours", json.loads(stored.tier or "{}"))
         operator = self.settings.lasersell_api_key
@@ -225,14 +226,15 @@ class AccountService:
         except LaserSellApiError as exc:
             if exc.status == 400:
                 raise AccountError(
-                    f"LaserSell refused the registration request ({exc}): the wallet address or the signed message "
-                    "was not accepted. Nothing was saved; try again, and tell the bot's operator if it repeats."
+                    f"LaserSell did not accept the wallet ({api_failure_words(exc)}): the wallet address or the "
+                    "signed message was refused. Nothing was saved; try again, and tell the bot's operator if it repeats."
                 ) from None
             if exc.retryable:
                 raise AccountError(
-                    f"LaserSell is busy or unreachable ({exc}). Nothing was saved; try again in a minute."
+                    f"{api_failure_words(exc)}. Nothing was saved."
                 ) from None
-            raise AccountError(f"LaserSell could not register the wallet ({exc}). Nothing was saved; try again.") from None
+            raise AccountError(f"LaserSell could not register the wallet: {api_failure_words(exc)}. Nothing was saved; "
+                               "try again.") from None
 
     async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
         for wallet in await self.wallets.list(user_id):
@@ -245,7 +247,9 @@ class AccountService:
         try:
             raw = self.vault.open(wallet.sealed, user_id=wallet.telegram_id, kind=WALLET_KIND, identity=wallet.address)
         except VaultError as exc:
-            raise AccountError(f"The key of wallet {wallet.label} cannot be opened: {exc}") from None
+            log.warning("stored wallet key cannot be opened: %s", exc)
+            raise AccountError(f"The stored key of wallet {wallet.label} cannot be opened any more: import it "
+                               "again from /wallets.") from None
         return Keypair.from_bytes(raw)
 
     async def keypair(self, user_id: int, address: str) -> Keypair:
@@ -323,6 +327,23 @@ class AccountService:
 
         await forget_user(self.db, user_id)
         await self._changed(user_id)
+
+
+_DEVELOPER_WORDS = re.compile(r"\s*\((?:[A-Z][A-Za-z]*(?:Error|Exception|Timeout)|(?:GET|POST|PUT|DELETE) /[^)]*)\)|"
+                              r"\b(?:GET|POST|PUT|DELETE) /\S+|HTTP \d{3}")
+
+
+def api_failure_words(exc: LaserSellApiError) -> str:
+    """A LaserSell failure in a trader's words: what happened and what to do, never an exception name,
+    an HTTP path or a bare status."""
+    if exc.status is None:
+        return "LaserSell did not answer (the connection failed): try again in a minute"
+    if exc.status == 429:
+        return "LaserSell asked us to slow down: try again in a minute"
+    if exc.status >= 500:
+        return "LaserSell had a problem on its side: try again in a minute"
+    said = _DEVELOPER_WORDS.sub("", str(exc)).strip(" .")
+    return f"LaserSell said: {said}" if said else "LaserSell refused the request"
 
 
 def _clean_label(label: str | None) -> str:

@@ -17,6 +17,7 @@ from telegram import InputFile, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
+from bot.accounts import api_failure_words
 from bot.exits.buy import BuyError
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
@@ -233,7 +234,7 @@ async def sell_from_card(
     except InvalidApiKey:
         return "LaserSell refused your API key: set it again with /apikey."
     except LaserSellApiError as exc:
-        return f"LaserSell could not build the sell: {exc}"[:190]
+        return f"No sell was built: {api_failure_words(exc)}."[:190]
     now = int(time.time() * 1000)
     msg = {
         "position_id": position.position_id, "wallet_pubkey": position.wallet, "mint": position.mint,
