@@ -128,8 +128,9 @@ async def home_text(services: Any, user_id: int) -> str:
     today = await realised_today(services, user_id)
     if today:
         lines.append("Realised today: " + " · ".join(
-            f"{render.money(units, quote, signed=True)} on {count} closed" for quote, (units, count) in today.items()
-        ) + " (LaserSell's last PnL, after the fees it counted)")
+            f"{render.money(units, quote, signed=True)} from {count} sell{'s' if count != 1 else ''}"
+            for quote, (units, count) in today.items()
+        ) + " (what the sells received, minus what those tokens cost)")
     worker = supervisor.workers.get(user_id) if supervisor else None
     state = worker.client.state if worker is not None else "stopped"
     lines.append("")
@@ -139,17 +140,17 @@ async def home_text(services: Any, user_id: int) -> str:
 
 
 async def realised_today(services: Any, user_id: int) -> dict[str, tuple[int, int]]:
-    """Per quote: (PnL, count) of the positions that closed since 00:00 UTC with a known PnL."""
+    """Per quote: (PnL, sells) of the sells that landed since 00:00 UTC, as measured on chain when they
+    landed (proceeds received minus the share of the cost basis sold)."""
     midnight_ms = int(time.time() // 86400 * 86400 * 1000)
-    rows = await services.db.fetchall(
-        "SELECT * FROM positions WHERE telegram_id=? AND status='closed' AND updated_at>=? AND profit_units IS NOT NULL",
-        (user_id, midnight_ms),
-    )
     out: dict[str, tuple[int, int]] = {}
-    for row in rows:
-        quote = "USD1" if "quote" in row.keys() and row["quote"] == "USD1" else "SOL"
+    for signal in await services.desk.signals.for_user(user_id, ("landed",), limit=500):
+        outcome = signal.outcome
+        if signal.updated_at < midnight_ms or outcome.get("pnl") is None:
+            continue
+        quote = "USD1" if outcome.get("quote") == "USD1" else "SOL"
         units, count = out.get(quote, (0, 0))
-        out[quote] = (units + int(row["profit_units"]), count + 1)
+        out[quote] = (units + int(outcome["pnl"]), count + 1)
     return out
 
 
