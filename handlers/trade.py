@@ -27,7 +27,7 @@ from bot.solana_rpc import RpcError
 from bot.strategy import KEYWORDS, Strategy, StrategyError, apply_one_line
 from handlers.common import answer, edit_or_reply, esc, keyboard
 from handlers.registry import Command
-from storage.history import PnlHistory
+from storage.history import Mark, PnlHistory
 from storage.positions import Position
 
 log = logging.getLogger("lasersell_bot.trade")
@@ -255,13 +255,33 @@ async def sell_from_card(
     return f"Sell {share} ready: tap Sell to confirm."
 
 
+async def landed_marks(services: Any, user_id: int, position: Position, marks: list[Mark]) -> list[Mark]:
+    """Only exits that landed are drawn as sells: a signal that was skipped, failed or is still waiting, and a
+    card sell that never went through, are left off the chart."""
+    signals = [s for s in await services.desk.signals.for_user(user_id, None, limit=500)
+               if s.position_id == position.position_id]
+    kept = []
+    for mark in marks:
+        if mark.kind == "signal":
+            if any(s.state == "landed" and s.triggered_at_ms == mark.t_ms for s in signals):
+                kept.append(Mark(mark.t_ms, "sell", mark.label))
+        elif mark.kind == "sell":
+            # a card sell is marked when asked for; its signal carries the same moment on our clock
+            if any(s.state == "landed" and s.reason == "manual" and abs(s.received_at_ms - mark.t_ms) < 30_000
+                   for s in signals):
+                kept.append(mark)
+        else:
+            kept.append(mark)
+    return kept
+
+
 async def send_chart(services: Any, user_id: int, chat: Any, position: Position, which: str) -> None:
     settings = await services.accounts.store.get(user_id)
     try:
         if which == "chart":
             history = PnlHistory.for_db(services.db)
             samples = await history.samples(user_id, position.position_id)
-            marks = await history.marks(user_id, position.position_id)
+            marks = await landed_marks(services, user_id, position, await history.marks(user_id, position.position_id))
             title = f"{position.label} · PnL"
             png = await asyncio.to_thread(render_pnl_chart, samples, marks, title=title,
                                           quote=render.quote_of(position))
