@@ -60,6 +60,22 @@ async def held_tokens(services: Any, position: Position) -> int:
     return 0
 
 
+async def buy_cost(services: Any, user_id: int, position: Position) -> int | None:
+    """Lamports this bot's landed buys of the position took from the wallet, fees and rent included (as the
+    chain recorded them); None when the position was not bought here or a buy cannot be read."""
+    rows = await services.db.fetchall(
+        "SELECT signature FROM buy_orders WHERE telegram_id=? AND wallet=? AND mint=? AND state='landed'",
+        (user_id, position.wallet, position.mint),
+    )
+    total = 0
+    for row in rows:
+        change = await services.rpc.sol_change(row[0], position.wallet) if row[0] else None
+        if change is None:
+            return None
+        total += -change[0]
+    return total or None
+
+
 def max_within(position: Position, slippage_bps: int, held: int) -> tuple[int, float, int] | None:
     """(tokens, % of what is held, band slippage) sellable within the band at or below `slippage_bps`."""
     bands = [b for b in bands_from(position.bands) if b.slippage_bps <= slippage_bps]
@@ -86,6 +102,13 @@ async def card(services: Any, user_id: int, position: Position) -> tuple[str, An
     lines = [f"📊 <b>{esc(position.label)}</b>{name} · {render.market_words(position.market_type)}",
              f"Holding {render.tokens(held, position.decimals)} tokens · wallet <code>{render.short(position.wallet)}</code>"]
     lines.append(render.pnl_line(position))
+    cost = await buy_cost(services, user_id, position) if render.quote_of(position) == "SOL" else None
+    sold = [x for x in await services.desk.signals.for_user(user_id, ("landed",), limit=200)
+            if x.position_id == position.position_id]
+    if cost is not None and position.proceeds_units is not None and not sold:
+        net = position.proceeds_units - cost
+        lines.append(f"After the {render.sol(cost)} your buy paid, fees and rent included: "
+                     f"{render.money(net, 'SOL', signed=True)} ({render.pct(net, cost)})")
     trend = render.TRENDS.get(position.liquidity_trend or "", esc(position.liquidity_trend or "not measured yet"))
     lines.append(f"Liquidity {trend} · age {render.age(_opened_local_ms(services, user_id, position))}")
     best = max_within(position, settings.slippage_bps, held)

@@ -75,7 +75,7 @@ async def test_a_preset_buy_spends_from_the_wallet_chosen_on_the_panel(harness: 
     assert chosen is not None and chosen["message_id"] == panel["message_id"]
     assert f"✅ {other}" in trader.chat.buttons(chosen)
 
-    before_first = chain.balance(trader.wallet)
+    before_first, before_second = chain.balance(trader.wallet), chain.balance(second.pubkey())
     quote = await trader.chat.press(r"Buy 0\.1 SOL", message=chosen, expect=r"Tap Buy within a minute")
     assert quote is not None and render.short(str(second.pubkey())) in quote["text"]
     await trader.chat.press("✅ Buy", message=quote, expect=r"✅ Bought", timeout=15)
@@ -83,6 +83,14 @@ async def test_a_preset_buy_spends_from_the_wallet_chosen_on_the_panel(harness: 
     assert chain.token_balance(trader.wallet, mint) == 0 and chain.balance(trader.wallet) == before_first
     await pump(h)
     await trader.chat.wait_text(r"New position: DOGE")
+
+    # the card counts the buy's fees and rent: PnL from what the wallet actually paid
+    spent = before_second - chain.balance(second.pubkey())
+    chain.market_move(mint, 5)
+    await pump(h)
+    card = await trader.chat.send("/positions", expect=r"DOGE #\d+ · [+-]")
+    opened = await trader.chat.press("DOGE", message=card, expect=r"After the")
+    assert opened is not None and f"After the {render.sol(spent)} your buy paid, fees and rent included" in opened["text"]
 
 
 async def test_typed_buy_amounts_are_checked_then_shown_on_the_buttons(harness: Harness) -> None:
