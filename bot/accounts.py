@@ -149,8 +149,7 @@ class AccountService:
             try:
                 key = self.vault.open(stored.sealed, user_id=user_id, kind=API_KEY_KIND, identity="api_key").decode()
             except VaultError as exc:
-                log.warning("stored API key cannot be opened: %s", exc)
-                raise AccountError("Your stored LaserSell key cannot be opened any more: set it again with /apikey.") from None
+                raise AccountError(f"Your LaserSell key cannot be opened ({exc}): set it again with /apikey.") from None
             register_secret(key)
             return key, _key_info(stored.key_hint, "yours", json.loads(stored.tier or "{}"))
         operator = self.settings.lasersell_api_key
@@ -247,9 +246,7 @@ class AccountService:
         try:
             raw = self.vault.open(wallet.sealed, user_id=wallet.telegram_id, kind=WALLET_KIND, identity=wallet.address)
         except VaultError as exc:
-            log.warning("stored wallet key cannot be opened: %s", exc)
-            raise AccountError(f"The stored key of wallet {wallet.label} cannot be opened any more: import it "
-                               "again from /wallets.") from None
+            raise AccountError(f"The key of wallet {wallet.label} cannot be opened: {exc}") from None
         return Keypair.from_bytes(raw)
 
     async def keypair(self, user_id: int, address: str) -> Keypair:

@@ -123,6 +123,10 @@ class TerminalChat:
         self.name = first_name
         self.people[first_name.lower()] = (self.user_id, self.chat_id, self.view)
 
+    def _who(self) -> str:
+        """`you`, or `you (Bob)` once the chat has more than one user."""
+        return "you" if len(self.people) <= 1 else f"you ({self.name})"
+
     def switch_user(self, name: str) -> str:
         key = name.lower()
         if key not in self.people:
@@ -199,7 +203,7 @@ class TerminalChat:
         before = self._snapshot()
         command = stripped[1:].strip() if stripped.startswith("!") else None
         if command is not None and (PRESS_RE.match(command) or command.lower().startswith("press ")):
-            self.print(f"{self.name.lower() or 'you'}: (taps {command.removeprefix('press ').strip()[:40]})")
+            self.print(f"{self._who()}: (taps {command.removeprefix('press ').strip()[:40]})")
             if not await self.press(command):
                 return True
             await self.settle(before, expect_reply=True)
@@ -217,7 +221,7 @@ class TerminalChat:
             await self.sandbox_command(command)
             await self.settle(before, expect_reply=False)
         else:
-            self.print(f"{self.name.lower() or 'you'}: {stripped}")
+            self.print(f"{self._who()}: {stripped}")
             self.telegram.send(self.user_id, line)
             await self.settle(before, expect_reply=True)
         self.show_new()

@@ -69,7 +69,7 @@ def test_a_terminal_session_shows_pop_ups_and_saves_pictures(tmp_path: Path) -> 
     screen = run_in_terminal(tmp_path, LINES)
     assert "💬 pop-up: Deleted. Keep your copy safe." in screen
     # a JSON-array-looking line is sent to the bot as text, not taken for a button press
-    assert "trader: [1, 2, 3]" in screen
+    assert "you: [1, 2, 3]" in screen
     # a failed press says so without repeating what was typed
     assert "(no such button" in screen and "!99.1" not in screen.split("(no such button")[1][:200]
     saved = re.findall(r"🖼 picture saved: (\S+\.png)", screen)
