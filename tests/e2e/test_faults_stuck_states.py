@@ -142,3 +142,20 @@ async def test_a_sell_older_than_a_partial_sell_is_refreshed_and_sells_what_is_l
     assert "error code" not in (done.get("text") or "")
     assert h.services.chain.token_balance(trader.wallet, mint) == 0
     assert sends(h) == sent + 1  # the old transaction was never sent
+
+
+async def test_a_position_strategy_the_server_would_refuse_is_not_saved(harness: Harness) -> None:
+    """`trail 150` on one position would be sent and stop the stream on LaserSell's refusal."""
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    services = h.runner.services
+    assert services is not None
+    [position] = await services.supervisor.positions.open_for(trader.chat.user_id)
+    for bad in ("trail 150", "sl 100", "trail 100"):
+        reply = await trader.chat.send(f"/pstrategy {position.position_id} {bad}", expect=r"Not changed")
+        assert "below 100" in reply["text"]
+    stored_position = await services.supervisor.positions.get(trader.chat.user_id, position.position_id)
+    assert stored_position is not None and stored_position.strategy_json is None
+    session = h.services.stream.session_for(trader.api_key)
+    assert session is not None
+    assert not [m for m in session.received if m.get("type") == "update_position_strategy"]
