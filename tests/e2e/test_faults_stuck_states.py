@@ -31,6 +31,8 @@ async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> Non
     assert sends(h) == 0
     assert h.services.chain.token_balance(trader.wallet, mint) == held
     assert (await stored(h, signal_id(signal))).state == "skipped"
+    history = await trader.chat.send("/history", expect=r"Last exits")
+    assert "you stopped tracking it" in history["text"]
 
 
 async def test_a_sell_tapped_after_its_wallet_was_removed_says_so_in_words(harness: Harness) -> None:
