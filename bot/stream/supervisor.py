@@ -463,9 +463,10 @@ class StreamSupervisor:
             reason = self.exit_reason(user_id, position_id, str(msg.get("reason", "")))
             if reason != msg.get("reason"):
                 event.data = msg = {**msg, "reason": reason}
-            await self.positions.update(user_id, position_id, waiting_exit=False)
+            # the signal first (stored and shown by the handler); this flag's write must not delay it
             if self.on_exit_signal is not None:
                 await self.on_exit_signal(user_id, event)
+            await self.positions.update(user_id, position_id, waiting_exit=False)
         elif kind == "position_closed":
             position_id = int(msg["position_id"])
             handle = worker.deadlines.pop(position_id, None)
@@ -617,7 +618,23 @@ class StreamSupervisor:
             "reconnects": c.reconnect_count,
             "last_message_at": c.last_message_at,
             "limits": dict(c.limits or {}),
+            "pnl_shed": c.pnl_shed,
         }
+
+    def load_notes(self, user_id: int) -> list[str]:
+        """Lines for /status (HTML) when the bot has been shedding this user's PnL detail under load."""
+        worker = self.workers.get(user_id)
+        shed = worker.client.pnl_shed if worker is not None else 0
+        if not shed:
+            return []
+        return [
+            f"  ⚠️ under heavy load: {shed:,} PnL update(s) skipped (only each position's newest is kept; "
+            "exit signals are never skipped)"
+        ]
+
+    def pnl_shed(self) -> int:
+        """PnL updates shed under load over every user's stream (the log says so too)."""
+        return sum(w.client.pnl_shed for w in self.workers.values())
 
 
 def _duration(seconds: float) -> str:
