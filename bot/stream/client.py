@@ -277,6 +277,9 @@ class StreamClient:
         self._close_timeout = close_timeout
         self._max_tracked_positions = max_tracked_positions
         self.pnl_interval_s = pnl_interval_s
+        # the longest PnL waits for a busy socket to go quiet before it is handed out anyway; PnL due for
+        # longer than this and replaced by a newer frame counts as shed (the consumer is behind)
+        self.noise_hold_max_s = max(4 * pnl_interval_s, 1.0)
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
@@ -325,8 +328,8 @@ class StreamClient:
         self._latest: OrderedDict[tuple[str, int], StreamEvent] = OrderedDict()
         self._ticks: deque[StreamEvent] = deque(maxlen=trade_tick_keep)
         self._wakeup = asyncio.Event()
-        # PnL, raw and unparsed: position id -> (frame, received_at). Due now, oldest position first:
-        self._pnl_due: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        # PnL, raw and unparsed: position id -> (frame, received_at, due since). Due now, oldest first:
+        self._pnl_due: OrderedDict[int, tuple[bytes, float, float]] = OrderedDict()
         # handed out less than pnl_interval_s ago: the newest frame since (None: nothing new yet)
         self._pnl_resting: dict[int, tuple[bytes, float] | None] = {}
         self._pnl_rest_until: deque[tuple[float, int]] = deque()
@@ -686,13 +689,18 @@ class StreamClient:
             resting[position_id] = (frame, now)
             return
         due = self._pnl_due
-        if position_id in due:
-            # due and not taken before a newer one came: the consumer is behind, this detail is lost
-            self.pnl_shed += 1
-            _note_shed(1, now)
-            due[position_id] = (frame, now)  # keeps its place in line
+        held = due.get(position_id)
+        if held is not None:
+            due_since = held[2]
+            if now - due_since > self.noise_hold_max_s:
+                # due for long and still not taken: the consumer is behind, this detail is lost
+                self.pnl_shed += 1
+                _note_shed(1, now)
+            else:
+                self.pnl_coalesced += 1  # a burst still being read: only the newest matters
+            due[position_id] = (frame, now, due_since)  # keeps its place in line
         else:
-            due[position_id] = (frame, now)
+            due[position_id] = (frame, now, now)
             if len(due) + len(resting) > self._max_tracked_positions and due:
                 due.popitem(last=False)  # the position waiting longest gives way
                 self.pnl_shed += 1
@@ -700,13 +708,17 @@ class StreamClient:
         self._wakeup.set()
 
     def _take_pnl(self) -> StreamEvent | None:
-        position_id, (frame, received_at) = self._pnl_due.popitem(last=False)
+        position_id, (frame, received_at, _due_since) = self._pnl_due.popitem(last=False)
         if self.pnl_interval_s > 0:
             self._pnl_resting[position_id] = None
             self._pnl_rest_until.append((self._clock() + self.pnl_interval_s, position_id))
             if self._pnl_timer is None:
                 self._pnl_timer = asyncio.get_running_loop().call_later(self.pnl_interval_s, self._pnl_rested)
-        event = self._decode(frame, received_at)
+        try:
+            text: str = frame.decode()
+        except UnicodeDecodeError:
+            text = "\ufffd"  # skipped and counted below like any bad frame
+        event = self._decode(text, received_at)
         if event is not None:
             self._label(event)
         return event
@@ -723,7 +735,7 @@ class StreamClient:
                 continue  # cleared by a new session
             held = resting.pop(position_id)
             if held is not None:
-                due[position_id] = held
+                due[position_id] = (*held, now)
                 woke = True
         if queue:
             self._pnl_timer = asyncio.get_running_loop().call_later(max(0.0, queue[0][0] - now), self._pnl_rested)
@@ -794,6 +806,12 @@ class StreamClient:
             return self._urgent.popleft()
         if self._unknown:
             return self._unknown.popleft()
+        return self._take_noise()
+
+    def _has_noise(self) -> bool:
+        return bool(self._pnl_due or self._latest or self._ticks)
+
+    def _take_noise(self) -> StreamEvent | None:
         # the noise, oldest first: PnL (parsed now), liquidity, trade ticks
         while True:
             latest, ticks, due = self._latest, self._ticks, self._pnl_due
@@ -820,10 +838,29 @@ class StreamClient:
 
     async def next_event(self) -> StreamEvent:
         """The next event, urgent ones first. Raises StreamClosed once stopped and drained."""
+        deferred_at: float | None = None
         while True:
-            event = self._take()
-            if event is not None:
-                return event
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._unknown:
+                return self._unknown.popleft()
+            if self._has_noise():
+                # Noise waits while the socket is still delivering: whatever urgent message is behind it
+                # in the same burst is read and handed out first. Bounded, so a connection that never
+                # goes quiet still gets its PnL.
+                read = self.messages_received
+                # Two turns: a task resumed by the loop runs before that turn's socket reads.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                now = self._clock()
+                if deferred_at is None:
+                    deferred_at = now
+                if self.messages_received != read and now - deferred_at < self.noise_hold_max_s:
+                    continue
+                event = self._take_noise()
+                if event is not None:
+                    return event
+                continue
             if self._state in (STOPPED, NEEDS_ATTENTION):
                 raise StreamClosed(self.reason or "the stream is stopped")
             self._wakeup.clear()
