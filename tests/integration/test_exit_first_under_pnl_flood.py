@@ -188,9 +188,11 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
                 outbox.arrived.clear()
                 await outbox.arrived.wait()
     finally:
+        stream.fire.set()  # a handler still waiting to flood ends with its connection
         await supervisor.stop_all(timeout=5)
         alerts.close()
         await outbox.stop(drain_timeout=0)
         server.close()
-        await server.wait_closed()
+        async with asyncio.timeout(10):
+            await server.wait_closed()
         await db.close()
