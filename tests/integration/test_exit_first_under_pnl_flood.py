@@ -161,7 +161,12 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
         await supervisor.refresh(user_id)
         await outbox.wait_for(lambda: outbox.calls)  # the position's card
         await outbox.wait_idle(timeout=30)
-        (position,) = await positions.open_for(user_id)
+        # the card's message id is stored just after Telegram answers: wait for it, bounded
+        for _ in range(500):
+            (position,) = await positions.open_for(user_id)
+            if position.card_message_id is not None:
+                break
+            await asyncio.sleep(0.01)
         assert position.card_message_id is not None
 
         stream.fire.set()
