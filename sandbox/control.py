@@ -19,6 +19,10 @@ JSON over HTTP (on `JsonHttpServer`):
   "refuse_sessions"? N | {"count", "code"?}}`: `refuse_sessions` makes the stream answer the next N
   connections with an `error` frame (`session_limit` unless `code` says otherwise) and close them,
   as the real server does while the key's one session is still open; a client should retry.
+  `"mirror_hostile": "overspend"` makes the next mirror buy transaction pay 3x the amount its frame
+  states (the guard's test of copy trading).
+- Copy trading: a watched wallet buys with `POST /sim/buy {"wallet", "mint", "sol"}`; the stream answers
+  every session watching it with `mirror_buy_signal` or `mirror_buy_failed` under its mirror_config.
 - `POST /sim/hostile {"api_key"? | "wallet"?, "mint"? | "token_account"?, "kind", "count"?,
   "reason"?}` -> `{"sent", "position_id", "kind"}`: the stream sends, for that live position, an
   `exit_signal_with_tx` that looks genuine (its session, position, tokens, `reason` default
@@ -272,6 +276,7 @@ class ControlApi:
             "unknown_market_type",
             "fail_next_send",
             "refuse_sessions",
+            "mirror_hostile",
         }
         unknown = sorted(set(body) - known)
         if unknown:
@@ -304,6 +309,11 @@ class ControlApi:
             count, code = _refusal(body["refuse_sessions"])
             self.stream.refuse_sessions(count, code)
             applied["refuse_sessions"] = {"count": count, "code": code}
+        if "mirror_hostile" in body:
+            if body["mirror_hostile"] not in ("overspend",):
+                raise _bad("mirror_hostile must be \"overspend\" (the next mirror buy pays 3x its amount)")
+            self.stream.faults.mirror_hostile = body["mirror_hostile"]
+            applied["mirror_hostile"] = body["mirror_hostile"]
         if body.get("send_garbage_frame"):
             self.stream.send_garbage_frame()
             applied["send_garbage_frame"] = True

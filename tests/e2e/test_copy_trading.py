@@ -1,0 +1,219 @@
+"""Copy trading through the chat on the sandbox: /copy, a watched wallet's buy copied on a tap or by itself,
+the bot's own limits, the server's limits, the guard, and the loss breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from solders.keypair import Keypair
+
+from tests.e2e.harness import Harness, Trader, setup_trader
+
+STRATEGY = "tp 500 sl 90 deadline 0"  # nothing sells on its own unless a test moves the price that far
+SOL = 1_000_000_000
+
+
+async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
+    for _ in range(rounds):
+        h.services.chain.advance_slots(slots)
+        h.services.stream.flush()
+        await asyncio.sleep(0.05)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def watched_on_stream(h: Harness, trader: Trader, address: str) -> bool:
+    book = h.services.stream.books.get(trader.api_key)
+    return book is not None and any(w.get("pubkey") == address for w in book.watch_wallets)
+
+
+def amount_on_stream(h: Harness, trader: Trader, address: str) -> int | None:
+    book = h.services.stream.books.get(trader.api_key)
+    entry = next((w for w in book.watch_wallets if w.get("pubkey") == address), None) if book else None
+    return None if entry is None else entry["auto_buy"]["amount_quote_units"]
+
+
+def results(h: Harness, trader: Trader) -> list[bool]:
+    return [r["success"] for r in h.services.stream.mirror_results if r["api_key"] == trader.api_key]
+
+
+def events(h: Harness, trader: Trader, kind: str) -> list[dict[str, Any]]:
+    return [m for m in h.services.stream.mirror_sent if m["api_key"] == trader.api_key and m["type"] == kind]
+
+
+async def watching(h: Harness, trader: Trader, nickname: str = "alice") -> str:
+    address = str(Keypair().pubkey())
+    await trader.chat.send(f"/copy add {address} {nickname}", expect=rf"Watching .*{nickname}")
+    await until(lambda: watched_on_stream(h, trader, address), "the watch wallet on the stream")
+    return address
+
+
+async def test_ask_me_copy_buys_the_configured_amount_and_tracks_its_source(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    overview = await trader.chat.send("/copy", expect=r"1 of 10 watch-wallet slots")
+    assert "alice" in overview["text"] and "ask me" in overview["text"] and "cooldown_sec" in overview["text"]
+    await trader.chat.send("/copy amount alice 0.2", expect=r"buys for 0\.2 SOL")
+    await until(lambda: amount_on_stream(h, trader, alice) == 2 * SOL // 10, "the new amount on the stream")
+
+    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    assert "0.2 SOL" in signal["text"]
+    assert chain.token_balance(trader.wallet, mint) == 0  # nothing bought before the tap
+    await trader.chat.press("Copy", message=signal, expect=r"Copied")
+    await pump(h)
+    await trader.chat.wait_text(r"New position")
+    await trader.chat.wait_text(r"copies <b>alice</b>|copies alice")
+    spent = before - chain.balance(trader.wallet)
+    assert chain.token_balance(trader.wallet, mint) > 0
+    assert 0.2 * SOL <= spent <= 0.2 * SOL + 0.01 * SOL  # the amount, plus fees, tip and rent
+    assert results(h, trader) == [True]
+    positions = [p for p in h.services.stream.positions(trader.api_key) if p.mint == str(mint)]
+    assert positions and positions[0].mirror_source == alice
+
+
+async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    await trader.chat.press("Skip", message=signal, expect=r"Skipped")
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+
+
+async def test_auto_mode_buys_without_a_tap_until_the_daily_budget_is_spent(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY, sol=2.0)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy mode alice auto", expect=r"Auto-copy alice\?")
+    await trader.chat.press("Yes, auto-copy", expect=r"Auto-copy of <b>alice</b> is on|Auto-copy of alice is on")
+    await trader.chat.send("/copy limit daily_budget_sol 0.15", expect=r"daily_budget_sol</code> is now 0\.15|is now 0\.15")
+    await trader.chat.send("/copy limit cooldown_sec 0", expect=r"is now 0")
+    await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
+    await until(lambda: (h.services.stream.books[trader.api_key].mirror_config.get("cooldown_sec") == 0
+                         and h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5),
+                "the new limits on the stream")
+    first = chain.create_mint("ONE", 6, 30.0, 1_000_000_000.0, name="One")
+    chain.outside_buy(alice, first, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(r"Copied")
+    assert chain.token_balance(trader.wallet, first) > 0
+    second = chain.create_mint("TWO", 6, 30.0, 1_000_000_000.0, name="Two")
+    chain.outside_buy(alice, second, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(r"Not copied.*daily copy budget")
+    assert chain.token_balance(trader.wallet, second) == 0
+    assert results(h, trader) == [True, False]
+
+
+async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
+    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5,
+                "the new limit on the stream")
+    first = chain.create_mint("ONE", 6, 30.0, 1_000_000_000.0, name="One")
+    chain.outside_buy(alice, first, 0.5)
+    await pump(h, rounds=1, slots=1)
+    await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    for symbol in ("TWO", "THREE"):
+        mint = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title())
+        chain.outside_buy(alice, mint, 0.5)
+        await pump(h, rounds=1, slots=1)
+    await until(lambda: len(events(h, trader, "mirror_buy_failed")) == 2, "two skips from the stream")
+    told = await trader.chat.wait_text(r"Not copied.*cooldown")
+    await trader.chat.send("/copy", expect=r"watch-wallet slots")  # a later reply: the skip notices are all in
+    assert sum("cooldown" in (m.get("text") or "") for m in trader.chat.bot_messages()) == 1, told
+    assert len(events(h, trader, "mirror_buy_signal")) == 1
+
+
+async def test_a_mirror_buy_spending_more_than_configured_is_refused_and_reported(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy amount alice 0.1", expect=r"0\.1 SOL")
+    await until(lambda: amount_on_stream(h, trader, alice) == SOL // 10, "the amount on the stream")
+    h.services.stream.faults.mirror_hostile = "overspend"
+    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    await trader.chat.press("Copy", message=signal, expect=r"Not copied")
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    assert h.services.rpc.calls["sendTransaction"] == 0
+
+
+async def test_slots_are_shown_and_one_past_the_plan_is_refused(harness: Harness) -> None:
+    h = harness
+    trader = await setup_trader(h, strategy=STRATEGY, tier="free")
+    for name in ("alice", "bob"):
+        await trader.chat.send(f"/copy add {Keypair().pubkey()} {name}", expect=rf"Watching .*{name}")
+    await trader.chat.send(f"/copy add {Keypair().pubkey()} carol", expect=r"free plan has 2 watch-wallet slots")
+    await trader.chat.send("/copy", expect=r"2 of 2 watch-wallet slots")
+    for bad, words in {
+        "/copy add nonsense dave": r"not a Solana wallet address",
+        "/copy amount alice lots": r"not an amount",
+        "/copy amount zed 0.1": r"no wallet called 'zed'",
+        "/copy limit cooldown_sec -3": r"number of 0 or more",
+        "/copy limit speed 3": r"no limit called 'speed'",
+        "/copy mode alice sometimes": r"ask.*or.*auto",
+        "/copy frobnicate": r"does not know",
+    }.items():
+        await trader.chat.send(bad, expect=words)
+
+
+async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy limit max_consecutive_losses 1", expect=r"is now 1")
+    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_consecutive_losses") == 1,
+                "the new limit on the stream")
+    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    await trader.chat.press("Copy", message=signal, expect=r"Copied")
+    await pump(h)
+    await trader.chat.wait_text(r"New position")
+    # the position is sold at a loss through the normal exit path: price down, Sell now from the card
+    chain.market_move(mint, -40)
+    await pump(h)
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding")
+    await trader.chat.press("Sell 100%", message=card)
+    await pump(h)
+    await until(lambda: chain.token_balance(trader.wallet, mint) == 0, "the sell to land", timeout=15)
+    await pump(h)
+    await trader.chat.wait_text(r"Copy trading of alice turned off|turned off</b> after 1 losing")
+    await trader.chat.send("/copy", expect=r"alice.*disabled")
+    assert not watched_on_stream(h, trader, alice) or alice in h.services.stream.books[trader.api_key].mirror_disabled
