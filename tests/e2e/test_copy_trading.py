@@ -34,6 +34,16 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> A
         await asyncio.sleep(0.02)
 
 
+def new_mint(h: Harness, symbol: str, risk: list[str] | None = None) -> Any:
+    """A launchpad-like mint: both authorities revoked, unless `risk` names the flags it keeps."""
+    from sandbox.control import write_mint_risk
+
+    mint = h.services.chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(),
+                                        token_2022=bool(risk and "permanent_delegate" in risk))
+    write_mint_risk(h.services.chain, mint, risk or [])
+    return mint
+
+
 def watched_on_stream(h: Harness, trader: Trader, address: str) -> bool:
     book = h.services.stream.books.get(trader.api_key)
     return book is not None and any(w.get("pubkey") == address for w in book.watch_wallets)
@@ -70,7 +80,7 @@ async def test_ask_me_copy_buys_the_configured_amount_and_tracks_its_source(harn
     await trader.chat.send("/copy amount alice 0.2", expect=r"buys for 0\.2 SOL")
     await until(lambda: amount_on_stream(h, trader, alice) == 2 * SOL // 10, "the new amount on the stream")
 
-    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    mint = new_mint(h, "PEPE")
     before = chain.balance(trader.wallet)
     chain.outside_buy(alice, mint, 0.5)
     await pump(h)
@@ -94,7 +104,7 @@ async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    mint = new_mint(h, "PEPE")
     before = chain.balance(trader.wallet)
     chain.outside_buy(alice, mint, 0.5)
     await pump(h)
@@ -117,12 +127,12 @@ async def test_auto_mode_buys_without_a_tap_until_the_daily_budget_is_spent(harn
     await until(lambda: (h.services.stream.books[trader.api_key].mirror_config.get("cooldown_sec") == 0
                          and h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5),
                 "the new limits on the stream")
-    first = chain.create_mint("ONE", 6, 30.0, 1_000_000_000.0, name="One")
+    first = new_mint(h, "ONE")
     chain.outside_buy(alice, first, 0.5)
     await pump(h)
     await trader.chat.wait_text(r"Copied")
     assert chain.token_balance(trader.wallet, first) > 0
-    second = chain.create_mint("TWO", 6, 30.0, 1_000_000_000.0, name="Two")
+    second = new_mint(h, "TWO")
     chain.outside_buy(alice, second, 0.5)
     await pump(h)
     await trader.chat.wait_text(r"Not copied.*daily copy budget")
@@ -138,12 +148,12 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
     await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
     await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5,
                 "the new limit on the stream")
-    first = chain.create_mint("ONE", 6, 30.0, 1_000_000_000.0, name="One")
+    first = new_mint(h, "ONE")
     chain.outside_buy(alice, first, 0.5)
     await pump(h, rounds=1, slots=1)
     await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     for symbol in ("TWO", "THREE"):
-        mint = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title())
+        mint = new_mint(h, symbol)
         chain.outside_buy(alice, mint, 0.5)
         await pump(h, rounds=1, slots=1)
     await until(lambda: len(events(h, trader, "mirror_buy_failed")) == 2, "two skips from the stream")
@@ -162,7 +172,7 @@ async def test_a_mirror_buy_spending_more_than_configured_is_refused_and_reporte
     await trader.chat.send("/copy amount alice 0.1", expect=r"0\.1 SOL")
     await until(lambda: amount_on_stream(h, trader, alice) == SOL // 10, "the amount on the stream")
     h.services.stream.faults.mirror_hostile = "overspend"
-    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    mint = new_mint(h, "PEPE")
     before = chain.balance(trader.wallet)
     chain.outside_buy(alice, mint, 0.5)
     await pump(h)
@@ -200,7 +210,7 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     await trader.chat.send("/copy limit max_consecutive_losses 1", expect=r"is now 1")
     await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_consecutive_losses") == 1,
                 "the new limit on the stream")
-    mint = chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
+    mint = new_mint(h, "PEPE")
     chain.outside_buy(alice, mint, 0.5)
     await pump(h)
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
@@ -219,3 +229,23 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     await trader.chat.wait_text(r"Copy trading of alice turned off|turned off</b> after 1 losing")
     await trader.chat.send("/copy", expect=r"alice.*disabled")
     assert not watched_on_stream(h, trader, alice) or alice in h.services.stream.books[trader.api_key].mirror_disabled
+
+
+async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy mode alice auto", expect=r"Auto-copy alice\?")
+    await trader.chat.press("Yes, auto-copy", expect=r"is on")
+    mint = new_mint(h, "RUG", ["permanent_delegate"])
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Token risks")
+    assert "permanent delegate" in signal["text"] and "never copied automatically" in signal["text"]
+    assert trader.chat.buttons(signal) == ["✅ Copy", "Skip"]
+    await trader.chat.press("Skip", message=signal, expect=r"Skipped")
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    assert h.services.rpc.calls["sendTransaction"] == 0
