@@ -70,10 +70,10 @@ async def watching(h: Harness, trader: Trader, nickname: str = "alice") -> str:
     return address
 
 
-async def test_ask_me_copy_buys_the_configured_amount_and_tracks_its_source(harness: Harness) -> None:
+async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(harness: Harness) -> None:
     h = harness
     chain = h.services.chain
-    trader = await setup_trader(h, strategy=STRATEGY)
+    trader = await setup_trader(h, strategy="tp 20 sl 90 deadline 0")
     alice = await watching(h, trader)
     overview = await trader.chat.send("/copy", expect=r"1 of 10 watch-wallet slots")
     assert "alice" in overview["text"] and "ask me" in overview["text"] and "cooldown_sec" in overview["text"]
@@ -90,13 +90,23 @@ async def test_ask_me_copy_buys_the_configured_amount_and_tracks_its_source(harn
     await trader.chat.press("Copy", message=signal, expect=r"Copied")
     await pump(h)
     await trader.chat.wait_text(r"New position")
-    await trader.chat.wait_text(r"copies <b>alice</b>|copies alice")
+    await trader.chat.wait_text(r"copies alice")
     spent = before - chain.balance(trader.wallet)
     assert chain.token_balance(trader.wallet, mint) > 0
     assert 0.2 * SOL <= spent <= 0.2 * SOL + 0.01 * SOL  # the amount, plus fees, tip and rent
     assert results(h, trader) == [True]
     positions = [p for p in h.services.stream.positions(trader.api_key) if p.mint == str(mint)]
     assert positions and positions[0].mirror_source == alice
+
+    # the exit strategy manages the copy like any position: take profit, a tap, sold on chain
+    sol_before = chain.balance(trader.wallet)
+    chain.market_move(mint, 40)
+    await pump(h)
+    exit_signal = await trader.chat.wait_text(r"Take profit reached")
+    await trader.chat.press("Sell", message=exit_signal)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+    assert chain.token_balance(trader.wallet, mint) == 0
+    assert chain.balance(trader.wallet) > sol_before
 
 
 async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
@@ -120,8 +130,8 @@ async def test_auto_mode_buys_without_a_tap_until_the_daily_budget_is_spent(harn
     trader = await setup_trader(h, strategy=STRATEGY, sol=2.0)
     alice = await watching(h, trader)
     await trader.chat.send("/copy mode alice auto", expect=r"Auto-copy alice\?")
-    await trader.chat.press("Yes, auto-copy", expect=r"Auto-copy of <b>alice</b> is on|Auto-copy of alice is on")
-    await trader.chat.send("/copy limit daily_budget_sol 0.15", expect=r"daily_budget_sol</code> is now 0\.15|is now 0\.15")
+    await trader.chat.press("Yes, auto-copy", expect=r"Auto-copy of alice is on")
+    await trader.chat.send("/copy limit daily_budget_sol 0.15", expect=r"daily_budget_sol is now 0\.15")
     await trader.chat.send("/copy limit cooldown_sec 0", expect=r"is now 0")
     await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
     await until(lambda: (h.services.stream.books[trader.api_key].mirror_config.get("cooldown_sec") == 0
@@ -226,7 +236,7 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     await trader.chat.press("Sell", message=signal)
     await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
     await pump(h)
-    await trader.chat.wait_text(r"Copy trading of alice turned off|turned off</b> after 1 losing")
+    await trader.chat.wait_text(r"Copy trading of alice turned off after 1 losing")
     await trader.chat.send("/copy", expect=r"alice.*disabled")
     assert not watched_on_stream(h, trader, alice) or alice in h.services.stream.books[trader.api_key].mirror_disabled
 
@@ -249,3 +259,19 @@ async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(h
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
     assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
     assert h.services.rpc.calls["sendTransaction"] == 0
+
+
+async def test_a_copy_that_would_break_the_fee_reserve_is_refused_with_the_reason(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY, sol=0.2)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy limit fee_reserve_sol 0.1", expect=r"fee_reserve_sol is now 0\.1")
+    mint = new_mint(h, "PEPE")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    refused = await trader.chat.wait_text(r"Not copied.*kept for exit fees")
+    assert "Top it up or lower the amount" in refused["text"]
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
