@@ -213,10 +213,10 @@ async def _run(services: Any, user_id: int, args: list[str]) -> Any:
     if action == "wallet":
         if len(rest) != 2:
             raise CopyInputError("write <code>/copy wallet &lt;nickname&gt; &lt;your wallet's name&gt;</code>")
-        own = [x for x in await services.accounts.wallets.list(user_id) if x.registered_at]
-        chosen = next((x for x in own if x.label.lower() == rest[1].lower() or x.address == rest[1]), None)
+        mine = [x for x in await services.accounts.wallets.list(user_id) if x.registered_at]
+        chosen = next((x for x in mine if x.label.lower() == rest[1].lower() or x.address == rest[1]), None)
         if chosen is None:
-            names = ", ".join(x.label for x in own) or "none yet (/wallets)"
+            names = ", ".join(x.label for x in mine) or "none yet (/wallets)"
             raise CopyInputError(f"you have no wallet called {rest[1]!r}; yours: {render.esc(names)}")
         await store.update(user_id, w.address, buy_wallet=chosen.address)
         await copier.changed(user_id)
