@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -126,8 +127,7 @@ class AccountService:
         except InvalidApiKey:
             raise AccountError("LaserSell refused that key. Check it on your LaserSell dashboard and send it again.") from None
         except LaserSellApiError as exc:
-            later = " LaserSell is busy or down: try again in a minute." if exc.retryable else ""
-            raise AccountError(f"I could not check the key with LaserSell ({exc}). Nothing was saved.{later}") from None
+            raise AccountError(f"I could not check the key: {api_failure_words(exc)}. Nothing was saved.") from None
         stored = {
             "max_wallets": account.max_wallets, "plan": account.plan, "tier_name": account.tier_name,
             "max_positions_per_wallet": account.max_positions_per_wallet,
@@ -189,7 +189,11 @@ class AccountService:
                 f"Your LaserSell plan streams at most {found[1].max_wallets} wallet(s) per session and you have "
                 f"{len(current)}. Remove one with /wallets, or upgrade your LaserSell plan."
             )
-        label = _clean_label(label) or f"Wallet {len(current) + 1}"
+        taken = {w.label for w in current}
+        cleaned = _clean_label(label)
+        if cleaned and cleaned.casefold() in {t.casefold() for t in taken}:
+            raise AccountError(f"You already have a wallet named “{cleaned}”. Try “{free_label(taken, cleaned)}”.")
+        label = cleaned or free_label(taken, f"Wallet {len(current) + 1}")
         registered = False
         if found is not None:
             await self._register(found[0], keypair, label)
@@ -221,14 +225,15 @@ class AccountService:
         except LaserSellApiError as exc:
             if exc.status == 400:
                 raise AccountError(
-                    f"LaserSell refused the registration request ({exc}): the wallet address or the signed message "
-                    "was not accepted. Nothing was saved; try again, and tell the bot's operator if it repeats."
+                    f"LaserSell did not accept the wallet ({api_failure_words(exc)}): the wallet address or the "
+                    "signed message was refused. Nothing was saved; try again, and tell the bot's operator if it repeats."
                 ) from None
             if exc.retryable:
                 raise AccountError(
-                    f"LaserSell is busy or unreachable ({exc}). Nothing was saved; try again in a minute."
+                    f"{api_failure_words(exc)}. Nothing was saved."
                 ) from None
-            raise AccountError(f"LaserSell could not register the wallet ({exc}). Nothing was saved; try again.") from None
+            raise AccountError(f"LaserSell could not register the wallet: {api_failure_words(exc)}. Nothing was saved; "
+                               "try again.") from None
 
     async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
         for wallet in await self.wallets.list(user_id):
@@ -260,8 +265,11 @@ class AccountService:
     async def rename(self, user_id: int, wallet_id: int, label: str) -> Wallet:
         cleaned = _clean_label(label)
         if not cleaned:
-            raise AccountError(f"A wallet name needs 1 to {MAX_LABEL} letters, digits or spaces.")
+            raise AccountError(f"A wallet name needs 1 to {MAX_LABEL} characters.")
         await self._own(user_id, wallet_id)
+        others = {w.label for w in await self.wallets.list(user_id) if w.id != wallet_id}
+        if cleaned.casefold() in {t.casefold() for t in others}:
+            raise AccountError(f"You already have a wallet named “{cleaned}”. Try “{free_label(others, cleaned)}”.")
         await self.wallets.rename(user_id, wallet_id, cleaned)
         return await self._own(user_id, wallet_id)
 
@@ -318,8 +326,43 @@ class AccountService:
         await self._changed(user_id)
 
 
+_DEVELOPER_WORDS = re.compile(r"\s*\((?:[A-Z][A-Za-z]*(?:Error|Exception|Timeout)|(?:GET|POST|PUT|DELETE) /[^)]*)\)|"
+                              r"\b(?:GET|POST|PUT|DELETE) /\S+|HTTP \d{3}")
+
+
+def api_failure_words(exc: LaserSellApiError) -> str:
+    """A LaserSell failure in a trader's words: what happened and what to do, never an exception name,
+    an HTTP path or a bare status."""
+    if exc.status is None:
+        return "LaserSell did not answer (the connection failed): try again in a minute"
+    if exc.status == 429:
+        return "LaserSell asked us to slow down: try again in a minute"
+    if exc.status >= 500:
+        return "LaserSell had a problem on its side: try again in a minute"
+    said = _DEVELOPER_WORDS.sub("", str(exc)).strip(" .")
+    return f"LaserSell said: {said}" if said else "LaserSell refused the request"
+
+
 def _clean_label(label: str | None) -> str:
+    """What the user typed, kept as typed (emoji, HTML-looking text: it is escaped where shown); only
+    control characters go and runs of spaces become one. Longer than MAX_LABEL is cut (see label_was_cut)."""
     if not label:
         return ""
-    cleaned = " ".join("".join(c for c in label if c.isalnum() or c in " -_.#").split())
+    cleaned = " ".join("".join(c for c in label if c.isprintable() or c == " ").split())
     return cleaned[:MAX_LABEL]
+
+
+def label_was_cut(typed: str) -> bool:
+    """True when `typed` was longer than a wallet name may be, so the saved name is its start."""
+    return len(" ".join("".join(c for c in typed if c.isprintable() or c == " ").split())) > MAX_LABEL
+
+
+def free_label(taken: set[str], base: str) -> str:
+    """`base`, or `base 2`, `base 3`… whichever no wallet of the user is named yet (case ignored)."""
+    taken_folded = {t.casefold() for t in taken}
+    if base.casefold() not in taken_folded:
+        return base
+    n = 2
+    while f"{base} {n}".casefold() in taken_folded:
+        n += 1
+    return f"{base} {n}"

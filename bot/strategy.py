@@ -26,7 +26,9 @@ class Strategy:
     take_profit_pct: float = 6.0  # 0 = off
     stop_loss_pct: float = 10.0  # 0 = off
     trailing_stop_pct: float = 0.0
-    deadline_s: int = 45  # 0 = off; the bot runs the timer (on `configure` only when it is the one exit)
+    # 0 = off, as in the official SDK and CLI: a default deadline would sell every position seconds after
+    # the buy. The bot runs the timer (on `configure` only when it is the one exit).
+    deadline_s: int = 0
     sell_on_graduation: bool = False
     liquidity_guard: bool = False
     breakeven_trail_pct: float = 0.0

@@ -84,9 +84,11 @@ async def broadcast_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     else:
         draft = await broadcasts.jobs.create_draft(user.id, chat.id, text=body)
     count = await broadcasts.recipient_count(exclude=(user.id,))
+    numbers = await OperatorNumbers(services.db).users()
     await _audit(services).record(user.id, "broadcast_preview", f"#{draft.id} {draft.kind} to {count} users")
     await message.reply_text(
-        f"☝️ That is the preview of broadcast #{draft.id}.\nSend it to <b>{count:,}</b> users?",
+        f"☝️ That is the preview of broadcast #{draft.id}.\nSend it to <b>{count:,}</b> users?\n"
+        f"{audience_words(numbers.total, numbers.blocked, count)}",
         reply_markup=keyboard([("📣 Send", f"bc:send:{draft.id}"), ("Cancel", f"bc:drop:{draft.id}")]),
     )
 
@@ -152,6 +154,15 @@ def _ms(value: float | None) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
+def audience_words(total: int, blocked: int, recipients: int) -> str:
+    """Whom a broadcast reaches out of everyone /stats counts, so the two numbers add up."""
+    others = total - blocked - recipients  # you, when you have talked to the bot yourself
+    left_out = [f"{blocked:,} who blocked me"] if blocked else []
+    if others > 0:
+        left_out.append("you" if others == 1 else f"{others:,} senders")
+    return f"Of the {total:,} users in /stats" + (f": all but {' and '.join(left_out)}." if left_out else ": all of them.")
+
+
 async def stats_text(services: Services, now: float | None = None) -> str:
     """The operator's numbers: users, streams, positions, today's exit signals and sells, last broadcast."""
     now = time.time() if now is None else now
@@ -169,7 +180,8 @@ async def stats_text(services: Services, now: float | None = None) -> str:
     lines = [
         "📊 <b>Stats</b>",
         f"<b>Users</b> {users.total:,} · set up {users.set_up:,} · active in 7 days {users.active_7d:,} · "
-        f"blocked {users.blocked:,}",
+        f"blocked {users.blocked:,}\n(a broadcast reaches the {users.total - users.blocked:,} not blocked, "
+        "except the admin sending it)",
         f"<b>Streams</b> connected {streams['connected']:,} · reconnecting {streams['reconnecting']:,} · "
         f"needing attention {streams['needs_attention']:,}",
         f"<b>Open positions</b> {await numbers.open_positions():,}",

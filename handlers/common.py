@@ -118,3 +118,26 @@ async def edit_or_reply(update: Update, text: str, markup: InlineKeyboardMarkup 
     chat = update.effective_chat
     assert chat is not None
     await chat.send_message(text, reply_markup=markup)
+
+
+# Values the +/- buttons step through: small steps near small values, larger ones further up, so a tap
+# moves by an amount that fits the value (6 % -> 7 %, 50 % -> 60 %), never a fixed jump.
+PCT_LADDER: tuple[float, ...] = (
+    0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30, 35, 40, 50, 60, 75, 100, 125, 150, 200, 250,
+    300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 25000, 50000, 100000,
+)
+SECONDS_LADDER: tuple[float, ...] = (
+    15, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600,
+    28800, 43200, 64800, 86400,
+)
+TIP_LADDER_LAMPORTS: tuple[float, ...] = (
+    0, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000,
+    50_000_000, 100_000_000,
+)
+
+
+def ladder_step(ladder: tuple[float, ...], value: float, up: bool) -> float | None:
+    """The next value on `ladder` above (or below) `value`; None past either end."""
+    if up:
+        return next((v for v in ladder if v > value + 1e-9), None)
+    return next((v for v in reversed(ladder) if v < value - 1e-9), None)

@@ -76,6 +76,22 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     await update.effective_message.reply_text("\n".join(lines))
 
 
+# Stored failure kinds (the part of the error before ':') in a trader's words; anything else is a
+# generic sentence, so no exception name or internal word reaches the chat.
+FAILURE_WORDS = {
+    "slippage": "the price moved past your slippage",
+    "fees": "the wallet had too little SOL for the fees",
+    "expired": "it did not land in time",
+    "duplicate": "it was already sent",
+    "guard": "I refused to sign it: it did not look like a plain sell",
+    "signing": "the wallet key could not sign it",
+}
+
+
+def failure_words(error: str) -> str:
+    return FAILURE_WORDS.get(error.split(":")[0].strip(), "it did not land; nothing was sold")
+
+
 async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
@@ -101,7 +117,7 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
                 line += (f" PnL {render.money(outcome['pnl'], quote, signed=True)} "
                          f"({render.pct(outcome['pnl'], outcome['basis'])})")
         elif s.state == "failed" and s.error:
-            line += f" ({esc(s.error.split(':')[0])})"
+            line += f" ({failure_words(s.error)})"
         if s.signature:
             line += f' · <a href="https://solscan.io/tx/{s.signature}">tx</a>'
         lines.append(line)

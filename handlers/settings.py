@@ -9,6 +9,8 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.services import Services, get_services
 from handlers.common import (
+    PCT_LADDER,
+    TIP_LADDER_LAMPORTS,
     answer,
     clear_input,
     delete_secret_message,
@@ -17,6 +19,7 @@ from handlers.common import (
     expect_input,
     is_private,
     keyboard,
+    ladder_step,
     refuse_secret_in_group,
 )
 from handlers.registry import Command
@@ -98,8 +101,11 @@ def describe(s: UserSettings, key_hint: str | None) -> str:
 def markup(s: UserSettings) -> InlineKeyboardMarkup:
     return keyboard(
         [(f"Send mode: {s.send_mode}", "cfg:mode")],
-        [("Tip −", "cfg:tip:-"), (f"Tip {sol_text(s.tip_lamports)}", "cfg:noop"), ("Tip +", "cfg:tip:+")],
-        [("Cap −", "cfg:cap:-"), (f"Slippage cap {s.slippage_cap_bps / 100:g}%", "cfg:noop"), ("Cap +", "cfg:cap:+")],
+        [("Tip −", "cfg:tip:-"), (f"Tip {sol_text(s.tip_lamports)}", "cfg:ask:tip"), ("Tip +", "cfg:tip:+")],
+        [("Slippage −", "cfg:slip:-"), (f"Slippage {s.slippage_bps / 100:g}%", "cfg:ask:slippage"),
+         ("Slippage +", "cfg:slip:+")],
+        [("Cap −", "cfg:cap:-"), (f"Slippage cap {s.slippage_cap_bps / 100:g}%", "cfg:ask:cap"), ("Cap +", "cfg:cap:+")],
+        [(f"Retries: {s.retry_count}", "cfg:ask:retries")],
         [(f"Auto-sell: {'on' if s.auto_sell else 'off'}", "cfg:auto")],
         *[[(f"{label}: {alert_level(s, k)}", f"cfg:al:{k}")] for k, label in ALERT_KINDS.items()],
         [("Resume watching" if s.paused else "Pause watching", "cfg:pause")],
@@ -259,17 +265,38 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             return
         changes["send_mode"] = mode
         changes["tip_lamports"] = tip_for_new_mode(mode, s.tip_lamports)
+    elif action == "ask" and len(parts) == 3 and parts[2] in TYPED:
+        await answer(update)
+        expect_input(context, "setting", name=parts[2])
+        assert update.effective_chat is not None
+        await update.effective_chat.send_message(await typed_prompt(services, user_id, parts[2]))
+        return
     elif action == "tip":
-        step = 100_000  # 0.0001 SOL
         floor = 0 if s.send_mode == "rpc" else TIP_FLOOR_LAMPORTS.get(s.send_mode, 0)
         ceiling = 0 if s.send_mode == "rpc" else MAX_TIP_LAMPORTS
-        wanted = s.tip_lamports + (step if parts[2] == "+" else -step)
+        found = ladder_step(TIP_LADDER_LAMPORTS, s.tip_lamports, parts[2] == "+")
+        wanted = int(found) if found is not None else (ceiling if parts[2] == "+" else floor)
         changes["tip_lamports"] = max(floor, min(ceiling, wanted))
         if changes["tip_lamports"] == s.tip_lamports:
             await answer(update, f"Tip stays at {sol_text(s.tip_lamports)}: {tip_rule(s.send_mode)}.")
             return
     elif action == "cap":
-        changes["slippage_cap_bps"] = max(s.slippage_bps, min(5000, s.slippage_cap_bps + (100 if parts[2] == "+" else -100)))
+        found = ladder_step(PCT_LADDER, s.slippage_cap_bps / 100, parts[2] == "+")
+        wanted = round(found * 100) if found is not None else s.slippage_cap_bps
+        changes["slippage_cap_bps"] = max(s.slippage_bps, 50, min(5000, wanted))
+        if changes["slippage_cap_bps"] == s.slippage_cap_bps:
+            await answer(update, f"The cap stays at {s.slippage_cap_bps / 100:g}%: it is 0.5% to 50% and never below "
+                         f"your slippage ({s.slippage_bps / 100:g}%).")
+            return
+    elif action == "slip":
+        found = ladder_step(PCT_LADDER, s.slippage_bps / 100, parts[2] == "+")
+        wanted = round(found * 100) if found is not None else s.slippage_bps
+        changes["slippage_bps"] = max(10, min(5000, wanted))
+        if changes["slippage_bps"] > s.slippage_cap_bps:
+            changes["slippage_cap_bps"] = changes["slippage_bps"]  # the cap is never below the slippage
+        if changes["slippage_bps"] == s.slippage_bps:
+            await answer(update, f"Slippage stays at {s.slippage_bps / 100:g}%: it is 0.1% to 50%.")
+            return
     elif action == "auto":
         changes["auto_sell"] = not s.auto_sell
         if s.auto_sell and s.alerts.get("signals") == "off":
@@ -311,6 +338,47 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await _apply(services, user_id, changes)
     await answer(update)
     await _show(update, services, user_id, edit=True)
+
+
+# Settings a tap on their button lets the trader type: name in the one-line form -> what to send.
+TYPED = {
+    "tip": "the tip in SOL, for example 0.002",
+    "slippage": "your slippage in %, 0.1 to 50, for example 5",
+    "cap": "the slippage cap in %, 0.5 to 50: retries raise the slippage up to it",
+    "retries": "how many automatic retries a failed sell gets, 0 to 5",
+}
+TYPED_DONE = {"tip": "Tip", "slippage": "Slippage", "cap": "Slippage cap", "retries": "Automatic retries"}
+
+
+async def typed_prompt(services: Services, user_id: int, name: str) -> str:
+    s = await services.accounts.store.get(user_id)
+    rule = f" ({tip_rule(s.send_mode)})" if name == "tip" else ""
+    return f"Send {TYPED[name]}{rule}, or /cancel."
+
+
+def typed_value(s: UserSettings, name: str) -> str:
+    return {
+        "tip": sol_text(s.tip_lamports), "slippage": f"{s.slippage_bps / 100:g}%",
+        "cap": f"{s.slippage_cap_bps / 100:g}%", "retries": str(s.retry_count),
+    }[name]
+
+
+async def save_typed_setting(update: Update, context: ContextTypes.DEFAULT_TYPE, name: str, text: str) -> None:
+    """The typed answer to a setting's button: checked with the same rules as the one-line form."""
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_message is not None
+    user_id = update.effective_user.id
+    current = await services.accounts.store.get(user_id)
+    try:
+        changes = parse_changes(current, [name, text.strip()])
+    except SettingsError as exc:
+        await update.effective_message.reply_text(f"❌ Not changed: {esc(exc)}.\nSend another value, or /cancel.")
+        return
+    clear_input(context)
+    await _apply(services, user_id, changes)
+    saved = await services.accounts.store.get(user_id)
+    await update.effective_message.reply_text(f"✅ {TYPED_DONE[name]} set to {typed_value(saved, name)}.")
+    await _show(update, services, user_id, edit=False)
 
 
 async def pause_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -90,7 +90,8 @@ async def show_step(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit:
             keyboard([("Use this strategy", "ob:strategy"), ("Edit it", "s:edit")], [("Skip for now", "ob:skip:strategy")]),
         )
     else:
-        await send(await summary(services, user.id))
+        done = all((await setup_state(services, user.id)).values())
+        await send(await summary(services, user.id), keyboard([("🏠 Home", "h:home")]) if done else None)
 
 
 async def summary(services: Services, user_id: int) -> str:
@@ -116,6 +117,11 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services = get_services(context)
     clear_input(context)
     step = await next_step(services, user.id)
+    if step is None and all((await setup_state(services, user.id)).values()):
+        from handlers.home import show_home
+
+        await show_home(update, context)  # set up: straight to the balances and positions
+        return
     greeting = f"Hi {esc(user.first_name or 'trader')}!\n\n{INTRO}\n\nSend /help to see every command."
     if step == "apikey" and not (await setup_state(services, user.id))["wallet"]:
         await update.effective_message.reply_text(greeting + "\n\nSetting up takes three steps and a couple of minutes.")

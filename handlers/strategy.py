@@ -9,7 +9,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.services import get_services
 from bot.strategy import LADDER_USAGE, ONE_LINE_USAGE, Strategy, StrategyError, apply_one_line, parse_ladder
-from handlers.common import answer, edit_or_reply, esc, keyboard
+from handlers.common import PCT_LADDER, SECONDS_LADDER, answer, edit_or_reply, esc, keyboard, ladder_step
 from handlers.registry import Command
 
 DRAFT = "strategy_draft"
@@ -105,12 +105,14 @@ async def ladder_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 def _step(draft: Strategy, key: str, direction: int) -> Strategy:
-    field, _label, step, low, high, default = STEPPERS[key]
+    field, _label, _step_size, low, high, default = STEPPERS[key]
     value = getattr(draft, field)
     if not value:
         new = default if direction > 0 else 0
     else:
-        new = value + direction * step
+        ladder = SECONDS_LADDER if key == "dl" else PCT_LADDER
+        found = ladder_step(ladder, value, direction > 0)
+        new = high if found is None and direction > 0 else (found or 0)
         if new < low:
             new = 0  # stepping below the lowest value turns it off
         new = min(new, high)

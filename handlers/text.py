@@ -69,8 +69,27 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         from handlers.wallets import rename_wallet
 
         await rename_wallet(update, context, int(waiting["wallet_id"]), message.text)
+    elif what == "setting" and waiting is not None:
+        from handlers.settings import save_typed_setting
+
+        await save_typed_setting(update, context, str(waiting["name"]), message.text)
+    elif what == "presets":
+        from handlers.home import save_presets
+
+        await save_presets(update, context, message.text)
     else:
-        await message.reply_text("I only understand commands. Send /help to see them.")
+        from handlers.home import mint_in, open_token
+
+        mint = mint_in(message.text)
+        if mint is not None:
+            clear_input(context)
+            await open_token(update, context, mint)
+            return
+        await message.reply_text(
+            "I did not find a token in that. Paste a token's mint address, or a pump.fun, DexScreener, Birdeye, "
+            "Solscan or GMGN link to it, and I open it with buy buttons. /home shows your wallets and positions; "
+            "/help lists every command."
+        )
 
 
 def _incoming(update: Update) -> tuple[Message | None, bool]:

@@ -17,6 +17,7 @@ from telegram import InputFile, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
+from bot.accounts import api_failure_words
 from bot.exits.buy import BuyError
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
@@ -26,7 +27,7 @@ from bot.solana_rpc import RpcError
 from bot.strategy import KEYWORDS, Strategy, StrategyError, apply_one_line
 from handlers.common import answer, edit_or_reply, esc, keyboard
 from handlers.registry import Command
-from storage.history import PnlHistory
+from storage.history import Mark, PnlHistory
 from storage.positions import Position
 
 log = logging.getLogger("lasersell_bot.trade")
@@ -59,6 +60,22 @@ async def held_tokens(services: Any, position: Position) -> int:
     return 0
 
 
+async def buy_cost(services: Any, user_id: int, position: Position) -> int | None:
+    """Lamports this bot's landed buys of the position took from the wallet, fees and rent included (as the
+    chain recorded them); None when the position was not bought here or a buy cannot be read."""
+    rows = await services.db.fetchall(
+        "SELECT signature FROM buy_orders WHERE telegram_id=? AND wallet=? AND mint=? AND state='landed'",
+        (user_id, position.wallet, position.mint),
+    )
+    total = 0
+    for row in rows:
+        change = await services.rpc.sol_change(row[0], position.wallet) if row[0] else None
+        if change is None:
+            return None
+        total += -change[0]
+    return total or None
+
+
 def max_within(position: Position, slippage_bps: int, held: int) -> tuple[int, float, int] | None:
     """(tokens, % of what is held, band slippage) sellable within the band at or below `slippage_bps`."""
     bands = [b for b in bands_from(position.bands) if b.slippage_bps <= slippage_bps]
@@ -85,6 +102,13 @@ async def card(services: Any, user_id: int, position: Position) -> tuple[str, An
     lines = [f"📊 <b>{esc(position.label)}</b>{name} · {render.market_words(position.market_type)}",
              f"Holding {render.tokens(held, position.decimals)} tokens · wallet <code>{render.short(position.wallet)}</code>"]
     lines.append(render.pnl_line(position))
+    cost = await buy_cost(services, user_id, position) if render.quote_of(position) == "SOL" else None
+    sold = [x for x in await services.desk.signals.for_user(user_id, ("landed",), limit=200)
+            if x.position_id == position.position_id]
+    if cost is not None and position.proceeds_units is not None and not sold:
+        net = position.proceeds_units - cost
+        lines.append(f"After the {render.sol(cost)} your buy paid, fees and rent included: "
+                     f"{render.money(net, 'SOL', signed=True)} ({render.pct(net, cost)})")
     trend = render.TRENDS.get(position.liquidity_trend or "", esc(position.liquidity_trend or "not measured yet"))
     lines.append(f"Liquidity {trend} · age {render.age(_opened_local_ms(services, user_id, position))}")
     best = max_within(position, settings.slippage_bps, held)
@@ -233,7 +257,7 @@ async def sell_from_card(
     except InvalidApiKey:
         return "LaserSell refused your API key: set it again with /apikey."
     except LaserSellApiError as exc:
-        return f"LaserSell could not build the sell: {exc}"[:190]
+        return f"No sell was built: {api_failure_words(exc)}."[:190]
     now = int(time.time() * 1000)
     msg = {
         "position_id": position.position_id, "wallet_pubkey": position.wallet, "mint": position.mint,
@@ -254,13 +278,33 @@ async def sell_from_card(
     return f"Sell {share} ready: tap Sell to confirm."
 
 
+async def landed_marks(services: Any, user_id: int, position: Position, marks: list[Mark]) -> list[Mark]:
+    """Only exits that landed are drawn as sells: a signal that was skipped, failed or is still waiting, and a
+    card sell that never went through, are left off the chart."""
+    signals = [s for s in await services.desk.signals.for_user(user_id, None, limit=500)
+               if s.position_id == position.position_id]
+    kept = []
+    for mark in marks:
+        if mark.kind == "signal":
+            if any(s.state == "landed" and s.triggered_at_ms == mark.t_ms for s in signals):
+                kept.append(Mark(mark.t_ms, "sell", mark.label))
+        elif mark.kind == "sell":
+            # a card sell is marked when asked for; its signal carries the same moment on our clock
+            if any(s.state == "landed" and s.reason == "manual" and abs(s.received_at_ms - mark.t_ms) < 30_000
+                   for s in signals):
+                kept.append(mark)
+        else:
+            kept.append(mark)
+    return kept
+
+
 async def send_chart(services: Any, user_id: int, chat: Any, position: Position, which: str) -> None:
     settings = await services.accounts.store.get(user_id)
     try:
         if which == "chart":
             history = PnlHistory.for_db(services.db)
             samples = await history.samples(user_id, position.position_id)
-            marks = await history.marks(user_id, position.position_id)
+            marks = await landed_marks(services, user_id, position, await history.marks(user_id, position.position_id))
             title = f"{position.label} · PnL"
             png = await asyncio.to_thread(render_pnl_chart, samples, marks, title=title,
                                           quote=render.quote_of(position))
@@ -338,7 +382,6 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 # --- /buy ------------------------------------------------------------------------------------------------------
 async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
     args = list(context.args or [])
     message = update.effective_message
@@ -346,18 +389,28 @@ async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await message.reply_text("Usage: <code>/buy &lt;mint&gt; &lt;SOL&gt;</code>, for example "
                                  "<code>/buy 7xKX…pump 0.1</code>")
         return
+    await offer_buy(update, context, args[0], args[1])
+
+
+async def offer_buy(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, mint: str, amount: str, wallet: str | None = None
+) -> None:
+    """Quote a buy of `amount` SOL of `mint` (from `wallet`, else the default) and ask for one tap to confirm."""
+    services = get_services(context)
+    assert update.effective_user is not None and update.effective_chat is not None
+    chat = update.effective_chat
     buyer = getattr(services, "buyer", None)
     if buyer is None:
-        await message.reply_text("Buying is not available on this bot.")
+        await chat.send_message("Buying is not available on this bot.")
         return
     try:
-        quote = await buyer.quote(update.effective_user.id, args[0], args[1])
+        quote = await buyer.quote(update.effective_user.id, mint, amount, wallet)
     except BuyError as exc:
-        await message.reply_text(f"Not bought: {exc}.")
+        await chat.send_message(f"Not bought: {exc}.")
         return
     order = quote.order
     text = buyer.describe(order, quote.symbol, quote.decimals) + "\n\nTap Buy within a minute to confirm."
-    sent = await message.reply_text(
+    sent = await chat.send_message(
         text, reply_markup=keyboard([("✅ Buy", f"b:go:{order.id}"), ("Cancel", f"b:no:{order.id}")])
     )
     await buyer.attach(order.id, sent.chat_id, sent.message_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
-from bot.accounts import AccountError, WalletView
+from bot.accounts import MAX_LABEL, AccountError, WalletView, label_was_cut
 from bot.keys import short_address
 from bot.services import get_services
 from handlers.common import (
@@ -76,7 +76,7 @@ async def import_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, secr
         await update.effective_chat.send_message(f"❌ {esc(exc)}\n{note}\nSend it again, or /cancel.")
         return
     await update.effective_chat.send_message(
-        f"✅ Wallet <b>{esc(wallet.label)}</b> added: <code>{esc(wallet.address)}</code>"
+        f"✅ <b>{esc(wallet.label)}</b> added: <code>{esc(wallet.address)}</code>"
         + (" (your default)" if wallet.is_default else "")
         + f"\n{note}"
     )
@@ -102,7 +102,8 @@ async def rename_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, wall
         await update.effective_message.reply_text(f"❌ {esc(exc)} Send another name, or /cancel.")
         return
     clear_input(context)
-    await update.effective_message.reply_text(f"✅ Renamed to <b>{esc(wallet.label)}</b>.")
+    cut = f"\nNames are at most {MAX_LABEL} characters, so I kept the first {MAX_LABEL}." if label_was_cut(label) else ""
+    await update.effective_message.reply_text(f"✅ Renamed to <b>{esc(wallet.label)}</b>.{cut}")
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

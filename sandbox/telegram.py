@@ -846,6 +846,14 @@ class SandboxTelegram:
             raise DriverError(f"no chat {chat_id}", status=404)
         return [self._transcript_entry(m) for m in self._messages[chat_id].values()]
 
+    def photo_bytes(self, chat_id: int, message_id: int) -> bytes | None:
+        """The largest picture of a message as uploaded (None when it has none), for a viewer to save."""
+        message = self._messages.get(chat_id, {}).get(message_id)
+        if message is None or not message.photo:
+            return None
+        stored = self._files.get(message.photo[-1]["file_id"])
+        return stored.data if stored is not None else None
+
     def callback_answers(self, chat_id: int) -> list[dict[str, Any]]:
         if chat_id not in self._callback_answers:
             raise DriverError(f"no chat {chat_id}", status=404)

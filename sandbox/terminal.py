@@ -1,14 +1,18 @@
 """Chat with the bot in a terminal, against the sandbox services (`lasersell-bot sandbox`).
 
-Lines you type are sent as your messages. The bot's messages are printed with numbered buttons; press one by
-typing its number in brackets, e.g. `[1]`, or its label, e.g. `[Sell]`. Lines starting with `!` talk to the
-sandbox itself (see `!help`); `#` starts a comment. `--script FILE` plays such lines and prints the transcript.
+Lines you type are sent as your messages, exactly as typed (a line like `[1, 2, 3]` is text too). Lines
+starting with `!` talk to the sandbox instead: `!7.2` presses button 2 of bot message #7 (numbers stay
+with their message through edits), `!2` button 2 of the newest message with buttons, `!press Sell` the
+newest button whose label says "Sell"; `!user NAME` switches to (or creates) another chat user; the rest
+are sandbox commands (see `!help`). `#` starts a comment. `--script FILE` plays such lines and prints
+the transcript; `$KEY` and `$MINT` stand for the last `!key` and `!mint`. Pop-up answers to taps are printed, and pictures are saved to a folder with their path shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import sys
 import tempfile
@@ -22,13 +26,42 @@ log = logging.getLogger("lasersell_bot.sandbox")
 
 SETTLE_S = 1.2  # the bot is done answering when nothing changed for this long (replies are paced ~1/s)
 FIRST_REPLY_TIMEOUT_S = 15.0
+PRESS_RE = re.compile(r"^(?:(\d+)\.)?(\d+)$")
+TERMINAL_HELP = (
+    "!N.M       press button M of bot message #N (!M: of the newest message with buttons)\n"
+    "!press TEXT press the newest button whose label contains TEXT\n"
+    "!user NAME switch to another chat user (created on first use); !user lists them"
+)
+
 
 @dataclass
 class ChatView:
-    """What the terminal has shown of the chat, to print only what is new or changed."""
+    """What the terminal has shown of one chat, to print only what is new or changed."""
 
     seen: dict[int, tuple[int, bool, str]] = field(default_factory=dict)  # message_id -> (edits, deleted, text)
-    buttons: list[tuple[int, str, str]] = field(default_factory=list)  # (message_id, label, data), numbered
+    numbers: dict[int, int] = field(default_factory=dict)  # message_id -> the number shown, fixed once given
+    buttons: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # number -> [(label, data)]
+    answers_seen: int = 0
+
+    def number(self, message_id: int) -> int:
+        if message_id not in self.numbers:
+            self.numbers[message_id] = len(self.numbers) + 1
+        return self.numbers[message_id]
+
+    def message_of(self, number: int) -> int | None:
+        return next((mid for mid, n in self.numbers.items() if n == number), None)
+
+
+def _links(message: dict[str, Any]) -> list[str]:
+    """Hidden links in the text (an <a href> shows only its words in a chat)."""
+    text = message.get("text") or message.get("caption") or ""
+    out = []
+    for entity in message.get("entities") or []:
+        if entity.get("type") == "text_link" and entity.get("url"):
+            # offsets count UTF-16 units; close enough for a label in a terminal
+            words = text.encode("utf-16-le")[entity["offset"] * 2:(entity["offset"] + entity["length"]) * 2]
+            out.append(f"  🔗 {words.decode('utf-16-le', 'replace')}: {entity['url']}")
+    return out
 
 
 def render_message(message: dict[str, Any], view: ChatView, *, changed: bool) -> list[str]:
@@ -42,33 +75,41 @@ def render_message(message: dict[str, Any], view: ChatView, *, changed: bool) ->
         tags.append("photo")
     if message.get("document"):
         tags.append("document")
-    head = f"{who}" + (f" ({', '.join(tags)})" if tags else "") + ":"
+    number = f" #{view.number(message['message_id'])}" if who == "bot" else ""
+    head = f"{who}{number}" + (f" ({', '.join(tags)})" if tags else "") + ":"
     text = message.get("text") or message.get("caption") or ""
     lines = [head] + ["  " + line for line in text.splitlines()]
     if message.get("deleted"):
         lines = [head + " " + (text.splitlines()[0][:60] + "…" if text else "")]
         return lines
+    lines += _links(message)
     rows = message.get("buttons") or []
+    pressable: list[tuple[str, str]] = []
     for row in rows:
         cells = []
         for button in row:
             if "url" in button:
                 cells.append(f"<{button['text']}: {button['url']}>")
                 continue
-            view.buttons.append((message["message_id"], button["text"], button.get("data", "")))
-            cells.append(f"[{len(view.buttons)}] {button['text']}")
+            pressable.append((button["text"], button.get("data", "")))
+            cells.append(f"[{view.number(message['message_id'])}.{len(pressable)}] {button['text']}")
         lines.append("  " + "   ".join(cells))
+    if who == "bot":
+        view.buttons[view.number(message["message_id"])] = pressable
     return lines
 
 
 class TerminalChat:
-    def __init__(self, services: Any, out: Any = sys.stdout) -> None:
+    def __init__(self, services: Any, out: Any = sys.stdout, pictures: Path | None = None) -> None:
         self.services = services
         self.telegram = services.telegram
         self.out = out
+        self.pictures = pictures
         self.view = ChatView()
         self.user_id = 0
         self.chat_id = 0
+        self.name = ""
+        self.people: dict[str, tuple[int, int, ChatView]] = {}  # name -> (user id, chat id, what they saw)
         self.wallets: list[str] = []
         self.current_mint: str | None = None
         self.api_key: str | None = None  # the sandbox key `!key` issued, typed as $KEY
@@ -79,12 +120,30 @@ class TerminalChat:
 
     async def open(self, first_name: str = "Trader", username: str = "trader") -> None:
         self.user_id, self.chat_id = self.telegram.add_user(first_name, username)
+        self.name = first_name
+        self.people[first_name.lower()] = (self.user_id, self.chat_id, self.view)
+
+    def _who(self) -> str:
+        """`you`, or `you (Bob)` once the chat has more than one user."""
+        return "you" if len(self.people) <= 1 else f"you ({self.name})"
+
+    def switch_user(self, name: str) -> str:
+        key = name.lower()
+        if key not in self.people:
+            user_id, chat_id = self.telegram.add_user(name, re.sub(r"\W", "", key) or "user")
+            self.people[key] = (user_id, chat_id, ChatView())
+        self.user_id, self.chat_id, self.view = self.people[key]
+        self.name = name
+        return f"now chatting as {name}"
 
     def _snapshot(self) -> list[tuple[int, int, bool]]:
-        return [(m["message_id"], m.get("edits", 0), bool(m.get("deleted"))) for m in self.telegram.chat(self.chat_id)]
+        answers = len(self.telegram.callback_answers(self.chat_id))
+        return [(m["message_id"], m.get("edits", 0), bool(m.get("deleted"))) for m in self.telegram.chat(self.chat_id)] \
+            + [(-1, answers, False)]
 
     async def settle(self, before: list[tuple[int, int, bool]], expect_reply: bool) -> None:
-        """Wait until the bot has answered (if an answer is expected) and then stayed quiet."""
+        """Wait until the bot has answered (if an answer is expected) and then stayed quiet. A tap's pop-up
+        answer counts as an answer, so a tap that changes nothing returns as soon as it is answered."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (FIRST_REPLY_TIMEOUT_S if expect_reply else SETTLE_S)
         last = before
@@ -110,6 +169,25 @@ class TerminalChat:
                 continue  # the user's own line is echoed when typed
             for line in render_message(message, self.view, changed=previous is not None):
                 self.print(line)
+            if message.get("photo") and not message.get("deleted"):
+                self._save_picture(message)
+        answers = self.telegram.callback_answers(self.chat_id)
+        for answer in answers[self.view.answers_seen:]:
+            if answer.get("text"):
+                kind = "alert" if answer.get("show_alert") else "pop-up"
+                self.print(f"  💬 {kind}: {answer['text']}")
+        self.view.answers_seen = len(answers)
+
+    def _save_picture(self, message: dict[str, Any]) -> None:
+        data = self.telegram.photo_bytes(self.chat_id, message["message_id"])
+        if data is None or self.pictures is None:
+            return
+        self.pictures.mkdir(parents=True, exist_ok=True)
+        extension = "png" if data.startswith(b"\x89PNG") else "jpg"
+        path = self.pictures / f"{self.name.lower() or 'chat'}-{self.view.number(message['message_id'])}-" \
+            f"{message.get('edits', 0)}.{extension}"
+        path.write_bytes(data)
+        self.print(f"  🖼 picture saved: {path}")
 
     async def handle_line(self, line: str) -> bool:
         """Act on one input line; False when the chat should end."""
@@ -119,43 +197,71 @@ class TerminalChat:
             return True
         if stripped in ("!quit", "!exit"):
             return False
-        if "$KEY" in stripped and getattr(self, "api_key", None):
-            line = line.replace("$KEY", self.api_key)
-            stripped = stripped.replace("$KEY", self.api_key)
-        self.print(f"you: {stripped}")
+        for name, value in (("$KEY", self.api_key), ("$MINT", self.current_mint)):
+            if name in stripped and value:
+                line, stripped = line.replace(name, value), stripped.replace(name, value)
         before = self._snapshot()
-        if stripped.startswith("!"):
-            await self.sandbox_command(stripped[1:])
-            await self.settle(before, expect_reply=False)
-        elif stripped.startswith("[") and stripped.endswith("]"):
-            if not await self.press(stripped[1:-1].strip()):
+        command = stripped[1:].strip() if stripped.startswith("!") else None
+        if command is not None and (PRESS_RE.match(command) or command.lower().startswith("press ")):
+            self.print(f"{self._who()}: (taps {command.removeprefix('press ').strip()[:40]})")
+            if not await self.press(command):
                 return True
             await self.settle(before, expect_reply=True)
+        elif command is not None and command.split()[:1] == ["user"]:
+            names = command.split()[1:]
+            self.print(f"you: {stripped}")
+            if names:
+                self.print("  " + self.switch_user(" ".join(names)))
+            else:
+                self.print("  users: " + ", ".join(self.people) + f" (you are {self.name})")
+        elif command is not None:
+            self.print(f"you: {stripped}")
+            if command.split()[:1] == ["help"]:
+                self.print("  " + TERMINAL_HELP.replace("\n", "\n  "))
+            await self.sandbox_command(command)
+            await self.settle(before, expect_reply=False)
         else:
+            self.print(f"{self._who()}: {stripped}")
             self.telegram.send(self.user_id, line)
             await self.settle(before, expect_reply=True)
         self.show_new()
         return True
 
     async def press(self, which: str) -> bool:
-        choice = None
-        if which.isdigit() and 1 <= int(which) <= len(self.view.buttons):
-            choice = self.view.buttons[int(which) - 1]
+        """Press a button by `N.M`, `M` or `press LABEL`; a failed press never repeats what was typed
+        (it may be a secret pasted by mistake)."""
+        choice: tuple[int, str, str] | None = None
+        match = PRESS_RE.match(which)
+        if match:
+            number = int(match.group(1)) if match.group(1) else next(
+                (n for n in sorted(self.view.buttons, reverse=True) if self.view.buttons[n]), 0)
+            index = int(match.group(2))
+            buttons = self.view.buttons.get(number, [])
+            message_id = self.view.message_of(number)
+            if message_id is not None and 1 <= index <= len(buttons):
+                choice = (message_id, *buttons[index - 1])
         else:
+            wanted = which[len("press "):].strip()
+
             def plain(label: str) -> str:
                 return " ".join("".join(c for c in label.lower() if c.isalnum() or c.isspace()).split())
 
-            for matches in (lambda b: plain(b) == plain(which), lambda b: plain(which) in plain(b)):
-                choice = next((b for b in reversed(self.view.buttons) if matches(b[1])), None)
+            for number in sorted(self.view.buttons, reverse=True):
+                for label, data in self.view.buttons[number]:
+                    if plain(wanted) and plain(wanted) in plain(label):
+                        message_id = self.view.message_of(number)
+                        if message_id is not None:
+                            choice = (message_id, label, data)
+                        break
                 if choice is not None:
                     break
         if choice is None:
-            self.print(f"  (no button {which!r}; type [N] with a number shown next to a button)")
+            self.print("  (no such button: type !N.M with the numbers shown next to a button, or !press LABEL)")
             return False
         try:
             self.telegram.press(self.user_id, choice[0], choice[2])
-        except Exception as exc:  # e.g. the button is gone after an edit
-            self.print(f"  (that button can't be pressed any more: {exc})")
+        except Exception:  # e.g. the button is gone after an edit
+            self.print("  (that button can't be pressed any more: it was removed or changed)")
             return False
         return True
 
@@ -183,7 +289,8 @@ async def _run_chat(chat: TerminalChat, script: Path | None) -> int:
             if not await chat.handle_line(line):
                 break
         return 0
-    chat.print("Sandbox chat. Type messages and /commands; [N] presses button N; !help for sandbox commands; Ctrl-D quits.")
+    chat.print("Sandbox chat. Type messages and /commands; !N.M presses button M of message #N; !help for sandbox "
+               "commands; Ctrl-D quits.")
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -229,6 +336,8 @@ async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path 
         print(f"lasersell-bot sandbox: script {script} not found", file=sys.stderr)
         return 2
     tmp = None
+    # pictures outlive a throwaway data folder, so they can still be opened after the chat ends
+    pictures = data_dir / "pictures" if data_dir is not None else Path(tempfile.mkdtemp(prefix="lasersell-pictures-"))
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lasersell-sandbox-")
         data_dir = Path(tmp.name)
@@ -237,7 +346,7 @@ async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path 
     setup_logging("INFO", "text", log_file=data_dir / "bot.log")
     try:
         async with SandboxServices(seed=seed, realtime=True) as services:
-            chat = TerminalChat(services)
+            chat = TerminalChat(services, pictures=pictures)
             await chat.open()
             settings = sandbox_settings(services.urls, services.telegram.token, data_dir, (chat.user_id,))
             runner = BotRunner(settings, poll_timeout=1)

@@ -287,9 +287,14 @@ class OperatorNumbers:
 
     async def users(self, now: int | None = None) -> UserNumbers:
         now = now_ms() if now is None else now
+        # "set up": onboarding finished, or everything it asks for is stored (a key, a wallet, a strategy),
+        # since the onboarding marker stays behind when the steps were done by command.
         row = await self.db.fetchone(
             """SELECT COUNT(*),
-                 COALESCE(SUM(s.onboarding_step = 'done'), 0),
+                 COALESCE(SUM(s.onboarding_step = 'done'
+                              OR EXISTS (SELECT 1 FROM lasersell_keys k WHERE k.telegram_id = u.telegram_id)
+                              AND EXISTS (SELECT 1 FROM wallets w WHERE w.telegram_id = u.telegram_id)
+                              AND s.strategy_json IS NOT NULL), 0),
                  COALESCE(SUM(u.last_seen_at >= ?), 0),
                  COALESCE(SUM(u.blocked), 0)
                FROM users u LEFT JOIN user_settings s ON s.telegram_id = u.telegram_id""",

@@ -112,3 +112,44 @@ class Users:
     async def count(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM users")
         return int(row[0]) if row else 0
+
+
+DEFAULT_BUY_PRESETS: tuple[int, ...] = (100_000_000, 500_000_000, 1_000_000_000)  # 0.1, 0.5 and 1 SOL
+MAX_BUY_PRESETS = 4
+
+
+class BuyPresets:
+    """The SOL amounts on a token panel's buy buttons, per user (lamports).
+
+    The table is created here, on first use, so the feature needs no numbered migration of its own;
+    forgetting a user removes their row with the user (ON DELETE CASCADE).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._ready = False
+
+    async def _ensure(self) -> None:
+        if not self._ready:
+            await self.db.execute(
+                """CREATE TABLE IF NOT EXISTS buy_presets (
+                     telegram_id INTEGER PRIMARY KEY REFERENCES users(telegram_id) ON DELETE CASCADE,
+                     lamports    TEXT NOT NULL)"""
+            )
+            self._ready = True
+
+    async def get(self, telegram_id: int) -> tuple[int, ...]:
+        await self._ensure()
+        row = await self.db.fetchone("SELECT lamports FROM buy_presets WHERE telegram_id=?", (telegram_id,))
+        if row is None:
+            return DEFAULT_BUY_PRESETS
+        values = tuple(int(v) for v in str(row[0]).split(",") if v.strip().isdigit())
+        return values or DEFAULT_BUY_PRESETS
+
+    async def set(self, telegram_id: int, lamports: tuple[int, ...]) -> None:
+        await self._ensure()
+        await self.db.execute(
+            "INSERT INTO buy_presets (telegram_id, lamports) VALUES (?, ?) "
+            "ON CONFLICT(telegram_id) DO UPDATE SET lamports=excluded.lamports",
+            (telegram_id, ",".join(str(v) for v in lamports)),
+        )

@@ -104,7 +104,7 @@ class Buyer:
         self._background.spawn(coro)
 
     # --- the quote --------------------------------------------------------------------------------------
-    async def quote(self, user_id: int, mint_text: str, sol_text: str) -> BuyQuote:
+    async def quote(self, user_id: int, mint_text: str, sol_text: str, wallet_address: str | None = None) -> BuyQuote:
         """Check everything, then ask LaserSell for the buy transaction and store it as a quoted order."""
         lamports = parse_sol(sol_text)
         mint = parse_mint(mint_text)
@@ -116,6 +116,11 @@ class Buyer:
         if not wallets:
             raise BuyError("add a wallet first: /wallets")
         wallet = next((w for w in wallets if w.is_default), wallets[0])
+        if wallet_address is not None:  # the wallet the trader chose on the token panel
+            chosen = next((w for w in wallets if w.address == wallet_address), None)
+            if chosen is None:
+                raise BuyError("that wallet is not one of your registered wallets any more: open /wallets")
+            wallet = chosen
         worker = services.supervisor.workers.get(user_id) if services.supervisor else None
         if worker is None or worker.client.state != "connected":
             raise BuyError(

@@ -82,7 +82,8 @@ def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
     first = math.floor(low / step) * step
     ticks = []
     value = first
-    while value <= high + step * 0.5 and len(ticks) < 4 * count:
+    # the last tick is at or above `high`, so nothing drawn up to `high` falls outside the axes
+    while (not ticks or ticks[-1] < high - 1e-12) and len(ticks) < 4 * count:
         ticks.append(round(value, 12))
         value += step
     return ticks
@@ -113,23 +114,48 @@ def render_pnl_chart(
     times = [mdates.date2num(_utc(s.t_ms)) for s in samples]
     value = [s.proceeds_units / per_unit for s in samples]
     entry = [s.basis_units / per_unit for s in samples]
-    ax.plot(times, value, color=VALUE, linewidth=2.4, label="value", zorder=3)
+    first, last = samples[0].t_ms, samples[-1].t_ms
+    sells = sorted(m.t_ms for m in marks if m.kind == "sell")
+    # the line breaks at each sell: the held value drops because tokens were sold, not because the price fell
+    segments: list[list[int]] = [[]]
+    for i, sample in enumerate(samples):
+        if segments[-1] and any(samples[i - 1].t_ms < t <= sample.t_ms for t in sells):
+            segments.append([])
+        segments[-1].append(i)
+    for n, segment in enumerate(segments):
+        ax.plot([times[i] for i in segment], [value[i] for i in segment], color=VALUE, linewidth=2.4,
+                label="value held" if n == 0 else None, zorder=3)
+        if n > 0:  # a dotted drop from before the sell to after it, in the sell's colour
+            before, after = segment[0] - 1, segment[0]
+            ax.plot([times[after], times[after]], [value[before], value[after]], color=MARK_COLOURS["sell"],
+                    linewidth=1.4, linestyle=":", zorder=3)
     ax.step(times, entry, where="post", color=ENTRY, linewidth=1.4, linestyle="--", label="entry", zorder=2)
     ax.fill_between(times, value, entry, where=[v >= e for v, e in zip(value, entry, strict=True)],
                     interpolate=True, color=PROFIT, alpha=0.25, linewidth=0)
     ax.fill_between(times, value, entry, where=[v < e for v, e in zip(value, entry, strict=True)],
                     interpolate=True, color=LOSS, alpha=0.25, linewidth=0)
-    first, last = samples[0].t_ms, samples[-1].t_ms
-    for mark in marks:
+    span_ms = max(1, last - first)
+    placed: list[tuple[float, int]] = []  # (x as a share of the width, label row) of labels already drawn
+    for mark in sorted(marks, key=lambda m: m.t_ms):
         t = min(max(mark.t_ms, first), last)
-        y = _value_at(t, samples, per_unit)
+        # a sell is drawn where the line was just before it, so the marker sits on the drop's top
+        before = [x for x in samples if x.t_ms < t]
+        y = before[-1].proceeds_units / per_unit if mark.kind == "sell" and before else _value_at(t, samples, per_unit)
         colour = MARK_COLOURS.get(mark.kind, MUTED)
         ax.scatter([mdates.date2num(_utc(t))], [y], s=90, color=colour, edgecolors=BACKGROUND, linewidths=1.5,
                    zorder=5, marker="v" if mark.kind != "closed" else "X")
         words = REASON_WORDS.get(mark.label.split(" ")[0], mark.label.split(" ")[0]) + (
             " " + mark.label.split(" ", 1)[1] if " " in mark.label else "")
-        ax.annotate(words, (mdates.date2num(_utc(t)), y), textcoords="offset points", xytext=(0, 12),
-                    ha="center", color=colour, fontsize=10, zorder=6)
+        x_share = (t - first) / span_ms
+        # labels closer than about a label's width take the next row up, so they never run into each other
+        row = 0
+        while any(abs(x_share - x) < 0.16 and r == row for x, r in placed):
+            row += 1
+        placed.append((x_share, row))
+        ha = "left" if x_share < 0.08 else "right" if x_share > 0.92 else "center"
+        ax.annotate(words, (mdates.date2num(_utc(t)), y), textcoords="offset points", xytext=(0, 12 + 15 * row),
+                    ha=ha, color=colour, fontsize=10, zorder=6,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": PANEL, "edgecolor": "none", "alpha": 0.85})
     last_sample = samples[-1]
     pnl = last_sample.profit_units / per_unit
     basis = last_sample.basis_units
@@ -140,8 +166,11 @@ def render_pnl_chart(
     fig.text(0.98, 0.93, f"PnL {amount}{pct}", color=colour, fontsize=14, ha="right", fontweight="bold")
     ax.set_ylabel(quote, color=MUTED, fontsize=12)
     every = value + entry
-    pad = (max(every) - min(every)) * 0.08 or max(every) * 0.05 or 0.01
-    ticks = _nice_ticks(min(every) - pad, max(every) + pad)
+    spread = (max(every) - min(every)) or max(every) * 0.05 or 0.01
+    rows = 1 + max((row for _x, row in placed), default=-1)
+    # room above the peak for the marks' labels (about 15 points a row of the plot's ~330)
+    top = max(every) + spread * (0.08 + 0.07 * rows)
+    ticks = _nice_ticks(min(every) - spread * 0.08, top)
     ax.set_yticks(ticks)
     ax.set_ylim(ticks[0], ticks[-1])
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.4g}"))
@@ -226,7 +255,8 @@ def write_samples(directory: Path | str = "docs") -> tuple[Path, Path]:
         basis = int(entry * tokens_share)
         proceeds = int(basis * (shape + wiggle))
         samples.append(Sample(t, proceeds, proceeds - basis))
-    marks = [Mark(start + 70 * 3_000, "sell", "card 50%"), Mark(start + 125 * 3_000, "signal", "trailing_stop")]
+    # what the bot draws: sells that landed (a signal that was skipped or failed is left off)
+    marks = [Mark(start + 70 * 3_000, "sell", "take_profit 50%")]
     pnl_path = directory / "pnl-chart.png"
     pnl_path.write_bytes(render_pnl_chart(samples, marks, title="PEPE · Pepe"))
     bands = [Band(100, 3_100_000_000, 22.0), Band(300, 9_300_000_000, 64.5), Band(500, 15_000_000_000, 100.0),

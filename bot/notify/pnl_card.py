@@ -24,7 +24,7 @@ PROFIT = (34, 214, 120)
 LOSS = (244, 67, 84)
 FLAT = (170, 178, 192)
 
-# Plain words: the card's fonts have no colour emoji, so the chat texts' emoji would print as boxes.
+# Plain words for reasons: they read the same on every machine, whatever fonts it has.
 REASON_WORDS = {
     "target_profit": "Take profit reached",
     "take_profit": "Take profit reached",
@@ -52,6 +52,18 @@ _FONT_DIRS = (
     "/usr/local/share/fonts",
     "/Library/Fonts",
 )
+
+# Token names come in every script and with emoji. Characters DejaVu lacks are drawn with a CJK font and a
+# colour emoji font when the machine has them (Debian: fonts-droid-fallback, Apache-2.0, and
+# fonts-noto-color-emoji, OFL-1.1; the README's install step adds both). Without them such characters are
+# left out rather than drawn as boxes.
+_CJK_FONTS = (
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+)
+_EMOJI_FONTS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",)
+EMOJI_BITMAP_SIZE = 109  # Noto Color Emoji holds bitmaps of this one size; they are scaled to the text
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -145,16 +157,19 @@ def reason_words(reason: str | None) -> str | None:
     words = REASON_WORDS.get(reason.strip().lower())
     if words:
         return words
-    tidy = clean_text(reason.replace("_", " "))
+    # a pill holds words: emoji in an unknown reason are left out
+    tidy = " ".join("".join(c for c in clean_text(reason.replace("_", " ")) if not _is_emoji(c)).split())
     return tidy[:1].upper() + tidy[1:] if tidy else None
 
 
 def clean_text(text: str | None, limit: int = 120) -> str:
     """Drop what the fonts cannot draw or that breaks a one-line layout.
 
-    Emoji (no colour font here), control and format characters, unassigned and private code
-    points go; line breaks become spaces. Other scripts, right-to-left included, are kept.
+    Emoji go only when no colour emoji font is installed; control and format characters, variation
+    selectors, unassigned and private code points go; line breaks become spaces. Other scripts,
+    right-to-left included, are kept.
     """
+    emoji = _emoji_font() is not None
     if not text:
         return ""
     kept: list[str] = []
@@ -163,7 +178,9 @@ def clean_text(text: str | None, limit: int = 120) -> str:
         if ch in "\r\n\t":
             kept.append(" ")
             continue
-        if code >= 0x1F000 or 0xFE00 <= code <= 0xFE0F or 0x2600 <= code <= 0x27BF:
+        if 0xFE00 <= code <= 0xFE0F:
+            continue
+        if _is_emoji(ch) and not emoji:
             continue
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
             continue
@@ -191,8 +208,115 @@ def _font(size: int, bold: bool = False) -> Font:
         return ImageFont.load_default()
 
 
+def _is_emoji(ch: str) -> bool:
+    code = ord(ch)
+    return code >= 0x1F000 or 0x2600 <= code <= 0x27BF or 0x2B00 <= code <= 0x2BFF
+
+
+@lru_cache(maxsize=1)
+def _emoji_font() -> ImageFont.FreeTypeFont | None:
+    for path in _EMOJI_FONTS:
+        if Path(path).is_file():
+            try:
+                return ImageFont.truetype(path, EMOJI_BITMAP_SIZE)
+            except OSError:
+                continue
+    return None
+
+
+@lru_cache(maxsize=32)
+def _cjk_font(size: int) -> ImageFont.FreeTypeFont | None:
+    for path in _CJK_FONTS:
+        if Path(path).is_file():
+            try:
+                return ImageFont.truetype(path, size)
+            except OSError:
+                continue
+    return None
+
+
+def _size(font: Font) -> int:
+    return int(getattr(font, "size", 24))
+
+
+@lru_cache(maxsize=4096)
+def _glyph_in(font: Font, ch: str) -> bool:
+    return _has_glyph(font, ch)
+
+
+def _runs(font: Font, text: str) -> list[tuple[str, str]]:
+    """Split text into runs of ("main" | "cjk" | "emoji", characters) by which font draws them; a
+    character no font has is dropped (never a box)."""
+    runs: list[tuple[str, str]] = []
+    cjk = _cjk_font(_size(font))
+    for ch in text:
+        if ch == " " or _glyph_in(font, ch) and not _is_emoji(ch):
+            kind = "main"
+        elif _is_emoji(ch) and _emoji_font() is not None:
+            kind = "emoji"
+        elif cjk is not None and _glyph_in(cjk, ch):
+            kind = "cjk"
+        else:
+            continue
+        if runs and runs[-1][0] == kind and kind != "emoji":
+            runs[-1] = (kind, runs[-1][1] + ch)
+        else:
+            runs.append((kind, ch))
+    return runs
+
+
+def _emoji_width(font: Font) -> float:
+    return _size(font) * 1.18
+
+
 def _width(font: Font, text: str) -> float:
-    return font.getlength(text) if text else 0.0
+    if not text:
+        return 0.0
+    if text.isascii():
+        return font.getlength(text)
+    total = 0.0
+    for kind, run in _runs(font, text):
+        if kind == "emoji":
+            total += _emoji_width(font)
+        else:
+            total += (_cjk_font(_size(font)) if kind == "cjk" else font).getlength(run)  # type: ignore[union-attr]
+    return total
+
+
+@lru_cache(maxsize=256)
+def _emoji_image(ch: str, height: int) -> Image.Image | None:
+    emoji = _emoji_font()
+    if emoji is None:
+        return None
+    canvas = Image.new("RGBA", (EMOJI_BITMAP_SIZE * 2, EMOJI_BITMAP_SIZE * 2), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((0, 0), ch, font=emoji, embedded_color=True)
+    box = canvas.getbbox()
+    if box is None:
+        return None
+    glyph = canvas.crop(box)
+    scale = height / max(1, glyph.height)
+    return glyph.resize((max(1, round(glyph.width * scale)), height), Image.Resampling.LANCZOS)
+
+
+def _text(image: Image.Image, xy: tuple[float, float], text: str, font: Font, fill: tuple[int, int, int]) -> None:
+    """draw.text with the CJK and emoji fallbacks: each run in the font that has its glyphs."""
+    draw = ImageDraw.Draw(image)
+    if text.isascii():
+        draw.text(xy, text, font=font, fill=fill)
+        return
+    ascent, _descent = _metrics(font)
+    x, baseline = xy[0], xy[1] + ascent
+    for kind, run in _runs(font, text):
+        if kind == "emoji":
+            glyph = _emoji_image(run, round(_size(font) * 0.95))
+            if glyph is not None:
+                image.paste(glyph, (round(x + _size(font) * 0.1), round(baseline - glyph.height * 0.88)), glyph)
+            x += _emoji_width(font)
+            continue
+        run_font = _cjk_font(_size(font)) if kind == "cjk" else font
+        assert run_font is not None
+        draw.text((x, baseline), run, font=run_font, fill=fill, anchor="ls")
+        x += run_font.getlength(run)
 
 
 def fit_text(text: str, font: Font, max_width: float) -> str:
@@ -313,10 +437,10 @@ def render_pnl_card(card: PnlCard) -> bytes:
     title = f"${symbol}" if symbol != "Unknown token" else symbol
     title_room = inner - (right_column + 32 if right_column else 0)
     title_font = _font(72, bold=True)
-    draw.text((PAD, PAD - 12), fit_text(title, title_font, title_room), font=title_font, fill=TEXT)
+    _text(image, (PAD, PAD - 12), fit_text(title, title_font, title_room), title_font, TEXT)
     if name and name.casefold() != symbol.casefold():
         name_font = _font(32)
-        draw.text((PAD, PAD + 78), fit_text(name, name_font, title_room), font=name_font, fill=MUTED)
+        _text(image, (PAD, PAD + 78), fit_text(name, name_font, title_room), name_font, MUTED)
 
     # The result: percent very large, SOL under it.
     pct_text = format_pct(card.pnl_pct)
@@ -365,19 +489,32 @@ def render_pnl_card(card: PnlCard) -> bytes:
     return out.getvalue()
 
 
-def sample_card() -> PnlCard:
+def card_for_exit(
+    *, label: str, name: str | None, basis_units: int, received_units: int, pnl_units: int, quote: str,
+    hold_seconds: float, reason: str | None, sell_tokens: int | None = None, position_tokens: int | None = None,
+    level_index: int | None = None,
+) -> PnlCard:
+    """The card for one landed sell, from what the bot knows then (quote units: lamports, or USD1 base
+    units). Real cards and the docs sample both come through here, so the sample shows what traders get:
+    no wallet or transaction footer (the chat message carries the transaction)."""
+    per_unit = 10 ** (6 if quote == "USD1" else 9)
+    partial = None
+    if sell_tokens and position_tokens and sell_tokens < position_tokens:
+        partial = f"{100 * sell_tokens / position_tokens:.0f}% sold" + (
+            f", level {level_index + 1}" if level_index is not None else "")
     return PnlCard(
-        token_symbol="BONK",
-        token_name="Bonk Inu",
-        entry_sol=0.5,
-        exit_sol=0.637,
-        pnl_sol=0.137,
-        pnl_pct=27.4,
-        hold_seconds=252,
-        reason="take_profit_level",
-        partial="50% sold, level 2",
-        wallet_label="Main wallet",
-        signature_short="5xQa…9fKd",
+        token_symbol=label, token_name=name, entry_sol=basis_units / per_unit, exit_sol=received_units / per_unit,
+        pnl_sol=pnl_units / per_unit, pnl_pct=100 * pnl_units / basis_units if basis_units else 0.0,
+        hold_seconds=max(0.0, hold_seconds), reason=reason, partial=partial, quote=quote,
+    )
+
+
+def sample_card() -> PnlCard:
+    """The docs sample: half of a position sold at the second take-profit level."""
+    return card_for_exit(
+        label="BONK", name=None, basis_units=250_000_000, received_units=318_500_000, pnl_units=68_500_000,
+        quote="SOL", hold_seconds=252, reason="take_profit_level", sell_tokens=5_000_000, position_tokens=10_000_000,
+        level_index=1,
     )
 
 

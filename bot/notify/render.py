@@ -89,6 +89,28 @@ def sol(units: int | None, *, signed: bool = False) -> str:
     return text.rstrip("0").rstrip(".") + " SOL" if "." in text else text + " SOL"
 
 
+SUBSCRIPT_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def price(value: float | None, quote: str = "SOL", *, digits: int = 3) -> str:
+    """A unit price with `digits` significant digits; four or more leading zeros are written as a
+    subscript count, the way traders read small prices: 0.000000030 -> `0.0₇30 SOL`."""
+    if value is None:
+        return "?"
+    if value == 0:
+        return f"0 {quote}"
+    if abs(value) >= 1:
+        return f"{value:,.{max(0, digits - len(str(int(abs(value)))))}f} {quote}"
+    mantissa = f"{abs(value):.{digits}e}"  # e.g. 3.000e-08
+    significant, exponent = mantissa.split("e")
+    zeros = -int(exponent) - 1
+    figures = significant.replace(".", "")[:digits].rstrip("0") or "0"
+    sign = "-" if value < 0 else ""
+    if zeros >= 4:
+        return f"{sign}0.0{str(zeros).translate(SUBSCRIPT_DIGITS)}{figures} {quote}"
+    return f"{sign}0.{'0' * zeros}{figures} {quote}"
+
+
 def pct(part: float, whole: float, *, signed: bool = True) -> str:
     if not whole:
         return "?"
@@ -149,7 +171,7 @@ def position_card(p: Position, now_ms: int | None = None) -> str:
     extra = []
     if p.price_quote is not None:
         per_unit = p.price_quote / 10 ** QUOTE_DECIMALS[quote]
-        extra.append(f"price {per_unit:.9f}".rstrip("0").rstrip(".") + f" {quote}")
+        extra.append(f"price {price(per_unit, quote)}")
     if p.market_cap_quote is not None:
         extra.append(f"mcap {money(p.market_cap_quote, quote)}")
     if p.liquidity_trend:

@@ -45,9 +45,10 @@ def test_sandbox_script_prints_a_transcript(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "you: /start" in out and "you: /help" in out
-    assert out.index("you: /start") < out.index("bot:") < out.index("you: /help")
+    # each bot message carries its number (`bot #3:`), which its buttons are pressed by
+    assert out.index("you: /start") < out.index("bot #1:") < out.index("you: /help")
     after_help = out[out.index("you: /help"):]
-    assert "bot:" in after_help and "/start" in after_help
+    assert "bot #" in after_help and "/start" in after_help
 
 
 def test_run_without_token_and_terminal_plays_the_demo_to_the_end(tmp_path: Path) -> None:

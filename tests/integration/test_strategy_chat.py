@@ -51,7 +51,6 @@ async def test_strategy_the_editor_refuses_a_strategy_with_no_exit_and_says_why(
     await chat.press(r"^Edit$", expect=r"Editing your strategy")
     await chat.press(r"^Take profit: 6%", expect=r"Take profit: off")
     await chat.press(r"^Stop loss: 10%", expect=r"Stop loss: off")
-    await chat.press(r"^Deadline: 45 s", expect=r"Deadline: off")
     guard = await chat.press(r"^Liquidity guard", expect=r"Liquidity guard: on")
     assert guard is not None and "Liquidity guard (check the pool before an exit): on" in chat.buttons(guard)
     refused = await chat.press(r"Done", expect=r"Not saved")

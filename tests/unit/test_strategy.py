@@ -5,7 +5,7 @@ from bot.strategy import DEFAULT_STRATEGY, Level, Strategy, StrategyError, apply
 
 def test_defaults_for_a_new_user() -> None:
     s = DEFAULT_STRATEGY.validated()
-    assert (s.take_profit_pct, s.stop_loss_pct, s.deadline_s, s.trailing_stop_pct) == (6.0, 10.0, 45, 0.0)
+    assert (s.take_profit_pct, s.stop_loss_pct, s.deadline_s, s.trailing_stop_pct) == (6.0, 10.0, 0, 0.0)
     assert s.to_wire() == {"target_profit_pct": 6.0, "stop_loss_pct": 10.0}
 
 
@@ -115,5 +115,5 @@ def test_json_round_trip_and_description() -> None:
     assert Strategy.from_json(s.to_json()) == s
     text = "\n".join(s.describe())
     assert "at +25% sell 30% of what's left" in text and "Trailing stop: 5% below the peak" in text
-    assert "Deadline: 45 s" in text
+    assert "Deadline: off" in text  # no deadline unless asked for (the SDK and CLI default)
     assert parse_ladder(s, ["off"]).ladder == ()
