@@ -115,6 +115,7 @@ class Copier:
         self._background = BackgroundTasks()
         self._told: dict[tuple[int, str, str], float] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self.signal_ttl_ms = SIGNAL_TTL_MS
 
     async def close(self) -> None:
         for handle in self._expiry.values():
@@ -254,7 +255,7 @@ class Copier:
         if sent is not None:
             await self.orders.set(order.id, chat_id=chat_id, message_id=sent)
         loop = asyncio.get_running_loop()
-        self._expiry[order.id] = loop.call_later(SIGNAL_TTL_MS / 1000, lambda: self._background.spawn(self._expire(order.id)))
+        self._expiry[order.id] = loop.call_later(self.signal_ttl_ms / 1000, lambda: self._background.spawn(self._expire(order.id)))
 
     async def risk_flags(self, mint: str) -> list[str]:
         """Read from the chain before any copy buy; a mint that cannot be read counts as flagged."""
@@ -302,7 +303,7 @@ class Copier:
                 await self._result(user_id, order.mint, False)
                 await self._edit(order, self._head(order) + "\n\nSkipped. Nothing was signed.")
             return "Skipped"
-        if time.time() * 1000 - order.created_at > SIGNAL_TTL_MS:
+        if time.time() * 1000 - order.created_at > self.signal_ttl_ms:
             await self._expire(order.id)
             return "Expired: the signal is too old to buy safely."
         if not await self.orders.transition(order.id, ("quoted",), "approved"):
@@ -372,6 +373,7 @@ class Copier:
         name = w.nickname if w is not None else render.short(watched)
         if w is not None:
             await self.store.update(user_id, w.address, enabled=0, disabled_reason=f"{losses} losses in a row")
+            await self.changed(user_id)  # off our list too, so /copy on lists it afresh and the server re-enables it
         self._text(chat_id, f"🛑 <b>Copy trading of {render.esc(name)} turned off</b> after {render.esc(losses)} losing "
                             f"trades in a row. Nothing more is copied from it. Turn it back on with "
                             f"<code>/copy on {render.esc(name)}</code> if you still trust it.")

@@ -825,6 +825,12 @@ class StreamServer:
             self._send_exit(session, position, Exit(reason), slippage_bps=slippage)
         elif kind == "update_watch_wallets":
             book.watch_wallets = self._checked_watch_wallets(session, message)
+            # A wallet dropped from the list is forgotten: listed again, it is re-enabled afresh.
+            listed = {str(w["pubkey"]) for w in book.watch_wallets}
+            for watched in list(book.mirror_disabled):
+                if watched not in listed:
+                    book.mirror_disabled.discard(watched)
+                    book.mirror_losses.pop(watched, None)
         elif kind == "mirror_buy_result":
             mint, success = message.get("mint"), message.get("success")
             if not isinstance(mint, str) or not isinstance(success, bool):

@@ -238,7 +238,15 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     await pump(h)
     await trader.chat.wait_text(r"Copy trading of alice turned off after 1 losing")
     await trader.chat.send("/copy", expect=r"alice.*disabled")
-    assert not watched_on_stream(h, trader, alice) or alice in h.services.stream.books[trader.api_key].mirror_disabled
+    await until(lambda: not watched_on_stream(h, trader, alice), "alice off the watch list")
+    # turned back on by hand, its buys are copied again
+    await trader.chat.send("/copy on alice", expect=r"alice is on")
+    await until(lambda: watched_on_stream(h, trader, alice), "alice back on the watch list")
+    again = new_mint(h, "TWO")
+    h.services.chain.advance_slots(100)  # past the cooldown
+    chain.outside_buy(alice, again, 0.5)
+    await pump(h)
+    await trader.chat.wait_text(r"alice.*bought.*Tap Copy", after=signal["message_id"])
 
 
 async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(harness: Harness) -> None:
@@ -273,5 +281,23 @@ async def test_a_copy_that_would_break_the_fee_reserve_is_refused_with_the_reaso
     await pump(h)
     refused = await trader.chat.wait_text(r"Not copied.*kept for exit fees")
     assert "Top it up or lower the amount" in refused["text"]
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+
+
+async def test_an_ask_me_signal_not_tapped_in_time_expires_and_buys_nothing(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    services = h.runner.services
+    assert services is not None
+    services.copier.signal_ttl_ms = 300  # a signal's life, short here so the test does not wait a minute
+    alice = await watching(h, trader)
+    mint = new_mint(h, "PEPE")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    expired = await trader.chat.wait_text(r"Expired: not copied")
+    assert trader.chat.buttons(expired) == []  # no Copy left to tap late
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
     assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
