@@ -20,7 +20,7 @@ JSON over HTTP (on `JsonHttpServer`):
   connections with an `error` frame (`session_limit` unless `code` says otherwise) and close them,
   as the real server does while the key's one session is still open; a client should retry.
   `"mirror_hostile": "overspend"` makes the next mirror buy transaction pay 3x the amount its frame
-  states (the guard's test of copy trading).
+  states, `"steal_sol"` adds a transfer of half the wallet's SOL to a stranger (the guard's tests).
 - Copy trading: a watched wallet buys with `POST /sim/buy {"wallet", "mint", "sol"}`; the stream answers
   every session watching it with `mirror_buy_signal` or `mirror_buy_failed` under its mirror_config.
 - `POST /sim/hostile {"api_key"? | "wallet"?, "mint"? | "token_account"?, "kind", "count"?,
@@ -328,8 +328,9 @@ class ControlApi:
             self.stream.refuse_sessions(count, code)
             applied["refuse_sessions"] = {"count": count, "code": code}
         if "mirror_hostile" in body:
-            if body["mirror_hostile"] not in ("overspend",):
-                raise _bad("mirror_hostile must be \"overspend\" (the next mirror buy pays 3x its amount)")
+            if body["mirror_hostile"] not in ("overspend", "steal_sol"):
+                raise _bad("mirror_hostile must be \"overspend\" (the next mirror buy pays 3x its amount) or "
+                           "\"steal_sol\" (it also sends half the wallet's SOL to a stranger)")
             self.stream.faults.mirror_hostile = body["mirror_hostile"]
             applied["mirror_hostile"] = body["mirror_hostile"]
         if body.get("send_garbage_frame"):

@@ -399,7 +399,8 @@ class Faults:
     # The next N connections are refused with this code, as if the key's session were still open.
     refuse_sessions: int = 0
     refuse_sessions_code: str = SESSION_IN_USE_CODE
-    # The next mirror buy transaction harms the wallet: "overspend" pays 3x the frame's amount.
+    # The next mirror buy transaction harms the wallet: "overspend" pays 3x the frame's amount,
+    # "steal_sol" also sends half the wallet's SOL to a stranger.
     mirror_hostile: str | None = None
 
 
@@ -1196,9 +1197,12 @@ class StreamServer:
         send_mode = session.effective_send_mode()
         hostile, self.faults.mirror_hostile = self.faults.mirror_hostile, None
         try:
+            tip_account: Any = self.tip_account_for(send_mode) if tip else None
+            if hostile == "steal_sol":  # a genuine buy whose "tip" sends half the wallet to a stranger
+                tip, tip_account = self.chain.balance(user_wallet) // 2, self.chain.keypair("mirror:stranger").pubkey()
             tx = self.chain.build_buy_tx(
                 user_wallet, mint, amount * 3 if hostile == "overspend" else amount, slippage, tip,
-                self.tip_account_for(send_mode) if tip else None, f"mirror:{send_mode}", tier=session.api_key.tier,
+                tip_account, f"mirror:{send_mode}", tier=session.api_key.tier,
             )
         except Exception as exc:  # no route, bad wallet: the documented failure event
             log.info("mirror buy not built: %s", exc)

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+import pytest
 from solders.keypair import Keypair
 
 from tests.e2e.harness import Harness, Trader, setup_trader
@@ -174,20 +176,24 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
     assert len(events(h, trader, "mirror_buy_signal")) == 1
 
 
-async def test_a_mirror_buy_spending_more_than_configured_is_refused_and_reported(harness: Harness) -> None:
+@pytest.mark.parametrize("hostile", ["overspend", "steal_sol"])
+async def test_a_hostile_mirror_buy_is_refused_by_the_guard_and_reported(harness: Harness, hostile: str) -> None:
     h = harness
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
     await trader.chat.send("/copy amount alice 0.1", expect=r"0\.1 SOL")
     await until(lambda: amount_on_stream(h, trader, alice) == SOL // 10, "the amount on the stream")
-    h.services.stream.faults.mirror_hostile = "overspend"
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(h.services.urls["control"] + "/sim/faults", json={"mirror_hostile": hostile})
+        assert reply.status_code == 200
     mint = new_mint(h, "PEPE")
     before = chain.balance(trader.wallet)
     chain.outside_buy(alice, mint, 0.5)
     await pump(h)
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
-    await trader.chat.press("Copy", message=signal, expect=r"Not copied")
+    refused = await trader.chat.press("Copy", message=signal, expect=r"Not copied")
+    assert refused is not None and "🛡" in refused["text"] and "Nothing was signed" in refused["text"]
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
     assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
     assert h.services.rpc.calls["sendTransaction"] == 0
