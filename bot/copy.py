@@ -197,15 +197,22 @@ class Copier:
         except Exception:  # one bad frame must not stop the stream's consumer
             log.exception("copy trading could not handle %s", kind)
 
-    async def position_opened(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
-        """Tell which watched wallet a new position copies (from mirror_source, else our own copy buy)."""
-        source = msg.get("mirror_source") or await self.store.source_of(
-            user_id, str(msg.get("wallet_pubkey")), str(msg.get("mint"))
-        )
-        if not isinstance(source, str) or not source:
-            return
+    async def source_label(self, user_id: int, wallet: str, mint: str, mirror_source: str | None = None) -> str | None:
+        """The nickname (or short address) of the watched wallet a position copies, or None for the user's own
+        trades: from the stream's mirror_source, else from the copy buy this bot made."""
+        source = mirror_source or await self.store.source_of(user_id, wallet, mint)
+        if not source:
+            return None
         w = await self.store.find(user_id, source)
-        name = w.nickname if w is not None else render.short(source)
+        return w.nickname if w is not None else render.short(source)
+
+    async def position_opened(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
+        """Tell which watched wallet a new position copies."""
+        source = msg.get("mirror_source")
+        name = await self.source_label(user_id, str(msg.get("wallet_pubkey")), str(msg.get("mint")),
+                                       source if isinstance(source, str) else None)
+        if name is None:
+            return
         self._text(chat_id, f"🪞 The new position in <code>{render.esc(msg.get('mint'))}</code> copies "
                             f"<b>{render.esc(name)}</b>.")
 

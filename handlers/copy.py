@@ -211,13 +211,14 @@ async def _run(services: Any, user_id: int, args: list[str]) -> Any:
         updated = await _watched(services, user_id, w.address)
         return f"Saved: each copy of <b>{name}</b> buys for {amount_words(updated)}."
     if action == "wallet":
-        if len(rest) != 2:
+        if len(rest) < 2:
             raise CopyInputError("write <code>/copy wallet &lt;nickname&gt; &lt;your wallet's name&gt;</code>")
+        wanted = " ".join(rest[1:])
         mine = [x for x in await services.accounts.wallets.list(user_id) if x.registered_at]
-        chosen = next((x for x in mine if x.label.lower() == rest[1].lower() or x.address == rest[1]), None)
+        chosen = next((x for x in mine if x.label.lower() == wanted.lower() or x.address == wanted), None)
         if chosen is None:
             names = ", ".join(x.label for x in mine) or "none yet (/wallets)"
-            raise CopyInputError(f"you have no wallet called {rest[1]!r}; yours: {render.esc(names)}")
+            raise CopyInputError(f"you have no wallet called {render.esc(wanted)!r}; yours: {render.esc(names)}")
         await store.update(user_id, w.address, buy_wallet=chosen.address)
         await copier.changed(user_id)
         return f"Saved: copies of <b>{name}</b> buy with {render.esc(chosen.label)}."

@@ -214,8 +214,13 @@ async def test_slots_are_shown_and_one_past_the_plan_is_refused(harness: Harness
         "/copy limit speed 3": r"no limit called 'speed'",
         "/copy mode alice sometimes": r"ask.*or.*auto",
         "/copy frobnicate": r"does not know",
+        "/copy wallet alice Savings": r"no wallet called 'Savings'; yours: Wallet 1",
     }.items():
         await trader.chat.send(bad, expect=words)
+    await trader.chat.send("/copy wallet alice Wallet 1", expect=r"copies of alice buy with Wallet 1")
+    await trader.chat.send("/copy", expect=r"alice .* buys with Wallet 1")
+    await trader.chat.send("/copy remove bob", expect=r"Removed bob")
+    await trader.chat.send("/copy", expect=r"1 of 2 watch-wallet slots")
 
 
 async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harness) -> None:
@@ -243,7 +248,8 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
     await pump(h)
     await trader.chat.wait_text(r"Copy trading of alice turned off after 1 losing")
-    await trader.chat.send("/copy", expect=r"alice.*disabled")
+    overview = await trader.chat.send("/copy", expect=r"alice.*disabled")
+    assert "1 copies · win rate 0%" in overview["text"]  # per watched wallet, like the desktop app
     await until(lambda: not watched_on_stream(h, trader, alice), "alice off the watch list")
     # turned back on by hand, its buys are copied again
     await trader.chat.send("/copy on alice", expect=r"alice is on")
