@@ -122,6 +122,12 @@ class Copier:
             handle.cancel()
         await self._background.cancel_all()
 
+    async def recover(self) -> None:
+        """After a restart, a copy signal still waiting for a tap has lost its timer: it expires now, unsigned."""
+        for order in await self.orders.in_states(("quoted",)):
+            if order.route.get("copy"):
+                await self._expire(order.id)
+
     # --- what the stream carries --------------------------------------------------------------------------
     async def default_wallet(self, user_id: int) -> str | None:
         wallets = [w for w in await self.services.accounts.wallets.list(user_id) if w.registered_at]

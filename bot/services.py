@@ -114,6 +114,7 @@ class Services:
         from bot.copy import Copier
 
         self.copier = Copier(self)
+        await self.copier.recover()
         await self.buyer.recover()  # settle buys a previous run signed (never buys late)
         self.desk.seller = self.seller
         self.alerts.load_position = self.supervisor.position

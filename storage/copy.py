@@ -120,10 +120,12 @@ class CopyStore:
         )
 
     async def spent_today(self, telegram_id: int) -> int:
-        """Lamports of copy buys signed in the last 24 hours (a failed or refused one spent nothing)."""
+        """Lamports of copy buys of the last 24 hours that spent or may still spend (a failed, skipped or
+        expired one spent nothing; one waiting for a tap or being signed counts, so two at once cannot pass)."""
         row = await self.db.fetchone(
             """SELECT COALESCE(SUM(c.lamports), 0) FROM copy_buys c JOIN buy_orders b ON b.id = c.order_id
-               WHERE c.telegram_id=? AND c.created_at>=? AND b.state IN ('signing', 'submitted', 'landed')""",
+               WHERE c.telegram_id=? AND c.created_at>=?
+                 AND b.state IN ('quoted', 'approved', 'signing', 'submitted', 'landed')""",
             (telegram_id, now_ms() - DAY_MS),
         )
         return int(row[0]) if row is not None else 0

@@ -313,3 +313,19 @@ async def test_an_ask_me_signal_not_tapped_in_time_expires_and_buys_nothing(harn
     assert trader.chat.buttons(expired) == []  # no Copy left to tap late
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
     assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+
+
+async def test_a_signal_waiting_for_a_tap_when_the_bot_restarts_expires_unsigned(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    mint = new_mint(h, "PEPE")
+    before = chain.balance(trader.wallet)
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    await h.restart_bot()
+    expired = await trader.chat.wait_text(r"Expired: not copied")
+    assert expired["message_id"] == signal["message_id"] and trader.chat.buttons(expired) == []
+    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
