@@ -4,8 +4,9 @@ server's `mirror_*` events.
 Every mirror buy goes through the one executor (guard -> sign -> persist -> send -> confirm). The guard's
 intent is the user's own copy settings for that watched wallet (its amount, its buying wallet, the user's
 tip), never the frame: a signal that spends more, or buys with another wallet, is refused unsigned. The bot
-adds its own limits on top of the server's: a daily budget and a SOL reserve kept for exit fees. Each
-signal is answered with `mirror_buy_result` (true only when the transaction was signed and submitted).
+adds its own limits on top of the server's: a daily budget and a SOL reserve kept for exit fees, and the
+mint's risk flags read from the chain (a flagged token is never bought without a tap). Each signal is
+answered with `mirror_buy_result` (true only when the transaction was signed and submitted).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import struct
 import time
@@ -160,8 +162,6 @@ class Copier:
 
     async def slots(self, user_id: int) -> tuple[str, int]:
         stored = await self.services.accounts.keys.get(user_id)
-        import json
-
         info = json.loads(stored.tier) if stored is not None and stored.tier else {}
         plan = plan_of(info)
         return plan, SLOTS[plan]
@@ -181,7 +181,8 @@ class Copier:
         supervisor = self.services.supervisor
         worker = supervisor.workers.get(user_id) if supervisor is not None else None
         if worker is None:
-            await supervisor.refresh(user_id) if supervisor is not None else None
+            if supervisor is not None:
+                await supervisor.refresh(user_id)  # not streaming: the next configure carries it
             return
         if limits:
             # mirror_config travels only on configure: reconnect so the server reads the new limits
