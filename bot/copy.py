@@ -220,8 +220,11 @@ class Copier:
                                        source if isinstance(source, str) else None)
         if name is None:
             return
-        self._text(chat_id, f"🪞 The new position in <code>{render.esc(msg.get('mint'))}</code> copies "
-                            f"<b>{render.esc(name)}</b>.")
+        text = f"🪞 The new position in <code>{render.esc(msg.get('mint'))}</code> copies <b>{render.esc(name)}</b>."
+        flags = await self.risk_flags(str(msg.get("mint")))
+        if flags:
+            text += "\n⚠️ <b>Token risks</b>:\n" + "\n".join(f"• {render.esc(flag)}" for flag in flags)
+        self._text(chat_id, text)
 
     async def _result(self, user_id: int, mint: str, success: bool) -> None:
         worker = self.services.supervisor.workers.get(user_id) if self.services.supervisor else None

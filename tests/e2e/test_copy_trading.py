@@ -329,3 +329,20 @@ async def test_a_signal_waiting_for_a_tap_when_the_bot_restarts_expires_unsigned
     expired = await trader.chat.wait_text(r"Expired: not copied")
     assert expired["message_id"] == signal["message_id"] and trader.chat.buttons(expired) == []
     assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+
+
+async def test_a_flagged_token_copied_by_choice_shows_its_flag_on_the_new_position(harness: Harness) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    mint = new_mint(h, "ICE", ["freeze_authority"])
+    chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    signal = await trader.chat.wait_text(r"alice.*bought.*Token risks.*Tap Copy")
+    assert "freeze authority kept" in signal["text"]
+    await trader.chat.press("Copy", message=signal, expect=r"Copied")
+    await pump(h)
+    position = await trader.chat.wait_text(r"copies alice")
+    assert "freeze authority kept" in position["text"]
+    assert chain.token_balance(trader.wallet, mint) > 0
