@@ -81,6 +81,8 @@ async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(h
     assert "alice" in overview["text"] and "ask me" in overview["text"] and "cooldown_sec" in overview["text"]
     await trader.chat.send("/copy amount alice 0.2", expect=r"buys for 0\.2 SOL")
     await until(lambda: amount_on_stream(h, trader, alice) == 2 * SOL // 10, "the new amount on the stream")
+    session = h.services.stream.session_for(trader.api_key)
+    assert session is not None and "update_watch_wallets" in [m.get("type") for m in session.received]
 
     mint = new_mint(h, "PEPE")
     before = chain.balance(trader.wallet)
