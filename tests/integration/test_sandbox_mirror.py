@@ -107,3 +107,25 @@ async def test_a_losing_mirrored_position_trips_the_breaker(world: World) -> Non
     assert closed["mirror_source"] == whale
     disabled = await probe.next("mirror_wallet_auto_disabled")
     assert disabled["watched_wallet"] == whale and disabled["loss_count"] == 1
+
+
+async def test_max_active_sol_and_min_liquidity_skip_buys(world: World) -> None:
+    whale = str(world.chain.keypair("whale").pubkey())
+    config = {"cooldown_sec": 0, "max_positions_per_wallet": 0, "max_active_sol": 0.15, "min_liquidity_sol": 50.0}
+    probe = await world.session(STRATEGY, watch_wallets=watch(world), mirror_config=config, send_mode="rpc")
+    world.chain.outside_buy(whale, world.mint, 1.0)
+    world.stream.flush()
+    world.land(await probe.next("mirror_buy_signal"))
+    await probe.next("position_opened")
+    await probe.send({"type": "mirror_buy_result", "mint": world.mint, "success": True})
+    second = str(world.chain.create_mint("TWO", 6, 100, 1_000_000_000))
+    world.chain.outside_buy(whale, second, 1.0)
+    world.stream.flush()
+    assert (await probe.next("mirror_buy_failed"))["reason"] == "max_exposure_reached"
+    # a new configure with no exposure cap (0 = unlimited): now the pool's liquidity is what stops a buy
+    await probe.close()
+    probe = await world.session(STRATEGY, watch_wallets=watch(world), mirror_config={**config, "max_active_sol": 0.0})
+    thin = str(world.chain.create_mint("THIN", 6, 10, 1_000_000_000))
+    world.chain.outside_buy(whale, thin, 1.0)
+    world.stream.flush()
+    assert (await probe.next("mirror_buy_failed"))["reason"] == "below_min_liquidity"
