@@ -102,6 +102,10 @@ async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(h
     positions = [p for p in h.services.stream.positions(trader.api_key) if p.mint == str(mint)]
     assert positions and positions[0].mirror_source == alice
 
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    assert "🪞 alice" in listing["text"]
+    await trader.chat.press("PEPE", message=listing, expect=r"Copied from alice")
+
     # the exit strategy manages the copy like any position: take profit, a tap, sold on chain
     sol_before = chain.balance(trader.wallet)
     chain.market_move(mint, 40)
