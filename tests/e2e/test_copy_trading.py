@@ -115,6 +115,8 @@ async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(h
     await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
     assert chain.token_balance(trader.wallet, mint) == 0
     assert chain.balance(trader.wallet) > sol_before
+    history = await trader.chat.send("/history", expect=r"Last exits")
+    assert "PEPE (🪞 alice)" in history["text"]
 
 
 async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
