@@ -118,6 +118,7 @@ class Copier:
         self._told: dict[tuple[int, str, str], float] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self.signal_ttl_ms = SIGNAL_TTL_MS
+        self._locks: dict[int, asyncio.Lock] = {}
 
     async def close(self) -> None:
         for handle in self._expiry.values():
@@ -194,15 +195,26 @@ class Copier:
     # --- events -------------------------------------------------------------------------------------------
     async def on_event(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
+        if kind == "mirror_buy_signal":
+            # off the stream's consumer (exit signals must not queue behind chain reads and Telegram sends);
+            # one user's signals in turn, so two at once cannot both pass the daily budget
+            self._background.spawn(self._signal_in_turn(user_id, chat_id, msg))
+            return
         try:
-            if kind == "mirror_buy_signal":
-                await self._signal(user_id, chat_id, msg)
-            elif kind == "mirror_buy_failed":
+            if kind == "mirror_buy_failed":
                 await self._failed(user_id, chat_id, msg)
             elif kind == "mirror_wallet_auto_disabled":
                 await self._auto_disabled(user_id, chat_id, msg)
         except Exception:  # one bad frame must not stop the stream's consumer
             log.exception("copy trading could not handle %s", kind)
+
+    async def _signal_in_turn(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
+        async with self._locks.setdefault(user_id, asyncio.Lock()):
+            try:
+                await self._signal(user_id, chat_id, msg)
+            except Exception:
+                log.exception("copy trading could not handle a mirror buy signal")
+                await self._result(user_id, str(msg.get("mint")), False)
 
     async def source_label(self, user_id: int, wallet: str, mint: str, mirror_source: str | None = None) -> str | None:
         """The nickname (or short address) of the watched wallet a position copies, or None for the user's own
