@@ -52,6 +52,17 @@ leave things open (the docs win over the crate where they disagree):
 - Each automatic exit fires once. After a full exit fired, no other automatic full exit fires for that
   position until the trader asks (`request_exit_signal`) or changes the strategy; take-profit levels
   fire independently, once each.
+- Copy trading (desktop/mirror-trading.mdx, the `mirror_*` messages): `watch_wallets` (2 / 10 / 25 per
+  tier) come with configure and are replaced by `update_watch_wallets`; `mirror_config` only with
+  configure, its documented defaults for what is omitted (the crate: 0 = unlimited). When a watched
+  wallet with an `auto_buy` buys on the chain, the limits apply in order (cooldown per watched wallet,
+  open plus pending mirrored positions per watched wallet, SOL exposure of the open mirrored
+  positions, pool liquidity, the buying wallet's balance): a miss is `mirror_buy_failed` with its
+  reason, else `mirror_buy_signal` with an unsigned router buy of the auto_buy amount for the
+  auto_buy wallet (tipped like exits). The position that results carries `mirror_source`. A
+  `mirror_buy_result` with success false frees the pending slot and the cooldown. A mirrored
+  position that sells out for less than it cost is a loss; `max_consecutive_losses` in a row sends
+  `mirror_wallet_auto_disabled`; dropping the wallet from the list and listing it again re-enables it.
 
 Time (`server_time_ms`, `opened_at_ms`, snapshot pacing) is the chain's sandbox clock, so tests advance
 it instead of sleeping. `flush()` emits due `pnl_update` and `liquidity_snapshot` messages; the server
