@@ -26,6 +26,11 @@ from storage.accounts import DuplicateWallet, KeyInUse, LaserSellKeys, SettingsS
 from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.accounts")
+# A refusal never says that another user of the bot has the key or wallet: that would tell a stranger
+# who trades here.
+KEY_TAKEN = ("That key cannot be used with this bot. Each LaserSell key allows one stream session: use a key of "
+             "your own, from your LaserSell dashboard.")
+WALLET_TAKEN = "That wallet cannot be added here. Import a wallet only you control, or create a new one with /wallets."
 
 API_KEY_KIND = "api_key"
 WALLET_KIND = "wallet"
@@ -118,10 +123,7 @@ class AccountService:
         digest = key_hash(api_key)
         owner = await self.keys.owner_of(digest)
         if owner is not None and owner != user_id:
-            raise AccountError(
-                "That key is already used by another user of this bot. Each LaserSell key allows one stream "
-                "session: use a key of your own."
-            )
+            raise AccountError(KEY_TAKEN)
         try:
             account: AccountInfo = await self.api.check_key(api_key)
         except InvalidApiKey:
@@ -137,7 +139,7 @@ class AccountService:
         try:
             await self.keys.set(user_id, sealed, key_hint(api_key), digest, json.dumps(stored))
         except KeyInUse:
-            raise AccountError("That key is already used by another user of this bot.") from None
+            raise AccountError(KEY_TAKEN) from None
         await self._register_pending_wallets(user_id, api_key)
         await self._changed(user_id)
         return _key_info(key_hint(api_key), "yours", stored)
@@ -181,7 +183,7 @@ class AccountService:
         if existing is not None:
             if existing.telegram_id == user_id:
                 raise AccountError(f"That wallet is already in your list as “{existing.label}”.")
-            raise AccountError("That wallet is already added by another user of this bot.")
+            raise AccountError(WALLET_TAKEN)
         current = await self.wallets.list(user_id)
         found = await self.api_key(user_id)
         if found is not None and len(current) >= found[1].max_wallets:
@@ -202,7 +204,7 @@ class AccountService:
         try:
             wallet = await self.wallets.add(user_id, address, label, sealed)
         except DuplicateWallet as exc:
-            raise AccountError("That wallet is already added." if exc.mine else "That wallet belongs to another user.") from None
+            raise AccountError("That wallet is already added." if exc.mine else WALLET_TAKEN) from None
         if registered:
             await self.wallets.mark_registered(wallet.id)
             wallet = await self.wallets.get(user_id, wallet.id) or wallet
@@ -236,11 +238,43 @@ class AccountService:
                                "try again.") from None
 
     async def _register_pending_wallets(self, user_id: int, api_key: str) -> None:
+        """A new key: every wallet is registered under it (a registration belongs to the key, so wallets
+        registered with the old one would be refused). A wallet never registered must succeed now; one
+        registered before is tried again on every connect if LaserSell is busy right now."""
         for wallet in await self.wallets.list(user_id):
-            if wallet.registered_at is None:
-                keypair = self._keypair(wallet)
+            keypair = self._keypair(wallet)
+            try:
                 await self._register(api_key, keypair, wallet.label)
+            except AccountError as exc:
+                if wallet.registered_at is None:
+                    raise
+                log.warning("re-registering wallet %s under the new key failed: %s", wallet.id, exc)
+                continue
+            finally:
+                del keypair
+            if wallet.registered_at is None:
                 await self.wallets.mark_registered(wallet.id)
+
+    async def register_for_stream(self, user_id: int, api_key: str) -> int:
+        """Register every wallet of the user under `api_key`, as the official CLI does before every stream
+        connect: registering is idempotent, and a wallet the stream does not know for this key (a changed
+        key, a plan change, a registration LaserSell lost) would stop the stream. Failures are logged, not
+        raised: the connect goes on and the stream says which wallet it refuses. Returns how many succeeded."""
+        done = 0
+        for wallet in await self.wallets.list(user_id):
+            try:
+                keypair = self._keypair(wallet)
+                try:
+                    await self._register(api_key, keypair, wallet.label)
+                finally:
+                    del keypair
+            except AccountError as exc:
+                log.info("registering wallet %s before connecting failed: %s", wallet.id, exc)
+                continue
+            done += 1
+            if wallet.registered_at is None:
+                await self.wallets.mark_registered(wallet.id)
+        return done
 
     def _keypair(self, wallet: Wallet) -> Keypair:
         try:
@@ -253,7 +287,11 @@ class AccountService:
         """Decrypt a wallet key (only to sign, or for an explicit export)."""
         wallet = await self.wallets.by_address(address)
         if wallet is None or wallet.telegram_id != user_id:
-            raise AccountError("That wallet is not one of yours.")
+            # one sentence for "removed" and "someone else's": a reply never hints at another user's wallet
+            raise AccountError(
+                f"The wallet {address[:4]}…{address[-4:]} is not in your wallets any more (it was removed), so I "
+                "cannot sign with it. Import it again with /import to sell from the bot, or sell from your wallet app."
+            )
         return self._keypair(wallet)
 
     async def export(self, user_id: int, wallet_id: int) -> tuple[Wallet, str]:

@@ -35,6 +35,15 @@ class RpcError(Exception):
         self.data = data
 
 
+class MalformedAnswer(RpcError):
+    """The node answered, but not in the shape its method promises (a broken proxy, a node mid-upgrade).
+    An RpcError like any other: the caller retries or reports it, and never dies of a parse error."""
+
+
+def _malformed(method: str, exc: BaseException) -> MalformedAnswer:
+    return MalformedAnswer(f"the Solana RPC answered {method} in an unexpected shape ({type(exc).__name__})")
+
+
 @dataclass(frozen=True)
 class SignatureStatus:
     slot: int
@@ -94,6 +103,8 @@ class SolanaRpc:
             raise RpcError(f"the Solana RPC answered {method} with HTTP {status} and no JSON") from None
         if isinstance(parsed, dict) and parsed.get("error"):
             error = parsed["error"]
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
             raise RpcError(str(error.get("message", error)), error.get("code"), error.get("data"))
         return text
 
@@ -109,6 +120,15 @@ class SolanaRpc:
 
     async def _send_batch(self) -> None:
         wanted, self._batch = self._batch, []
+        try:
+            await self._send_batch_of(wanted)
+        except Exception as exc:  # whatever went wrong, no caller is left waiting forever
+            error = exc if isinstance(exc, RpcError) else _malformed("a batch", exc)
+            for _, future in wanted:
+                if not future.done():
+                    future.set_exception(error)
+
+    async def _send_batch_of(self, wanted: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
         for start in range(0, len(wanted), MAX_BATCH):
             chunk = wanted[start : start + MAX_BATCH]
             by_id = {body["id"]: future for body, future in chunk}
@@ -131,6 +151,8 @@ class SolanaRpc:
                     continue
                 if answer.get("error"):
                     error = answer["error"]
+                    if not isinstance(error, dict):
+                        error = {"message": str(error)}
                     future.set_exception(RpcError(str(error.get("message", error)), error.get("code"), error.get("data")))
                 else:
                     future.set_result(answer.get("result"))
@@ -139,11 +161,18 @@ class SolanaRpc:
                     future.set_exception(RpcError("the Solana RPC left a batched call unanswered"))
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        return json.loads(await self.call_raw(method, params))["result"]
+        text = await self.call_raw(method, params)
+        try:
+            return json.loads(text)["result"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _malformed(method, exc) from None
 
     async def get_balance(self, pubkey: str) -> int:
         text = await self.call_raw("getBalance", [pubkey, {"commitment": "confirmed"}])
-        return GetBalanceResp.from_json(text).value
+        try:
+            return int(GetBalanceResp.from_json(text).value)
+        except Exception as exc:  # solders' parse errors are their own types
+            raise _malformed("getBalance", exc) from None
 
     async def get_balances(self, pubkeys: list[str]) -> list[int]:
         """Lamports of up to 100 accounts in one call (getMultipleAccounts); a missing account holds 0."""
@@ -151,7 +180,13 @@ class SolanaRpc:
             "getMultipleAccounts",
             [pubkeys, {"encoding": "base64", "dataSlice": {"offset": 0, "length": 0}, "commitment": "confirmed"}],
         )
-        return [int(account["lamports"]) if account else 0 for account in result["value"]]
+        try:
+            balances = [int(account["lamports"]) if account else 0 for account in result["value"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _malformed("getMultipleAccounts", exc) from None
+        if len(balances) != len(pubkeys):
+            raise _malformed("getMultipleAccounts", ValueError("wrong count"))
+        return balances
 
     async def get_balance_batched(self, pubkey: str) -> int:
         """`get_balance`, asked together with every other balance wanted in the same moment (a burst of
@@ -170,10 +205,11 @@ class SolanaRpc:
             try:
                 balances = await self.get_balances(sorted({p for p, _ in chunk}))
                 by_key = dict(zip(sorted({p for p, _ in chunk}), balances, strict=True))
-            except RpcError as exc:
+            except Exception as exc:  # every waiter gets an answer, an RpcError of its kind
+                error = exc if isinstance(exc, RpcError) else _malformed("getMultipleAccounts", exc)
                 for _, future in chunk:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(error)
                 continue
             for pubkey, future in chunk:
                 if not future.done():
@@ -181,30 +217,44 @@ class SolanaRpc:
 
     async def get_latest_blockhash(self) -> tuple[Hash, int]:
         text = await self.call_raw("getLatestBlockhash", [{"commitment": "confirmed"}])
-        value = GetLatestBlockhashResp.from_json(text).value
+        try:
+            value = GetLatestBlockhashResp.from_json(text).value
+        except Exception as exc:
+            raise _malformed("getLatestBlockhash", exc) from None
         return value.blockhash, value.last_valid_block_height
 
     async def is_blockhash_valid(self, blockhash: Hash) -> bool:
         text = await self.call_raw("isBlockhashValid", [str(blockhash), {"commitment": "processed"}])
-        return IsBlockhashValidResp.from_json(text).value
+        try:
+            return bool(IsBlockhashValidResp.from_json(text).value)
+        except Exception as exc:
+            raise _malformed("isBlockhashValid", exc) from None
 
     async def send_transaction(self, tx: VersionedTransaction | bytes, *, skip_preflight: bool = True) -> str:
         raw = bytes(tx) if isinstance(tx, VersionedTransaction) else tx
         options: dict[str, Any] = {"encoding": "base64", "skipPreflight": skip_preflight, "maxRetries": 0}
         options["preflightCommitment"] = "processed"
         text = await self.call_raw("sendTransaction", [base64.b64encode(raw).decode(), options])
-        return str(SendTransactionResp.from_json(text).value)
+        try:
+            return str(SendTransactionResp.from_json(text).value)
+        except Exception as exc:
+            raise _malformed("sendTransaction", exc) from None
 
     async def get_signature_statuses(self, signatures: list[str]) -> list[SignatureStatus | None]:
         text = await self.call_raw("getSignatureStatuses", [signatures, {"searchTransactionHistory": True}])
-        GetSignatureStatusesResp.from_json(text)  # the shape a node gives, or an error here
         out: list[SignatureStatus | None] = []
-        for status in json.loads(text)["result"]["value"]:
-            if status is None:
-                out.append(None)
-                continue
-            # err stays the node's JSON (e.g. {"InstructionError": [2, {"Custom": 6003}]}) for explaining it
-            out.append(SignatureStatus(int(status["slot"]), status.get("confirmationStatus"), status.get("err")))
+        try:
+            GetSignatureStatusesResp.from_json(text)  # the shape a node gives, or an error here
+            for status in json.loads(text)["result"]["value"]:
+                if status is None:
+                    out.append(None)
+                    continue
+                # err stays the node's JSON (e.g. {"InstructionError": [2, {"Custom": 6003}]}) for explaining it
+                out.append(SignatureStatus(int(status["slot"]), status.get("confirmationStatus"), status.get("err")))
+        except Exception as exc:
+            raise _malformed("getSignatureStatuses", exc) from None
+        if len(out) != len(signatures):
+            raise _malformed("getSignatureStatuses", ValueError("wrong count"))
         return out
 
     async def get_transaction_meta(self, signature: str) -> dict[str, Any] | None:
@@ -213,8 +263,11 @@ class SolanaRpc:
         )
         if not result:
             return None
-        meta = dict(result.get("meta") or {})
-        meta["account_keys"] = result.get("transaction", {}).get("message", {}).get("accountKeys", [])
+        try:
+            meta = dict(result.get("meta") or {})
+            meta["account_keys"] = result.get("transaction", {}).get("message", {}).get("accountKeys", [])
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _malformed("getTransaction", exc) from None
         return meta
 
     async def get_token_holdings(self, owner: str) -> list[TokenHolding]:
@@ -223,12 +276,15 @@ class SolanaRpc:
             result = await self.call(
                 "getTokenAccountsByOwner", [owner, {"programId": program}, {"encoding": "jsonParsed"}]
             )
-            for item in result.get("value", []):
-                info = item["account"]["data"]["parsed"]["info"]
-                amount = info["tokenAmount"]
-                holdings.append(
-                    TokenHolding(item["pubkey"], info["mint"], int(amount["amount"]), int(amount["decimals"]), program)
-                )
+            try:
+                for item in result.get("value", []):
+                    info = item["account"]["data"]["parsed"]["info"]
+                    amount = info["tokenAmount"]
+                    holdings.append(
+                        TokenHolding(item["pubkey"], info["mint"], int(amount["amount"]), int(amount["decimals"]), program)
+                    )
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise _malformed("getTokenAccountsByOwner", exc) from None
         return holdings
 
     async def sol_change(self, signature: str, wallet: str) -> tuple[int, int] | None:
@@ -239,14 +295,17 @@ class SolanaRpc:
             return None
         if not meta:
             return None
-        keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
-        if wallet not in keys:
-            return None
-        index = keys.index(wallet)
-        pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
-        if index >= len(pre) or index >= len(post):
-            return None
-        return int(post[index]) - int(pre[index]), int(meta.get("fee", 0))
+        try:
+            keys = [k if isinstance(k, str) else k.get("pubkey") for k in meta.get("account_keys", [])]
+            if wallet not in keys:
+                return None
+            index = keys.index(wallet)
+            pre, post = meta.get("preBalances", []), meta.get("postBalances", [])
+            if index >= len(pre) or index >= len(post):
+                return None
+            return int(post[index]) - int(pre[index]), int(meta.get("fee", 0))
+        except (AttributeError, TypeError, ValueError):
+            return None  # a malformed answer: the amount is unknown, the sell still landed
 
     async def token_change(self, signature: str, owner: str, mint: str) -> int | None:
         """Change of `owner`'s balance of `mint` (atomic units) in a landed transaction; None if unknown.
@@ -265,7 +324,10 @@ class SolanaRpc:
                     amount += int((row.get("uiTokenAmount") or {}).get("amount") or 0)
             return amount
 
-        return total(meta.get("postTokenBalances")) - total(meta.get("preTokenBalances"))
+        try:
+            return total(meta.get("postTokenBalances")) - total(meta.get("preTokenBalances"))
+        except (AttributeError, TypeError, ValueError):
+            return None
 
     async def simulate(self, tx: VersionedTransaction | bytes, addresses: list[str]) -> dict[str, Any]:
         """simulateTransaction of an unsigned transaction with the latest blockhash, returning each of
@@ -276,7 +338,7 @@ class SolanaRpc:
             "accounts": {"addresses": addresses, "encoding": "base64"}, "innerInstructions": True,
         }
         result = await self.call_batched("simulateTransaction", [base64.b64encode(raw).decode(), config])
-        value = (result or {}).get("value")
+        value = result.get("value") if isinstance(result, dict) else None
         if not isinstance(value, dict):
             raise RpcError("the Solana RPC answered simulateTransaction without a value")
         return value
@@ -286,14 +348,20 @@ class SolanaRpc:
         result = await self.call_batched(
             "getMultipleAccounts", [addresses, {"encoding": "base64", "commitment": "processed"}]
         )
-        return list(result["value"])
+        value = result.get("value") if isinstance(result, dict) else None
+        if not isinstance(value, list) or len(value) != len(addresses):
+            raise _malformed("getMultipleAccounts", TypeError("no list of accounts"))
+        return value
 
     async def get_account_data(self, address: str) -> tuple[str, bytes] | None:
         """(owner program, raw data) of an account, or None when it does not exist."""
         result = await self.call("getAccountInfo", [address, {"encoding": "base64"}])
-        value = (result or {}).get("value")
-        if not value:
-            return None
-        data = value.get("data")
-        encoded = data[0] if isinstance(data, list) else data
-        return str(value.get("owner")), base64.b64decode(encoded or "")
+        try:
+            value = (result or {}).get("value")
+            if not value:
+                return None
+            data = value.get("data")
+            encoded = data[0] if isinstance(data, list) else data
+            return str(value.get("owner")), base64.b64decode(encoded or "")
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _malformed("getAccountInfo", exc) from None

@@ -111,7 +111,8 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
             label += f" (🪞 {esc(source)})"  # copy trading: the watched wallet it came from
         when = time.strftime("%m-%d %H:%M", time.gmtime(s.updated_at / 1000))
         line = f"{when} · {label} · {render.reason_words(s.reason)} · {render.tokens(s.tokens_to_sell, decimals)} · "
-        line += OUTCOMES.get(s.state, s.state)
+        # a signal voided by Stop tracking was not skipped by a tap: say what happened
+        line += "⏹ not sold: you stopped tracking it" if s.error == "untracked" else OUTCOMES.get(s.state, s.state)
         outcome = s.outcome
         if s.state == "landed":
             # the row remembers its quote; rows from before it did measured SOL received

@@ -65,7 +65,10 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
         if worker is None:
             await answer(update, "Your stream is not running: try again once it is.", alert=True)
             return
-        await worker.client.close_position(position_id)
+        if not await worker.client.close_position(position_id):
+            await answer(update, "Your stream is not connected: try again once it is.", alert=True)
+            return
+        await services.desk.stop_tracking(user_id, position_id)
         await answer(update, "Stopped tracking")
         if query.message is not None:
             await query.edit_message_text(f"Stopped tracking {position.label}. Your tokens are still in your wallet.")

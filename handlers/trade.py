@@ -236,6 +236,7 @@ async def on_card_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         if worker is None or not await worker.client.close_position(position_id):
             await answer(update, "Your stream is not connected: try again once it is.", alert=True)
             return
+        await services.desk.stop_tracking(user_id, position_id)  # an older Sell must not sell it now
         await answer(update, "Stopped tracking")
         await edit_or_reply(update, f"Stopped tracking {esc(position.label)}. Your tokens are still in your wallet.")
     elif action == "keep":

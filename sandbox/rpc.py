@@ -13,10 +13,15 @@ getTransaction gives v0 transactions their `addressTableLookups` and `meta.loade
 Lookup tables are ordinary accounts: getAccountInfo returns their on-chain bytes (or, with
 jsonParsed, the `address-lookup-table` parsed form).
 `fail_next_send(error)` makes the next sendTransaction answer with that error (fault injection).
+`fault(method, kind, times)` makes the next `times` calls of `method` misbehave as a flaky node does:
+"garbage" (a well-formed JSON-RPC reply whose result has the wrong shape), "http500" / "http429"
+(an HTTP error status with no JSON-RPC body), or "hang" (no answer for `hang_s` seconds, then a 504;
+the request is never carried out, so a sendTransaction that hangs never lands).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -113,6 +118,9 @@ def decode_transaction(data: Any, encoding: str) -> VersionedTransaction:
         ) from exc
 
 
+FAULT_KINDS = ("garbage", "http500", "http429", "hang")
+
+
 class SandboxRpc:
     """JSON-RPC over the sandbox chain. `await start()`, then clients POST to `.url`."""
 
@@ -121,6 +129,9 @@ class SandboxRpc:
         self.calls: Counter[str] = Counter()
         self.sent: list[Signature] = []
         self._send_faults: deque[dict[str, Any]] = deque()
+        self._faults: dict[str, deque[str]] = {}
+        self.hang_s = 15.0
+        self.hangs: Counter[str] = Counter()  # hung requests per method, counted when the hang begins
         self.server = JsonHttpServer()
         self.server.route("POST", "/", self._http)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
@@ -158,11 +169,35 @@ class SandboxRpc:
         """The next sendTransaction answers with this JSON-RPC error ({"code", "message", "data"?})."""
         self._send_faults.append(error.to_json() if isinstance(error, RpcError) else dict(error))
 
+    def fault(self, method: str, kind: str, times: int = 1) -> None:
+        """The next `times` calls of `method` answer with `kind`: garbage, http500, http429 or hang."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        self._faults.setdefault(method, deque()).extend([kind] * times)
+
+    def _take_fault(self, method: str, kinds: tuple[str, ...]) -> str | None:
+        pending = self._faults.get(method)
+        if pending and pending[0] in kinds:
+            return pending.popleft()
+        return None
+
     async def _http(self, request: Request) -> tuple[int, Any]:
         try:
             payload = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return 200, _error_response(None, {"code": -32700, "message": "Parse error"})
+        items = payload if isinstance(payload, list) else [payload]
+        for item in items:
+            method = item.get("method") if isinstance(item, dict) else None
+            kind = self._take_fault(method, ("http500", "http429", "hang")) if isinstance(method, str) else None
+            if kind == "hang":
+                # the caller gives up (or dies) first; the request is never carried out
+                self.hangs[method] += 1
+                await asyncio.sleep(self.hang_s)
+                return 504, None
+            if kind is not None:
+                self.calls[method] += 1
+                return (500 if kind == "http500" else 429), None
         return 200, self.handle(payload)
 
     def handle(self, payload: Any) -> Any:
@@ -186,6 +221,9 @@ class SandboxRpc:
         handler = self._methods.get(method)
         if handler is None:
             return _error_response(rid, {"code": -32601, "message": "Method not found"})
+        if self._take_fault(method, ("garbage",)):
+            # the reply a broken proxy or a node mid-upgrade gives: valid JSON-RPC, nonsense inside
+            return {"jsonrpc": "2.0", "result": {"context": {"slot": "?"}, "value": [{"slot": "garbage"}]}, "id": rid}
         try:
             result = handler(_params(request.get("params")))
         except RpcError as exc:

@@ -38,7 +38,7 @@ class SignatureWatcher:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
@@ -49,10 +49,16 @@ class SignatureWatcher:
             for start in range(0, len(signatures), MAX_PER_CALL):
                 chunk = signatures[start : start + MAX_PER_CALL]
                 try:
-                    statuses: list[SignatureStatus | None] = await self.rpc.get_signature_statuses(chunk)
+                    statuses: list[SignatureStatus | None] = list(await self.rpc.get_signature_statuses(chunk))
+                    if len(statuses) != len(chunk):
+                        raise RpcError(f"{len(statuses)} statuses for {len(chunk)} signatures")
                 except RpcError as exc:
                     log.info("status check failed: %s", exc)
                     statuses = [None] * len(chunk)  # unknown this round; callers ask again
+                except Exception:
+                    # One bad answer must not end the watcher: every sell in flight would wait forever.
+                    log.exception("status check failed unexpectedly; asking again next round")
+                    statuses = [None] * len(chunk)
                 for signature, status in zip(chunk, statuses, strict=True):
                     for future in waiters[signature]:
                         if not future.done():

@@ -19,6 +19,7 @@ from storage.positions import ExitSignal, ExitSignals, Positions
 log = logging.getLogger("lasersell_bot.exits")
 
 SIGNAL_TTL_MS = 10 * 60 * 1000  # after this a button offers Refresh instead of Sell
+UNTRACKED = "untracked"  # the error of a signal voided because its position is no longer tracked
 
 
 class ExitDesk:
@@ -37,6 +38,8 @@ class ExitDesk:
         settings = await self.services.accounts.store.get(user_id)
         signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
         # stored before anything is shown: a crash from here on never loses the signal
+        if self.seller is not None:
+            signal = await self.seller.keep_reason(signal)
         user = await self.services.users.get(user_id)
         position = await self.positions.get(user_id, signal.position_id)
         if self.seller is not None:
@@ -73,3 +76,25 @@ class ExitDesk:
         if signal.chat_id and signal.message_id:
             self.alerts.outbox.edit_message_text(signal.chat_id, signal.message_id, text, priority=Priority.URGENT)
         return True, "Skipped"
+
+    async def stop_tracking(self, user_id: int, position_id: int) -> int:
+        """The trader stopped tracking the position: every signal of it still waiting for a tap (or a Retry or
+        Refresh) is voided, so an older Sell cannot sell what they no longer track. Returns how many."""
+        label = None
+        voided = 0
+        for signal in await self.signals.for_user(user_id, ("pending", "expired", "failed"), limit=500):
+            if signal.position_id != position_id:
+                continue
+            if not await self.signals.transition(signal.id, (signal.state,), "skipped", error=UNTRACKED):
+                continue
+            voided += 1
+            if label is None:
+                position = await self.positions.get(user_id, position_id)
+                label = position.label if position else render.short(signal.mint)
+            if signal.chat_id and signal.message_id:
+                self.alerts.outbox.edit_message_text(
+                    signal.chat_id, signal.message_id,
+                    f"⏹ You stopped tracking {render.esc(label)}: this exit will not be sold. Your tokens are still "
+                    "in your wallet.", priority=Priority.URGENT,
+                )
+        return voided

@@ -32,6 +32,7 @@ import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.accounts import AccountError
 from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import (
     SYSTEM_PROGRAM,
@@ -59,6 +60,7 @@ BLOCKHASH_CACHE_S = 1.0
 LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
 HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
 MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
+SEND_RETRY_PAUSES_S = (0.2, 0.8)  # before each resend of the same bytes after an answer that said nothing definite
 
 
 class TradeRecords(Protocol):
@@ -356,7 +358,10 @@ class Executor:
         needed = checked.report.fee_lamports + checked.report.sol_out
         if checked.balance is not None and checked.balance < needed:
             return await hooks.cannot_pay(needed, checked.balance)
-        keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+        try:
+            keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+        except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
+            return await hooks.signing_failed(SigningError(str(exc)))
         try:
             signed = sign_transaction(trade.tx, keypair)
         except SigningError as exc:
@@ -370,7 +375,7 @@ class Executor:
             trade.record_id, ("approved",), "signing", signed_tx_b64=base64.b64encode(raw).decode(), signature=signature
         )
         try:
-            await self.send(trade.user_id, raw, trade.send_mode)
+            await self.send_resilient(trade.user_id, raw, trade.send_mode)
         except RpcError as exc:
             return await hooks.send_failed(exc, raw)
         await trade.records.transition(trade.record_id, ("signing",), "submitted")
@@ -397,6 +402,21 @@ class Executor:
         if state == "signing":
             await records.transition(record_id, ("signing",), "submitted")
 
+    async def send_resilient(self, user_id: int, raw: bytes, send_mode: str) -> None:
+        """`send`, again with the identical bytes when the answer says nothing definite (no answer, a 5xx,
+        a 429, garbage): the chain lands one transaction at most once, so a second send cannot sell twice,
+        while giving up on an answer we could not read could abandon a sell that was taken."""
+        for attempt, pause in enumerate((*SEND_RETRY_PAUSES_S, None)):
+            try:
+                await self.send(user_id, raw, send_mode)
+                return
+            except RpcError as exc:
+                definite = exc.code is not None and exc.code != 429
+                if definite or pause is None:
+                    raise
+                log.info("send attempt %d had no definite answer (%s); sending the same bytes again", attempt + 1, exc)
+                await asyncio.sleep(pause)
+
     async def send(self, user_id: int, raw: bytes, send_mode: str) -> None:
         if send_mode == "rpc":
             await self.rpc.send_transaction(raw, skip_preflight=True)
@@ -416,11 +436,23 @@ class Executor:
         }
         try:
             reply = await self._http.post(url, json=body, headers=headers)
-            data = reply.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPError as exc:
             raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
-        if data.get("error"):
-            raise RpcError(str(data["error"].get("message")), data["error"].get("code"), data["error"].get("data"))
+        if reply.status_code == 429:
+            raise RpcError(f"{send_mode} is rate limiting us (HTTP 429)", 429)
+        try:
+            data = reply.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RpcError(f"{send_mode} answered HTTP {reply.status_code} without a JSON-RPC reply")
+        error = data.get("error")
+        if error:
+            if not isinstance(error, dict):
+                raise RpcError(f"{send_mode} refused it ({str(error)[:200]})", -32000)
+            raise RpcError(str(error.get("message")), error.get("code"), error.get("data"))
+        if not isinstance(data.get("result"), str):
+            raise RpcError(f"{send_mode} answered without a signature")
 
 
 __all__ = ["Checked", "Executor", "Holdings", "Trade", "TradeHooks", "TradeRecords"]

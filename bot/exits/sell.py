@@ -28,6 +28,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.exits.desk import UNTRACKED
 from bot.exits.executor import Checked, Executor, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.signer import SigningError, decode_unsigned
@@ -47,6 +48,7 @@ CONFIRM_TIMEOUT_S = 60.0
 POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
+RESUME_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a signed sell after a restart
 AUTO_SIGN_PER_MINUTE = 6  # a user's auto-signed transactions a minute; beyond it signals wait for a tap
 # The official CLI's retry steps: +20 bps on the first retry, +40 bps on each one after, up to the cap.
 SLIPPAGE_BUMP_FIRST_BPS = 20
@@ -129,6 +131,8 @@ class Seller:
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._in_flight: dict[tuple[int, int], str] = {}  # (user, position) -> the signal being sold
         self._auto_signed: dict[int, deque[float]] = {}  # user -> when auto-sell signed, the last minute
+        self._refreshing: dict[tuple[int, int], str] = {}  # (user, position) -> the refreshed signal's reason
+        self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
 
     @property
     def holdings(self) -> Any:
@@ -151,6 +155,8 @@ class Seller:
             return await self._refresh_button(signal)
         if action == "retry":
             return await self._retry_button(signal)
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state != "pending":
             return {
                 "approved": "Already selling…", "signing": "Already selling…", "submitted": "Already selling…",
@@ -224,6 +230,8 @@ class Seller:
         return True
 
     async def _refresh_button(self, signal: ExitSignal) -> str:
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state not in ("expired", "pending", "failed"):
             return "Already handled."
         position = await self.positions.get(signal.telegram_id, signal.position_id)
@@ -232,11 +240,25 @@ class Seller:
         if is_partial(signal):
             self._spawn(self._refresh_partial(signal))
             return "Asking LaserSell for a fresh sell of the same amount…"
+        key = (signal.telegram_id, signal.position_id)
+        self._refreshing[key] = signal.reason
         if not await self.supervisor.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
+            self._refreshing.pop(key, None)
             return "Your stream is not running right now."
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
 
+    async def keep_reason(self, signal: ExitSignal) -> ExitSignal:
+        """A fresh exit that a Refresh asked for answers the old trigger: it keeps that signal's reason
+        (a requested exit would otherwise read "You asked to sell" in the message, the card and /history)."""
+        reason = self._refreshing.pop((signal.telegram_id, signal.position_id), None)
+        if reason is None or reason == signal.reason:
+            return signal
+        await self.signals.set(signal.id, reason=reason)
+        return await self.signals.get(signal.id) or signal
+
     async def _retry_button(self, signal: ExitSignal) -> str:
+        if signal.state == "skipped" and signal.error == UNTRACKED:
+            return "You stopped tracking this position; nothing was sold."
         if signal.state != "failed":
             return "Already handled."
         position = await self.positions.get(signal.telegram_id, signal.position_id)
@@ -264,7 +286,9 @@ class Seller:
         except Exception as exc:  # never leave a tapped signal without an answer
             log.exception("sell %s failed unexpectedly", signal_id)
             await self.signals.set(signal.id, state="failed", error=type(exc).__name__)
-            await self._edit(signal, f"❌ The sell failed on my side ({type(exc).__name__}); nothing was sent twice.")
+            # the failure is ours, so the way forward must be there: a fresh transaction is checked from scratch
+            await self._edit(signal, await self._signal_text(signal) + "\n\n❌ The sell failed on my side; nothing was "
+                             "sent twice. Tap Refresh for a fresh exit transaction.", _refresh_markup(signal))
             return Outcome("failed", "internal error")
         finally:
             if self._in_flight.get(key) == signal_id:
@@ -335,7 +359,8 @@ class Seller:
         return await self.executor.execute(trade, hooks)
 
     async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
-        """The tapped transaction was too old: ask for a fresh one and sell that (its signature is the one used)."""
+        """The tapped transaction was too old (or for more tokens than are held now): ask for a fresh one and sell
+        that (its signature is the one used)."""
         await self._edit(signal, render.exit_signal(signal, position) + "\n\n🔄 Refreshing: the transaction was too old…")
         fresh = await self._ask_fresh(signal, signal.slippage_bps)
         if fresh is None:
@@ -396,8 +421,11 @@ class Seller:
             if kind == "fees":
                 text += "\nAdd a little SOL to the wallet for fees, then tap Refresh."
                 await self._edit(signal, text, buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+            elif position is not None and position.status == "open":
+                # a way forward always: a fresh transaction is checked and sent from scratch
+                await self._edit(signal, text + "\nTap Refresh for a fresh exit transaction.", _refresh_markup(signal))
             else:
-                await self._edit(signal, text)
+                await self._edit(signal, text + "\nThe position is no longer open, so there is nothing left to sell here.")
             return Outcome("failed", words, signal.signature)
         current = signal.slippage_bps or settings.slippage_bps
         slippage = next_slippage(current, signal.attempt, settings.slippage_cap_bps)
@@ -422,6 +450,14 @@ class Seller:
                 priority=Priority.URGENT,
             )
     async def _retry(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
+        try:
+            await self._retry_once(failed, slippage_bps, automatic=automatic)
+        except Exception:  # the message must not stay on "Retrying…": settle it with a way forward
+            log.exception("retry of signal %s failed unexpectedly", failed.id)
+            await self._edit(failed, await self._signal_text(failed) + "\n\n❌ The retry failed on my side; nothing was "
+                             "sent twice. Tap Refresh for a fresh exit transaction.", _refresh_markup(failed))
+
+    async def _retry_once(self, failed: ExitSignal, slippage_bps: int, *, automatic: bool) -> None:
         log.info("retrying signal %s at %d bps (%s)", failed.id, slippage_bps, "automatic" if automatic else "tapped")
         fresh = await self._ask_fresh(failed, slippage_bps)
         if fresh is None:
@@ -447,8 +483,9 @@ class Seller:
         except TimeoutError:
             self._waiting.pop(key, None)
             return None
+        # the fresh transaction answers the same trigger: it keeps the old signal's reason (message, card, /history)
         await self.signals.set(fresh.id, chat_id=old.chat_id, message_id=old.message_id, attempt=old.attempt,
-                               slippage_bps=slippage_bps or old.slippage_bps)
+                               slippage_bps=slippage_bps or old.slippage_bps, reason=old.reason)
         if old.state in ("pending", "approved"):
             await self.signals.transition(old.id, (old.state,), "superseded")
         return await self.signals.get(fresh.id)
@@ -561,8 +598,19 @@ class Seller:
         assert signal.signed_tx_b64 and signal.signature
         raw = base64.b64decode(signal.signed_tx_b64)
         settings = await self.services.accounts.store.get(signal.telegram_id)
-        await self.executor.resume(self.signals, signal.id, signal.state, raw, signal.signature, signal.telegram_id,
-                                   settings.send_mode)
+        # the node may be down right after a restart: ask again, backing off, rather than leave the sell signed
+        # and unsettled until the next restart
+        for pause in RESUME_PAUSES_S:
+            try:
+                await self.executor.resume(self.signals, signal.id, signal.state, raw, signal.signature,
+                                           signal.telegram_id, settings.send_mode)
+                break
+            except RpcError as exc:
+                log.info("resuming signal %s: the RPC did not answer (%s); again in %gs", signal.id, exc, pause)
+                await asyncio.sleep(pause)
+        else:
+            await self._edit(signal, await self._signal_text(signal) + "\n\n⏳ I could not reach the Solana network to "
+                             "check this sell after a restart. I keep checking and will tell you; /status shows it.")
         await self._confirm(signal.id, raw, signal.signature)
 
 
@@ -581,6 +629,15 @@ class _SellHooks(TradeHooks):
 
     async def refused(self, refusal: GuardRefusal) -> Outcome:
         signal, seller = self.signal, self.seller
+        key = (signal.telegram_id, signal.position_id)
+        if refusal.rule == "intent_amount" and not is_partial(signal) and key not in seller._amount_refreshing:
+            # the signal predates a partial sell: it would sell more than the wallet holds and fail on chain.
+            # A fresh exit for what is held now answers the same trigger (once: a second mismatch is refused).
+            seller._amount_refreshing.add(key)
+            try:
+                return await seller._refresh_and_sell(signal, self.position, auto=self.auto)
+            finally:
+                seller._amount_refreshing.discard(key)
         if isinstance(refusal, SimulationFailed):
             kind, words = explain(refusal.err, VersionedTransaction.from_bytes(base64.b64decode(signal.unsigned_tx_b64)))
             if kind in ("slippage", "fees"):
@@ -588,7 +645,9 @@ class _SellHooks(TradeHooks):
                 await seller.signals.set(signal.id, state="failed", error=f"{kind}: simulated {refusal.err}")
                 return await seller._failed(signal, kind, words)
         await seller.signals.set(signal.id, state="failed", error=f"guard:{refusal.rule}")
-        await seller._edit(signal, await self._text() + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed.")
+        await seller._edit(signal, await self._text() + f"\n\n🛡 {render.esc(refusal)}\nNothing was signed. Tap Refresh "
+                           "to ask LaserSell for a fresh transaction; it is checked again before anything is signed.",
+                           _refresh_markup(signal))
         if self.auto:
             await seller._auto_refused(signal, refusal.detail)
         return Outcome("failed", str(refusal))
@@ -612,7 +671,7 @@ class _SellHooks(TradeHooks):
 
     async def signing_failed(self, error: SigningError) -> Outcome:
         await self.seller.signals.set(self.signal.id, state="failed", error="signing")
-        await self.seller._edit(self.signal, await self._text() + f"\n\n❌ {render.esc(error)}")
+        await self.seller._edit(self.signal, await self._text() + f"\n\n❌ {render.esc(error)}", _refresh_markup(self.signal))
         return Outcome("failed", str(error))
 
     def _mark_sent(self) -> None:
@@ -647,6 +706,10 @@ class _SellHooks(TradeHooks):
             return await seller._failed(signal, kind, words)
         current = await seller.signals.get(signal.id)
         return await seller._landed(current or signal, signature)
+
+
+def _refresh_markup(signal: ExitSignal) -> Any:
+    return buttons([("🔄 Refresh", f"x:refresh:{signal.id}")])
 
 
 def is_partial(signal: ExitSignal) -> bool:

@@ -36,6 +36,7 @@ from bot.stream.client import (
     StreamClient,
     StreamConfig,
     describe_error,
+    is_refused_key,
 )
 from bot.stream.events import StreamEvent, quote_of
 from storage.history import PnlHistory
@@ -244,6 +245,10 @@ class StreamSupervisor:
         async def config() -> StreamConfig:
             # the current wallets and strategy on every (re)connect; per-position overrides are re-sent
             # when the new session announces each position (its ids are new)
+            # Every wallet is registered under this key first, as the official CLI does on every connect.
+            register = getattr(self.services.accounts, "register_for_stream", None)
+            if register is not None:  # a bare accounts service (tests) has none
+                await register(user_id, worker.wanted.api_key)
             current = await self.wanted(user_id) or wanted
             worker.wanted = current
             return StreamConfig(
@@ -518,11 +523,14 @@ class StreamSupervisor:
         from bot.notify import render
 
         code = str(msg.get("code", ""))
+        # coalesced per kind: the documented codes each, every other code as one (a flood of errors with
+        # changing codes is one message, not hundreds)
+        kind = code if code in ACTIONABLE_ERRORS or is_refused_key(code) else "other"
         now = time.monotonic()
-        last = worker.errors_shown.get(code)
+        last = worker.errors_shown.get(kind)
         if last is not None and now - last < self.error_repeat_s:
             return
-        worker.errors_shown[code] = now
+        worker.errors_shown[kind] = now
         if code in ACTIONABLE_ERRORS:
             # documented codes: say what to do about it, not only what LaserSell said
             self.alerts.text(worker.chat_id, "⚠️ " + _esc(describe_error(code, str(msg.get("message") or ""))))

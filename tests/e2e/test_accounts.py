@@ -224,8 +224,8 @@ async def test_apikey_as_next_message_and_a_key_used_by_another_user(harness: Ha
     ann, key = await with_key(h, "Ann")
     bob = await h.user("Bob")
     await bob.send("/apikey", expect=r"No key set yet.*next message")
-    reply = await bob.send(key, expect=r"already used by another user of this bot")
-    assert "one stream session" in reply["text"]
+    reply = await bob.send(key, expect=r"cannot be used with this bot")
+    assert "one stream session" in reply["text"] and "another user" not in reply["text"]
     await assert_deleted(bob, key)
     assert await services(h).accounts.keys.get(bob.user_id) is None
     owner = await services(h).accounts.keys.get(ann.user_id)
@@ -287,7 +287,8 @@ async def test_import_bad_inputs_are_refused_and_every_attempt_is_deleted(harnes
 
     # another user cannot add it either
     bob, _ = await with_key(h, "Bob")
-    await import_wallet(h, bob, b58, r"already added by another user")
+    reply = await import_wallet(h, bob, b58, r"cannot be added here")
+    assert "another user" not in reply["text"]
     assert await stored_wallets(h, bob.user_id) == []
 
 
