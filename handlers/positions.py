@@ -49,6 +49,7 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         if stream["connected_since"] is not None and stream["state"] == "connected":
             lines.append(f"  connected since {_ago(stream['connected_since'])}, {stream['reconnects']} reconnect(s)")
         lines.append(f"  last message {_ago(stream['last_message_at'])}")
+        lines.extend(services.supervisor.load_notes(user_id))
         try:
             info = await services.accounts.key_info(user_id)
         except AccountError:

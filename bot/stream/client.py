@@ -28,6 +28,7 @@ import inspect
 import json
 import logging
 import random
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -36,6 +37,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from bot.stream.events import MalformedMessage, StreamEvent, parse_event
 
@@ -74,6 +77,73 @@ BACKOFF_CAP_S = 2.0
 BACKOFF_JITTER = 0.2
 # An error followed this soon by the server hanging up is the reason the connection ended.
 _REJECT_CLOSE_WINDOW = 5.0
+
+# A pnl_update as the server writes it: the tag first (serde's internally tagged enum), then the id.
+# A frame that matches is held raw and parsed only when handed out; anything else is parsed at once,
+# so a frame this test gets wrong costs speed, never a message (the parse still decides its type).
+_PNL_HEAD = re.compile(rb'\{\s*"type"\s*:\s*"pnl_update"\s*,\s*"position_id"\s*:\s*(\d{1,18})\s*[,}]')
+_PNL_PREFIX = b'{"type":"pnl_update","position_id":'
+# How often one position's PnL is handed out at most: the card is edited every few seconds and the
+# live numbers are written every second, so parsing every frame of a busy position buys nothing.
+PNL_INTERVAL_S = 0.5
+# Shed PnL is logged at most this often for the whole process (a thousand streams, one line).
+_SHED_LOG_EVERY_S = 10.0
+_shed_log = {"total": 0, "logged": 0, "at": -_SHED_LOG_EVERY_S}
+
+
+def pnl_position_id(frame: bytes) -> int | None:
+    """The position id of a frame that is certainly a pnl_update, without parsing it (else None)."""
+    if frame.startswith(_PNL_PREFIX):
+        end = len(_PNL_PREFIX)
+        stop = frame.find(b",", end, end + 20)
+        if stop < 0:
+            stop = frame.find(b"}", end, end + 20)
+        digits = frame[end:stop] if stop > 0 else b""
+        if digits.isdigit() and (len(digits) == 1 or digits[0] != 0x30):
+            return int(digits)
+        return None
+    match = _PNL_HEAD.match(frame)
+    return int(match.group(1)) if match else None
+
+
+def _note_shed(count: int, now: float) -> None:
+    _shed_log["total"] += count
+    if now - _shed_log["at"] >= _SHED_LOG_EVERY_S:
+        log.warning(
+            "overloaded: %d PnL update(s) shed so far (%d since the last note); only each position's "
+            "newest is kept, exit signals are never shed",
+            _shed_log["total"], _shed_log["total"] - _shed_log["logged"],
+        )
+        _shed_log["at"], _shed_log["logged"] = now, _shed_log["total"]
+
+
+def pnl_shed_total() -> int:
+    """PnL updates shed under load by every stream in this process since it started."""
+    return _shed_log["total"]
+
+
+class _TappedConnection(ClientConnection):
+    """Hands each complete text frame to `tap` as it is parsed off the socket, in order.
+
+    The library's own path queues every message and wakes a reader task for each; at thousands of
+    PnL frames a second that per-frame wake-up is most of the cost. Fragmented and binary messages
+    still take the library's path (the server sends neither).
+    """
+
+    tap: Callable[[bytes], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        tap = self.tap
+        if (
+            tap is not None
+            and isinstance(event, Frame)
+            and event.opcode is Opcode.TEXT
+            and event.fin
+            and self.response is not None
+        ):
+            tap(bytes(event.data))
+            return
+        super().process_event(event)
 
 
 class StreamUnavailable(RuntimeError):
@@ -187,6 +257,7 @@ class StreamClient:
         close_timeout: float = 2.0,
         trade_tick_keep: int = 64,
         max_tracked_positions: int = 4096,
+        pnl_interval_s: float = PNL_INTERVAL_S,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -205,6 +276,10 @@ class StreamClient:
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
         self._max_tracked_positions = max_tracked_positions
+        self.pnl_interval_s = pnl_interval_s
+        # the longest PnL waits for a busy socket to go quiet before it is handed out anyway; PnL due for
+        # longer than this and replaced by a newer frame counts as shed (the consumer is behind)
+        self.noise_hold_max_s = max(4 * pnl_interval_s, 1.0)
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
@@ -229,6 +304,11 @@ class StreamClient:
         self.limits: dict[str, Any] = {}
         self.messages_received = 0
         self.frames_skipped = 0
+        # PnL frames replaced by a newer one for the same position before they were handed out: while
+        # the position waited for its next turn (by design), or while it was due but the consumer was
+        # busy (shed: the bot is behind).
+        self.pnl_coalesced = 0
+        self.pnl_shed = 0
         # Counts connections that completed the handshake; every event carries the one it came on.
         self.connection = 0
 
@@ -248,6 +328,19 @@ class StreamClient:
         self._latest: OrderedDict[tuple[str, int], StreamEvent] = OrderedDict()
         self._ticks: deque[StreamEvent] = deque(maxlen=trade_tick_keep)
         self._wakeup = asyncio.Event()
+        # PnL, raw and unparsed: position id -> (frame, received_at, due since). Due now, oldest first:
+        self._pnl_due: OrderedDict[int, tuple[bytes, float, float]] = OrderedDict()
+        # handed out less than pnl_interval_s ago: the newest frame since (None: nothing new yet)
+        self._pnl_resting: dict[int, tuple[bytes, float] | None] = {}
+        self._pnl_rest_until: deque[tuple[float, int]] = deque()
+        self._pnl_timer: asyncio.TimerHandle | None = None
+
+        # One connection's plumbing: frames before the handshake is done, and a refusal seen by the tap.
+        self._live = False
+        self._inbox: deque[tuple[str | bytes, float]] = deque()
+        self._inbox_ready = asyncio.Event()
+        self._fatal: asyncio.Future[None] | None = None
+        self._last_error: StreamEvent | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -367,6 +460,9 @@ class StreamClient:
         """One connection from open to close; sets _attempt_connected_at once the handshake is done."""
         # One deadline covers opening the socket, configure and hello_ok.
         deadline = asyncio.get_running_loop().time() + self.hello_timeout
+        self._live = False
+        self._inbox.clear()
+        self._last_error = None
         try:
             async with asyncio.timeout_at(deadline):
                 ws = await connect(
@@ -376,6 +472,7 @@ class StreamClient:
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
                     close_timeout=self._close_timeout,
+                    create_connection=self._tapped_connection,
                 )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -388,7 +485,9 @@ class StreamClient:
             raise TimeoutError("no answer from the stream server within the hello timeout") from None
 
         self._ws = ws
-        last_error: StreamEvent | None = None
+        # Reads what the tap leaves to the library (fragmented or binary messages); ends with the socket.
+        reader = asyncio.ensure_future(self._read_assembled(ws))
+        fatal = self._fatal = asyncio.get_running_loop().create_future()
         try:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -398,13 +497,11 @@ class StreamClient:
                         await ws.send(json.dumps(config.configure_message()))
                     except ConnectionClosed as exc:
                         # A server that refuses the key says why and hangs up before reading configure:
-                        # read what it said (buffered frames first, then the close reason).
-                        await self._read_refusal(ws, exc)
+                        # read what it said (frames already received first, then the close reason).
+                        await self._read_refusal(reader, exc)
                         raise
                     while True:
-                        event = self._parse(await ws.recv())
-                        if event is None:
-                            continue
+                        event = await self._handshake_event(ws, reader)
                         if event.type == "error":
                             # The answer to configure: this connection is refused. Not handed out as an
                             # event, so a refusal retried every two seconds is not a message each time.
@@ -417,26 +514,58 @@ class StreamClient:
                 raise TimeoutError("no hello_ok from the stream server within the hello timeout") from None
 
             await self._after_hello(ws, generation)
+            # Frames that came during the handshake, then the tap takes over: no await in between, so
+            # they keep their order.
+            while self._inbox:
+                event = self._counted(*self._inbox.popleft())
+                if event is not None:
+                    self._live_event(event)
+            self._live = True
             self._attempt_connected_at = self.connected_since = self._clock()
             self._set_state(CONNECTED, None)
 
-            async for frame in ws:
-                event = self._accept(frame)
-                if event is None:
-                    continue
-                if event.type == "error":
-                    if is_refused_key(event.data["code"]):
-                        raise _Terminal(describe_error(event.data["code"], event.data["message"]))
-                    last_error = event
-                else:
-                    last_error = None
+            await asyncio.wait({reader, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            if fatal.done():
+                fatal.result()  # raises the refusal the tap saw
+            reader.result()  # raises ConnectionClosed unless the server closed cleanly
         except ConnectionClosed:
-            self._refused_on_close(last_error)
+            self._refused_on_close(self._last_error)
             raise
         finally:
             self._ready = False
+            self._live = False
+            self._fatal = None
+            if not fatal.done():
+                fatal.cancel()
+            reader.cancel()
             await _close_quietly(ws)
-        self._refused_on_close(last_error)
+        self._refused_on_close(self._last_error)
+
+    def _tapped_connection(self, *args: Any, **kwargs: Any) -> ClientConnection:
+        connection = _TappedConnection(*args, **kwargs)
+        connection.tap = self._on_text
+        return connection
+
+    async def _read_assembled(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            self._on_frame(frame, self._clock())
+
+    async def _handshake_event(self, ws: ClientConnection, reader: asyncio.Future[None]) -> StreamEvent:
+        """The next event received before the handshake is done; raises ConnectionClosed if it closes."""
+        while True:
+            while self._inbox:
+                event = self._counted(*self._inbox.popleft())
+                if event is not None:
+                    return event
+            if reader.done():
+                reader.result()
+                await ws.recv()  # a clean close: raises ConnectionClosedOK with the server's reason
+            self._inbox_ready.clear()
+            ready = asyncio.ensure_future(self._inbox_ready.wait())
+            try:
+                await asyncio.wait({ready, reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
 
     def _refuse(self, event: StreamEvent) -> None:
         code, message = event.data["code"], event.data["message"]
@@ -451,13 +580,14 @@ class StreamClient:
             return
         self._refuse(last_error)
 
-    async def _read_refusal(self, ws: ClientConnection, closed: ConnectionClosed) -> None:
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
+    async def _read_refusal(self, reader: asyncio.Future[None], closed: ConnectionClosed) -> None:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
-                while True:
-                    event = self._parse(await ws.recv())
-                    if event is not None and event.type == "error":
-                        self._refuse(event)
+                await asyncio.wait({reader})  # every frame the server sent before hanging up is read
+        while self._inbox:
+            event = self._counted(*self._inbox.popleft())
+            if event is not None and event.type == "error":
+                self._refuse(event)
         reason = closed.rcvd.reason if closed.rcvd is not None else ""
         if reason:
             if is_refused_key(reason):
@@ -471,6 +601,7 @@ class StreamClient:
         self._session_ids.clear()
         self._latest.clear()
         self._ticks.clear()
+        self._drop_pnl()
         session_id = event.data.get("session_id")
         self.session_id = session_id if isinstance(session_id, int) else None
         limits = event.data.get("limits")
@@ -493,26 +624,131 @@ class StreamClient:
 
     # ---------------------------------------------------------------- reading
 
-    def _accept(self, frame: str | bytes) -> StreamEvent | None:
-        """Parse one frame and file it for delivery. Never blocks, never raises on bad input."""
-        event = self._parse(frame)
-        if event is not None:
-            self._file(event)
-        return event
-
-    def _parse(self, frame: str | bytes) -> StreamEvent | None:
+    def _on_text(self, frame: bytes) -> None:
+        """A complete text frame, straight off the socket. PnL is held raw; the rest is parsed now."""
         now = self._clock()
+        if self._live:
+            position_id = pnl_position_id(frame)
+            if position_id is not None:
+                self.last_message_at = now
+                self.messages_received += 1
+                self._last_error = None
+                self._hold_pnl(position_id, frame, now)
+                return
+        try:
+            text = frame.decode()
+        except UnicodeDecodeError:
+            text = "\ufffd"  # not JSON either: skipped and counted like any bad frame
+        self._on_frame(text, now)
+
+    def _on_frame(self, frame: str | bytes, now: float) -> None:
+        if not self._live:
+            # read by the handshake, in order (and counted as read then)
+            self._inbox.append((frame, now))
+            self._inbox_ready.set()
+            return
+        event = self._counted(frame, now)
+        if event is not None:
+            self._live_event(event)
+
+    def _counted(self, frame: str | bytes, now: float) -> StreamEvent | None:
         self.last_message_at = now
         self.messages_received += 1
+        return self._decode(frame, now)
+
+    def _live_event(self, event: StreamEvent) -> None:
+        """File an event that arrived after the handshake; a refused key ends the connection."""
+        self._file(event)
+        if event.type != "error":
+            self._last_error = None
+            return
+        self._last_error = event
+        if is_refused_key(event.data["code"]) and self._fatal is not None and not self._fatal.done():
+            self._fatal.set_exception(_Terminal(describe_error(event.data["code"], event.data["message"])))
+
+    def _decode(self, frame: str | bytes, now: float) -> StreamEvent | None:
         try:
-            event = parse_event(frame, now)
+            return parse_event(frame, now)
         except MalformedMessage as exc:
-            self.frames_skipped += 1
-            # A flood of bad frames must not become a flood of log lines.
-            if self.frames_skipped <= 10 or self.frames_skipped % 1000 == 0:
-                log.warning("skipped a stream frame (%d so far): %s", self.frames_skipped, exc)
+            self._skipped(exc)
             return None
+
+    def _skipped(self, exc: Exception) -> None:
+        self.frames_skipped += 1
+        # A flood of bad frames must not become a flood of log lines.
+        if self.frames_skipped <= 10 or self.frames_skipped % 1000 == 0:
+            log.warning("skipped a stream frame (%d so far): %s", self.frames_skipped, exc)
+
+    # ---------------------------------------------------------------- PnL: latest per position, parsed late
+
+    def _hold_pnl(self, position_id: int, frame: bytes, now: float) -> None:
+        resting = self._pnl_resting
+        if position_id in resting:
+            if resting[position_id] is not None:
+                self.pnl_coalesced += 1
+            resting[position_id] = (frame, now)
+            return
+        due = self._pnl_due
+        held = due.get(position_id)
+        if held is not None:
+            due_since = held[2]
+            if now - due_since > self.noise_hold_max_s:
+                # due for long and still not taken: the consumer is behind, this detail is lost
+                self.pnl_shed += 1
+                _note_shed(1, now)
+            else:
+                self.pnl_coalesced += 1  # a burst still being read: only the newest matters
+            due[position_id] = (frame, now, due_since)  # keeps its place in line
+        else:
+            due[position_id] = (frame, now, now)
+            if len(due) + len(resting) > self._max_tracked_positions and due:
+                due.popitem(last=False)  # the position waiting longest gives way
+                self.pnl_shed += 1
+                _note_shed(1, now)
+        self._wakeup.set()
+
+    def _take_pnl(self) -> StreamEvent | None:
+        position_id, (frame, received_at, _due_since) = self._pnl_due.popitem(last=False)
+        if self.pnl_interval_s > 0:
+            self._pnl_resting[position_id] = None
+            self._pnl_rest_until.append((self._clock() + self.pnl_interval_s, position_id))
+            if self._pnl_timer is None:
+                self._pnl_timer = asyncio.get_running_loop().call_later(self.pnl_interval_s, self._pnl_rested)
+        try:
+            text: str = frame.decode()
+        except UnicodeDecodeError:
+            text = "\ufffd"  # skipped and counted below like any bad frame
+        event = self._decode(text, received_at)
+        if event is not None:
+            self._label(event)
         return event
+
+    def _pnl_rested(self) -> None:
+        """Positions whose rest is over are due again if a newer frame came meanwhile."""
+        self._pnl_timer = None
+        now = self._clock()
+        queue, resting, due = self._pnl_rest_until, self._pnl_resting, self._pnl_due
+        woke = False
+        while queue and queue[0][0] <= now:
+            _, position_id = queue.popleft()
+            if position_id not in resting:
+                continue  # cleared by a new session
+            held = resting.pop(position_id)
+            if held is not None:
+                due[position_id] = (*held, now)
+                woke = True
+        if queue:
+            self._pnl_timer = asyncio.get_running_loop().call_later(max(0.0, queue[0][0] - now), self._pnl_rested)
+        if woke:
+            self._wakeup.set()
+
+    def _drop_pnl(self) -> None:
+        self._pnl_due.clear()
+        self._pnl_resting.clear()
+        self._pnl_rest_until.clear()
+        if self._pnl_timer is not None:
+            self._pnl_timer.cancel()
+            self._pnl_timer = None
 
     def _label(self, event: StreamEvent) -> None:
         """Stamp the connection and the position's token account on the event; learn this session's ids."""
@@ -559,29 +795,72 @@ class StreamClient:
         self._wakeup.set()
 
     def pending_count(self) -> int:
-        return len(self._urgent) + len(self._unknown) + len(self._latest) + len(self._ticks)
+        resting = sum(1 for held in self._pnl_resting.values() if held is not None)
+        return (
+            len(self._urgent) + len(self._unknown) + len(self._latest) + len(self._ticks)
+            + len(self._pnl_due) + resting
+        )
 
     def _take(self) -> StreamEvent | None:
         if self._urgent:
             return self._urgent.popleft()
         if self._unknown:
             return self._unknown.popleft()
-        latest, ticks = self._latest, self._ticks
-        if latest:
-            oldest = next(iter(latest.values()))
-            if ticks and ticks[0].received_at < oldest.received_at:
+        return self._take_noise()
+
+    def _has_noise(self) -> bool:
+        return bool(self._pnl_due or self._latest or self._ticks)
+
+    def _take_noise(self) -> StreamEvent | None:
+        # the noise, oldest first: PnL (parsed now), liquidity, trade ticks
+        while True:
+            latest, ticks, due = self._latest, self._ticks, self._pnl_due
+            oldest: float | None = None
+            source = ""
+            if due:
+                oldest, source = next(iter(due.values()))[1], "pnl"
+            if latest:
+                at = next(iter(latest.values())).received_at
+                if oldest is None or at < oldest:
+                    oldest, source = at, "latest"
+            if ticks and (oldest is None or ticks[0].received_at < oldest):
+                source = "ticks"
+            if source == "pnl":
+                event = self._take_pnl()
+                if event is None:
+                    continue  # a malformed frame, counted and skipped
+                return event
+            if source == "latest":
+                return latest.popitem(last=False)[1]
+            if source == "ticks":
                 return ticks.popleft()
-            return latest.popitem(last=False)[1]
-        if ticks:
-            return ticks.popleft()
-        return None
+            return None
 
     async def next_event(self) -> StreamEvent:
         """The next event, urgent ones first. Raises StreamClosed once stopped and drained."""
+        deferred_at: float | None = None
         while True:
-            event = self._take()
-            if event is not None:
-                return event
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._unknown:
+                return self._unknown.popleft()
+            if self._has_noise():
+                # Noise waits while the socket is still delivering: whatever urgent message is behind it
+                # in the same burst is read and handed out first. Bounded, so a connection that never
+                # goes quiet still gets its PnL.
+                read = self.messages_received
+                # Two turns: a task resumed by the loop runs before that turn's socket reads.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                now = self._clock()
+                if deferred_at is None:
+                    deferred_at = now
+                if self.messages_received != read and now - deferred_at < self.noise_hold_max_s:
+                    continue
+                event = self._take_noise()
+                if event is not None:
+                    return event
+                continue
             if self._state in (STOPPED, NEEDS_ATTENTION):
                 raise StreamClosed(self.reason or "the stream is stopped")
             self._wakeup.clear()

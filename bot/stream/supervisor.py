@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -170,6 +171,8 @@ class StreamSupervisor:
             task = asyncio.create_task(self._delayed_refresh(int(row[0]), delay))
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
+        if rows:
+            asyncio.get_running_loop().call_later(self.start_jitter_s + 5.0, _freeze_heap)
 
     async def _delayed_refresh(self, user_id: int, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -480,9 +483,10 @@ class StreamSupervisor:
             reason = self.exit_reason(user_id, position_id, str(msg.get("reason", "")))
             if reason != msg.get("reason"):
                 event.data = msg = {**msg, "reason": reason}
-            await self.positions.update(user_id, position_id, waiting_exit=False)
+            # the signal first (stored and shown by the handler); this flag's write must not delay it
             if self.on_exit_signal is not None:
                 await self.on_exit_signal(user_id, event)
+            await self.positions.update(user_id, position_id, waiting_exit=False)
         elif kind == "position_closed":
             position_id = int(msg["position_id"])
             handle = worker.deadlines.pop(position_id, None)
@@ -640,7 +644,33 @@ class StreamSupervisor:
             "reconnects": c.reconnect_count,
             "last_message_at": c.last_message_at,
             "limits": dict(c.limits or {}),
+            "pnl_shed": c.pnl_shed,
         }
+
+    def load_notes(self, user_id: int) -> list[str]:
+        """Lines for /status (HTML) when the bot has been shedding this user's PnL detail under load."""
+        worker = self.workers.get(user_id)
+        shed = worker.client.pnl_shed if worker is not None else 0
+        if not shed:
+            return []
+        return [
+            f"  ⚠️ under heavy load: {shed:,} PnL update(s) skipped (only each position's newest is kept; "
+            "exit signals are never skipped)"
+        ]
+
+    def pnl_shed(self) -> int:
+        """PnL updates shed under load over every user's stream (the log says so too)."""
+        return sum(w.client.pnl_shed for w in self.workers.values())
+
+
+def _freeze_heap() -> None:
+    """Move what start-up built (a thousand streams' connections, the app) out of the collector's reach.
+
+    A full collection walks every live object: with a thousand streams open that stalled the event
+    loop for up to half a second, and an exit signal read meanwhile waited as long.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _duration(seconds: float) -> str:
