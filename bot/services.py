@@ -67,6 +67,7 @@ class Services:
     executor: Any = None  # guard -> sign -> persist -> send -> confirm, shared by sells and buys
     seller: Any = None
     buyer: Any = None
+    copier: Any = None  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Any = None
 
     @classmethod
@@ -110,6 +111,10 @@ class Services:
         from bot.exits.buy import Buyer
 
         self.buyer = Buyer(self)
+        from bot.copy import Copier
+
+        self.copier = Copier(self)
+        await self.copier.recover()
         await self.buyer.recover()  # settle buys a previous run signed (never buys late)
         self.desk.seller = self.seller
         self.alerts.load_position = self.supervisor.position
@@ -142,6 +147,8 @@ class Services:
             await self.seller.close()
         if self.buyer is not None:
             await self.buyer.close()
+        if self.copier is not None:
+            await self.copier.close()
         if self.executor is not None:
             await self.executor.close()
         if self.outbox is not None:

@@ -106,6 +106,10 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         position = await services.supervisor.positions.get(user_id, s.position_id)
         decimals = position.decimals if position else None
         label = esc(position.label) if position else render.short(s.mint)
+        copier = getattr(services, "copier", None)
+        source = await copier.source_label(user_id, position.wallet, position.mint) if copier and position else None
+        if source:
+            label += f" (🪞 {esc(source)})"  # copy trading: the watched wallet it came from
         when = time.strftime("%m-%d %H:%M", time.gmtime(s.updated_at / 1000))
         line = f"{when} · {label} · {render.reason_words(s.reason)} · {render.tokens(s.tokens_to_sell, decimals)} · "
         # a signal voided by Stop tracking was not skipped by a tap: say what happened

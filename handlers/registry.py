@@ -24,9 +24,21 @@ class Command:
 
 def feature_modules() -> list[Any]:
     """Feature modules in menu order; each has COMMANDS and may have register(app) for its buttons."""
-    from handlers import admin, home, positions, settings, signals, start, strategy, text, trade, wallets
+    from handlers import (
+        admin,
+        copy,
+        home,
+        positions,
+        settings,
+        signals,
+        start,
+        strategy,
+        text,
+        trade,
+        wallets,
+    )
 
-    return [start, home, wallets, strategy, settings, positions, trade, signals, text, admin]
+    return [start, home, wallets, strategy, settings, positions, trade, copy, signals, text, admin]
 
 
 def all_commands() -> list[Command]:

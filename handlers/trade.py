@@ -93,6 +93,12 @@ def _opened_local_ms(services: Any, user_id: int, position: Position) -> int:
     return position.first_seen_ms
 
 
+async def _copy_source(services: Any, user_id: int, position: Position) -> str | None:
+    """The watched wallet a copied position came from (copy trading), else None."""
+    copier = getattr(services, "copier", None)
+    return None if copier is None else await copier.source_label(user_id, position.wallet, position.mint)
+
+
 async def card(services: Any, user_id: int, position: Position) -> tuple[str, Any]:
     """The position card: text and buttons."""
     settings = await services.accounts.store.get(user_id)
@@ -101,6 +107,9 @@ async def card(services: Any, user_id: int, position: Position) -> tuple[str, An
     name = f" ({esc(position.name)})" if position.name and position.name != position.symbol else ""
     lines = [f"📊 <b>{esc(position.label)}</b>{name} · {render.market_words(position.market_type)}",
              f"Holding {render.tokens(held, position.decimals)} tokens · wallet <code>{render.short(position.wallet)}</code>"]
+    source = await _copy_source(services, user_id, position)
+    if source:
+        lines.append(f"🪞 Copied from {esc(source)}")
     lines.append(render.pnl_line(position))
     cost = await buy_cost(services, user_id, position) if render.quote_of(position) == "SOL" else None
     sold = [x for x in await services.desk.signals.for_user(user_id, ("landed",), limit=200)
@@ -160,7 +169,9 @@ async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
                   f" · value {render.money(p.proceeds_units, quote)}"
         trend = f" · {render.TRENDS.get(p.liquidity_trend, esc(p.liquidity_trend))}" if p.liquidity_trend else ""
         age = render.age(_opened_local_ms(services, user_id, p))
-        lines.append(f"<b>{esc(p.label)}</b> #{p.position_id}{pnl}{trend} · {age}")
+        source = await _copy_source(services, user_id, p)
+        copied = f" · 🪞 {esc(source)}" if source else ""
+        lines.append(f"<b>{esc(p.label)}</b> #{p.position_id}{pnl}{trend} · {age}{copied}")
         buttons.append((f"{p.label} #{p.position_id}", f"pc:open:{p.position_id}"))
     rows = [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
     lines.append("\nTap one to open its card.")

@@ -19,6 +19,10 @@ JSON over HTTP (on `JsonHttpServer`):
   "refuse_sessions"? N | {"count", "code"?}}`: `refuse_sessions` makes the stream answer the next N
   connections with an `error` frame (`session_limit` unless `code` says otherwise) and close them,
   as the real server does while the key's one session is still open; a client should retry.
+  `"mirror_hostile": "overspend"` makes the next mirror buy transaction pay 3x the amount its frame
+  states, `"steal_sol"` adds a transfer of half the wallet's SOL to a stranger (the guard's tests).
+- Copy trading: a watched wallet buys with `POST /sim/buy {"wallet", "mint", "sol"}`; the stream answers
+  every session watching it with `mirror_buy_signal` or `mirror_buy_failed` under its mirror_config.
 - `POST /sim/hostile {"api_key"? | "wallet"?, "mint"? | "token_account"?, "kind", "count"?,
   "reason"?}` -> `{"sent", "position_id", "kind"}`: the stream sends, for that live position, an
   `exit_signal_with_tx` that looks genuine (its session, position, tokens, `reason` default
@@ -27,6 +31,8 @@ JSON over HTTP (on `JsonHttpServer`):
   cpi_sol, router_approve, router_set_authority, second_signer, lookup_table_destination;
   and "burst": one genuine exit transaction sent `count` (default 2) times. Other kinds send
   `count` (default 1) frames.
+- `POST /sim/mints {..., "risk": [...]}`: the mint is written with exactly these risk flags
+  (mint_authority, freeze_authority, permanent_delegate, transfer_hook, transfer_fee; [] = clean).
 - `GET /sim/state`: balances, mints, keys, sessions (with their last configure), positions, signatures
 
 Every change is followed by a stream flush so connected clients see its effect at once. Mistakes
@@ -37,7 +43,11 @@ from __future__ import annotations
 
 import base64
 import math
+import struct
 from typing import Any
+
+from solders.account import Account
+from solders.pubkey import Pubkey
 
 from sandbox.accounts import TIERS, Accounts, UnknownTier
 from sandbox.chain import Chain, ChainError
@@ -193,17 +203,29 @@ class ControlApi:
         sol_reserve = _number(body, "sol_reserve", positive=True)
         token_reserve = _number(body, "token_reserve", positive=True)
         name = body.get("name")
+        risk = body.get("risk")
+        if risk is not None and (not isinstance(risk, list) or not set(risk) <= set(RISK_FLAGS)):
+            raise _bad(f"risk must be a list of: {', '.join(RISK_FLAGS)} (empty: a clean mint)")
+        token_2022 = bool(set(risk or ()) & {"permanent_delegate", "transfer_hook", "transfer_fee"})
+        if token_2022 and quote != "SOL":
+            raise _bad("Token-2022 risk flags are for SOL-quoted mints")
         try:
-            mint = self.create_mint(
+            if token_2022:
+                mint = self.chain.create_mint(symbol, decimals, sol_reserve or 0.0, token_reserve or 0.0,
+                                              name if isinstance(name, str) else None, token_2022=True)
+            else:
+                mint = self.create_mint(
                 symbol,
                 decimals,
                 sol_reserve or 0.0,
                 token_reserve or 0.0,
-                name if isinstance(name, str) else None,
-                quote,
-            )
+                    name if isinstance(name, str) else None,
+                    quote,
+                )
         except ChainError as exc:
             raise _bad(str(exc)) from exc
+        if risk is not None:
+            write_mint_risk(self.chain, mint, risk)
         self.stream.flush()
         return 200, {"mint": str(mint), "pool": str(self.chain.pool(mint).address), "quote": quote}
 
@@ -272,6 +294,7 @@ class ControlApi:
             "unknown_market_type",
             "fail_next_send",
             "refuse_sessions",
+            "mirror_hostile",
         }
         unknown = sorted(set(body) - known)
         if unknown:
@@ -304,6 +327,12 @@ class ControlApi:
             count, code = _refusal(body["refuse_sessions"])
             self.stream.refuse_sessions(count, code)
             applied["refuse_sessions"] = {"count": count, "code": code}
+        if "mirror_hostile" in body:
+            if body["mirror_hostile"] not in ("overspend", "steal_sol"):
+                raise _bad("mirror_hostile must be \"overspend\" (the next mirror buy pays 3x its amount) or "
+                           "\"steal_sol\" (it also sends half the wallet's SOL to a stranger)")
+            self.stream.faults.mirror_hostile = body["mirror_hostile"]
+            applied["mirror_hostile"] = body["mirror_hostile"]
         if body.get("send_garbage_frame"):
             self.stream.send_garbage_frame()
             applied["send_garbage_frame"] = True
@@ -457,3 +486,40 @@ def _send_fault(raw: Any) -> dict[str, Any]:
     if "data" in error:
         fault["data"] = error["data"]
     return fault
+
+
+RISK_FLAGS = ("mint_authority", "freeze_authority", "permanent_delegate", "transfer_hook", "transfer_fee")
+_MINT_BASE = 82
+_ACCOUNT_TYPE_OFFSET = 165  # Token-2022: extensions follow the account-type byte, after a token account's size
+_EXTENSIONS = {"transfer_fee": 1, "permanent_delegate": 12, "transfer_hook": 14}
+
+
+def _coption(key: Pubkey | None) -> bytes:
+    return struct.pack("<I", 1) + bytes(key) if key is not None else bytes(36)
+
+
+def write_mint_risk(chain: Chain, mint: Any, flags: list[str]) -> None:
+    """Rewrites the mint account as a token with exactly these risk flags (none: both authorities
+    revoked, as launchpad tokens are). Token-2022 flags are written as their extensions (TLV after
+    the account-type byte). A later supply change by the chain writes the mint plain again."""
+    info = chain.mint_info(mint)
+    stranger = chain.keypair("risk:authority").pubkey()
+    data = (_coption(stranger if "mint_authority" in flags else None) + struct.pack("<Q", info.supply)
+            + bytes([info.decimals, 1]) + _coption(stranger if "freeze_authority" in flags else None))
+    assert len(data) == _MINT_BASE
+    extensions = [f for f in flags if f in _EXTENSIONS]
+    if extensions:
+        data += bytes(_ACCOUNT_TYPE_OFFSET - _MINT_BASE) + bytes([1])  # 1 = a mint
+        for flag in extensions:
+            if flag == "transfer_fee":  # config and withdraw authorities, withheld, older and newer fee (5 %)
+                value = bytes(stranger) * 2 + struct.pack("<Q", 0) + (struct.pack("<QQH", 0, 10**18, 500) * 2)
+            elif flag == "permanent_delegate":
+                value = bytes(stranger)
+            else:  # transfer hook: authority, then the hook program
+                value = bytes(stranger) + bytes(chain.keypair("risk:hook").pubkey())
+            data += struct.pack("<HH", _EXTENSIONS[flag], len(value)) + value
+    chain.svm.set_account(
+        Pubkey.from_string(str(mint)),
+        Account(lamports=chain.rent_exempt_minimum(len(data)), data=data, owner=info.token_program,
+                executable=False, rent_epoch=0),
+    )

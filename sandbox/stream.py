@@ -52,6 +52,17 @@ leave things open (the docs win over the crate where they disagree):
 - Each automatic exit fires once. After a full exit fired, no other automatic full exit fires for that
   position until the trader asks (`request_exit_signal`) or changes the strategy; take-profit levels
   fire independently, once each.
+- Copy trading (desktop/mirror-trading.mdx, the `mirror_*` messages): `watch_wallets` (2 / 10 / 25 per
+  tier) come with configure and are replaced by `update_watch_wallets`; `mirror_config` only with
+  configure, its documented defaults for what is omitted (the crate: 0 = unlimited). When a watched
+  wallet with an `auto_buy` buys on the chain, the limits apply in order (cooldown per watched wallet,
+  open plus pending mirrored positions per watched wallet, SOL exposure of the open mirrored
+  positions, pool liquidity, the buying wallet's balance): a miss is `mirror_buy_failed` with its
+  reason, else `mirror_buy_signal` with an unsigned router buy of the auto_buy amount for the
+  auto_buy wallet (tipped like exits). The position that results carries `mirror_source`. A
+  `mirror_buy_result` with success false frees the pending slot and the cooldown. A mirrored
+  position that sells out for less than it cost is a loss; `max_consecutive_losses` in a row sends
+  `mirror_wallet_auto_disabled`; dropping the wallet from the list and listing it again re-enables it.
 
 Time (`server_time_ms`, `opened_at_ms`, snapshot pacing) is the chain's sandbox clock, so tests advance
 it instead of sleeping. `flush()` emits due `pnl_update` and `liquidity_snapshot` messages; the server
@@ -89,10 +100,18 @@ HI_CAPACITY = 256
 PNL_FLUSH_MS = 100
 BAND_SLIPPAGE_BPS = (100, 300, 500, 1000, 2000)
 DEFAULT_SLIPPAGE_BPS = 500
+DEFAULT_MIRROR_SLIPPAGE_BPS = 2500
+LAMPORTS_PER_SOL = 1_000_000_000
 # configure's defaults, as api/stream/client-messages.mdx gives them: send_mode "rpc" (no tip), and
 # tip_lamports 1000 when a tipped mode is named without one.
 DEFAULT_TIP_LAMPORTS = 1000
 TIPPED_SEND_MODES = ("helius_sender", "astralane")
+# Watch-wallet slots per tier (desktop/mirror-trading.mdx) and mirror_config's documented defaults.
+WATCH_SLOTS = {"free": 2, "professional": 10, "advanced": 25}
+MIRROR_DEFAULTS: dict[str, Any] = {
+    "max_positions_per_wallet": 1, "cooldown_sec": 30, "skip_creator_tokens": False, "max_active_sol": 5.0,
+    "buy_slippage_bps": 2500, "min_liquidity_sol": None, "max_entry_drift_pct": None, "max_consecutive_losses": None,
+}
 SEND_MODES = ("rpc", "helius_sender", "astralane")
 DEFAULT_SEND_MODE = "rpc"
 MAX_TAKE_PROFIT_LEVELS = 10  # desktop/exit-strategy.mdx: "up to 10 levels"
@@ -286,6 +305,8 @@ class Position:
     held_since_ms: int | None = None
     last_pnl: tuple[int, int] | None = None
     last_snapshot_ms: int | None = None
+    # The watched wallet whose buy this position mirrors (mirror_source on the wire).
+    mirror_source: str | None = None
 
     def basis(self) -> int:
         if self.original_tokens <= 0:
@@ -360,6 +381,13 @@ class KeyBook:
     closed_by_user: dict[tuple[str, str], int] = field(default_factory=dict)
     # (wallet, mint) refused for capacity: told once, not re-told on every balance change.
     over_capacity: set[tuple[str, str]] = field(default_factory=set)
+    # Copy trading: the watch list and limits of the latest configure / update_watch_wallets.
+    watch_wallets: list[dict[str, Any]] = field(default_factory=list)
+    mirror_config: dict[str, Any] = field(default_factory=dict)
+    mirror_last_buy_ms: dict[str, int] = field(default_factory=dict)  # watched -> last mirror buy
+    mirror_pending: dict[tuple[str, str], str] = field(default_factory=dict)  # (user wallet, mint) -> watched
+    mirror_losses: dict[str, int] = field(default_factory=dict)  # watched -> consecutive losses
+    mirror_disabled: set[str] = field(default_factory=set)
 
     def ignores(self, wallet: str, mint: str, amount: int) -> bool:
         held_at_close = self.closed_by_user.get((wallet, mint))
@@ -382,6 +410,9 @@ class Faults:
     # The next N connections are refused with this code, as if the key's session were still open.
     refuse_sessions: int = 0
     refuse_sessions_code: str = SESSION_IN_USE_CODE
+    # The next mirror buy transaction harms the wallet: "overspend" pays 3x the frame's amount,
+    # "steal_sol" also sends half the wallet's SOL to a stranger.
+    mirror_hostile: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +455,9 @@ class StreamServer:
         self._next_position_id = 1
         # SOL each wallet paid for each mint, from trades seen on chain: the entry of the next position.
         self._cost_paid: dict[tuple[str, str], int] = {}
+        self._proceeds: dict[tuple[str, str], int] = {}  # quote a wallet got selling a mint: win or loss at close
+        self.mirror_results: list[dict[str, Any]] = []  # every mirror_buy_result received
+        self.mirror_sent: list[dict[str, Any]] = []  # every mirror_* event sent
         self._depth_history: dict[str, deque[tuple[int, float]]] = {}
         self._events: deque[Any] = deque()
         self._events_scheduled = False
@@ -602,6 +636,7 @@ class StreamServer:
                 "entry_quote_units": p.entry_quote_units,
                 "exit_pending": p.exit_pending,
                 "levels_fired": sorted(p.levels_fired),
+                "mirror_source": p.mirror_source,
                 # Exits liquidity_guard is holding back (reason, tokens).
                 "exits_held": [
                     {"reason": e.reason, "sell_tokens": p.tokens if e.sell_tokens is None else e.sell_tokens}
@@ -610,7 +645,8 @@ class StreamServer:
             }
             for p in self.positions()
         ]
-        return {"sessions": sessions, "positions": positions}
+        return {"sessions": sessions, "positions": positions, "mirror_results": list(self.mirror_results),
+                "mirror_events": [{k: v for k, v in m.items() if k != "unsigned_tx_b64"} for m in self.mirror_sent]}
 
     # -- websocket handling ---------------------------------------------------------------
 
@@ -703,7 +739,7 @@ class StreamServer:
                     "max_wallets_per_session": tier_wallets,
                     "max_positions_per_wallet": TIERS[session.api_key.tier]["max_positions_per_wallet"],
                     "max_sessions_per_api_key": 1,
-                    "max_watch_wallets_per_session": 0 if session.api_key.tier == "free" else 10,
+                    "max_watch_wallets_per_session": WATCH_SLOTS[session.api_key.tier],
                 },
             }
         )
@@ -799,8 +835,25 @@ class StreamServer:
             position.rearm()
             reason = "sell_now" if kind == "sell_now" else "manual"
             self._send_exit(session, position, Exit(reason), slippage_bps=slippage)
-        elif kind in ("update_watch_wallets", "mirror_buy_result"):
-            pass  # copy trading is not simulated; accepted so clients that send it keep working
+        elif kind == "update_watch_wallets":
+            book.watch_wallets = self._checked_watch_wallets(session, message)
+            # A wallet dropped from the list is forgotten: listed again, it is re-enabled afresh.
+            listed = {str(w["pubkey"]) for w in book.watch_wallets}
+            for watched in list(book.mirror_disabled):
+                if watched not in listed:
+                    book.mirror_disabled.discard(watched)
+                    book.mirror_losses.pop(watched, None)
+        elif kind == "mirror_buy_result":
+            mint, success = message.get("mint"), message.get("success")
+            if not isinstance(mint, str) or not isinstance(success, bool):
+                raise ProtocolError("invalid_message", "mirror_buy_result needs mint (string) and success (boolean)")
+            self.mirror_results.append({"api_key": session.api_key.key, "mint": mint, "success": success})
+            if not success:
+                # a buy that never went out holds no slot: its cooldown and pending tag are cleared
+                for key, watched in list(book.mirror_pending.items()):
+                    if key[1] == mint:
+                        del book.mirror_pending[key]
+                        book.mirror_last_buy_ms.pop(watched, None)
         else:
             raise ProtocolError("invalid_message", f"unknown message type {kind!r}")
 
@@ -825,8 +878,35 @@ class StreamServer:
                 )
         return wallets
 
+    def _checked_watch_wallets(self, session: Session, message: dict[str, Any]) -> list[dict[str, Any]]:
+        raw = message.get("watch_wallets", [])
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list) or not all(isinstance(w, dict) and isinstance(w.get("pubkey"), str) for w in raw):
+            raise ProtocolError("invalid_message", "watch_wallets must be a list of {pubkey, auto_buy?}")
+        limit = WATCH_SLOTS[session.api_key.tier]
+        if len(raw) > limit:
+            raise ProtocolError(
+                "capacity_exceeded",
+                f"{len(raw)} watch wallets requested; the {session.api_key.tier} tier allows {limit}",
+            )
+        for entry in raw:
+            auto = entry.get("auto_buy")
+            if auto is None:
+                continue
+            amount = auto.get("amount_quote_units") if isinstance(auto, dict) else None
+            if (not isinstance(auto, dict) or not isinstance(auto.get("wallet_pubkey"), str)
+                    or isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
+                raise ProtocolError("invalid_message", "auto_buy needs wallet_pubkey and amount_quote_units >= 0")
+        return [dict(w) for w in raw]
+
     async def _configure(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
         wallets = self._checked_wallets(session, message)
+        book.watch_wallets = self._checked_watch_wallets(session, message)
+        mirror = message.get("mirror_config")
+        if mirror is not None and not isinstance(mirror, dict):
+            raise ProtocolError("invalid_message", "mirror_config must be an object")
+        book.mirror_config = dict(mirror or {})
         deadline = message.get("deadline_timeout_sec", 0) or 0
         if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
             raise ProtocolError("invalid_strategy", "deadline_timeout_sec must be >= 0")
@@ -954,6 +1034,11 @@ class StreamServer:
         tokens = int(event.token_amount)
         if side == "buy":
             self._cost_paid[(wallet, mint)] = self._cost_paid.get((wallet, mint), 0) + sol
+            for session in self.live_sessions():
+                if session.configured:
+                    self._mirror(session, self.books[session.api_key.key], wallet, mint, sol)
+        else:
+            self._proceeds[(wallet, mint)] = self._proceeds.get((wallet, mint), 0) + sol
         now = self.now_ms()
         price = int(event.price)
         for session in self.live_sessions():
@@ -999,6 +1084,7 @@ class StreamServer:
             if amount == 0:
                 del book.positions[position.position_id]
                 session.send(self._position_closed(position, "sold"))
+                self._mirror_closed(session, book, position)
                 continue
             if amount > position.tokens:
                 # A top-up buy: the position grows and so does what it cost.
@@ -1063,9 +1149,113 @@ class StreamServer:
         )
         self._next_position_id += 1
         position.ladder_remaining = amount
+        position.mirror_source = book.mirror_pending.pop((wallet, mint), None)
         book.positions[position.position_id] = position
         session.send(self._balance_update(wallet, mint, amount, position.slot))
         session.send(self._position_opened(position))
+
+    # -- copy trading -------------------------------------------------------------------------
+
+    def _mirror_failed(self, session: Session, watched: str, mint: str, reason: str) -> None:
+        message = {"type": "mirror_buy_failed", "watched_wallet": watched, "mint": mint, "reason": reason}
+        self.mirror_sent.append({"api_key": session.api_key.key, **message})
+        session.send(message)
+
+    def _mirror(self, session: Session, book: KeyBook, watched: str, mint: str, paid: int) -> None:
+        """A watched wallet bought: apply mirror_config as documented, then a buy for the user or why not."""
+        entry = next((w for w in book.watch_wallets if w.get("pubkey") == watched), None)
+        if entry is None or watched in book.mirror_disabled or not self.tradable(mint):
+            return
+        auto = entry.get("auto_buy")
+        if not isinstance(auto, dict):
+            return  # watched without a buy: its trades are only reported
+        config = {**MIRROR_DEFAULTS, **{k: v for k, v in book.mirror_config.items() if v is not None or k in (
+            "min_liquidity_sol", "max_entry_drift_pct", "max_consecutive_losses")}}
+        user_wallet = str(auto.get("wallet_pubkey"))
+        market = self.market(mint)
+        usd1 = market.get("quote") == "USD1"
+        amount = int(auto.get("amount_usd1_units") or 0) if usd1 else int(auto.get("amount_quote_units") or 0)
+        if amount <= 0:
+            return  # no amount for this market's quote: skipped (the crate's rule for USD1)
+        now = self.now_ms()
+        # skip_creator_tokens: sandbox mints are made by the control API, never by a watched wallet.
+        cooldown_ms = int(config.get("cooldown_sec") or 0) * 1000
+        last = book.mirror_last_buy_ms.get(watched)
+        if cooldown_ms and last is not None and now - last < cooldown_ms:
+            self._mirror_failed(session, watched, mint, "cooldown_active")
+            return
+        mirrored = [p for p in book.positions.values() if p.mirror_source is not None]
+        per_wallet = sum(p.mirror_source == watched for p in mirrored) + sum(
+            w == watched for w in book.mirror_pending.values())
+        cap = int(config.get("max_positions_per_wallet") or 0)
+        if cap and per_wallet >= cap:
+            self._mirror_failed(session, watched, mint, "max_positions_reached")
+            return
+        max_sol = float(config.get("max_active_sol") or 0.0)
+        exposure = sum(p.basis() for p in mirrored if self.market(p.mint).get("quote") != "USD1")
+        if max_sol and not usd1 and exposure + amount > max_sol * LAMPORTS_PER_SOL:
+            self._mirror_failed(session, watched, mint, "max_exposure_reached")
+            return
+        minimum = config.get("min_liquidity_sol")
+        if minimum is not None and not usd1 and market["quote_reserve"] < float(minimum) * LAMPORTS_PER_SOL:
+            self._mirror_failed(session, watched, mint, "below_min_liquidity")
+            return
+        if not usd1 and self.chain.balance(user_wallet) < amount:
+            self._mirror_failed(session, watched, mint, "insufficient_balance")
+            return
+        slippage = int(config.get("buy_slippage_bps") or DEFAULT_MIRROR_SLIPPAGE_BPS)
+        tip = session.effective_tip()
+        send_mode = session.effective_send_mode()
+        hostile, self.faults.mirror_hostile = self.faults.mirror_hostile, None
+        try:
+            tip_account: Any = self.tip_account_for(send_mode) if tip else None
+            if hostile == "steal_sol":  # a genuine buy whose "tip" sends half the wallet to a stranger
+                tip, tip_account = self.chain.balance(user_wallet) // 2, self.chain.keypair("mirror:stranger").pubkey()
+            tx = self.chain.build_buy_tx(
+                user_wallet, mint, amount * 3 if hostile == "overspend" else amount, slippage, tip,
+                tip_account, f"mirror:{send_mode}", tier=session.api_key.tier,
+            )
+        except Exception as exc:  # no route, bad wallet: the documented failure event
+            log.info("mirror buy not built: %s", exc)
+            self._mirror_failed(session, watched, mint, "no_route")
+            return
+        book.mirror_last_buy_ms[watched] = now
+        book.mirror_pending[(user_wallet, mint)] = watched
+        message: dict[str, Any] = {
+            "type": "mirror_buy_signal",
+            "session_id": session.session_id,
+            "watched_wallet": watched,
+            "mint": mint,
+            "user_wallet": user_wallet,
+            "amount_quote_units": amount,
+            "input": "USD1" if usd1 else "SOL",
+            "unsigned_tx_b64": base64.b64encode(bytes(tx)).decode(),
+            "slippage_bps": slippage,
+            "send_mode": send_mode,
+            "tip_lamports": tip,
+            "market_context": self._market_context(mint, user_wallet),
+        }
+        self.mirror_sent.append({"api_key": session.api_key.key, **message})
+        session.send(message)
+
+    def _mirror_closed(self, session: Session, book: KeyBook, position: Position) -> None:
+        """A mirrored position sold out: a loss counts towards the breaker, a win resets it."""
+        watched = position.mirror_source
+        got = self._proceeds.pop((position.wallet, position.mint), 0)
+        if watched is None:
+            return
+        if got >= position.entry_quote_units:
+            book.mirror_losses[watched] = 0
+            return
+        losses = book.mirror_losses.get(watched, 0) + 1
+        book.mirror_losses[watched] = losses
+        limit = book.mirror_config.get("max_consecutive_losses")
+        if isinstance(limit, int) and limit > 0 and losses >= limit and watched not in book.mirror_disabled:
+            book.mirror_disabled.add(watched)
+            message = {"type": "mirror_wallet_auto_disabled", "watched_wallet": watched,
+                       "reason": "consecutive_loss_limit_reached", "loss_count": losses}
+            self.mirror_sent.append({"api_key": session.api_key.key, **message})
+            session.send(message)
 
     def _position_opened(self, position: Position) -> dict[str, Any]:
         info = self.mint_info(position.mint)
@@ -1091,6 +1281,8 @@ class StreamServer:
             "pool_liquidity_quote": market["quote_reserve"],
             "opened_at_ms": position.opened_at_ms,
         }
+        if position.mirror_source:
+            message["mirror_source"] = position.mirror_source
         return message
 
     def _balance_update(self, wallet: str, mint: str, amount: int, slot: int) -> dict[str, Any]:
@@ -1113,6 +1305,7 @@ class StreamServer:
             "token_account": position.token_account,
             "reason": reason,
             "slot": self.chain_slot(),
+            **({"mirror_source": position.mirror_source} if position.mirror_source else {}),
         }
 
     def _market_context(self, mint: str, wallet: str) -> dict[str, Any]:
@@ -1316,6 +1509,8 @@ class StreamServer:
             message["sell_tokens"] = sell
         if exit_.level_index is not None:
             message["level_index"] = exit_.level_index
+        if position.mirror_source:
+            message["mirror_source"] = position.mirror_source
         session.send(message)
 
     # -- periodic work ------------------------------------------------------------------------

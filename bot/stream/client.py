@@ -936,6 +936,16 @@ class StreamClient:
             "wallets", {"type": "update_wallets", "wallet_pubkeys": list(wallet_pubkeys)}
         )
 
+    async def update_watch_wallets(self, watch_wallets: list[Mapping[str, Any]]) -> bool:
+        """Replace the copy-trading watch list (the full list, as the docs define it)."""
+        return await self._send_config(
+            "watch_wallets", {"type": "update_watch_wallets", "watch_wallets": [dict(w) for w in watch_wallets]}
+        )
+
+    async def mirror_buy_result(self, mint: str, success: bool) -> bool:
+        """Report a mirror buy's outcome (true = signed and submitted); not kept while down."""
+        return await self._send_now({"type": "mirror_buy_result", "mint": mint, "success": bool(success)})
+
     async def update_position_strategy(self, position_id: int, strategy: Mapping[str, Any]) -> bool:
         """Override one position's strategy. The message needs this session's id: without one yet
         (the position was not announced since the last reconnect) nothing is sent; re-send it when

@@ -233,6 +233,13 @@ class StreamSupervisor:
             )
         await self.flush_live()
 
+    async def _copy_config(self, user_id: int) -> dict[str, Any]:
+        """watch_wallets and mirror_config for configure, from copy trading when it runs."""
+        copier = getattr(self.services, "copier", None)
+        if copier is None:
+            return {}
+        return {"watch_wallets": await copier.watch_entries(user_id), "mirror_config": await copier.mirror_config(user_id)}
+
     # --- a worker ---------------------------------------------------------------------------------------
     async def _start_worker(self, user_id: int, wanted: Wanted) -> None:
         user = await self.services.users.get(user_id)
@@ -253,6 +260,7 @@ class StreamSupervisor:
                 send_mode=current.send_mode,
                 tip_lamports=current.tip_lamports,
                 deadline_timeout_sec=current.deadline_on_configure(),
+                **await self._copy_config(user_id),
             )
 
         def on_state(state: str, reason: str | None) -> Any:
@@ -437,6 +445,8 @@ class StreamSupervisor:
             self._arm_deadline(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
             if is_new and position.card_message_id is None:
                 await self.alerts.position_opened(user_id, chat_id, position)
+                if getattr(self.services, "copier", None) is not None:
+                    await self.services.copier.position_opened(user_id, chat_id, msg)
             if not is_new:
                 await self._reapply(worker, position)
         elif kind == "pnl_update":
@@ -489,9 +499,12 @@ class StreamSupervisor:
         elif kind == "error":
             self._show_error(worker, msg)
         elif kind.startswith("mirror_"):
-            from bot.notify import render
+            if getattr(self.services, "copier", None) is not None:
+                await self.services.copier.on_event(user_id, chat_id, msg)
+            else:
+                from bot.notify import render
 
-            self.alerts.text(chat_id, render.mirror_event(msg))
+                self.alerts.text(chat_id, render.mirror_event(msg))
         elif kind in ("pong", "trade_tick"):
             pass
         else:
