@@ -119,27 +119,15 @@ MAX_BUY_PRESETS = 4
 
 
 class BuyPresets:
-    """The SOL amounts on a token panel's buy buttons, per user (lamports).
+    """The SOL amounts on a token panel's buy buttons, per user (lamports; migration 0009).
 
-    The table is created here, on first use, so the feature needs no numbered migration of its own;
-    forgetting a user removes their row with the user (ON DELETE CASCADE).
+    Forgetting a user removes their row with the user (ON DELETE CASCADE).
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._ready = False
-
-    async def _ensure(self) -> None:
-        if not self._ready:
-            await self.db.execute(
-                """CREATE TABLE IF NOT EXISTS buy_presets (
-                     telegram_id INTEGER PRIMARY KEY REFERENCES users(telegram_id) ON DELETE CASCADE,
-                     lamports    TEXT NOT NULL)"""
-            )
-            self._ready = True
 
     async def get(self, telegram_id: int) -> tuple[int, ...]:
-        await self._ensure()
         row = await self.db.fetchone("SELECT lamports FROM buy_presets WHERE telegram_id=?", (telegram_id,))
         if row is None:
             return DEFAULT_BUY_PRESETS
@@ -147,7 +135,6 @@ class BuyPresets:
         return values or DEFAULT_BUY_PRESETS
 
     async def set(self, telegram_id: int, lamports: tuple[int, ...]) -> None:
-        await self._ensure()
         await self.db.execute(
             "INSERT INTO buy_presets (telegram_id, lamports) VALUES (?, ?) "
             "ON CONFLICT(telegram_id) DO UPDATE SET lamports=excluded.lamports",
