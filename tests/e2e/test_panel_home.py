@@ -3,6 +3,7 @@ chosen wallet, and typed buy amounts."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import base58
@@ -88,7 +89,15 @@ async def test_a_preset_buy_spends_from_the_wallet_chosen_on_the_panel(harness: 
     spent = before_second - chain.balance(second.pubkey())
     chain.market_move(mint, 5)
     await pump(h)
-    card = await trader.chat.send("/positions", expect=r"DOGE #\d+ · [+-]")
+    # the live numbers are stored in batches: ask again until the move shows (bounded)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        card = await trader.chat.send("/positions", expect=r"DOGE #\d+ · ")
+        if re.search(r"DOGE #\d+ · [+-]", card["text"]) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert re.search(r"DOGE #\d+ · [+-]", card["text"]), card["text"]
     opened = await trader.chat.press("DOGE", message=card, expect=r"After the")
     assert opened is not None and f"After the {render.sol(spent)} your buy paid, fees and rent included" in opened["text"]
 
