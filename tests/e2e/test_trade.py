@@ -212,18 +212,26 @@ async def test_charts_from_the_card(harness: Harness) -> None:
     h = harness
     trader, mint = await holding(h)
     card = await open_card(trader)
-    for move in (10, -5, 20, 8):
-        h.services.chain.market_move(mint, move)
-        await pump(h, 2)
-    for label, caption in (("PnL chart", r"value over time"), ("Liquidity chart", r"sells within each slippage")):
-        photo = await trader.chat.press(label, message=card, expect=caption)
-        assert photo.get("photo")
     services = h.runner.services
     assert services is not None
     from storage.history import PnlHistory
 
+    history = PnlHistory.for_db(services.db)
     position = await open_position(h, trader)
-    samples = await PnlHistory.for_db(services.db).samples(trader.chat.user_id, position.position_id)
+    loop = asyncio.get_running_loop()
+    for move in (10, -5, 20, 8):
+        before = len(await history.samples(trader.chat.user_id, position.position_id))
+        h.services.chain.market_move(mint, move)
+        # PnL is handed out at most every half second a position and its samples are written in batches:
+        # wait for this move's sample (bounded) so the chart has one point per move
+        deadline = loop.time() + 10
+        while len(await history.samples(trader.chat.user_id, position.position_id)) <= before:
+            assert loop.time() < deadline, f"no PnL sample stored after a {move}% move"
+            await pump(h, 1)
+    for label, caption in (("PnL chart", r"value over time"), ("Liquidity chart", r"sells within each slippage")):
+        photo = await trader.chat.press(label, message=card, expect=caption)
+        assert photo.get("photo")
+    samples = await history.samples(trader.chat.user_id, position.position_id)
     assert len(samples) >= 4 and samples == sorted(samples, key=lambda s: s.t_ms)
 
 
