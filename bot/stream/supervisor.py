@@ -40,6 +40,7 @@ from bot.stream.client import (
     is_refused_key,
 )
 from bot.stream.events import StreamEvent, quote_of
+from bot.tasks import BackgroundTasks
 from storage.history import PnlHistory
 from storage.positions import ExitSignals, Position, Positions
 
@@ -137,6 +138,9 @@ class StreamSupervisor:
         self._locks: dict[int, asyncio.Lock] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._closing = False
+        # wallet registrations run beside the connect, one at a time per user (see config() below)
+        self._registrations = BackgroundTasks()
+        self._registering: dict[int, asyncio.Task[Any]] = {}
         # (user, position) -> latest PnL / liquidity columns not yet written
         self.live: dict[tuple[int, int], dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -226,6 +230,8 @@ class StreamSupervisor:
                 await self._flushing
         for task in list(self._starting):
             task.cancel()
+        await self._registrations.cancel_all()
+        self._registering.clear()
         workers = list(self.workers.values())
         if workers:
             await asyncio.wait(
@@ -249,9 +255,15 @@ class StreamSupervisor:
             # the current wallets and strategy on every (re)connect; per-position overrides are re-sent
             # when the new session announces each position (its ids are new)
             # Every wallet is registered under this key first, as the official CLI does on every connect.
+            # It runs beside the connect, never in front of it: a slow or unreachable REST API must not hold
+            # a reconnect (and the exits waiting on it); a wallet the stream refuses meanwhile is retried with
+            # the usual backoff, by when the registration has gone through.
             register = getattr(self.services.accounts, "register_for_stream", None)
-            if register is not None:  # a bare accounts service (tests) has none
-                await register(user_id, worker.wanted.api_key)
+            running = self._registering.get(user_id)
+            if register is not None and (running is None or running.done()):  # a bare accounts service has none
+                self._registering[user_id] = self._registrations.spawn(
+                    register(user_id, worker.wanted.api_key), name=f"register-wallets-{user_id}"
+                )
             current = await self.wanted(user_id) or wanted
             worker.wanted = current
             return StreamConfig(
