@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shlex
 import sys
@@ -329,6 +330,7 @@ def sandbox_settings(
 async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path | None = None) -> int:
     """Start the sandbox services and the real bot wired to them, then chat (or play `script`)."""
     from bot.app import BotRunner
+    from bot.config import LOG_LEVELS
     from bot.logs import setup_logging
     from sandbox.services import SandboxServices
 
@@ -342,8 +344,9 @@ async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path 
         tmp = tempfile.TemporaryDirectory(prefix="lasersell-sandbox-")
         data_dir = Path(tmp.name)
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The chat owns the terminal: the bot's log goes to a file in the data folder.
-    setup_logging("INFO", "text", log_file=data_dir / "bot.log")
+    # The chat owns the terminal: the bot's log goes to a file in the data folder, at LOG_LEVEL if set.
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    setup_logging(level if level in LOG_LEVELS else "INFO", "text", log_file=data_dir / "bot.log")
     try:
         async with SandboxServices(seed=seed, realtime=True) as services:
             chat = TerminalChat(services, pictures=pictures)
