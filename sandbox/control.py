@@ -50,26 +50,12 @@ from solders.account import Account
 from solders.pubkey import Pubkey
 
 from sandbox.accounts import TIERS, Accounts, UnknownTier
-from sandbox.chain import Chain, ChainError
+from sandbox.chain import HOSTILE_KINDS, Chain, ChainError
 from sandbox.http import HttpError, JsonHttpServer, Request
 from sandbox.rpc import SandboxRpc
 from sandbox.stream import SESSION_IN_USE_CODE, UNKNOWN_MARKET_TYPE, StreamServer
 
 DEFAULT_SEND_FAULT = {"code": -32005, "message": "Node is behind by 42 slots"}
-HOSTILE_KINDS = (
-    "steal_position",
-    "steal_sol",
-    "steal_other_token",
-    "set_authority",
-    "approve",
-    "cpi_drain",
-    "tip_over_cap",
-    "cpi_sol",
-    "router_approve",
-    "router_set_authority",
-    "second_signer",
-    "lookup_table_destination",
-)
 BURST = "burst"
 TIP_OVER_CAP_LAMPORTS = 100_000_000
 QUOTES = ("SOL", "USD1")
