@@ -167,7 +167,7 @@ class BotApi:
         self._closing = True
         self._changed.fire()
         if self._delivery_task is not None:
-            self._delivery_task.cancel()
+            self._delivery.stop()
             await asyncio.gather(self._delivery_task, return_exceptions=True)
             self._delivery_task = None
         await self._web.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -175,6 +176,11 @@ class Signal:
     def fire(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+
+    async def next_change(self, timeout: float | None) -> None:
+        """Returns at the next change, or after `timeout` seconds without one."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
 
     async def wait_until(self, check: Callable[[], T], timeout: float | None) -> T:
         loop = asyncio.get_running_loop()

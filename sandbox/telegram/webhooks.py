@@ -63,27 +63,30 @@ class WebhookDelivery:
     _next_instance: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _session: aiohttp.ClientSession | None = None
+    _stopping: bool = False
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         try:
-            while True:
+            while not self._stopping:
                 for update in self._startable(loop.time()):
                     # in flight before the task runs, so the next check does not start it again
                     self._attempts.setdefault(update["update_id"], _Attempts()).in_flight = True
                     task = asyncio.create_task(self._deliver(update))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                with contextlib.suppress(TimeoutError):
-                    await self.changed.wait_until(
-                        lambda: bool(self._startable(loop.time())), self._until_next_retry(loop.time())
-                    )
+                await self.changed.next_change(self._until_next_retry(loop.time()))
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._session.close()
+
+    def stop(self) -> None:
+        """Ends `run()` at its next wake-up (a cancel alone can be lost in `wait_for` on 3.11)."""
+        self._stopping = True
+        self.changed.fire()
 
     def _startable(self, now: float) -> list[dict[str, Any]]:
         """The first undelivered update of each chat, when it is not in flight and its pause is
