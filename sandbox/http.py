@@ -173,6 +173,22 @@ class JsonHttpServer:
             return 500, {"status": "error", "reason": "internal", "message": "internal server error"}, {}
 
 
+class JsonService:
+    """A sandbox service served by its `server`: `url`, `start()` and `stop()` come from it."""
+
+    server: JsonHttpServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.server.start(host, port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
 def _prefix_matches(prefix: str, path: str) -> bool:
     if prefix == "/":
         return True

@@ -51,7 +51,7 @@ from sandbox.chain import (
     TxRecord,
     ui_token_amount,
 )
-from sandbox.http import JsonHttpServer, Request
+from sandbox.http import JsonHttpServer, JsonService, Request
 
 API_VERSION = "2.2.7"
 FEATURE_SET = 3294202862
@@ -121,7 +121,7 @@ def decode_transaction(data: Any, encoding: str) -> VersionedTransaction:
 FAULT_KINDS = ("garbage", "http500", "http429", "hang")
 
 
-class SandboxRpc:
+class SandboxRpc(JsonService):
     """JSON-RPC over the sandbox chain. `await start()`, then clients POST to `.url`."""
 
     def __init__(self, chain: Chain) -> None:
@@ -154,16 +154,6 @@ class SandboxRpc:
         }
 
     # -- serving -------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        await self.server.start(host, port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
 
     def fail_next_send(self, error: dict[str, Any] | RpcError) -> None:
         """The next sendTransaction answers with this JSON-RPC error ({"code", "message", "data"?})."""

@@ -31,9 +31,6 @@ from sandbox.telegram.botapi import BotApi
 from sandbox.telegram.driver import SandboxTelegram
 from sandbox.telegram.entities import HtmlParseError, parse_html
 from sandbox.telegram.model import (
-    MAX_CALLBACK_DATA_BYTES,
-    MAX_CAPTION_LENGTH,
-    MAX_MESSAGE_LENGTH,
     NOT_MODIFIED,
     POLL_CONFLICT,
     QUERY_TOO_OLD,
@@ -42,15 +39,10 @@ from sandbox.telegram.model import (
     DriverError,
     SandboxUser,
     TelegramApiError,
-    Upload,
-    bad_request,
 )
 from sandbox.telegram.webhooks import SECRET_HEADER
 
 __all__ = [
-    "MAX_CALLBACK_DATA_BYTES",
-    "MAX_CAPTION_LENGTH",
-    "MAX_MESSAGE_LENGTH",
     "NOT_MODIFIED",
     "POLL_CONFLICT",
     "QUERY_TOO_OLD",
@@ -63,7 +55,5 @@ __all__ = [
     "SandboxTelegram",
     "SandboxUser",
     "TelegramApiError",
-    "Upload",
-    "bad_request",
     "parse_html",
 ]

@@ -11,7 +11,7 @@ import secrets
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from http import HTTPStatus
 from typing import Any, Self
 
@@ -816,11 +816,27 @@ class BotApi:
         raise bad_request("wrong file identifier/HTTP URL specified")
 
     def _send_photo(self, params: Params) -> dict[str, Any]:
+        return self._send_media(params, "photo")
+
+    def _send_document(self, params: Params) -> dict[str, Any]:
+        return self._send_media(params, "document")
+
+    def _send_media(self, params: Params, kind: str) -> dict[str, Any]:
+        """sendPhoto and sendDocument: an upload or a file id this server issued, with a caption."""
         user = self._sendable_chat(params)
-        source = self._input_file(params, "photo")
+        source = self._input_file(params, kind)
         caption, caption_entities = self._caption(params)
         markup = self._reply_markup(params)
         reply_to = self._reply_to(params, user.user_id)
+        media = self._photo_sizes(source) if kind == "photo" else self._document(source)
+        self._flood_check(user.user_id)
+        message = self._new_message(user.user_id, from_bot=True)
+        setattr(message, kind, media)
+        message.caption, message.caption_entities = caption, caption_entities
+        message.reply_markup, message.reply_to = markup, reply_to
+        return self._store_bot_message(message)
+
+    def _photo_sizes(self, source: Upload | StoredFile) -> list[dict[str, Any]]:
         if isinstance(source, Upload):
             try:
                 with Image.open(io.BytesIO(source.data)) as image:
@@ -828,50 +844,30 @@ class BotApi:
             except Exception:
                 raise bad_request("IMAGE_PROCESS_FAILED") from None
             stored = self._store_file("AgAC", source.data, "jpg")
-            sizes = [{"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                      "file_size": len(source.data), "width": width, "height": height}]
-        else:
-            existing = next(
-                (m.photo for chat in self._messages.values() for m in chat.values()
-                 if m.photo and m.photo[-1]["file_id"] == source.file_id),
-                None,
-            )
-            if existing is None:
-                raise bad_request("wrong file identifier/HTTP URL specified")
-            sizes = existing
-        self._flood_check(user.user_id)
-        message = self._new_message(user.user_id, from_bot=True)
-        message.photo, message.caption, message.caption_entities = sizes, caption, caption_entities
-        message.reply_markup, message.reply_to = markup, reply_to
-        return self._store_bot_message(message)
+            return [{"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                     "file_size": len(source.data), "width": width, "height": height}]
+        for message in self._all_messages():
+            if message.photo and message.photo[-1]["file_id"] == source.file_id:
+                return message.photo
+        raise bad_request("wrong file identifier/HTTP URL specified")
 
-    def _send_document(self, params: Params) -> dict[str, Any]:
-        user = self._sendable_chat(params)
-        source = self._input_file(params, "document")
-        caption, caption_entities = self._caption(params)
-        markup = self._reply_markup(params)
-        reply_to = self._reply_to(params, user.user_id)
+    def _document(self, source: Upload | StoredFile) -> dict[str, Any]:
         if isinstance(source, Upload):
             if not source.data:
                 raise bad_request("file must be non-empty")
             extension = source.filename.rsplit(".", 1)[-1] if "." in source.filename else "bin"
             stored = self._store_file("BQAC", source.data, extension)
-            document = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
-                        "file_name": source.filename, "mime_type": source.content_type,
-                        "file_size": len(source.data)}
-        else:
-            document = next(
-                (m.document for chat in self._messages.values() for m in chat.values()
-                 if m.document and m.document["file_id"] == source.file_id),
-                None,
-            )
-            if document is None:
-                raise bad_request("wrong file identifier/HTTP URL specified")
-        self._flood_check(user.user_id)
-        message = self._new_message(user.user_id, from_bot=True)
-        message.document, message.caption, message.caption_entities = document, caption, caption_entities
-        message.reply_markup, message.reply_to = markup, reply_to
-        return self._store_bot_message(message)
+            return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                    "file_name": source.filename, "mime_type": source.content_type,
+                    "file_size": len(source.data)}
+        for message in self._all_messages():
+            if message.document and message.document["file_id"] == source.file_id:
+                return message.document
+        raise bad_request("wrong file identifier/HTTP URL specified")
+
+    def _all_messages(self) -> Iterator[StoredMessage]:
+        for chat in self._messages.values():
+            yield from chat.values()
 
     def _copy_message(self, params: Params) -> dict[str, int]:
         user = self._sendable_chat(params)
