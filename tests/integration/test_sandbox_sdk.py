@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 import httpx
@@ -19,9 +18,9 @@ from lasersell_sdk.tx import (
     sign_unsigned_tx,
 )
 from solders.keypair import Keypair
-from solders.transaction import VersionedTransaction
 
 from sandbox.services import SandboxServices
+from tests.integration.test_sandbox_exit_api import network_fee
 
 WAIT_S = 10.0
 
@@ -197,22 +196,6 @@ async def next_message(receiver: Any, kind: str, seen: list[dict[str, Any]]) -> 
                 return dict(message)
 
     return await asyncio.wait_for(find(), WAIT_S)
-
-
-def network_fee(unsigned_tx_b64: str) -> int:
-    """5000 lamports a signature plus the priority fee asked by the compute budget instructions."""
-    tx = VersionedTransaction.from_bytes(base64.b64decode(unsigned_tx_b64))
-    keys = tx.message.account_keys
-    limit, price = 200_000, 0
-    for ix in tx.message.instructions:
-        if str(keys[ix.program_id_index]) != "ComputeBudget111111111111111111111111111111":
-            continue
-        data = bytes(ix.data)
-        if data[0] == 2:
-            limit = int.from_bytes(data[1:5], "little")
-        elif data[0] == 3:
-            price = int.from_bytes(data[1:9], "little")
-    return 5000 * tx.message.header.num_required_signatures - (-price * limit // 1_000_000)
 
 
 async def test_official_sdk_parses_every_frame_the_sandbox_sends() -> None:
