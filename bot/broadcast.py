@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from bot.notify.outbox import INVOKE, Delivery, DeliveryFailed, Outbox, OutboxCall, Priority
@@ -91,7 +92,7 @@ class Broadcasts:
         self,
         db: Database,
         outbox: Outbox,
-        bot: Any,
+        bot: Bot,
         *,
         rate: float = 25.0,
         progress_every: float = 3.0,

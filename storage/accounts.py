@@ -232,6 +232,11 @@ class SettingsStore:
             skipped_steps=frozenset(s for s in row["skipped_steps"].split(",") if s),
         )
 
+    async def unpaused_ids(self) -> list[int]:
+        """Every user whose streaming is not paused (the streams to resume at start-up)."""
+        rows = await self.db.fetchall("SELECT telegram_id FROM user_settings WHERE paused=0")
+        return [int(row[0]) for row in rows]
+
     async def update(self, telegram_id: int, **fields: Any) -> UserSettings:
         unknown = set(fields) - set(SETTINGS_FIELDS)
         if unknown:

@@ -102,6 +102,14 @@ class Users:
         row = await self.db.fetchone("SELECT * FROM users WHERE telegram_id=?", (telegram_id,))
         return _row(row) if row else None
 
+    async def blocked_chat(self, chat_id: int) -> int | None:
+        """Telegram says the chat blocked the bot: mark its user blocked; returns their id (None: unknown)."""
+        row = await self.db.fetchone("SELECT telegram_id FROM users WHERE chat_id=?", (chat_id,))
+        if row is None:
+            return None
+        await self.set_blocked(int(row[0]))
+        return int(row[0])
+
     async def set_blocked(self, telegram_id: int, blocked: bool = True) -> None:
         await self.db.execute("UPDATE users SET blocked=? WHERE telegram_id=?", (int(blocked), telegram_id))
 

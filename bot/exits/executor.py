@@ -33,6 +33,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.accounts import AccountError
+from bot.core import Core
 from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import (
     SYSTEM_PROGRAM,
@@ -210,15 +211,15 @@ def _sol_transfers(
 
 
 class Executor:
-    def __init__(self, services: Any, *, poll_s: float = POLL_S) -> None:
-        self.services = services
-        self.rpc = services.rpc
-        self.watcher = SignatureWatcher(services.rpc, poll_s)
-        self.holdings = Holdings(services.rpc)
+    def __init__(self, core: Core, *, poll_s: float = POLL_S) -> None:
+        self.core = core
+        self.rpc = core.rpc
+        self.watcher = SignatureWatcher(core.rpc, poll_s)
+        self.holdings = Holdings(core.rpc)
         self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._http = httpx.AsyncClient(timeout=10.0)
-        extra = getattr(services.settings, "guard_extra_programs", ())
+        extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
         self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
 
@@ -359,7 +360,7 @@ class Executor:
         if checked.balance is not None and checked.balance < needed:
             return await hooks.cannot_pay(needed, checked.balance)
         try:
-            keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+            keypair = await self.core.accounts.keypair(trade.user_id, trade.wallet)
         except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
             return await hooks.signing_failed(SigningError(str(exc)))
         try:
@@ -421,13 +422,13 @@ class Executor:
         if send_mode == "rpc":
             await self.rpc.send_transaction(raw, skip_preflight=True)
             return
-        settings = self.services.settings
+        settings = self.core.settings
         url = settings.helius_sender_url if send_mode == "helius_sender" else settings.astralane_url
         headers = {}
         if send_mode == "astralane":
-            stored = await self.services.accounts.store.get(user_id)
+            stored = await self.core.accounts.store.get(user_id)
             if stored.astralane_sealed:
-                key = self.services.vault.open(stored.astralane_sealed, user_id=user_id, kind="astralane_key",
+                key = self.core.vault.open(stored.astralane_sealed, user_id=user_id, kind="astralane_key",
                                                identity="astralane_key").decode()
                 headers["x-api-key"] = key
         body = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from storage.positions import ExitSignal, Position, Positions
 log = logging.getLogger("lasersell_bot.alerts")
 
 LEVEL_CACHE_S = 5.0
+# reads a position (user, position number), with its newest live numbers when the streams hold some
+LoadPosition = Callable[[int, int], Awaitable[Position | None]]
 
 
 def buttons(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
@@ -63,6 +66,7 @@ class Alerts:
         *,
         card_interval_s: float = 3.0,
         trend_hold: int = 3,
+        load_position: LoadPosition | None = None,
     ) -> None:
         self.outbox = outbox
         self.positions = positions
@@ -73,8 +77,8 @@ class Alerts:
         self._cards: dict[int, _ChatCards] = {}
         self._card_owner: dict[int, int] = {}  # chat -> telegram id
         self._has_card: set[tuple[int, int]] = set()  # positions with a live card message to edit
-        # reads a position with its newest live numbers (the supervisor batches their writes)
-        self.load_position: Any = positions.get
+        # reads a position with its newest live numbers (the PnL batcher holds back their writes)
+        self.load_position: LoadPosition = load_position or positions.get
         self._closed = False
         self._levels: dict[int, tuple[float, dict[str, str]]] = {}
 
@@ -157,7 +161,7 @@ class Alerts:
             )
 
     async def liquidity(
-        self, user_id: int, chat_id: int, position_id: int, trend: str, bands: list[dict[str, Any]], load: Any
+        self, user_id: int, chat_id: int, position_id: int, trend: str, bands: list[dict[str, Any]], load: LoadPosition
     ) -> None:
         """Count the trend; only a change that held `trend_hold` snapshots reaches the user (and reads storage)."""
         state = self._trends.setdefault((user_id, position_id), _TrendState())

@@ -39,6 +39,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
+from telegram import Bot
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -220,7 +221,7 @@ class Outbox:
 
     def __init__(
         self,
-        bot: Any,
+        bot: Bot | None = None,
         *,
         global_rate: float = 25.0,
         per_chat_rate: float = 1.0,
@@ -275,7 +276,13 @@ class Outbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, bot: Bot | None = None) -> None:
+        """Start sending, through `bot` (the application's, known once it is built) or the one given at
+        construction."""
+        if bot is not None:
+            self._bot = bot
+        if self._bot is None:
+            raise ValueError("an Outbox needs a bot to send through")
         if self._dispatcher is not None:
             return
         self._closed = False

@@ -296,7 +296,7 @@ class StreamClient:
         self._attempt_connected_at: float | None = None
         self._ready = False  # configure sent, hello_ok received, pending flushed: sends go straight out
 
-        # Stats the supervisor shows and tests check.
+        # Stats the streams show and tests check.
         self.reconnect_count = 0
         self.connected_since: float | None = None
         self.last_message_at: float | None = None
