@@ -102,7 +102,7 @@ class Services:
         """Stop what `start` started, within bounds: broadcasts, streams, trade paths, then the outbox."""
         await self.broadcasts.stop(timeout=5.0)
         await self.streams.stop_all(timeout=5.0)
-        self.alerts.close()
+        await self.alerts.close()
         await self.seller.close()
         await self.buyer.close()
         await self.copier.close()
@@ -111,7 +111,7 @@ class Services:
 
     async def close(self) -> None:
         """Release what building the services opened (after `stop`, and also when `start` never ran)."""
-        await self.users.flush_seen()
+        await self.users.close()
         await self.deletions.stop()
         await self.api.close()
         await self.rpc.close()

@@ -20,6 +20,8 @@ from solders.rpc.responses import (
 )
 from solders.transaction import VersionedTransaction
 
+from bot.tasks import BackgroundTasks
+
 _JSON = {"Content-Type": "application/json"}
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
@@ -73,6 +75,7 @@ class SolanaRpc:
         self._ids = itertools.count(1)
         self._balance_wanted: list[tuple[str, asyncio.Future[int]]] = []
         self._batch: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        self._sending = BackgroundTasks()  # batched calls on their way
 
     def _client(self) -> aiohttp.ClientSession:
         # aiohttp's pool stays fast with hundreds of requests queued at once (a burst of Sell taps);
@@ -83,6 +86,7 @@ class SolanaRpc:
         return self._session
 
     async def close(self) -> None:
+        await self._sending.cancel_all()
         if self._session is not None:
             await self._session.close()
 
@@ -115,7 +119,7 @@ class SolanaRpc:
         future: asyncio.Future[Any] = loop.create_future()
         self._batch.append(({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, future))
         if len(self._batch) == 1:
-            loop.call_soon(lambda: asyncio.ensure_future(self._send_batch()))
+            loop.call_soon(lambda: self._sending.spawn(self._send_batch(), name="rpc-batch"))
         return await future
 
     async def _send_batch(self) -> None:
@@ -195,7 +199,7 @@ class SolanaRpc:
         future: asyncio.Future[int] = loop.create_future()
         self._balance_wanted.append((pubkey, future))
         if len(self._balance_wanted) == 1:
-            loop.call_soon(lambda: asyncio.ensure_future(self._fetch_balances()))
+            loop.call_soon(lambda: self._sending.spawn(self._fetch_balances(), name="rpc-balances"))
         return await future
 
     async def _fetch_balances(self) -> None:

@@ -211,7 +211,8 @@ class SettingsStore:
         row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))
         if row is None:
             await self.db.execute(
-                "INSERT OR IGNORE INTO user_settings (telegram_id, send_mode, tip_lamports, updated_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO user_settings (telegram_id, send_mode, tip_lamports, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(telegram_id) DO NOTHING",
                 (telegram_id, DEFAULT_SEND_MODE, DEFAULT_TIP_LAMPORTS, now_ms()),
             )
             row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pending_seen: dict[int, tuple[str, str | None, str | None, int, int]] = {}
+        self._flushing: asyncio.Future[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
 
     async def seen_often(
@@ -61,8 +63,19 @@ class Users:
         self._pending_seen[telegram_id] = (first_name or "", last_name, username, now_ms(), telegram_id)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(SEEN_BATCH_S, lambda: asyncio.ensure_future(self.flush_seen()))
+            self._flush_handle = loop.call_later(SEEN_BATCH_S, self._start_flush)
         return False
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._flushing = asyncio.ensure_future(self.flush_seen())
+
+    async def close(self) -> None:
+        """Write what is batched; a timed write under way is let finish first."""
+        if self._flushing is not None and not self._flushing.done():
+            with contextlib.suppress(Exception):
+                await self._flushing
+        await self.flush_seen()
 
     async def flush_seen(self) -> None:
         if self._flush_handle is not None:

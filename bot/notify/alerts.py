@@ -20,6 +20,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.notify import render
 from bot.notify.outbox import DeliveryFailed, Outbox, Priority
+from bot.tasks import BackgroundTasks
 from storage.accounts import SettingsStore
 from storage.positions import ExitSignal, Position, Positions
 
@@ -80,19 +81,21 @@ class Alerts:
         # reads a position with its newest live numbers (the PnL batcher holds back their writes)
         self.load_position: LoadPosition = load_position or positions.get
         self._closed = False
+        self._flushes = BackgroundTasks()  # card edits due now
         self._levels: dict[int, tuple[float, dict[str, str]]] = {}
 
     def track_card(self, user_id: int, position_id: int) -> None:
         """This position has a card message: edit it when its numbers change."""
         self._has_card.add((user_id, position_id))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Cancel pending card flushes (at shutdown, before the database closes)."""
         self._closed = True
         for cards in self._cards.values():
             if cards.timer is not None:
                 cards.timer.cancel()
                 cards.timer = None
+        await self._flushes.cancel_all()
 
     async def _level(self, user_id: int, kind: str) -> str:
         # alert levels change rarely and are read on hot paths: cache them for a few seconds
@@ -132,7 +135,7 @@ class Alerts:
             return
         loop = asyncio.get_running_loop()
         due = max(0.0, cards.last_edit + self.card_interval_s - time.monotonic())
-        cards.timer = loop.call_later(due, lambda: asyncio.ensure_future(self._flush_cards(chat_id)))
+        cards.timer = loop.call_later(due, lambda: self._flushes.spawn(self._flush_cards(chat_id), name="card-edits"))
 
     async def _flush_cards(self, chat_id: int) -> None:
         cards = self._cards.get(chat_id)

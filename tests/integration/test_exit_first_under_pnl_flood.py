@@ -199,7 +199,7 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
     finally:
         stream.fire.set()  # a handler still waiting to flood ends with its connection
         await streams.stop_all(timeout=5)
-        alerts.close()
+        await alerts.close()
         await outbox.stop(drain_timeout=0)
         server.close()
         async with asyncio.timeout(10):
