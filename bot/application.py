@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.constants import ParseMode
@@ -36,7 +37,17 @@ RECORD_GROUP = -2
 GATE_GROUP = -1
 
 
-async def record_user(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+HandlerCallback = Callable[[Update, BotContext], Coroutine[Any, Any, Any]]
+ErrorCallback = Callable[[object, BotContext], Coroutine[Any, Any, None]]
+
+
+def _as_handler(callback: Callable[[Update, Any], Awaitable[Any]]) -> HandlerCallback:
+    """A handler written against PTB's default context type. The context PTB hands it is a BotContext
+    (a CallbackContext); the cast goes once handlers/ is typed with BotContext."""
+    return cast(HandlerCallback, callback)
+
+
+async def record_user(update: Update, context: BotContext) -> None:
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None or user.is_bot:
         return
@@ -48,8 +59,8 @@ async def record_user(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await services.streams.refresh(user.id)  # they unblocked the bot: watch their wallets again
 
 
-def _admin_gate(admin_names: set[str]) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
-    async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+def _admin_gate(admin_names: set[str]) -> HandlerCallback:
+    async def gate(update: Update, context: BotContext) -> None:
         message = update.effective_message
         if message is None or not message.text or not message.text.startswith("/"):
             return
@@ -57,7 +68,7 @@ def _admin_gate(admin_names: set[str]) -> Callable[[Update, ContextTypes.DEFAULT
         user = update.effective_user
         if name in admin_names and (user is None or not get_services(context).settings.is_admin(user.id)):
             # To anyone else an admin command does not exist.
-            await errors.unknown_command(update, context)
+            await _as_handler(errors.unknown_command)(update, context)
             raise ApplicationHandlerStop
 
     return gate
@@ -83,21 +94,22 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
         .rate_limiter(limiter)
         .post_init(_post_init)
         .concurrent_updates(True)
+        .job_queue(None)
         .build()
     )
     commands = all_commands()
-    app.add_handler(TypeHandler(Update, text.screen_secrets), group=SECRET_GROUP)
+    app.add_handler(TypeHandler(Update, _as_handler(text.screen_secrets)), group=SECRET_GROUP)
     app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
     app.add_handler(
         MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
     )
     for command in commands:
-        app.add_handler(CommandHandler(command.name, command.callback))
+        app.add_handler(CommandHandler(command.name, _as_handler(command.callback)))
     for module in feature_modules():
         if hasattr(module, "register"):
             module.register(app)
-    app.add_handler(MessageHandler(filters.COMMAND, errors.unknown_command))
-    app.add_error_handler(errors.on_error)
+    app.add_handler(MessageHandler(filters.COMMAND, _as_handler(errors.unknown_command)))
+    app.add_error_handler(cast(ErrorCallback, errors.on_error))
     return app
 
 

@@ -245,7 +245,9 @@ class Broadcasts:
                 return ALREADY_DONE
             try:
                 if job.kind == "text":
+                    assert job.text is not None  # a text broadcast is stored with its text
                     return await self.bot.send_message(chat_id=recipient.chat_id, text=job.text, parse_mode="HTML")
+                assert job.source_chat_id is not None and job.source_message_id is not None  # a copy, with its source
                 return await self.bot.copy_message(
                     chat_id=recipient.chat_id, from_chat_id=job.source_chat_id, message_id=job.source_message_id
                 )

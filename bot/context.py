@@ -8,12 +8,11 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.services import Services
 
-BotApplication = Application[
-    ExtBot[None], "BotContext", dict[Any, Any], dict[Any, Any], dict[Any, Any], Any
-]
+# the bot's requests carry the outbox rate limiter's arguments (a dict), hence ExtBot[dict[str, Any]]
+BotExt = ExtBot[dict[str, Any]]
 
 
-class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+class BotContext(CallbackContext[BotExt, dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
     """Built by PTB for each update (the Application is made with `ContextTypes(context=BotContext)`)."""
 
     @property
@@ -22,3 +21,7 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], d
         if not isinstance(services, Services):
             raise RuntimeError("the application was built without the bot's services (see bot.wiring)")
         return services
+
+
+# no job queue: the services own their timers and background tasks
+BotApplication = Application[BotExt, BotContext, dict[Any, Any], dict[Any, Any], dict[Any, Any], None]

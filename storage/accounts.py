@@ -119,7 +119,8 @@ class Wallets:
             raise DuplicateWallet(mine=existing[0] == telegram_id)
         async with self.db.transaction() as conn:
             cur = await conn.execute("SELECT COUNT(*) FROM wallets WHERE telegram_id=?", (telegram_id,))
-            count = (await cur.fetchone())[0]
+            counted = await cur.fetchone()
+            count = counted[0] if counted is not None else 0
             cur = await conn.execute(
                 "INSERT INTO wallets (telegram_id, address, label, sealed, is_default, created_at) VALUES (?,?,?,?,?,?)",
                 (telegram_id, address, label, sealed, int(count == 0), now_ms()),

@@ -80,7 +80,7 @@ def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
-    ticks = []
+    ticks: list[float] = []
     value = first
     # the last tick is at or above `high`, so nothing drawn up to `high` falls outside the axes
     while (not ticks or ticks[-1] < high - 1e-12) and len(ticks) < 4 * count:
@@ -139,8 +139,8 @@ def render_pnl_chart(
     for mark in sorted(marks, key=lambda m: m.t_ms):
         t = min(max(mark.t_ms, first), last)
         # a sell is drawn where the line was just before it, so the marker sits on the drop's top
-        before = [x for x in samples if x.t_ms < t]
-        y = before[-1].proceeds_units / per_unit if mark.kind == "sell" and before else _value_at(t, samples, per_unit)
+        earlier = [x for x in samples if x.t_ms < t]
+        y = earlier[-1].proceeds_units / per_unit if mark.kind == "sell" and earlier else _value_at(t, samples, per_unit)
         colour = MARK_COLOURS.get(mark.kind, MUTED)
         ax.scatter([mdates.date2num(_utc(t))], [y], s=90, color=colour, edgecolors=BACKGROUND, linewidths=1.5,
                    zorder=5, marker="v" if mark.kind != "closed" else "X")

@@ -635,7 +635,9 @@ class Outbox:
         finally:
             # leave the in-flight set now, not in a done-callback: the dispatcher woken below
             # runs before such a callback and would still see this call occupying a slot
-            self._in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            current = asyncio.current_task()
+            if current is not None:
+                self._in_flight.discard(current)
             chat.busy = False
             for p in range(len(Priority)):
                 self._schedule(chat, p)

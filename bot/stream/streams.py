@@ -18,7 +18,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from bot.notify.outbox import Priority
@@ -71,7 +71,7 @@ class _Wallet(Protocol):
 
 
 class _WalletLister(Protocol):
-    async def list(self, user_id: int) -> list[_Wallet]: ...
+    async def list(self, user_id: int) -> Sequence[_Wallet]: ...
 
 
 class StreamAccounts(Protocol):
@@ -82,7 +82,7 @@ class StreamAccounts(Protocol):
     @property
     def wallets(self) -> _WalletLister: ...
 
-    async def api_key(self, user_id: int) -> tuple[str, Any] | None: ...
+    async def api_key(self, user_id: int) -> tuple[str, object] | None: ...
 
 
 class CopyConfig(Protocol):
@@ -97,7 +97,7 @@ class _CopyTrading(CopyEvents, CopyConfig, Protocol):
     pass
 
 
-RegisterWallets = Callable[[int, str], Awaitable[object]]
+RegisterWallets = Callable[[int, str], Coroutine[Any, Any, object]]
 
 
 class UserStreams:
