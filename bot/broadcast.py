@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import math
 import time
@@ -369,8 +370,6 @@ def progress_text(
 
 
 def report_text(job: Broadcast, reasons: list[tuple[str, int]]) -> str:
-    import html
-
     word = {FINISHED: "finished", CANCELLED: "cancelled"}.get(job.state, job.state)
     lines = [f"📣 <b>Broadcast #{job.id} {word}</b>", _counts(job)]
     not_sent = job.total - job.done

@@ -21,6 +21,7 @@ import time
 from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.core import Core
 from bot.exits.buy import FEE_HEADROOM_LAMPORTS, LAMPORTS_PER_SOL, StreamClients
@@ -442,8 +443,6 @@ class Copier:
 
 
 def _buttons(order_id: str) -> Any:
-    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
     return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Copy", callback_data=f"cp:go:{order_id}"),
                                   InlineKeyboardButton("Skip", callback_data=f"cp:no:{order_id}")]])
 

@@ -25,6 +25,7 @@ from solders.pubkey import Pubkey
 from bot.core import Core
 from bot.exits.executor import Checked, Executor, Trade, TradeHooks
 from bot.exits.guard import BuyIntent, GuardRefusal
+from bot.exits.sell import explain
 from bot.exits.signer import SigningError, decode_unsigned
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
@@ -353,8 +354,6 @@ class _BuyHooks(TradeHooks):
         if verdict == "unknown" or status is None:
             return "unknown"
         if verdict == "failed":
-            from bot.exits.sell import explain
-
             _kind, words = explain(status.err)
             return await self._fail(str(status.err), self.buyer.describe(order) + f"\n\n❌ <b>Not bought</b>: {render.esc(words)}.")
         return await self.buyer._landed(order, signature)

@@ -37,6 +37,7 @@ from bot.lasersell_api import LaserSellApiError
 from bot.notify import render
 from bot.notify.alerts import buttons, signal_buttons
 from bot.notify.outbox import Priority
+from bot.notify.pnl_card import PnlCard, render_pnl_card
 from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
@@ -564,10 +565,6 @@ class Seller:
     async def _send_card(self, signal: ExitSignal, position: Position | None, received: int | None,
                          basis: int | None, pnl: int | None, quote: str = "SOL") -> None:
         if signal.chat_id is None or received is None or basis is None or pnl is None:
-            return
-        try:
-            from bot.notify.pnl_card import PnlCard, render_pnl_card
-        except ImportError:
             return
         hold_ms = int(time.time() * 1000) - ((position.opened_at_ms or position.first_seen_ms) if position else signal.received_at_ms)
         partial = None

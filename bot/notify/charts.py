@@ -5,6 +5,7 @@ liquidity bands. Drawn with matplotlib's Agg backend and its bundled fonts, size
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import io
 import math
 from collections.abc import Sequence
@@ -231,9 +232,7 @@ def render_liquidity_chart(
     return _png(fig)
 
 
-def _utc(t_ms: int) -> Any:
-    import datetime as dt
-
+def _utc(t_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC).replace(tzinfo=None)
 
 
