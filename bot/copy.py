@@ -382,7 +382,8 @@ class Copier:
                 user_id=order.telegram_id, wallet=order.wallet, tx=tx, intent=intent, send_mode=settings.send_mode,
                 records=self.orders, record_id=order.id, label=render.short(order.mint), check_blockhash=True,
             )
-            return str(await self.executor.execute(trade, hooks))
+            result = await self.executor.execute(trade, hooks)
+            return str(result)
         except Exception as exc:  # never leave a signal without an answer
             log.exception("copy buy %s failed unexpectedly", order_id)
             if not hooks.reported:
@@ -447,7 +448,7 @@ def _buttons(order_id: str) -> Any:
                                   InlineKeyboardButton("Skip", callback_data=f"cp:no:{order_id}")]])
 
 
-class _CopyHooks(TradeHooks):
+class _CopyHooks(TradeHooks[str]):
     """A mirror buy at each step of the executor; every end reports `mirror_buy_result` once."""
 
     def __init__(self, copier: Copier, order: BuyOrder) -> None:

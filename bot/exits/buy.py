@@ -16,6 +16,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -106,7 +107,7 @@ class Buyer:
     async def close(self) -> None:
         await self._background.cancel_all()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
     # --- the quote --------------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ class Buyer:
             await future
 
 
-class _BuyHooks(TradeHooks):
+class _BuyHooks(TradeHooks[str]):
     """What a buy does at each step of the executor; each returns the outcome in a word."""
 
     def __init__(self, buyer: Buyer, order: BuyOrder) -> None:

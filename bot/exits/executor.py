@@ -23,9 +23,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import base58
 import httpx
@@ -52,7 +52,7 @@ from bot.exits.guard import (
     resolve_lookup_tables,
 )
 from bot.exits.signer import SigningError, sign_transaction
-from bot.solana_rpc import RpcError, SignatureStatus, TokenHolding
+from bot.solana_rpc import RpcError, SignatureStatus, SolanaRpc, TokenHolding
 
 log = logging.getLogger("lasersell_bot.executor")
 
@@ -62,6 +62,9 @@ LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if
 HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
 MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
 SEND_RETRY_PAUSES_S = (0.2, 0.8)  # before each resend of the same bytes after an answer that said nothing definite
+
+
+Outcome = TypeVar("Outcome")
 
 
 class TradeRecords(Protocol):
@@ -96,31 +99,31 @@ class Checked:
     balance: int | None
 
 
-class TradeHooks:
-    """What a kind of trade does at each step; every method returns the trade's outcome (or None to go on)."""
+class TradeHooks(Generic[Outcome]):
+    """What a kind of trade does at each step; each returns the trade's outcome (a sell's Outcome, a buy's state)."""
 
-    async def refused(self, refusal: GuardRefusal) -> Any:
+    async def refused(self, refusal: GuardRefusal) -> Outcome:
         raise NotImplementedError
 
-    async def unverified(self, reason: str) -> Any:
+    async def unverified(self, reason: str) -> Outcome:
         raise NotImplementedError
 
-    async def stale(self) -> Any:
+    async def stale(self) -> Outcome:
         raise NotImplementedError
 
-    async def cannot_pay(self, needed: int, held: int) -> Any:
+    async def cannot_pay(self, needed: int, held: int) -> Outcome:
         raise NotImplementedError
 
-    async def signing_failed(self, error: SigningError) -> Any:
+    async def signing_failed(self, error: SigningError) -> Outcome:
         raise NotImplementedError
 
-    async def send_failed(self, error: RpcError, raw: bytes) -> Any:
+    async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
         raise NotImplementedError
 
     async def sent(self, checked: Checked) -> None:
         return None
 
-    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Any:
+    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Outcome:
         raise NotImplementedError
 
     async def still_unknown(self) -> None:
@@ -131,7 +134,7 @@ class Holdings:
     """The wallets' token accounts as the chain shows them (getTokenAccountsByOwner, both token programs):
     cached, refreshed on balance_update, asked once for many trades of the same wallet."""
 
-    def __init__(self, rpc: Any, ttl_s: float = HOLDINGS_CACHE_S) -> None:
+    def __init__(self, rpc: SolanaRpc, ttl_s: float = HOLDINGS_CACHE_S) -> None:
         self.rpc = rpc
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, asyncio.Future[list[TokenHolding]]]] = {}
@@ -345,7 +348,7 @@ class Executor:
         return valid
 
     # --- sign, persist, send, confirm ----------------------------------------------------------------
-    async def execute(self, trade: Trade, hooks: TradeHooks) -> Any:
+    async def execute(self, trade: Trade, hooks: TradeHooks[Outcome]) -> Outcome:
         try:
             checked = await self.check(trade)
         except GuardRefusal as refusal:
@@ -383,8 +386,8 @@ class Executor:
         await hooks.sent(checked)
         return await self.confirm(raw, signature, hooks)
 
-    async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks, timeout: float = 60.0,
-                      spawn: Callable[[Awaitable[Any]], Any] | None = None) -> Any:
+    async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks[Outcome], timeout: float = 60.0,
+                      spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None) -> Outcome:
         tx = VersionedTransaction.from_bytes(raw)
         verdict, status = await follow(self.watcher, signature, lambda: self.blockhash_valid(tx), timeout)
         if verdict == "unknown" and spawn is not None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.core import Core
-from bot.exits.executor import Checked, Executor, Trade, TradeHooks
+from bot.exits.executor import Checked, Executor, Holdings, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.inbox import UNTRACKED
 from bot.exits.signer import SigningError, decode_unsigned
@@ -40,6 +41,7 @@ from bot.notify.outbox import Priority
 from bot.notify.pnl_card import PnlCard, render_pnl_card
 from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
+from storage.accounts import UserSettings
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.sell")
@@ -140,13 +142,13 @@ class Seller:
         self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
 
     @property
-    def holdings(self) -> Any:
+    def holdings(self) -> Holdings:
         return self.executor.holdings
 
     async def close(self) -> None:
         await self._background.cancel_all()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
     # --- taps -------------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ class Seller:
             if self._in_flight.get(key) == signal_id:
                 del self._in_flight[key]
 
-    async def intent(self, signal: ExitSignal, position: Position | None, settings: Any) -> SellIntent:
+    async def intent(self, signal: ExitSignal, position: Position | None, settings: UserSettings) -> SellIntent:
         """What the trader agreed to, from the bot's own records checked against the chain; the frame that
         carried the transaction only says which position. Raises GuardRefusal saying what disagrees."""
         if position is None or position.status != "open":
@@ -613,10 +615,10 @@ class Seller:
         await self._confirm(signal.id, raw, signal.signature)
 
 
-class _SellHooks(TradeHooks):
+class _SellHooks(TradeHooks[Outcome]):
     """What a sell does at each step of the executor."""
 
-    def __init__(self, seller: Seller, signal: ExitSignal, position: Position | None, settings: Any, auto: bool) -> None:
+    def __init__(self, seller: Seller, signal: ExitSignal, position: Position | None, settings: UserSettings, auto: bool) -> None:
         self.seller = seller
         self.signal = signal
         self.position = position

@@ -39,7 +39,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
-from telegram import Bot
+from telegram import Bot, ForceReply, InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -59,6 +59,10 @@ __all__ = [
     "OutboxMetrics",
     "Priority",
 ]
+
+
+# what a message can carry below it (the Bot API's reply_markup)
+ReplyMarkup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | ForceReply
 
 
 class Priority(IntEnum):
@@ -361,7 +365,7 @@ class Outbox:
         text: str,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -377,7 +381,7 @@ class Outbox:
         text: str,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -393,7 +397,7 @@ class Outbox:
         self,
         chat_id: int,
         message_id: int,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         *,
         priority: Priority,
         coalesce_key: str | None = None,
@@ -418,7 +422,7 @@ class Outbox:
         caption: str | None = None,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -436,7 +440,7 @@ class Outbox:
         message_id: int,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
         return self.submit(
