@@ -178,8 +178,9 @@ class SandboxRpc(JsonService):
             return 200, _error_response(None, {"code": -32700, "message": "Parse error"})
         items = payload if isinstance(payload, list) else [payload]
         for item in items:
-            method = item.get("method") if isinstance(item, dict) else None
-            kind = self._take_fault(method, ("http500", "http429", "hang")) if isinstance(method, str) else None
+            raw_method = item.get("method") if isinstance(item, dict) else None
+            method = raw_method if isinstance(raw_method, str) else ""
+            kind = self._take_fault(method, ("http500", "http429", "hang")) if method else None
             if kind == "hang":
                 # the caller gives up (or dies) first; the request is never carried out
                 self.hangs[method] += 1

@@ -438,10 +438,10 @@ class BotApi:
             chat_id = int(raw)
         except ValueError:
             raise bad_request("chat not found") from None
-        user = self._users.get(chat_id)
-        if user is None:
+        found = self._users.get(chat_id)
+        if found is None:
             raise bad_request("chat not found")
-        return user
+        return found
 
     def _sendable_chat(self, params: Params) -> SandboxUser:
         user = self._chat_user(params)

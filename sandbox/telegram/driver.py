@@ -186,7 +186,9 @@ class SandboxTelegram(BotApi):
                 return messages[count_or_predicate - 1] if len(messages) >= count_or_predicate else None
             return next((m for m in messages if count_or_predicate(m)), None)
 
-        return await self.wait_for(check, timeout)
+        found = await self.wait_for(check, timeout)
+        assert found is not None
+        return found
 
     # ------------------------------------------------------------------ internals
 

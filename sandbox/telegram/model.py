@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import math
@@ -118,7 +119,7 @@ class Params:
             return json.dumps(value)
         return str(value)
 
-    def int(self, name: str, default: int | None = None) -> int | None:
+    def int(self, name: builtins.str, default: builtins.int | None = None) -> builtins.int | None:
         value = self.values.get(name)
         if value is None or value == "":
             return default
@@ -137,7 +138,7 @@ class Params:
                 raise bad_request(f'field "{name}" must be a valid Number') from None
             return int(as_float)
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         value = self.values.get(name)
         if value is None or value == "":
             return default
@@ -146,13 +147,13 @@ class Params:
         except (TypeError, ValueError):
             raise bad_request(f'field "{name}" must be a valid Number') from None
 
-    def bool(self, name: str) -> bool:
+    def bool(self, name: builtins.str) -> builtins.bool:
         value = self.values.get(name)
         if isinstance(value, str):
             return value.strip().lower() in ("true", "1")
         return bool(value)
 
-    def json(self, name: str, error: str) -> Any:
+    def json(self, name: builtins.str, error: builtins.str) -> Any:
         value = self.values.get(name)
         if isinstance(value, str):
             if not value:
