@@ -141,7 +141,7 @@ async def test_a_5xx_is_redelivered_to_the_next_instance_with_the_same_update_id
 
 
 async def test_a_refused_connection_and_a_timeout_are_redelivered_elsewhere(receivers, client):
-    async with SandboxTelegram(webhook_timeout_s=1.0) as telegram:
+    async with SandboxTelegram(webhook_timeout_s=2.0) as telegram:
         await refused_then_timed_out_then_taken(telegram, receivers, client)
 
 
