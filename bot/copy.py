@@ -22,6 +22,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
+from bot.callbacks import CopyTap, keyboard
 from bot.exits.buy import FEE_HEADROOM_LAMPORTS, LAMPORTS_PER_SOL
 from bot.exits.executor import Checked, Trade, TradeHooks
 from bot.exits.guard import BuyIntent, GuardRefusal
@@ -433,10 +434,7 @@ class Copier:
 
 
 def _buttons(order_id: str) -> Any:
-    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
-    return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Copy", callback_data=f"cp:go:{order_id}"),
-                                  InlineKeyboardButton("Skip", callback_data=f"cp:no:{order_id}")]])
+    return keyboard([("✅ Copy", CopyTap("go", order_id)), ("Skip", CopyTap("no", order_id))])
 
 
 class _CopyHooks(TradeHooks):
