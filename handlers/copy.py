@@ -7,14 +7,15 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 from telegram import Update
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+from telegram.ext import ContextTypes
 
+from bot.callbacks import CopyModeTap, CopyTap, keyboard
 from bot.copy import USD1_UNITS, amount_words
 from bot.exits.buy import LAMPORTS_PER_SOL
 from bot.notify import render
 from bot.services import get_services
-from handlers.common import answer, keyboard
-from handlers.registry import Command
+from handlers.common import answer, user_id_of
+from handlers.registry import Button, Command, Router
 from storage.copy import DEFAULT_LIMITS, WatchedWallet
 
 DEFAULT_AMOUNT = LAMPORTS_PER_SOL // 10
@@ -231,7 +232,7 @@ async def _run(services: Any, user_id: int, args: list[str]) -> Any:
             text = (f"⚠️ <b>Auto-copy {name}?</b> Every buy it makes is copied for {amount_words(w)} without asking, "
                     "within your limits (daily budget, fee reserve, cooldown, exposure). Flagged or odd "
                     "transactions are still refused by the guard.")
-            return text, keyboard([("Yes, auto-copy", f"cpm:auto:{w.address}"), ("No", f"cpm:no:{w.address}")])
+            return text, keyboard([("Yes, auto-copy", CopyModeTap("auto", w.address)), ("No", CopyModeTap("no", w.address))])
         raise CopyInputError("the mode is <code>ask</code> (Copy / Skip on each buy) or <code>auto</code>")
     if action in ("on", "off"):
         await store.update(user_id, w.address, enabled=int(action == "on"), disabled_reason=None)
@@ -243,17 +244,18 @@ async def _run(services: Any, user_id: int, args: list[str]) -> Any:
 
 
 async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_user is not None
+    tap = CopyModeTap.read(update)
     services = get_services(context)
-    _, action, address = (query.data.split(":", 2) + ["", ""])[:3]
-    user_id = update.effective_user.id
-    found = await services.copier.store.find(user_id, address) if getattr(services, "copier", None) else None
+    user_id = user_id_of(update)
+    copier = services.copier
+    found = await copier.store.find(user_id, tap.address) if copier is not None else None
     if found is None:
         await answer(update, "That wallet is no longer watched.", alert=True)
         return
-    if action == "auto":
-        await services.copier.store.update(user_id, found.address, mode="auto")
+    query = update.callback_query
+    assert query is not None
+    if tap.action == "auto":
+        await copier.store.update(user_id, found.address, mode="auto")
         await answer(update, "Auto-copy on")
         await query.edit_message_text(f"✅ Auto-copy of <b>{render.esc(found.nickname)}</b> is on.")
     else:
@@ -261,23 +263,20 @@ async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         await query.edit_message_text(f"Unchanged: <b>{render.esc(found.nickname)}</b> still asks you first.")
 
 
-async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_user is not None
-    services = get_services(context)
-    _, action, order_id = (query.data.split(":", 2) + ["", ""])[:3]
-    if getattr(services, "copier", None) is None or action not in ("go", "no"):
-        await answer(update, "That button is no longer valid.")
+async def on_copy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Copy / Skip under a buy a watched wallet made."""
+    tap = CopyTap.read(update)
+    copier = get_services(context).copier
+    if copier is None:
+        await answer(update, "Copy trading is not available on this bot.")
         return
-    await answer(update, await services.copier.tap(update.effective_user.id, order_id, action == "go"))
+    await answer(update, await copier.tap(user_id_of(update), tap.order_id, tap.action == "go"))
 
 
-COMMANDS = [
-    Command("copy", "Copy trading: watch wallets and copy their buys under your limits", copy_command,
-            section="Trading", usage="/copy add <address> <nickname>"),
-]
-
-
-def register(app: Application) -> None:
-    app.add_handler(CallbackQueryHandler(on_signal_button, pattern=r"^cp:"))
-    app.add_handler(CallbackQueryHandler(on_mode_button, pattern=r"^cpm:"))
+router = Router(
+    commands=[
+        Command("copy", "Copy trading: watch wallets and copy their buys under your limits", copy_command,
+                section="Trading", usage="/copy add <address> <nickname>"),
+    ],
+    buttons=[Button(CopyTap, on_copy_button), Button(CopyModeTap, on_mode_button)],
+)
