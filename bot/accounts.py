@@ -373,7 +373,7 @@ class AccountService:
         await self._changed(user_id)
 
     # --- what handlers read and change (public: no handler reaches into the store or the vault) ---------
-    async def settings(self, user_id: int) -> UserSettings:
+    async def user_settings(self, user_id: int) -> UserSettings:
         """The user's stored settings (defaults for a user not stored yet)."""
         return await self.store.get(user_id)
 

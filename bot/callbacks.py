@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from functools import cache
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -102,7 +102,7 @@ def kind_of(data: object) -> type[CallbackData] | None:
     return _KINDS.get(data.split(SEP, 1)[0])
 
 
-def keyboard(*rows: list[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
+def keyboard(*rows: Sequence[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
     """Rows of (label, callback data object); each is packed and checked against the 64 bytes here."""
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(label, callback_data=data.pack()) for label, data in row] for row in rows]
@@ -110,14 +110,20 @@ def keyboard(*rows: list[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
 
 
 # --- field codec ------------------------------------------------------------------------------------------------
-@cache
+_FIELDS: dict[type[CallbackData], tuple[dataclasses.Field[Any], ...]] = {}
+_HINTS: dict[type[CallbackData], dict[str, Any]] = {}
+
+
 def _fields(cls: type[CallbackData]) -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(cls)  # type: ignore[arg-type]
+    if cls not in _FIELDS:
+        _FIELDS[cls] = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return _FIELDS[cls]
 
 
-@cache
 def _hints(cls: type[CallbackData]) -> dict[str, Any]:
-    return get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _has_default(field: dataclasses.Field[Any]) -> bool:

@@ -24,7 +24,7 @@ STEP_COMMANDS = {"apikey": "/apikey", "wallet": "/wallets", "strategy": "/strate
 
 async def setup_state(services: Services, user_id: int) -> dict[str, bool]:
     """Which setup steps are done, from what is stored (not from what the user clicked)."""
-    settings = await services.accounts.settings(user_id)
+    settings = await services.accounts.user_settings(user_id)
     return {
         "apikey": await services.accounts.key_info(user_id) is not None,
         "wallet": bool(await services.accounts.wallets.list(user_id)),
@@ -34,7 +34,7 @@ async def setup_state(services: Services, user_id: int) -> dict[str, bool]:
 
 async def next_step(services: Services, user_id: int) -> str | None:
     done = await setup_state(services, user_id)
-    skipped = (await services.accounts.settings(user_id)).skipped_steps
+    skipped = (await services.accounts.user_settings(user_id)).skipped_steps
     return next((step for step in STEPS if not done[step] and step not in skipped), None)
 
 
@@ -91,7 +91,7 @@ async def continue_setup(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     """After a step was done elsewhere (a wallet added, a strategy saved): show the next one, if setting up."""
     services = get_services(context)
     user_id = user_id_of(update)
-    settings = await services.accounts.settings(user_id)
+    settings = await services.accounts.user_settings(user_id)
     if settings.onboarding_step != "done" and await next_step(services, user_id) is not None:
         await show_step(update, context)
 
@@ -99,7 +99,7 @@ async def continue_setup(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 async def summary(services: Services, user_id: int) -> str:
     done = await setup_state(services, user_id)
     if all(done.values()):
-        s = await services.accounts.settings(user_id)
+        s = await services.accounts.user_settings(user_id)
         return (
             "✅ You're set up. I'm watching your wallets: new positions, liquidity alerts and exit signals will "
             f"arrive here.\nSells go out through {MODE_NAMES.get(s.send_mode, esc(s.send_mode))} with a "

@@ -8,7 +8,7 @@ so no feature module imports the list that imports it. The commands drive handle
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from bot.callbacks import CallbackData, CallbackError
 
 log = logging.getLogger("lasersell_bot.handlers")
 
-Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[Any]]
+Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, Any]]
 # The answer to a prompt: (update, context, the text the user sent, what the prompt stored with it)
 InputCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE, str, dict[str, Any]], Awaitable[None]]
 

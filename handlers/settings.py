@@ -86,47 +86,51 @@ def validate_alerts(alerts: dict[str, str], auto_sell: bool) -> None:
         )
 
 
+def _switch(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw.lower() not in choices:
+        raise SettingsError(f"{name} {raw!r} must be {' or '.join(choices) if len(choices) == 2 else 'one of ' + ', '.join(choices)}")
+    return raw.lower()
+
+
+def _one_change(name: str, raw: str, current: UserSettings, changes: dict[str, object]) -> dict[str, object]:
+    """The field changes one `name value` pair of the one-line form asks for (checked)."""
+    if name == "mode":
+        if raw.lower() not in SEND_MODES:
+            raise SettingsError(f"mode {raw!r} is not a send mode: use {', '.join(SEND_MODES)}")
+        tip = changes.get("tip_lamports", tip_for_new_mode(raw.lower(), current.tip_lamports))
+        return {"send_mode": raw.lower(), "tip_lamports": tip}
+    if name == "tip":
+        return {"tip_lamports": round(_number("tip", raw, 0, MAX_TIP_SOL, " SOL") * LAMPORTS_PER_SOL)}
+    if name == "slippage":
+        return {"slippage_bps": round(_number("slippage", raw.rstrip("%"), 0.1, 50, " %") * 100)}
+    if name == "cap":
+        return {"slippage_cap_bps": round(_number("cap", raw.rstrip("%"), 0.5, 50, " %") * 100)}
+    if name == "retries":
+        value = _number("retries", raw, 0, 5, "")
+        if value != int(value):
+            raise SettingsError(f"retries {raw!r} must be a whole number from 0 to 5")
+        return {"retry_count": int(value)}
+    if name == "auto":
+        return {"auto_sell": _switch("auto", raw, ("on", "off")) == "on"}
+    if name.startswith("alerts.") and name[7:] in ALERT_KINDS:
+        alerts = dict(changes.get("alerts_json", current.alerts))  # type: ignore[call-overload]
+        alerts[name[7:]] = _switch(name, raw, ALERT_LEVELS)
+        return {"alerts_json": alerts}
+    raise SettingsError(
+        f"unknown setting {name!r}: use mode, tip, slippage, cap, retries, auto or "
+        + ", ".join(f"alerts.{k}" for k in ALERT_KINDS)
+    )
+
+
 def parse_changes(current: UserSettings, args: list[str]) -> dict[str, object]:
     """`mode rpc tip 0.001 ...` -> field changes, all checked before anything is stored."""
     if not args or len(args) % 2:
         raise SettingsError(f"give settings as name value pairs, for example {USAGE}")
     changes: dict[str, object] = {}
-    alerts = dict(current.alerts)
-    auto_sell = current.auto_sell
     for name, raw in zip(args[::2], args[1::2], strict=True):
-        name, low_raw = name.lower(), raw.lower()
-        if name == "mode":
-            if low_raw not in SEND_MODES:
-                raise SettingsError(f"mode {raw!r} is not a send mode: use {', '.join(SEND_MODES)}")
-            changes["send_mode"] = low_raw
-            if "tip_lamports" not in changes:
-                changes["tip_lamports"] = tip_for_new_mode(low_raw, current.tip_lamports)
-        elif name == "tip":
-            changes["tip_lamports"] = round(_number("tip", raw, 0, MAX_TIP_SOL, " SOL") * LAMPORTS_PER_SOL)
-        elif name == "slippage":
-            changes["slippage_bps"] = round(_number("slippage", raw.rstrip("%"), 0.1, 50, " %") * 100)
-        elif name == "cap":
-            changes["slippage_cap_bps"] = round(_number("cap", raw.rstrip("%"), 0.5, 50, " %") * 100)
-        elif name == "retries":
-            value = _number("retries", raw, 0, 5, "")
-            if value != int(value):
-                raise SettingsError(f"retries {raw!r} must be a whole number from 0 to 5")
-            changes["retry_count"] = int(value)
-        elif name == "auto":
-            if low_raw not in ("on", "off"):
-                raise SettingsError(f"auto {raw!r} must be on or off")
-            auto_sell = low_raw == "on"
-            changes["auto_sell"] = auto_sell
-        elif name.startswith("alerts.") and name[7:] in ALERT_KINDS:
-            if low_raw not in ALERT_LEVELS:
-                raise SettingsError(f"{name} {raw!r} must be one of {', '.join(ALERT_LEVELS)}")
-            alerts[name[7:]] = low_raw
-            changes["alerts_json"] = alerts
-        else:
-            raise SettingsError(
-                f"unknown setting {name!r}: use mode, tip, slippage, cap, retries, auto or "
-                + ", ".join(f"alerts.{k}" for k in ALERT_KINDS)
-            )
+        changes.update(_one_change(name.lower(), raw, current, changes))
+    alerts: dict[str, str] = changes.get("alerts_json", current.alerts)  # type: ignore[assignment]
+    auto_sell = bool(changes.get("auto_sell", current.auto_sell))
     validate_alerts(alerts, auto_sell)
     if "tip_lamports" in changes or "send_mode" in changes:
         check_tip(str(changes.get("send_mode", current.send_mode)),
@@ -147,7 +151,7 @@ async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     assert update.effective_message is not None
     user_id = user_id_of(update)
     if context.args:
-        current = await services.accounts.settings(user_id)
+        current = await services.accounts.user_settings(user_id)
         try:
             changes = parse_changes(current, list(context.args))
         except SettingsError as exc:
@@ -176,7 +180,7 @@ async def save_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE,
         return
     note = await delete_secret_message(update.effective_message, "Astralane key")
     user_id = user_id_of(update)
-    current = await services.accounts.settings(user_id)
+    current = await services.accounts.user_settings(user_id)
     try:
         await services.accounts.set_astralane_key(
             user_id, key, send_mode="astralane", tip_lamports=tip_for_new_mode("astralane", current.tip_lamports)
@@ -257,7 +261,7 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     services = get_services(context)
     user_id = user_id_of(update)
-    s = await services.accounts.settings(user_id)
+    s = await services.accounts.user_settings(user_id)
     if tap.action == "ask" and tap.arg in TYPED:
         await answer(update)
         expect_input(context, "setting", name=tap.arg)
@@ -293,7 +297,7 @@ TYPED_DONE = {"tip": "Tip", "slippage": "Slippage", "cap": "Slippage cap", "retr
 
 
 async def typed_prompt(services: Services, user_id: int, name: str) -> str:
-    s = await services.accounts.settings(user_id)
+    s = await services.accounts.user_settings(user_id)
     rule = f" ({tip_rule(s.send_mode)})" if name == "tip" else ""
     return f"Send {TYPED[name]}{rule}, or /cancel."
 
@@ -311,7 +315,7 @@ async def save_typed_setting(update: Update, context: ContextTypes.DEFAULT_TYPE,
     assert update.effective_message is not None
     user_id = user_id_of(update)
     name = str(asked["name"])
-    current = await services.accounts.settings(user_id)
+    current = await services.accounts.user_settings(user_id)
     try:
         changes = parse_changes(current, [name, text.strip()])
     except SettingsError as exc:

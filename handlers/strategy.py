@@ -43,6 +43,10 @@ HELP = (
 )
 
 
+def _change(field: str, value: object) -> dict[str, Any]:
+    return {field: value}
+
+
 def describe(strategy: Strategy, title: str = "Your exit strategy") -> str:
     return f"<b>{esc(title)}</b>\n" + "\n".join(f"• {esc(line)}" for line in strategy.describe())
 
@@ -121,7 +125,7 @@ def _step(draft: Strategy, key: str, direction: int) -> Strategy:
         if new < low:
             new = 0  # stepping below the lowest value turns it off
         new = min(new, high)
-    return replace(draft, **{field: int(new) if key == "dl" else float(new)})
+    return replace(draft, **_change(field, int(new) if key == "dl" else float(new)))
 
 
 async def _apply(draft: Strategy, tap: StrategyTap) -> tuple[Strategy, str | None]:
@@ -130,13 +134,13 @@ async def _apply(draft: Strategy, tap: StrategyTap) -> tuple[Strategy, str | Non
         return _step(draft, tap.key, 1 if tap.action == "up" else -1), None
     if tap.action == "tg" and tap.key in STEPPERS:
         field = STEPPERS[tap.key][0]
-        draft = replace(draft, **{field: 0 if getattr(draft, field) else STEPPERS[tap.key][5]})
+        draft = replace(draft, **_change(field, 0 if getattr(draft, field) else STEPPERS[tap.key][5]))
         if tap.key == "dl":
             draft = replace(draft, deadline_s=int(draft.deadline_s))
         return draft, None
     if tap.action == "tg" and tap.key in TOGGLES:
         field = TOGGLES[tap.key][0]
-        return replace(draft, **{field: not getattr(draft, field)}), TOGGLE_NOTES.get(tap.key)
+        return replace(draft, **_change(field, not getattr(draft, field))), TOGGLE_NOTES.get(tap.key)
     return draft, None
 
 

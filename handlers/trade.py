@@ -137,7 +137,7 @@ async def landed_marks(services: Services, user_id: int, position: Position, mar
 
 
 async def send_chart(services: Services, user_id: int, chat: Chat, position: Position, which: str) -> None:
-    settings = await services.accounts.settings(user_id)
+    settings = await services.accounts.user_settings(user_id)
     try:
         if which == "chart":
             history = PnlHistory.for_db(services.db)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ log = logging.getLogger("lasersell_bot.alerts")
 LEVEL_CACHE_S = 5.0
 
 
-def buttons(*rows: list[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
+def buttons(*rows: Sequence[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
     return keyboard(*rows)
 
 

@@ -88,7 +88,7 @@ SETTINGS_USAGE = "/settings mode helius_sender tip 0.001 cap 15 retries 2 auto o
 
 async def settings_view(services: Services, user_id: int, *, usage: bool = False) -> tuple[str, InlineKeyboardMarkup]:
     """The settings panel; with `usage`, the one-line form under it (in a new message, not an edit)."""
-    s = await services.accounts.settings(user_id)
+    s = await services.accounts.user_settings(user_id)
     info = await services.accounts.key_info(user_id)
     hint = f"{info.hint} ({'yours' if info.source == 'yours' else 'operator'})" if info else None
     text = settings_text(s, hint) + (f"\n\nOr in one line: <code>{esc(SETTINGS_USAGE)}</code>" if usage else "")
@@ -203,7 +203,7 @@ async def buy_cost(services: Services, user_id: int, position: Position) -> int 
 
 async def position_card(services: Services, user_id: int, position: Position) -> tuple[str, InlineKeyboardMarkup]:
     """The position card: text and buttons."""
-    settings = await services.accounts.settings(user_id)
+    settings = await services.accounts.user_settings(user_id)
     held = await services.seller.held_tokens(position)
     pid = position.position_id
     name = f" ({esc(position.name)})" if position.name and position.name != position.symbol else ""
@@ -443,7 +443,7 @@ async def history_view(services: Services, user_id: int) -> str:
 async def status_view(services: Services, user_id: int) -> str:
     supervisor = services.supervisor
     stream = supervisor.status(user_id) if supervisor else None
-    settings = await services.accounts.settings(user_id)
+    settings = await services.accounts.user_settings(user_id)
     lines = ["<b>Status</b>"]
     if stream is None:
         why = "paused (/resume)" if settings.paused else "not running: finish setup with /start"
