@@ -33,6 +33,7 @@ from storage.accounts import (
     Wallets,
 )
 from storage.db import Database
+from storage.users import BuyPresets
 
 log = logging.getLogger("lasersell_bot.accounts")
 # A refusal never says that another user of the bot has the key or wallet: that would tell a stranger
@@ -403,6 +404,13 @@ class AccountService:
             raise AccountError("That does not look like an Astralane key.")
         sealed = self.vault.seal(key.encode(), user_id=user_id, kind="astralane_key", identity="astralane_key")
         return await self.update_settings(user_id, astralane_sealed=sealed, **changes)
+
+    async def buy_presets(self, user_id: int) -> tuple[int, ...]:
+        """The lamport amounts on the user's buy buttons."""
+        return tuple(await BuyPresets(self.db).get(user_id))
+
+    async def set_buy_presets(self, user_id: int, presets: tuple[int, ...]) -> None:
+        await BuyPresets(self.db).set(user_id, presets)
 
 
 _DEVELOPER_WORDS = re.compile(r"\s*\((?:[A-Z][A-Za-z]*(?:Error|Exception|Timeout)|(?:GET|POST|PUT|DELETE) /[^)]*)\)|"

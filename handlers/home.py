@@ -23,7 +23,7 @@ from bot.services import Services, get_services
 from bot.solana_rpc import RpcError
 from handlers.common import answer, clear_input, edit_or_reply, expect_input, send, show, user_id_of
 from handlers.registry import PLAIN_TEXT, Button, Command, Router
-from storage.users import MAX_BUY_PRESETS, BuyPresets
+from storage.users import MAX_BUY_PRESETS
 
 log = logging.getLogger("lasersell_bot.home")
 
@@ -116,7 +116,7 @@ async def on_home_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 
 async def presets_words(services: Services, user_id: int) -> str:
-    presets = await BuyPresets(services.db).get(user_id)
+    presets = await services.accounts.buy_presets(user_id)
     return ", ".join(render.sol(v) for v in presets)
 
 
@@ -203,7 +203,7 @@ async def token_panel(
         return "\n".join(lines), keyboard([("🏠 Home", HomeTap("home"))])
     chosen = next((w for w in wallets if w.id == wallet_id), None) or next(
         (w for w in wallets if w.is_default), wallets[0])
-    presets = await BuyPresets(services.db).get(user_id)
+    presets = await services.accounts.buy_presets(user_id)
     lines.append(f"\nBuy from <b>{esc(chosen.label)}</b>:")
     rows: list[list[tuple[str, CallbackData]]] = [
         [(f"Buy {render.sol(v)}", TokenBuyTap(chosen.id, i, mint)) for i, v in enumerate(presets)]
@@ -257,7 +257,7 @@ async def save_presets(update: Update, context: ContextTypes.DEFAULT_TYPE, text:
             f"❌ Not changed: {esc(exc)}.\nSend the amounts again, for example <code>0.1 0.5 1</code>, or /cancel.")
         return
     clear_input(context)
-    await BuyPresets(services.db).set(user_id_of(update), presets)
+    await services.accounts.set_buy_presets(user_id_of(update), presets)
     await update.effective_message.reply_text(
         "✅ Buy amounts saved: " + ", ".join(render.sol(v) for v in presets) + ". Paste a token to use them.")
 

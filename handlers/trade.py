@@ -28,7 +28,6 @@ from handlers.common import answer, edit_or_reply, user_id_of
 from handlers.registry import Button, Command, Router
 from storage.history import Mark, PnlHistory
 from storage.positions import Position
-from storage.users import BuyPresets
 
 log = logging.getLogger("lasersell_bot.trade")
 
@@ -53,21 +52,10 @@ async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 # --- the position buttons --------------------------------------------------------------------------------------
-async def _request_exit(services: Services, user_id: int, position_id: int) -> tuple[str, bool]:
-    """Ask the stream for an exit now; the answer for the tap and whether it is an alert."""
-    if await services.supervisor.request_exit(user_id, position_id):
-        return "Asking LaserSell for the exit transaction…", False
-    if user_id in services.supervisor.workers:
-        return "Your stream is reconnecting; I will ask as soon as it is back.", False
-    return "Your stream is not running: finish /start or /resume first.", True
-
-
 async def _stop_tracking(update: Update, services: Services, user_id: int, position: Position) -> None:
-    worker = services.supervisor.workers.get(user_id)
-    if worker is None or not await worker.client.close_position(position.position_id):
+    if not await services.seller.stop_tracking(user_id, position.position_id):
         await answer(update, "Your stream is not connected: try again once it is.", alert=True)
         return
-    await services.desk.stop_tracking(user_id, position.position_id)  # an older Sell must not sell it now
     await answer(update, "Stopped tracking")
     await edit_or_reply(update, cards.stopped_tracking(position))
 
@@ -98,7 +86,7 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
         words = await services.seller.sell_share(user_id, chat.id, position, share)
         await answer(update, words, alert=words.startswith("No liquidity snapshot"))
     elif action == "now":
-        await answer(update, *await _request_exit(services, user_id, position.position_id))
+        await answer(update, *await services.seller.sell_now(user_id, position.position_id))
     elif action == "edit":
         await answer(update)
         await chat.send_message(await cards.position_strategy_form(services, user_id, position))
@@ -256,7 +244,7 @@ async def on_token_buy_button(update: Update, context: ContextTypes.DEFAULT_TYPE
     tap = TokenBuyTap.read(update)
     services = get_services(context)
     user_id = user_id_of(update)
-    presets = await BuyPresets(services.db).get(user_id)
+    presets = await services.accounts.buy_presets(user_id)
     wallet = await services.accounts.wallets.get(user_id, tap.wallet_id)
     if tap.index >= len(presets) or wallet is None:
         await answer(update, "These buttons are out of date: paste the token again.", alert=True)

@@ -682,6 +682,23 @@ class Seller:
             return f"Selling {share}…"
         return f"Sell {share} ready: tap Sell to confirm."
 
+    async def sell_now(self, user_id: int, position_id: int) -> tuple[str, bool]:
+        """Ask the stream for an exit transaction now; the answer for the tap and whether it is an alert."""
+        if await self.supervisor.request_exit(user_id, position_id):
+            return "Asking LaserSell for the exit transaction…", False
+        if user_id in self.supervisor.workers:
+            return "Your stream is reconnecting; I will ask as soon as it is back.", False
+        return "Your stream is not running: finish /start or /resume first.", True
+
+    async def stop_tracking(self, user_id: int, position_id: int) -> bool:
+        """Close the position on the user's stream and void its older Sell buttons; False (nothing changed)
+        when the stream is not connected."""
+        worker = self.supervisor.workers.get(user_id)
+        if worker is None or not await worker.client.close_position(position_id):
+            return False
+        await self.desk.stop_tracking(user_id, position_id)  # an older Sell must not sell it now
+        return True
+
 class _SellHooks(TradeHooks):
     """What a sell does at each step of the executor."""
 
