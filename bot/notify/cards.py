@@ -5,21 +5,35 @@ the same view (the home panel opens the positions list, the wallets, the setting
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardMarkup
 
 from bot.accounts import AccountError, WalletView
-from bot.callbacks import HomeTap, PositionTap, SettingsTap, WalletTap, keyboard
+from bot.callbacks import (
+    CallbackData,
+    HomeTap,
+    PositionTap,
+    SettingsTap,
+    TokenBuyTap,
+    TokenTap,
+    WalletTap,
+    keyboard,
+)
 from bot.exits.sell import sellable_within
 from bot.keys import short_address
 from bot.notify import render
 from bot.notify.render import esc
 from bot.services import Services
+from bot.solana_rpc import TOKEN_2022_PROGRAM, RpcError
 from bot.strategy import KEYWORDS, Strategy
 from storage.accounts import TIP_FLOOR_LAMPORTS, UserSettings
 from storage.positions import Position
+
+log = logging.getLogger("lasersell_bot.cards")
 
 LAMPORTS_PER_SOL = 1_000_000_000
 SELL_SHARES = (25, 50, 100)
@@ -478,3 +492,98 @@ async def _plan_lines(services: Services, user_id: int, limits: dict[str, Any] |
             f"{limits.get('max_positions_per_session', '?')} positions per session"
         )
     return lines
+
+
+# --- the token panel (a pasted mint or link) ---------------------------------------------------------------------
+@dataclass
+class MintFacts:
+    decimals: int
+    supply: int
+    mint_authority: str | None
+    freeze_authority: str | None
+    token_2022: bool
+    extensions: list[str]
+
+
+async def mint_facts(services: Services, mint: str) -> MintFacts | None:
+    """What the chain says about a mint; None when the address is no token mint."""
+    result = await services.rpc.call("getAccountInfo", [mint, {"encoding": "jsonParsed"}])
+    value = (result or {}).get("value") if isinstance(result, dict) else None
+    if not value:
+        return None
+    data = value.get("data")
+    if not isinstance(data, dict) or data.get("parsed", {}).get("type") != "mint":
+        return None
+    info = data["parsed"].get("info", {})
+    extensions = [str(e.get("extension")) for e in info.get("extensions") or [] if isinstance(e, dict)]
+    return MintFacts(
+        decimals=int(info.get("decimals") or 0),
+        supply=int(info.get("supply") or 0),
+        mint_authority=info.get("mintAuthority"),
+        freeze_authority=info.get("freezeAuthority"),
+        token_2022=value.get("owner") == TOKEN_2022_PROGRAM or data.get("program") == "spl-token-2022",
+        extensions=extensions,
+    )
+
+
+async def token_panel(
+    services: Services, user_id: int, mint: str, wallet_id: int | None
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """Text and buttons for one token; `wallet_id` is the wallet the buy buttons spend from."""
+    try:
+        facts = await mint_facts(services, mint)
+    except RpcError as exc:
+        log.info("mint lookup failed: %s", exc)
+        return ("I could not reach the Solana network to look this token up. Paste it again in a moment.",
+                keyboard([("🔄 Try again", TokenTap("r", 0, mint))]))
+    if facts is None:
+        return (f"<code>{esc(mint)}</code> is not a token mint. Paste the token's mint address (on pump.fun it is "
+                "the part after /coin/), or a link to its page.", None)
+    positions = [p for p in await open_positions(services, user_id) if p.mint == mint]
+    known = next((p for p in positions if p.symbol), None)
+    title = esc(known.label) if known else render.short(mint)
+    lines = [f"🪙 <b>{title}</b>", f"<code>{esc(mint)}</code>"]
+    supply = render.tokens(facts.supply, facts.decimals)
+    lines.append(f"Supply {supply} · {facts.decimals} decimals · {'Token-2022' if facts.token_2022 else 'SPL Token'}")
+    priced = next((p for p in positions if p.price_quote is not None), None)
+    if priced is not None:
+        quote = render.quote_of(priced)
+        per_token = priced.price_quote / 10 ** render.QUOTE_DECIMALS[quote]  # type: ignore[operator]
+        extra = [f"Price {render.price(per_token, quote)}"]
+        if priced.market_cap_quote is not None:
+            extra.append(f"market cap {render.money(priced.market_cap_quote, quote)}")
+        if priced.liquidity_trend:
+            extra.append(f"liquidity {render.TRENDS.get(priced.liquidity_trend, esc(priced.liquidity_trend))}")
+        lines.append(" · ".join(extra) + " (from your LaserSell stream)")
+    else:
+        lines.append("Price and market: LaserSell quotes them when you tap a buy amount.")
+    flags = []
+    if facts.mint_authority:
+        flags.append("⚠️ the creator can still mint more tokens")
+    if facts.freeze_authority:
+        flags.append("⚠️ the creator can freeze your tokens")
+    risky = {"TransferFeeConfig": "transfer fee", "PermanentDelegate": "permanent delegate",
+             "TransferHook": "transfer hook", "NonTransferable": "non-transferable", "DefaultAccountState": "default frozen"}
+    for extension in facts.extensions:
+        if extension in risky:
+            flags.append(f"⚠️ Token-2022 {risky[extension]}")
+    lines.append("\n".join(flags) if flags else "✅ No mint or freeze authority" + (
+        "; no risky Token-2022 extensions" if facts.token_2022 else ""))
+    for p in positions:
+        lines.append(f"You hold it: #{p.position_id} in {render.short(p.wallet)} · {render.pnl_line(p)}")
+    wallets = [w for w in await services.accounts.wallets.list(user_id) if w.registered_at]
+    if not wallets:
+        lines.append("\nAdd a wallet in /wallets to buy.")
+        return "\n".join(lines), keyboard([("🏠 Home", HomeTap("home"))])
+    chosen = next((w for w in wallets if w.id == wallet_id), None) or next(
+        (w for w in wallets if w.is_default), wallets[0])
+    presets = await services.accounts.buy_presets(user_id)
+    lines.append(f"\nBuy from <b>{esc(chosen.label)}</b>:")
+    rows: list[list[tuple[str, CallbackData]]] = [
+        [(f"Buy {render.sol(v)}", TokenBuyTap(chosen.id, i, mint)) for i, v in enumerate(presets)]
+    ]
+    if len(wallets) > 1:
+        rows.append([(("✅ " if w.id == chosen.id else "") + w.label, TokenTap("w", w.id, mint)) for w in wallets[:4]])
+    rows.append([("✏️ Buy amounts", TokenTap("p", chosen.id, mint)), ("🔄 Refresh", TokenTap("r", chosen.id, mint)),
+                 ("🏠 Home", HomeTap("home"))])
+    return "\n".join(lines), keyboard(*rows)
