@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
 
 from bot import callbacks
+from bot.app import ROUTERS
 from bot.callbacks import (
     STALE,
     BuyTap,
@@ -30,6 +32,7 @@ from bot.callbacks import (
     keyboard,
     kind_of,
 )
+from handlers.registry import Button, _button_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 MINT = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
@@ -180,3 +183,37 @@ def test_no_callback_data_is_built_by_hand_outside_the_codec() -> None:
     found = {str(p.relative_to(ROOT)): _hand_built(ast.parse(p.read_text())) for p in _sources()}
     assert len(found) > 40
     assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+# --- one handler per kind, and a forged tap changes nothing ---------------------------------------------------------
+def test_every_kind_of_button_has_exactly_one_handler_in_the_app() -> None:
+    handled = [button.kind for router in ROUTERS for button in router.buttons]
+    assert len(handled) == len(set(handled)), "two handlers for one kind of button"
+    assert set(handled) == set(callbacks._KINDS.values()), "a kind of button nobody handles (or a handler for none)"
+
+
+class FakeQuery:
+    def __init__(self, data: str) -> None:
+        self.data = data
+        self.answers: list[tuple[str | None, bool]] = []
+
+    async def answer(self, text: str | None = None, show_alert: bool = False) -> None:
+        self.answers.append((text, show_alert))
+
+
+async def test_a_forged_tap_gets_the_stale_answer_and_nothing_runs() -> None:
+    ran: list[PositionTap] = []
+
+    async def sell(update: object, _context: object) -> None:
+        ran.append(PositionTap.read(update))  # type: ignore[arg-type]
+
+    handler = _button_handler(Button(PositionTap, sell))
+    for data in ("pc:explode:1", "pc:s:1;DROP", "pc:s:1:2:3:4"):
+        query = FakeQuery(data)
+        assert handler.pattern is not None
+        await handler.callback(SimpleNamespace(callback_query=query), None)  # type: ignore[arg-type]
+        assert query.answers == [(STALE, False)], data
+    assert ran == []
+    good = FakeQuery("pc:s:7:25")
+    await handler.callback(SimpleNamespace(callback_query=good), None)  # type: ignore[arg-type]
+    assert ran == [PositionTap("s", 7, 25)] and good.answers == []
