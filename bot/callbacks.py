@@ -175,7 +175,7 @@ class PositionTap(CallbackData, prefix="pc"):
 
 
 @dataclasses.dataclass(frozen=True)
-class LivePositionTap(CallbackData, prefix="p"):
+class LegacyPositionTap(CallbackData, prefix="p"):
     """The buttons position messages carried before they were PositionTap; read as the same actions."""
 
     action: Literal["sell", "stop", "stopok", "keep"]

@@ -85,7 +85,7 @@ def installed_inputs(context: ContextTypes.DEFAULT_TYPE) -> dict[str, InputCallb
     return inputs
 
 
-def _button_handler(button: Button) -> CallbackQueryHandler[Any, Any]:
+def button_handler(button: Button) -> CallbackQueryHandler[Any, Any]:
     async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Any:
         try:
             return await button.callback(update, context)
@@ -125,7 +125,7 @@ def include_routers(app: Application[Any, Any, Any, Any, Any, Any], routers: Seq
             if button.kind in kinds:
                 raise RuntimeError(f"two handlers for {button.kind.__name__}")
             kinds.add(button.kind)
-            app.add_handler(_button_handler(button))
+            app.add_handler(button_handler(button))
         for handler in router.handlers:
             app.add_handler(handler)
     app.add_handler(CallbackQueryHandler(stale_button))

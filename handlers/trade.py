@@ -17,7 +17,7 @@ from telegram import Chat, InputFile, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot.callbacks import BuyTap, LivePositionTap, PositionTap, TokenBuyTap, keyboard
+from bot.callbacks import BuyTap, LegacyPositionTap, PositionTap, TokenBuyTap, keyboard
 from bot.exits.buy import LAMPORTS_PER_SOL, BuyError
 from bot.notify import cards, render
 from bot.notify.charts import ChartError, bands_from, render_liquidity_chart, render_pnl_chart
@@ -63,7 +63,7 @@ async def _stop_tracking(update: Update, services: Services, user_id: int, posit
 async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Every position button, wherever it is shown (one handler for PositionTap and its older form)."""
     query = update.callback_query
-    tap = LivePositionTap.read(update).upgraded() if LivePositionTap.matches(query and query.data) \
+    tap = LegacyPositionTap.read(update).upgraded() if LegacyPositionTap.matches(query and query.data) \
         else PositionTap.read(update)
     services = get_services(context)
     user_id = user_id_of(update)
@@ -263,7 +263,7 @@ router = Router(
     ],
     buttons=[
         Button(PositionTap, on_position_button),
-        Button(LivePositionTap, on_position_button),
+        Button(LegacyPositionTap, on_position_button),
         Button(BuyTap, on_buy_button),
         Button(TokenBuyTap, on_token_buy_button),
     ],

@@ -19,7 +19,7 @@ from bot.callbacks import (
     CallbackData,
     CallbackError,
     CallbackTooLong,
-    LivePositionTap,
+    LegacyPositionTap,
     OnboardingTap,
     PositionTap,
     SettingsTap,
@@ -32,7 +32,7 @@ from bot.callbacks import (
     keyboard,
     kind_of,
 )
-from handlers.registry import Button, _button_handler
+from handlers.registry import Button, button_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 MINT = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
@@ -76,8 +76,8 @@ def test_garbage_is_refused_with_the_stale_answer(kind: type[CallbackData], garb
 
 
 def test_data_of_another_kind_is_not_read_as_this_one() -> None:
-    assert not PositionTap.matches("p:sell:3") and LivePositionTap.matches("p:sell:3")
-    assert LivePositionTap.unpack("p:sell:3").upgraded() == PositionTap("now", 3)
+    assert not PositionTap.matches("p:sell:3") and LegacyPositionTap.matches("p:sell:3")
+    assert LegacyPositionTap.unpack("p:sell:3").upgraded() == PositionTap("now", 3)
     with pytest.raises(CallbackError):
         PositionTap.unpack("p:sell:3")
 
@@ -207,7 +207,7 @@ async def test_a_forged_tap_gets_the_stale_answer_and_nothing_runs() -> None:
     async def sell(update: object, _context: object) -> None:
         ran.append(PositionTap.read(update))  # type: ignore[arg-type]
 
-    handler = _button_handler(Button(PositionTap, sell))
+    handler = button_handler(Button(PositionTap, sell))
     for data in ("pc:explode:1", "pc:s:1;DROP", "pc:s:1:2:3:4"):
         query = FakeQuery(data)
         assert handler.pattern is not None
