@@ -31,6 +31,7 @@ from storage.accounts import (
     UserSettings,
     Wallet,
     Wallets,
+    forget_user,
 )
 from storage.db import Database
 from storage.users import BuyPresets
@@ -368,8 +369,6 @@ class AccountService:
         return strategy
 
     async def forget(self, user_id: int) -> None:
-        from storage.accounts import forget_user
-
         await forget_user(self.db, user_id)
         await self._changed(user_id)
 

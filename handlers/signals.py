@@ -18,9 +18,9 @@ async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     query = update.callback_query
     if query is not None and query.message is not None:
         # a tap can beat the write of the message id right after the signal was shown: the tapped message is it
-        await services.desk.remember_message(tap.signal_id, user_id, query.message.chat.id, query.message.message_id)
+        await services.inbox.remember_message(tap.signal_id, user_id, query.message.chat.id, query.message.message_id)
     if tap.action == "skip":
-        _ok, words = await services.desk.skip(user_id, tap.signal_id)
+        _ok, words = await services.inbox.skip(user_id, tap.signal_id)
         await answer(update, words)
         return
     if services.seller is None:

@@ -52,10 +52,20 @@ async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 # --- the position buttons --------------------------------------------------------------------------------------
+async def _sell_now(services: Services, user_id: int, position_id: int) -> tuple[str, bool]:
+    """Ask the stream for an exit transaction now; the answer for the tap and whether it is an alert."""
+    if await services.streams.request_exit(user_id, position_id):
+        return "Asking LaserSell for the exit transaction…", False
+    if user_id in services.streams.workers:
+        return "Your stream is reconnecting; I will ask as soon as it is back.", False
+    return "Your stream is not running: finish /start or /resume first.", True
+
+
 async def _stop_tracking(update: Update, services: Services, user_id: int, position: Position) -> None:
-    if not await services.seller.stop_tracking(user_id, position.position_id):
+    if not await services.streams.close_position(user_id, position.position_id):
         await answer(update, "Your stream is not connected: try again once it is.", alert=True)
         return
+    await services.inbox.stop_tracking(user_id, position.position_id)  # an older Sell must not sell it now
     await answer(update, "Stopped tracking")
     await edit_or_reply(update, cards.stopped_tracking(position))
 
@@ -83,10 +93,10 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
             await edit_or_reply(update, text, markup)
     elif action in ("s", "max"):
         share = None if action == "max" else tap.share
-        words = await services.seller.sell_share(user_id, chat.id, position, share)
+        words = await services.seller.sell_share(user_id, position, share, services.inbox)
         await answer(update, words, alert=words.startswith("No liquidity snapshot"))
     elif action == "now":
-        await answer(update, *await services.seller.sell_now(user_id, position.position_id))
+        await answer(update, *await _sell_now(services, user_id, position.position_id))
     elif action == "edit":
         await answer(update)
         await chat.send_message(await cards.position_strategy_form(services, user_id, position))
@@ -107,7 +117,7 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
 async def landed_marks(services: Services, user_id: int, position: Position, marks: list[Mark]) -> list[Mark]:
     """Only exits that landed are drawn as sells: a signal that was skipped, failed or is still waiting, and a
     card sell that never went through, are left off the chart."""
-    signals = [s for s in await services.desk.signals.for_user(user_id, None, limit=500)
+    signals = [s for s in await services.inbox.signals.for_user(user_id, None, limit=500)
                if s.position_id == position.position_id]
     kept = []
     for mark in marks:
@@ -159,7 +169,7 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     if not args or not args[0].lstrip("#").isdigit():
         await reply(f"Which position? Usage: <code>{esc(PSTRATEGY_USAGE)}</code> (numbers are in /positions)")
         return
-    position = await services.supervisor.positions.get(user_id, int(args[0].lstrip("#"))) if services.supervisor else None
+    position = await services.streams.positions.get(user_id, int(args[0].lstrip("#")))
     if position is None or position.status != "open":
         await reply(f"No open position #{esc(args[0])} of yours. See /positions.")
         return
@@ -180,10 +190,8 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
             await reply(f"Not changed: {esc(exc)}")
             return
         saved = strategy.to_json()
-    # saved first: the supervisor re-sends it after every reconnect
-    await services.supervisor.positions.update(user_id, position.position_id, strategy_json=saved)
-    worker = services.supervisor.workers.get(user_id)
-    sent = worker is not None and await worker.client.update_position_strategy(position.position_id, strategy.to_wire())
+    # stored first: the stream re-sends it after every reconnect
+    sent = await services.streams.set_position_strategy(user_id, position.position_id, strategy if saved else None)
     head = ("Back on your account's strategy" if saved is None else "Saved for this position") + \
         f": <b>{esc(position.label)}</b> #{position.position_id}"
     lines = [head, *(f"• {esc(line)}" for line in strategy.describe() if not line.startswith("Deadline"))]

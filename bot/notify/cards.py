@@ -31,6 +31,7 @@ from bot.services import Services
 from bot.solana_rpc import TOKEN_2022_PROGRAM, RpcError
 from bot.strategy import KEYWORDS, Strategy
 from storage.accounts import TIP_FLOOR_LAMPORTS, UserSettings
+from storage.history import BuyOrders
 from storage.positions import Position
 
 log = logging.getLogger("lasersell_bot.cards")
@@ -139,25 +140,17 @@ async def wallets_view(services: Services, user_id: int) -> tuple[str, InlineKey
 # --- positions ----------------------------------------------------------------------------------------------------
 async def live_position(services: Services, user_id: int, position_id: int) -> Position | None:
     """The stored position with the stream's newest numbers (PnL and liquidity are written in batches)."""
-    supervisor = services.supervisor
-    if supervisor is None:
-        return None
-    live = getattr(supervisor, "position", None)
-    found: Position | None = (
-        await live(user_id, position_id) if live is not None else await supervisor.positions.get(user_id, position_id)
-    )
-    return found
+    return await services.streams.position(user_id, position_id)
 
 
 async def open_positions(services: Services, user_id: int) -> list[Position]:
     """The user's open positions, each with its newest live numbers."""
-    supervisor = services.supervisor
-    stored: list[Position] = await supervisor.positions.open_for(user_id) if supervisor else []
+    stored = await services.streams.positions.open_for(user_id)
     return [await live_position(services, user_id, p.position_id) or p for p in stored]
 
 
 def opened_local_ms(services: Services, user_id: int, position: Position) -> int:
-    worker = services.supervisor.workers.get(user_id) if services.supervisor else None
+    worker = services.streams.workers.get(user_id)
     if position.opened_at_ms and worker is not None:
         return min(position.first_seen_ms, position.opened_at_ms - worker.clock_offset_ms)
     return position.first_seen_ms
@@ -202,13 +195,10 @@ async def positions_view(services: Services, user_id: int) -> tuple[str, InlineK
 async def buy_cost(services: Services, user_id: int, position: Position) -> int | None:
     """Lamports this bot's landed buys of the position took from the wallet, fees and rent included (as the
     chain recorded them); None when the position was not bought here or a buy cannot be read."""
-    rows = await services.db.fetchall(
-        "SELECT signature FROM buy_orders WHERE telegram_id=? AND wallet=? AND mint=? AND state='landed'",
-        (user_id, position.wallet, position.mint),
-    )
+    signatures = await BuyOrders(services.db).landed_signatures(user_id, position.wallet, position.mint)
     total = 0
-    for row in rows:
-        change = await services.rpc.sol_change(row[0], position.wallet) if row[0] else None
+    for signature in signatures:
+        change = await services.rpc.sol_change(signature, position.wallet) if signature else None
         if change is None:
             return None
         total += -change[0]
@@ -228,7 +218,7 @@ async def position_card(services: Services, user_id: int, position: Position) ->
         lines.append(f"🪞 Copied from {esc(source)}")
     lines.append(render.pnl_line(position))
     cost = await buy_cost(services, user_id, position) if render.quote_of(position) == "SOL" else None
-    sold = [x for x in await services.desk.signals.for_user(user_id, ("landed",), limit=200)
+    sold = [x for x in await services.inbox.signals.for_user(user_id, ("landed",), limit=200)
             if x.position_id == position.position_id]
     if cost is not None and position.proceeds_units is not None and not sold:
         net = position.proceeds_units - cost
@@ -307,7 +297,7 @@ async def realised_today(services: Services, user_id: int) -> dict[str, tuple[in
     landed (proceeds received minus the share of the cost basis sold)."""
     midnight_ms = int(time.time() // 86400 * 86400 * 1000)
     out: dict[str, tuple[int, int]] = {}
-    for signal in await services.desk.signals.for_user(user_id, ("landed",), limit=500):
+    for signal in await services.inbox.signals.for_user(user_id, ("landed",), limit=500):
         outcome = signal.outcome
         if signal.updated_at < midnight_ms or outcome.get("pnl") is None:
             continue
@@ -353,8 +343,7 @@ async def home_text(services: Services, user_id: int) -> str:
             f"{render.money(units, quote, signed=True)} from {count} sell{'s' if count != 1 else ''}"
             for quote, (units, count) in today.items()
         ) + " (what the sells received, minus what those tokens cost)")
-    supervisor = services.supervisor
-    worker = supervisor.workers.get(user_id) if supervisor else None
+    worker = services.streams.workers.get(user_id)
     state = worker.client.state if worker is not None else "stopped"
     lines.append("")
     lines.append(f"Stream: {STREAM_WORDS.get(state, esc(state))}")
@@ -440,12 +429,12 @@ def history_line(s: Any, label: str, decimals: int | None) -> str:
 
 
 async def history_view(services: Services, user_id: int) -> str:
-    signals = await services.desk.signals.for_user(user_id, ("landed", "failed", "skipped", "expired"), limit=15)
+    signals = await services.inbox.signals.for_user(user_id, ("landed", "failed", "skipped", "expired"), limit=15)
     if not signals:
         return "No exits yet. They show here once you sell or skip one."
     lines = ["<b>Last exits</b>"]
     for s in signals:
-        position = await services.supervisor.positions.get(user_id, s.position_id)
+        position = await services.streams.positions.get(user_id, s.position_id)
         label = esc(position.label) if position else render.short(s.mint)
         source = await copy_source(services, user_id, position) if position else None
         if source:
@@ -455,8 +444,8 @@ async def history_view(services: Services, user_id: int) -> str:
 
 
 async def status_view(services: Services, user_id: int) -> str:
-    supervisor = services.supervisor
-    stream = supervisor.status(user_id) if supervisor else None
+    streams = services.streams
+    stream = streams.status(user_id)
     settings = await services.accounts.user_settings(user_id)
     lines = ["<b>Status</b>"]
     if stream is None:
@@ -464,14 +453,14 @@ async def status_view(services: Services, user_id: int) -> str:
         lines.append(f"Stream: ⚪ {why}")
     else:
         lines.extend(stream_lines(stream))
-        lines.extend(supervisor.load_notes(user_id))
+        lines.extend(streams.load_notes(user_id))
         lines.extend(await _plan_lines(services, user_id, stream["limits"]))
-    positions = await supervisor.positions.open_for(user_id) if supervisor else []
+    positions = await streams.positions.open_for(user_id)
     lines.append(f"\n<b>Open positions</b> ({len(positions)})")
     for p in positions[:20]:
         pnl = pnl_words(p)
         lines.append(f"• {esc(p.label)}" + (f" · {pnl}" if pnl else ""))
-    pending = await services.desk.signals.for_user(user_id, ("pending", "approved", "signing", "submitted"))
+    pending = await services.inbox.signals.for_user(user_id, ("pending", "approved", "signing", "submitted"))
     lines.append(f"\n<b>Exit signals waiting</b>: {len(pending)}")
     for s in pending[:10]:
         lines.append(f"• {render.reason_words(s.reason)} · {OUTCOMES.get(s.state, s.state)}")

@@ -12,7 +12,7 @@ from typing import Literal
 import pytest
 
 from bot import callbacks
-from bot.app import ROUTERS
+from bot.application import ROUTERS
 from bot.callbacks import (
     STALE,
     BuyTap,
