@@ -13,6 +13,21 @@ async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
         await asyncio.sleep(0.05)
 
 
+def edit_calls_of(h: Harness) -> int:
+    """editMessageText calls that reached the sandbox Telegram, refused ones (an identical edit) included."""
+    return int(h.services.telegram.stats()["calls"].get("editMessageText", 0))
+
+
+async def taken_in(h: Harness, trader, slots: int = 8) -> None:
+    """One stream round; returns once the bot's stream client has received its frames and handed them all out."""
+    client = h.runner.services.supervisor.workers[trader.chat.user_id].client
+    received = client.messages_received
+    h.services.chain.advance_slots(slots)
+    h.services.stream.flush()
+    await trader.chat.wait_for(lambda _: client.messages_received > received and client.pending_count() == 0,
+                               what="the round's frames handed to the bot")
+
+
 async def open_position(h: Harness, trader, symbol: str = "PEPE", sol: float = 0.5) -> str:
     chain = h.services.chain
     mint = str(chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0))
@@ -28,17 +43,22 @@ async def test_price_moves_edit_the_position_card(harness: Harness) -> None:
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
     mint = await open_position(h, trader)
     card = await trader.chat.wait_text(r"New position: PEPE")
+    edit_calls = edit_calls_of(h)
     h.services.chain.market_move(mint, 25)
     await pump(h)
     edited = await trader.chat.wait_text(r"PnL \+0\.\d+ SOL \(\+2\d\.\d%\)")
     assert edited["message_id"] == card["message_id"] and edited["edits"] >= 1
     assert trader.chat.buttons(edited) == ["Sell now", "Stop tracking"]
-    # nothing new on the stream: no more edits
-    edits = edited["edits"]
+    # rounds with nothing new on the stream, taken in by the bot...
+    for _ in range(3):
+        await taken_in(h, trader)
+    # ...then a real move: once its edit shows, any edit the quiet rounds caused would have been made
+    h.services.chain.market_move(mint, 10)
     await pump(h)
-    await asyncio.sleep(0.4)
-    now = next(m for m in trader.chat.messages() if m["message_id"] == card["message_id"])
-    assert now["edits"] == edits
+    later = await trader.chat.wait_text(r"PnL \+0\.\d+ SOL \(\+3\d\.\d%\)")
+    assert later["message_id"] == card["message_id"]
+    # every editMessageText the bot made changed the card (an identical edit is refused, but counted)
+    assert edit_calls_of(h) - edit_calls == later["edits"], (edit_calls_of(h) - edit_calls, later["edits"])
 
 
 async def test_a_draining_pool_raises_one_liquidity_alert(harness: Harness) -> None:
@@ -50,8 +70,11 @@ async def test_a_draining_pool_raises_one_liquidity_alert(harness: Harness) -> N
         await pump(h, 1, slots=10)
     alert = await trader.chat.wait_text(r"Liquidity draining on PEPE")
     assert "sellable" in alert["text"] and "Sell now" in trader.chat.buttons(alert)
-    await pump(h, 3, slots=10)
-    await asyncio.sleep(0.3)
+    for _ in range(3):  # it keeps draining: no news
+        h.services.chain.drain(mint, 15)
+        await taken_in(h, trader, slots=10)
+    # a new position is announced after those snapshots (alerts go out in order): a second alert would be before it
+    await open_position(h, trader, "WIF")
     alerts = [m for m in trader.chat.bot_messages() if "Liquidity draining" in (m.get("text") or "")]
     assert len(alerts) == 1
 
@@ -94,7 +117,14 @@ async def test_a_bad_key_is_told_once_and_not_retried(harness: Harness) -> None:
     await stream.drop_connections()
     notice = await trader.chat.wait_text(r"stream stopped")
     assert "API key" in notice["text"] and "/apikey" in notice["text"]
-    await asyncio.sleep(1.0)  # long enough for several backoff rounds if it were retrying
+    # another trader's stream is refused three times and comes back after three backoff rounds: by then a
+    # client that retried a refused key would have tried again too
+    bob = await setup_trader(h, "Bob", strategy="tp 25 sl 10 deadline 0")
+    bobs = stream.session_for(bob.api_key)
+    stream.refuse_sessions(3, "session_limit")
+    await stream.drop_connections()
+    await bob.chat.wait_for(lambda _: stream.session_for(bob.api_key) not in (None, bobs), what="Bob's stream back")
+    assert stream.connection_attempts[bob.api_key] >= 4
     assert stream.connection_attempts[trader.api_key] - before == 1
     notices = [m for m in trader.chat.bot_messages() if "stream stopped" in (m.get("text") or "")]
     assert len(notices) == 1
