@@ -73,7 +73,10 @@ async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
     trader, mint, signal = await kill_mid_sell(h, tmp_path / "bot.log", method)
     sid = signal_id(signal)
     with sqlite3.connect(h.data_dir / "bot.db") as db:  # what the killed process left behind
-        assert db.execute("SELECT state FROM exit_signals WHERE id=?", (sid,)).fetchone()[0] == state
+        left_state, signature = db.execute("SELECT state, signature FROM exit_signals WHERE id=?", (sid,)).fetchone()
+    assert left_state == state
+    assert (signature is not None) == (state != "approved")  # signed bytes are stored before they are sent
+    assert sends(h) == (1 if state == "submitted" else 0)
 
     await h.restart_bot()
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=30)

@@ -1,13 +1,11 @@
 """Every path of the sell, end to end through the sandbox: double taps, foreign taps, stale blockhashes,
-slippage retries, guard refusals, empty wallets, crashes between submit and confirm, auto-sell, ladders
-and /history."""
+slippage retries, guard refusals, empty wallets, auto-sell, ladders and /history. A crash mid-sell is a real
+kill -9 (test_faults_kill9.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-import pytest
 
 from bot.exits import sell as sell_module
 from storage.positions import ExitSignal
@@ -187,43 +185,6 @@ async def test_a_wallet_without_sol_for_fees_is_told_so(harness: Harness) -> Non
     assert sends(h) == 0
     assert chain.token_balance(trader.wallet, mint) > 0
     assert (await stored(h, signal_id(signal))).state == "failed"
-
-
-@pytest.mark.parametrize("crash_at", ["submitted", "signing"])
-async def test_a_crash_between_submit_and_confirm_sells_once(harness: Harness, crash_at: str) -> None:
-    """The bot dies after storing the signed sell (before or after sending it); the restart settles it."""
-    h = harness
-    trader, mint = await holding(h, "Ann", "PEPE")
-    signal = await take_profit(h, trader, mint)
-    services = h.runner.services
-    assert services is not None
-    executor = services.seller.executor
-    reached = asyncio.Event()
-
-    async def die(*args: Any, **kwargs: Any) -> Any:
-        reached.set()
-        await asyncio.Event().wait()  # the process is gone: nothing after this runs
-
-    # crash right after the send (confirm never runs) or right before it (the send never happens)
-    monkeypatch_target = "confirm" if crash_at == "submitted" else "send"
-    setattr(executor, monkeypatch_target, die)
-    await trader.chat.press("Sell", message=signal)
-    await asyncio.wait_for(reached.wait(), 10)
-    sid = signal_id(signal)
-    left = await stored(h, sid)
-    assert left.state == crash_at and left.signature
-    expected_sends = 1 if crash_at == "submitted" else 0
-    assert sends(h) == expected_sends
-
-    await h.restart_bot()
-    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
-    assert done["message_id"] == signal["message_id"]
-    assert (await stored(h, sid)).state == "landed"
-    assert h.services.chain.token_balance(trader.wallet, mint) == 0
-    assert sends(h) == 1  # the identical bytes, at most once
-    await trader.chat.wait_for(lambda ms: h.services.stream.session_for(trader.api_key) is not None,
-                               what="the stream back")
-    assert exit_requests(h, trader) == []  # no second sell asked for
 
 
 async def test_auto_sell_sells_without_a_tap(harness: Harness) -> None:
