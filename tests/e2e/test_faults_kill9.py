@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness
-from tests.e2e.test_sell_paths import exit_requests, holding, sends, signal_id, stored, take_profit
+from tests.e2e.harness import Harness, exit_requests, holding, sends, signal_id, stored, take_profit
 
 ROOT = Path(__file__).parents[2]
 

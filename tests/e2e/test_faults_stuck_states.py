@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.harness import Harness, setup_trader
-from tests.e2e.test_sell_paths import holding, pump, sends, signal_id, stored, take_profit
+from tests.e2e.harness import Harness, holding, pump, sends, setup_trader, signal_id, stored, take_profit
 
 
 async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> None:

@@ -5,65 +5,19 @@ kill -9 (test_faults_kill9.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from bot.exits import sell as sell_module
-from storage.positions import ExitSignal
-from tests.e2e.harness import Harness, Trader, setup_trader
-
-
-async def pump(h: Harness, rounds: int = 3) -> None:
-    """Let the sandbox stream evaluate and flush (time advances by clock, not by sleeping)."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
-async def holding(h: Harness, name: str, symbol: str, *, strategy: str = "tp 20 sl 50 deadline 0") -> tuple[Trader, Any]:
-    """A trader set up by chat who bought `symbol`; the bot has announced the position."""
-    trader = await setup_trader(h, name, strategy=strategy)
-    chain = h.services.chain
-    mint = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title())
-    chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return trader, mint
-
-
-async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -> dict[str, Any]:
-    """The price rises past take profit; returns the exit signal message."""
-    h.services.chain.market_move(mint, move)
-    await pump(h)
-    return await trader.chat.wait_text(r"Take profit reached")
-
-
-def signal_id(message: dict[str, Any]) -> str:
-    data = next(b["data"] for row in message.get("buttons") or [] for b in row if b.get("data", "").startswith("x:sell:"))
-    return data.split(":", 2)[2]
-
-
-async def stored(h: Harness, sid: str) -> ExitSignal:
-    services = h.runner.services
-    assert services is not None
-    signal = await services.desk.signals.get(sid)
-    assert signal is not None
-    return signal
-
-
-def sends(h: Harness) -> int:
-    """sendTransaction calls that reached the sandbox RPC."""
-    return h.services.rpc.calls["sendTransaction"]
-
-
-def answers(trader: Trader) -> list[str]:
-    return [a["text"] or "" for a in trader.chat.tg.callback_answers(trader.chat.chat_id)]
-
-
-def exit_requests(h: Harness, trader: Trader) -> list[dict[str, Any]]:
-    session = h.services.stream.session_for(trader.api_key)
-    assert session is not None
-    return [m for m in session.received if m.get("type") in ("request_exit_signal", "sell_now")]
+from tests.e2e.harness import (
+    Harness,
+    answers,
+    exit_requests,
+    holding,
+    pump,
+    sends,
+    signal_id,
+    stored,
+    take_profit,
+)
 
 
 async def test_twenty_concurrent_taps_submit_once(harness: Harness) -> None:
