@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.strategy import Strategy
+from bot.notify import render
+from bot.strategy import Strategy, StrategyError
 from bot.stream.client import (
     CONNECTED,
     CONNECTING,
@@ -136,6 +137,7 @@ class StreamSupervisor:
         self.signals = ExitSignals(services.db)
         self.workers: dict[int, Worker] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._refused_strategies: dict[tuple[int, str], str] = {}  # (user, what) -> the stored text told about
         self._starting: set[asyncio.Task[None]] = set()
         self._closing = False
         # wallet registrations run beside the connect, one at a time per user (see config() below)
@@ -162,8 +164,10 @@ class StreamSupervisor:
         wallets = [w.address for w in await accounts.wallets.list(user_id) if w.registered_at]
         if found is None or not wallets:
             return None
-        strategy = Strategy.from_json(settings.strategy_json)
-        if not strategy.has_stream_exit():
+        try:
+            strategy = Strategy.load(settings.strategy_json)
+        except StrategyError as exc:  # saved by an older version, invalid now: never sent as is
+            self._stored_strategy_refused(user_id, user.chat_id, "Your saved strategy", settings.strategy_json, exc)
             return None
         return Wanted(found[0], wallets, strategy, settings.send_mode, settings.tip_lamports)
 
@@ -527,11 +531,28 @@ class StreamSupervisor:
     async def _reapply(self, worker: Worker, position: Position) -> None:
         """A position announced again (a new session): its override and a pending exit, with the new id."""
         if position.strategy_json:
-            await worker.client.update_position_strategy(
-                position.position_id, Strategy.from_json(position.strategy_json).to_wire()
-            )
+            try:
+                override = Strategy.load(position.strategy_json)
+            except StrategyError as exc:  # saved by an older version, invalid now: the account strategy applies
+                self._stored_strategy_refused(
+                    worker.user_id, worker.chat_id, f"The saved strategy of {position.label} #{position.position_id}",
+                    position.strategy_json, exc, fix=f"/pstrategy {position.position_id} tp 50 sl 20",
+                )
+            else:
+                await worker.client.update_position_strategy(position.position_id, override.to_wire())
         if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
             await self._ask_exit(worker, position.position_id)
+
+    def _stored_strategy_refused(self, user_id: int, chat_id: int, what: str, stored: str, exc: StrategyError, *,
+                                 fix: str = "/strategy tp 50 sl 20") -> None:
+        """Tell the trader once (per stored text) that a stored strategy is invalid by today's rules."""
+        key = (user_id, what)
+        if self._refused_strategies.get(key) == stored:
+            return
+        self._refused_strategies[key] = stored
+        log.warning("user %s: %s is not valid any more (%s); not sent to the stream", user_id, what, exc)
+        self.alerts.text(chat_id, f"⚠️ {render.esc(what)} is not valid any more: {render.esc(exc)}. "
+                         f"I did not send it to LaserSell. Set it again, for example {render.esc(fix)}")
 
     def _show_error(self, worker: Worker, msg: dict[str, Any]) -> None:
         """A stream error in the chat, the same code at most once per `error_repeat_s` (a refused

@@ -160,3 +160,38 @@ async def test_a_position_strategy_the_server_would_refuse_is_not_saved(harness:
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None
     assert not [m for m in session.received if m.get("type") == "update_position_strategy"]
+
+
+async def test_a_stored_strategy_an_older_version_saved_is_checked_on_start_and_never_sent(harness: Harness) -> None:
+    """`trail 150` saved before the editor refused it: on start the trader is told, plainly and once, and the
+    stream is not configured with it (LaserSell would refuse it and stop the stream); a fix by chat streams."""
+    h = harness
+    stream = h.services.stream
+    trader = await setup_trader(h, "Ann", strategy="tp 25 sl 10 deadline 0")
+    services = h.runner.services
+    assert services is not None
+    await services.accounts.store.update(
+        trader.chat.user_id, strategy_json='{"take_profit_pct":25,"stop_loss_pct":10,"trailing_stop_pct":150}'
+    )
+    attempts = stream.connection_attempts[trader.api_key]
+
+    await h.restart_bot()
+    notice = await trader.chat.wait_text(r"Your saved strategy is not valid any more")
+    assert "trailing stop (trail) 150" in notice["text"] and "below 100" in notice["text"]
+    assert "I did not send it to LaserSell" in notice["text"] and "/strategy" in notice["text"]
+    # the notice is written where the stream would have been started: it was not
+    assert stream.connection_attempts[trader.api_key] == attempts
+
+    await trader.chat.send("/strategy trail 15", expect=r"Saved")
+
+    def configured() -> dict | None:
+        session = stream.session_for(trader.api_key)
+        sent = [m for m in (session.received if session else []) if m.get("type") == "configure"]
+        return sent[-1] if sent and stream.connection_attempts[trader.api_key] > attempts else None
+
+    configure = await trader.chat.wait_for(lambda _: configured(), what="the stream configured again")
+    assert configure["strategy"]["trailing_stop_pct"] == 15
+    assert all(m.get("strategy", {}).get("trailing_stop_pct") != 150
+               for s in [stream.session_for(trader.api_key)] if s for m in s.received)
+    notices = [m for m in trader.chat.bot_messages() if "not valid any more" in (m.get("text") or "")]
+    assert len(notices) == 1
