@@ -137,7 +137,7 @@ class Harness:
 async def start_harness(
     data_dir: Path, *, admin_ids: tuple[int, ...] = (), seed: int = 1, settings_env: dict[str, str] | None = None,
     **services_kwargs: Any,
-):
+) -> Harness:
     """Start the sandbox services and the real bot against them; the caller stops both (see conftest)."""
     from sandbox.services import SandboxServices
 
@@ -149,6 +149,11 @@ async def start_harness(
     settings = sandbox_settings(
         services.urls, services.telegram.token, data_dir, admin_ids, **{"TELEGRAM_CHAT_RATE": "10", **(settings_env or {})}
     )
+    return await start_bot(services, settings, data_dir)
+
+
+async def start_bot(services: Any, settings: Any, data_dir: Path) -> Harness:
+    """The real bot against sandbox services already started; on failure the services are stopped too."""
     runner = BotRunner(settings, poll_timeout=1)
     try:
         await runner.start()

@@ -1,16 +1,12 @@
 """One stream per user: positions, live cards, liquidity alerts, reconnects, terminal errors, Telegram errors."""
 
 import asyncio
+from functools import partial
 
 from tests.e2e.harness import Harness, setup_trader
+from tests.e2e.harness import pump as pump_rounds
 
-
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    """Advance sandbox time (8 slots = 3.2 s: one liquidity snapshot) and let the stream flush."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 def edit_calls_of(h: Harness) -> int:

@@ -3,22 +3,8 @@ refuses a second session for a key (`session_limit`), through the real bot and t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.harness import Harness, setup_trader, start_harness, stop_harness
+from tests.e2e.harness import Harness, setup_trader
 from tests.e2e.test_streams import open_position
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
 
 
 async def test_stream_refused_as_in_use_comes_back_without_bothering_the_trader(harness: Harness) -> None:

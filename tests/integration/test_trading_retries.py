@@ -4,32 +4,16 @@ the slippage the way the official CLI does. Runs the real bot against the sandbo
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import pytest
-
-from tests.e2e.harness import Harness, Trader, setup_trader, start_harness, stop_harness
+from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import pump as pump_rounds
 
 STRATEGY = "tp 500 sl 90 deadline 0"  # nothing fires on its own: every sell here is asked for
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
-
-
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 async def holding(h: Harness) -> tuple[Trader, Any]:

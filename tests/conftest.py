@@ -1,11 +1,11 @@
+"""The real bot against the sandbox services, for the end-to-end and integration tests that drive it by chat."""
+
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import Harness, start_harness, stop_harness
-
-ADMIN_ID_PLACEHOLDER = 0
 
 
 @pytest.fixture
