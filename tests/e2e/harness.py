@@ -241,18 +241,23 @@ async def until(check: Callable[[], Any], what: str, timeout: float = DEFAULT_TI
         await asyncio.sleep(0.02)
 
 
+async def buys(h: Harness, trader: Trader, symbol: str = "PEPE", sol: float = 0.5, **mint: Any) -> Any:
+    """The trader's wallet buys a new token outside the bot; returns the mint once the bot has announced it."""
+    chain = h.services.chain
+    token = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(), **mint)
+    chain.outside_buy(trader.wallet, token, sol)
+    await pump(h)
+    await trader.chat.wait_text(rf"New position: {symbol}", timeout=15)
+    return token
+
+
 async def holding(
     h: Harness, name: str = "Ann", symbol: str = "PEPE", *, strategy: str = "tp 20 sl 50 deadline 0",
     sol: float = 0.5, **mint: Any,
 ) -> tuple[Trader, Any]:
     """A trader set up by chat who bought `symbol` for `sol` outside the bot; the bot has announced the position."""
     trader = await setup_trader(h, name, strategy=strategy)
-    chain = h.services.chain
-    token = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(), **mint)
-    chain.outside_buy(trader.wallet, token, sol)
-    await pump(h)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return trader, token
+    return trader, await buys(h, trader, symbol, sol, **mint)
 
 
 async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -> dict[str, Any]:
@@ -262,10 +267,29 @@ async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -
     return await trader.chat.wait_text(r"Take profit reached")
 
 
+async def sell_part(trader: Trader, symbol: str = "PEPE", button: str = "Sell 25%") -> dict[str, Any]:
+    """From /positions, open the position's card and tap a part sell; returns the exit signal message it brings."""
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    card = await trader.chat.press(symbol, message=listing, expect=r"Holding .* tokens")
+    assert card is not None
+    signal = await trader.chat.press(button, message=card, expect=r"You asked to sell")
+    assert signal is not None
+    return signal
+
+
 def signal_id(message: dict[str, Any]) -> str:
     """The stored signal behind a message's Sell button."""
     data = next(b["data"] for row in message.get("buttons") or [] for b in row if b.get("data", "").startswith("x:sell:"))
     return data.split(":", 2)[2]
+
+
+async def age(h: Harness, sid: str, ms: int) -> ExitSignal:
+    """The trader comes back `ms` later: the stored signal was received that much earlier. Returns it as it was."""
+    services = h.runner.services
+    assert services is not None
+    old = await stored(h, sid)
+    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - ms)
+    return old
 
 
 async def stored(h: Harness, sid: str) -> ExitSignal:

@@ -57,6 +57,13 @@ async def watching(h: Harness, trader: Trader, nickname: str = "alice") -> str:
     return address
 
 
+async def copy_limit(h: Harness, trader: Trader, name: str, value: int) -> None:
+    """Set one of the server's copy limits by chat; returns once the stream has it."""
+    await trader.chat.send(f"/copy limit {name} {value}", expect=rf"is now {value}")
+    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get(name) == value,
+                "the new limit on the stream")
+
+
 async def alice_buys(h: Harness, trader: Trader, alice: str, symbol: str, risk: list[str] | None = None) -> tuple[Any, int]:
     """The watched wallet buys a new token for 0.5 SOL; returns (the mint, the trader's SOL just before)."""
     mint = new_mint(h, symbol, risk)
@@ -149,9 +156,7 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
-    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5,
-                "the new limit on the stream")
+    await copy_limit(h, trader, "max_positions_per_wallet", 5)
     first = new_mint(h, "ONE")
     chain.outside_buy(alice, first, 0.5)
     await pump(h, rounds=1, slots=1)
@@ -217,9 +222,7 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    await trader.chat.send("/copy limit max_consecutive_losses 1", expect=r"is now 1")
-    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_consecutive_losses") == 1,
-                "the new limit on the stream")
+    await copy_limit(h, trader, "max_consecutive_losses", 1)
     mint, _ = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     await trader.chat.press("Copy", message=signal, expect=r"Copied")

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.harness import Harness, holding, pump, sends, setup_trader, signal_id, stored, take_profit
+from tests.e2e.harness import (
+    Harness,
+    age,
+    buys,
+    holding,
+    sell_part,
+    sends,
+    setup_trader,
+    signal_id,
+    stored,
+    take_profit,
+)
 
 
 async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> None:
@@ -61,10 +72,7 @@ async def test_a_new_lasersell_key_keeps_every_wallet_streaming(harness: Harness
     await trader.chat.send(f"/apikey {new_key}", expect=r"LaserSell key saved")
     assert h.services.accounts.is_registered(new_key, trader.wallet)
 
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    await buys(h, trader)
     assert "not registered" not in trader.chat.transcript()
 
 
@@ -76,10 +84,7 @@ async def test_a_registration_lost_by_lasersell_is_made_again_on_reconnect(harne
     await h.services.stream.drop_connections()
     await trader.chat.wait_for(lambda ms: h.services.accounts.is_registered(trader.api_key, trader.wallet),
                                timeout=15, what="the wallet registered again")
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    await buys(h, trader)
     assert "not registered" not in trader.chat.transcript()
 
 
@@ -88,10 +93,7 @@ async def test_a_refreshed_sell_keeps_its_reason_in_the_message_and_history(harn
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
     sid = signal_id(signal)
-    services = h.runner.services
-    assert services is not None
-    old = await stored(h, sid)
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
+    await age(h, sid, 11 * 60 * 1000)
 
     await trader.chat.press("Sell", message=signal, expect=r"expired")
     await trader.chat.press("Refresh", message=signal)
@@ -111,9 +113,8 @@ async def test_a_stale_sell_refreshed_on_tap_keeps_its_reason_in_history(harness
     sid = signal_id(signal)
     services = h.runner.services
     assert services is not None
-    old = await stored(h, sid)
     h.services.chain.advance_slots(200)  # past the blockhash's life
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await age(h, sid, 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
@@ -126,9 +127,7 @@ async def test_a_sell_older_than_a_partial_sell_is_refreshed_and_sells_what_is_l
     h = harness
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    quarter = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    quarter = await sell_part(trader)
     await trader.chat.press("Sell", message=quarter)
     await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
     left = h.services.chain.token_balance(trader.wallet, mint)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from solders.message import MessageV0
 
-from tests.e2e.harness import Harness, Trader, sends, setup_trader, until
+from tests.e2e.harness import Harness, Trader, sell_part, sends, setup_trader, until
 from tests.e2e.harness import pump as pump_rounds
 
 QUIET = "tp 500 sl 90 deadline 0"  # nothing fires on its own unless a test says so
@@ -211,9 +211,7 @@ async def test_a_failed_sell_25_percent_is_retried_for_25_percent_and_three_quar
     chain.market_move(mint, 5)
     await pump(h)
     before = chain.token_balance(trader.wallet, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    signal = await sell_part(trader)
     assert "25% of the position" in signal["text"]
     built = h.services.api.calls["/v1/sell"]
     # the market moves between the quote and the landing: the transaction's minimum out is no longer met

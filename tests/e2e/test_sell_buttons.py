@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tests.e2e.harness import (
     Harness,
+    age,
     answers,
     exit_requests,
     holding,
@@ -81,9 +82,8 @@ async def test_an_expired_signal_stops_selling_says_why_and_refresh_brings_a_fre
     sid = signal_id(signal)
     services = h.runner.services
     assert services is not None
-    old = await stored(h, sid)
     # the trader comes back after eleven minutes: past a signal's ten
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
+    await age(h, sid, 11 * 60 * 1000)
     tokens = h.services.chain.token_balance(trader.wallet, mint)
 
     expired = await trader.chat.press("Sell", message=signal, expect=r"This signal expired")

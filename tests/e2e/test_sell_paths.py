@@ -9,6 +9,7 @@ import asyncio
 from bot.exits import sell as sell_module
 from tests.e2e.harness import (
     Harness,
+    age,
     answers,
     exit_requests,
     holding,
@@ -68,12 +69,9 @@ async def test_a_stale_blockhash_is_refreshed_and_lands(harness: Harness) -> Non
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
     sid = signal_id(signal)
-    old = await stored(h, sid)
-    services = h.runner.services
-    assert services is not None
     # the trader read the message for a while: the chain moved on past the blockhash's 150 slots
     h.services.chain.advance_slots(200)
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await age(h, sid, 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)

@@ -3,7 +3,7 @@
 import asyncio
 from functools import partial
 
-from tests.e2e.harness import Harness, setup_trader
+from tests.e2e.harness import Harness, buys, setup_trader
 from tests.e2e.harness import pump as pump_rounds
 
 pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
@@ -24,20 +24,11 @@ async def taken_in(h: Harness, trader, slots: int = 8) -> None:
                                what="the round's frames handed to the bot")
 
 
-async def open_position(h: Harness, trader, symbol: str = "PEPE", sol: float = 0.5) -> str:
-    chain = h.services.chain
-    mint = str(chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0))
-    chain.outside_buy(trader.wallet, mint, sol)
-    await pump(h, 1)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return mint
-
-
 async def test_price_moves_edit_the_position_card(harness: Harness) -> None:
     h = harness
     h.runner.services.alerts.card_interval_s = 0.2
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     card = await trader.chat.wait_text(r"New position: PEPE")
     edit_calls = edit_calls_of(h)
     h.services.chain.market_move(mint, 25)
@@ -60,7 +51,7 @@ async def test_price_moves_edit_the_position_card(harness: Harness) -> None:
 async def test_a_draining_pool_raises_one_liquidity_alert(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 95 deadline 0")
-    mint = await open_position(h, trader, sol=2.0)
+    mint = await buys(h, trader, sol=2.0)
     for _ in range(6):  # six snapshots while the pool keeps draining
         h.services.chain.drain(mint, 15)
         await pump(h, 1, slots=10)
@@ -70,7 +61,7 @@ async def test_a_draining_pool_raises_one_liquidity_alert(harness: Harness) -> N
         h.services.chain.drain(mint, 15)
         await taken_in(h, trader, slots=10)
     # a new position is announced after those snapshots (alerts go out in order): a second alert would be before it
-    await open_position(h, trader, "WIF")
+    await buys(h, trader, "WIF")
     alerts = [m for m in trader.chat.bot_messages() if "Liquidity draining" in (m.get("text") or "")]
     assert len(alerts) == 1
 
@@ -129,7 +120,7 @@ async def test_a_bad_key_is_told_once_and_not_retried(harness: Harness) -> None:
 async def test_a_429_delays_but_the_exit_signal_arrives(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.telegram.inject_fault("sendMessage", status=429, retry_after=1, count=1)
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -142,7 +133,7 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
     h = harness
     services = h.runner.services
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.telegram.block(trader.chat.user_id)
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -165,7 +156,7 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
 async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 1")
-    await open_position(h, trader)
+    await buys(h, trader)
     signal = await trader.chat.wait_text(r"Deadline reached", timeout=10)
     assert "✅ Sell" in trader.chat.buttons(signal)
     received = [m["type"] for m in h.services.stream.session_for(trader.api_key).received]
@@ -175,7 +166,7 @@ async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> N
 async def test_an_unknown_market_type_still_brings_the_exit_signal(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.stream.use_unknown_market_type("moonshot_v9")
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -186,7 +177,7 @@ async def test_an_unknown_market_type_still_brings_the_exit_signal(harness: Harn
 async def test_an_exit_asked_for_while_disconnected_arrives_after_the_reconnect(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
-    await open_position(h, trader)
+    await buys(h, trader)
     stream = h.services.stream
     stream.refuse_connections_for(0.5)
     await stream.drop_connections()
