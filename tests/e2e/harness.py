@@ -214,6 +214,18 @@ async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "profession
     return Trader(chat, key, keypair, str(keypair.pubkey()))
 
 
+async def deletions_looked(h: Harness, chat: ChatUser) -> None:
+    """Returns once the bot's deletion job has run a whole round after this call: whatever was due by its clock
+    is deleted (or its retry stored) by then, and a clock moved now is read by its next round."""
+    services = h.runner.services
+    assert services is not None
+    deletions = services.deletions
+    for _ in range(2):  # the second round begins only after the first one is done
+        rounds = deletions.rounds
+        deletions.wake()
+        await chat.wait_for(lambda _, rounds=rounds: deletions.rounds > rounds, what="a round of the deletion job")
+
+
 # --- a trader holding a token, and the sell that follows ---------------------------------------------------
 
 async def pump(h: Harness, rounds: int = 3, slots: int = 5) -> None:

@@ -19,7 +19,7 @@ from mnemonic import Mnemonic
 from solders.keypair import Keypair
 
 from bot.keys import keypair_from_phrase
-from tests.e2e.harness import ChatUser, Harness, start_harness, stop_harness
+from tests.e2e.harness import ChatUser, Harness, deletions_looked, start_harness, stop_harness
 
 
 @pytest.fixture
@@ -124,8 +124,7 @@ async def expire_after(h: Harness, chat: ChatUser, shown: dict[str, Any], start:
     due = row[0] / 1000
     assert start + seconds - 0.01 <= due <= deletions.clock() + seconds
     deletions.clock = lambda: due - 1
-    deletions.wake()
-    await chat.send("/help", expect="/start")
+    await deletions_looked(h, chat)
     assert not next(m for m in chat.messages() if m["message_id"] == shown["message_id"])["deleted"]
     deletions.clock = lambda: due + 1
     deletions.wake()
