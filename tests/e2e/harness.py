@@ -202,7 +202,7 @@ async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "profession
     assert services is not None
 
     async def connected() -> bool:
-        worker = services.supervisor.workers.get(chat.user_id)
+        worker = services.streams.workers.get(chat.user_id)
         return worker is not None and await worker.client.wait_connected(5)
 
     loop = asyncio.get_running_loop()
@@ -300,14 +300,14 @@ async def age(h: Harness, sid: str, ms: int) -> ExitSignal:
     services = h.runner.services
     assert services is not None
     old = await stored(h, sid)
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - ms)
+    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - ms)
     return old
 
 
 async def stored(h: Harness, sid: str) -> ExitSignal:
     services = h.runner.services
     assert services is not None
-    signal = await services.desk.signals.get(sid)
+    signal = await services.inbox.signals.get(sid)
     assert signal is not None
     return signal
 

@@ -150,11 +150,11 @@ async def test_a_position_strategy_the_server_would_refuse_is_not_saved(harness:
     trader, mint = await holding(h, "Ann", "PEPE")
     services = h.runner.services
     assert services is not None
-    [position] = await services.supervisor.positions.open_for(trader.chat.user_id)
+    [position] = await services.streams.positions.open_for(trader.chat.user_id)
     for bad in ("trail 150", "sl 100", "trail 100"):
         reply = await trader.chat.send(f"/pstrategy {position.position_id} {bad}", expect=r"Not changed")
         assert "below 100" in reply["text"]
-    stored_position = await services.supervisor.positions.get(trader.chat.user_id, position.position_id)
+    stored_position = await services.streams.positions.get(trader.chat.user_id, position.position_id)
     assert stored_position is not None and stored_position.strategy_json is None
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None

@@ -41,7 +41,7 @@ async def test_retry_after_a_failed_sell_sells_at_the_next_slippage(harness: Har
     assert h.services.chain.token_balance(trader.wallet, mint) == 0
     services = h.runner.services
     assert services is not None
-    [landed] = await services.desk.signals.for_user(trader.chat.user_id, ("landed",))
+    [landed] = await services.inbox.signals.for_user(trader.chat.user_id, ("landed",))
     assert landed.slippage_bps == 520 and landed.reason == "take_profit"
     assert trader.chat.buttons(done) == []  # nothing left to tap
 

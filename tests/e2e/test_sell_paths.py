@@ -53,7 +53,7 @@ async def test_a_foreign_tap_is_refused_and_changes_nothing(harness: Harness) ->
     assert await services.seller.tap(mallory.user_id, sid, "sell") == "This signal is not yours."
     for action in ("retry", "refresh"):
         assert await services.seller.tap(mallory.user_id, sid, action) == "This signal is not yours."
-    ok, words = await services.desk.skip(mallory.user_id, sid)
+    ok, words = await services.inbox.skip(mallory.user_id, sid)
     assert not ok and "not yours" in words
     assert (await stored(h, sid)).state == "pending"
     assert sends(h) == 0
@@ -100,7 +100,7 @@ async def test_a_slippage_failure_is_retried_with_more_slippage_and_lands(harnes
     assert first.state == "failed" and first.error and first.error.startswith("slippage")
     services = h.runner.services
     assert services is not None
-    landed = [s for s in await services.desk.signals.for_user(trader.chat.user_id, ("landed",))]
+    landed = [s for s in await services.inbox.signals.for_user(trader.chat.user_id, ("landed",))]
     assert len(landed) == 1 and landed[0].slippage_bps == 520 and landed[0].attempt == 1
 
 
@@ -170,7 +170,7 @@ async def test_a_ladder_level_sells_part_and_keeps_the_position(harness: Harness
     assert chain.token_balance(trader.wallet, mint) == held - held // 2
     services = h.runner.services
     assert services is not None
-    position = (await services.supervisor.positions.open_for(trader.chat.user_id))[0]
+    position = (await services.streams.positions.open_for(trader.chat.user_id))[0]
     assert position.status == "open"
 
 
