@@ -9,6 +9,7 @@ nothing calls it before `Services.start`, by when every part exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from bot.lasersell_api import LaserSellApi
 from bot.notify.alerts import Alerts
 from bot.notify.limiter import OutboxRateLimiter
 from bot.notify.outbox import Outbox
+from bot.risk import read_risk_flags
 from bot.services import Services, open_vault
 from bot.solana_rpc import SolanaRpc
 from bot.stream.events import StreamEvent
@@ -89,6 +91,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         users=users, accounts=accounts, alerts=alerts, positions=positions, history=history, pnl=pnl,
         stream_url=settings.lasersell_stream_url, on_exit_signal=exit_signal, copy=_CopyRelay(lambda: copier),
         register_wallets=accounts.register_for_stream, wallet_changed=executor.holdings.forget,
+        risk_flags=functools.partial(read_risk_flags, rpc),
     )
     seller = Seller(core, executor, streams)
     inbox = SignalInbox(
