@@ -20,6 +20,8 @@ from telegram.ext import (
 )
 
 from bot.config import Settings
+from bot.miniapp.hook import start_miniapp, stop_miniapp
+from bot.miniapp.server import MiniAppServer
 from bot.notify.limiter import OutboxRateLimiter
 from bot.services import Services, get_services
 from handlers import errors, text
@@ -123,6 +125,7 @@ class BotRunner:
         self.db: Database | None = None
         self.app: Application | None = None
         self.services: Services | None = None
+        self.miniapp: MiniAppServer | None = None
         self.lock: ProcessLock | None = None
 
     async def start(self) -> None:
@@ -155,6 +158,7 @@ class BotRunner:
             await self.app.post_init(self.app)
         await self.app.start()
         await self.services.start_live(self.app.bot)
+        self.miniapp = await start_miniapp(self.services, self.app.bot)  # the dashboard Mini App (bot/miniapp)
         limiter = self.app.bot.rate_limiter
         if isinstance(limiter, OutboxRateLimiter):
             limiter.outbox = self.services.outbox
@@ -167,6 +171,8 @@ class BotRunner:
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
+        await stop_miniapp(self.miniapp)  # the dashboard Mini App (bot/miniapp)
+        self.miniapp = None
         if self.services is not None:
             await self.services.stop_live()
         if self.app is not None:

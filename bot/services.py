@@ -69,6 +69,7 @@ class Services:
     buyer: Any = None
     copier: Any = None  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Any = None
+    miniapp: Any = None  # the dashboard Mini App's server (bot/miniapp), when MINIAPP_LISTEN is set
 
     @classmethod
     async def build(cls, settings: Settings, db: Database) -> Services:
