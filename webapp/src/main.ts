@@ -1,6 +1,6 @@
 // The LaserSell dashboard, opened inside Telegram. Telegram's WebApp SDK gives the signed initData and the
 // theme; every call to the bot carries the initData, and the bot checks it each time.
-import WebApp from "@twa-dev/sdk";
+import TelegramWebApp from "@twa-dev/sdk";
 import type { IChartApi } from "lightweight-charts";
 import { Api, ApiError } from "./api";
 import { historyChart, positionChart, type ChartData } from "./chart";
@@ -47,6 +47,10 @@ const PAGES = [
 ] as const;
 type Page = (typeof PAGES)[number][0];
 
+// Importing the SDK runs Telegram's telegram-web-app.js, which builds window.Telegram.WebApp from the launch
+// parameters; read it from there (the package is CommonJS, and bundlers disagree on its default export).
+const WebApp: typeof TelegramWebApp =
+  (window as unknown as { Telegram?: { WebApp?: typeof TelegramWebApp } }).Telegram?.WebApp ?? TelegramWebApp;
 const api = new Api(WebApp.initData);
 const page = document.getElementById("page") as HTMLElement;
 const tabs = document.getElementById("tabs") as HTMLElement;
