@@ -204,7 +204,7 @@ class MiniAppServer:
             "user": {"id": user_id, "first_name": user.first_name if user else ""},
             "has_pin": await self.security.has_pin(user_id),
             "wallets": [
-                {"id": v.wallet.id, "address": v.wallet.address, "label": v.wallet.label, "sol": _sol(v.sol)}
+                {"id": v.wallet.id, "address": v.wallet.address, "label": v.wallet.label, "sol": _sol(v.sol_lamports)}
                 for v in views
             ],
             "pending": [{"kind": c.kind, "effective_at": c.effective_at} for c in changes],

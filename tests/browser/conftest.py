@@ -75,7 +75,10 @@ class Dashboard:
     async def open(self, user_id: int, name: str, page: str | None = None) -> None:
         await self.page.goto(self.host.page_url(user_id, name, page))
 
-    async def screenshot(self, name: str) -> None:
+    async def screenshot(self, name: str, show: str | None = None) -> None:
+        """docs/miniapp-<name>.png of the client's window, scrolled so the element `show` is in view."""
+        if show is not None:
+            await self.frame.locator(show).evaluate("el => el.scrollIntoView({block: 'start'})")
         await self.page.screenshot(path=str(DOCS / f"miniapp-{name}.png"))
 
 

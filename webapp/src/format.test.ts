@@ -19,6 +19,7 @@ describe("numbers as a trader reads them", () => {
   it("says how long an address stays locked", () => {
     expect(untilWords(3_600_000 * 24, 0)).toBe("24 h 0 min");
     expect(untilWords(90_000, 0)).toBe("2 min");
+    expect(untilWords(3_600_000 * 24 - 1, 0)).toBe("24 h 0 min");
   });
   it("makes chart points strictly increasing in seconds", () => {
     const rows = [{ t: 1000, v: 1 }, { t: 1500, v: 2 }, { t: 3000, v: 3 }];

@@ -35,8 +35,9 @@ export function when(ms: number): string {
 
 export function untilWords(targetMs: number, nowMs: number): string {
   const left = Math.max(0, targetMs - nowMs);
-  const hours = Math.floor(left / 3_600_000);
-  const minutes = Math.ceil((left % 3_600_000) / 60_000);
+  const total = Math.ceil(left / 60_000);
+  const hours = Math.floor(total / 60);
+  const minutes = total % 60;
   if (hours >= 1) return `${hours} h ${minutes} min`;
   return `${minutes} min`;
 }

@@ -227,13 +227,13 @@ async function strategyPage(): Promise<void> {
   const check = (): void => {
     const s = read();
     const wrong = problem(s);
+    const ticket = ++serverCheck; // an answer to an older form is dropped
     save.disabled = wrong !== null;
     if (wrong) {
       say(status, wrong, true);
       return;
     }
     say(status, "Looks good.");
-    const ticket = ++serverCheck;
     window.setTimeout(async () => {
       if (ticket !== serverCheck) return;
       try {
