@@ -7,6 +7,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.accounts import MAX_LABEL, AccountError, WalletView, label_was_cut
 from bot.keys import short_address
+from bot.miniapp.hook import export_needs_dashboard
 from bot.services import get_services
 from handlers.common import (
     answer,
@@ -181,6 +182,9 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             wallet = await services.accounts.remove(user_id, wallet_id)
             await answer(update, f"{wallet.label} removed.")
             await show_list(update, context, edit=True)
+        elif action in ("exp", "expok") and (pinned := await export_needs_dashboard(services, user_id)):
+            await answer(update)  # dashboard Mini App: with a PIN set, exports happen there, behind the PIN
+            await edit_or_reply(update, *pinned)
         elif action == "exp":
             await answer(update)
             wallet = await services.accounts._own(user_id, wallet_id)
