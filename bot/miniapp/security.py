@@ -95,7 +95,7 @@ class Security:
         if record.locked_until > now:
             raise PinLocked(f"Too many wrong PINs: the PIN is locked until {when(record.locked_until)}.")
         try:
-            ok = await asyncio.to_thread(self.hasher.verify, record.pin_hash, pin)
+            ok: bool = await asyncio.to_thread(self.hasher.verify, record.pin_hash, pin)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if ok:
