@@ -7,6 +7,7 @@ import {
   createSeriesMarkers,
   LineSeries,
   LineStyle,
+  type AutoscaleInfo,
   type IChartApi,
   type SeriesMarker,
   type Time,
@@ -57,6 +58,14 @@ export function positionChart(el: HTMLElement, data: ChartData): IChartApi {
     color: accent,
     lineWidth: 2,
     priceFormat: { type: "custom", formatter: (v: number) => `${v.toFixed(1)}%` },
+    // keep the entry and every strategy level in view, not only the PnL so far
+    autoscaleInfoProvider: (original: () => AutoscaleInfo | null) => {
+      const range = original();
+      const prices = [0, ...data.levels.map((l) => l.pct)];
+      const low = Math.min(...prices, range?.priceRange?.minValue ?? 0);
+      const high = Math.max(...prices, range?.priceRange?.maxValue ?? 0);
+      return { priceRange: { minValue: low, maxValue: high }, margins: range?.margins };
+    },
   });
   const points = series(data.samples, (s) => s.t, (s) => s.pnl_pct);
   line.setData(points.map((p) => ({ time: p.time as UTCTimestamp, value: p.value })));
