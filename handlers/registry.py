@@ -27,6 +27,7 @@ def feature_modules() -> list[Any]:
     from handlers import (
         admin,
         copy,
+        dashboard,
         home,
         positions,
         settings,
@@ -38,7 +39,7 @@ def feature_modules() -> list[Any]:
         wallets,
     )
 
-    return [start, home, wallets, strategy, settings, positions, trade, copy, signals, text, admin]
+    return [start, home, wallets, strategy, settings, positions, trade, copy, dashboard, signals, text, admin]
 
 
 def all_commands() -> list[Command]:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.accounts import AccountError
 from bot.exits.withdraw import WithdrawalError, Withdrawer
-from bot.miniapp.initdata import InitDataError, verify_init_data
+from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
 from bot.strategy import Level, Strategy, StrategyError
 from storage.copy import CopyStore
@@ -132,12 +132,14 @@ class MiniAppServer:
             self._runner = None
 
     def _user_from(self, raw: str) -> int:
+        return self._verified(raw).id
+
+    def _verified(self, raw: str) -> WebAppUser:
         token = self.settings.telegram_bot_token or ""
         try:
-            user = verify_init_data(raw, token, max_age_s=self.settings.miniapp_initdata_max_age_s, now=self.clock())
+            return verify_init_data(raw, token, max_age_s=self.settings.miniapp_initdata_max_age_s, now=self.clock())
         except InitDataError as exc:
             raise ApiError(401, str(exc)) from None
-        return user.id
 
     def _api(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
@@ -233,15 +235,16 @@ class MiniAppServer:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         try:
-            user_id = self._user_from(request.query.get("initData", ""))
+            user = self._verified(request.query.get("initData", ""))
         except ApiError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
+        user_id, expires = user.id, user.auth_date + self.settings.miniapp_initdata_max_age_s
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
         last = ""
         quiet = 0.0
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-            while not self._closing.is_set():
+            while not self._closing.is_set() and self.clock() < expires:  # then the page must be reopened
                 snapshot = json.dumps(await self._positions(user_id), separators=(",", ":"))
                 if snapshot != last:
                     await response.write(f"event: positions\ndata: {snapshot}\n\n".encode())

@@ -119,3 +119,14 @@ async def test_with_a_pin_set_the_chat_export_sends_the_user_to_the_dashboard(da
     status, body = await call(h, "POST", f"/api/wallets/{wallet_id}/export", signed(h, ann.user_id, "Ann"),
                               {"pin": "135790"})
     assert status == 200 and body["address"] == str(keypair.pubkey())
+
+
+async def test_dashboard_command_gives_a_web_app_button_to_the_dashboard(dash: Harness) -> None:
+    h = dash
+    ann = await h.user("Ann")
+    await ann.send("/start", expect=r"1/3")
+    reply = await ann.send("/dashboard", expect=r"Your dashboard")
+    buttons = [b for row in reply.get("buttons") or [] for b in row]
+    assert [b["web_app"]["url"] for b in buttons] == [h.runner.miniapp.url + "/"]
+    async with aiohttp.ClientSession() as session, session.get(buttons[0]["web_app"]["url"]) as page:
+        assert page.status == 200 and '<div id="toast"' in await page.text()
