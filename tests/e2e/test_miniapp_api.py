@@ -75,7 +75,7 @@ async def test_the_user_comes_from_init_data_never_from_the_request(dash: Harnes
     ann_wallet = body["wallet"]["id"]
     await call(h, "POST", "/api/pin", signed(h, ann.user_id, "Ann"), {"pin": "111111"})
     # Bob names Ann in the body: the PIN he sets is his own
-    status, _ = await call(h, "POST", "/api/pin?user_id=%d" % ann.user_id, signed(h, bob.user_id, "Bob"),
+    status, _ = await call(h, "POST", f"/api/pin?user_id={ann.user_id}", signed(h, bob.user_id, "Bob"),
                            {"pin": "222222", "user_id": ann.user_id})
     assert status == 200
     server = h.runner.miniapp
