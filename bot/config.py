@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 TELEGRAM_TOKEN_RE = re.compile(r"^\d{5,12}:[A-Za-z0-9_-]{30,}$")
@@ -246,7 +247,7 @@ def _seconds(env: Mapping[str, str], name: str, low: int, high: int) -> int:
     return int(raw)
 
 
-def _miniapp_settings(env: Mapping[str, str]) -> dict[str, object]:
+def _miniapp_settings(env: Mapping[str, str]) -> dict[str, Any]:
     listen = env.get("MINIAPP_LISTEN", "").strip() or None
     if listen is not None:
         host, sep, port = listen.rpartition(":")
