@@ -8,6 +8,7 @@ import pytest
 from playwright.async_api import expect
 from solders.keypair import Keypair
 
+from bot.exits.withdraw import KEEP_LAMPORTS
 from tests.browser.conftest import DELAY_S, Dashboard
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -79,6 +80,17 @@ async def test_import_pin_allow_list_withdraw_and_lockout(dash: Dashboard) -> No
     await chat.wait_text(r"Withdrawal from your dashboard: Sent 0\.25 SOL")
     await dash.screenshot("withdraw", show="#allowlist")
 
+    # --- a sweep sends everything but what keeps the wallet open
+    held = chain.balance(str(keypair.pubkey()))
+    await f.locator("#withdraw-sweep").check()
+    await f.locator("#withdraw-pin").fill(PIN)
+    await f.get_by_role("button", name="Withdraw").click()
+    await expect(f.locator("#withdraw-note")).to_contain_text(re.compile(r"Sent 1\.\d+ SOL to"), timeout=15_000)
+    assert chain.balance(str(keypair.pubkey())) == KEEP_LAMPORTS
+    assert chain.balance(destination) == 250_000_000 + held - KEEP_LAMPORTS - 5000
+    await f.locator("#withdraw-sweep").uncheck()
+    swept = chain.balance(destination)
+
     # --- wrong PINs lock it, and then even the right PIN sends nothing
     note = f.locator("#withdraw-note")
     for left in ("2 tries left", "1 try left"):
@@ -92,4 +104,4 @@ async def test_import_pin_allow_list_withdraw_and_lockout(dash: Dashboard) -> No
     await f.locator("#withdraw-pin").fill(PIN)
     await f.get_by_role("button", name="Withdraw").click()
     await expect(note).to_contain_text("locked until")
-    assert chain.balance(destination) == 250_000_000
+    assert chain.balance(destination) == swept
