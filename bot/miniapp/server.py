@@ -401,7 +401,7 @@ class MiniAppServer:
             position = await self.services.supervisor.positions.get(user_id, s.position_id)
             sells.append({"t": s.updated_at, "pnl": int(outcome["pnl"]), "label": position.label if position else s.mint[:6]})
         sells.sort(key=lambda x: x["t"])
-        total, curve = 0, []
+        total, curve = 0, ([{"t": since, "total_sol": 0.0}] if sells else [])  # the curve starts at 0
         for sell in sells:
             total += sell["pnl"]
             curve.append({"t": sell["t"], "total_sol": total / LAMPORTS_PER_SOL})

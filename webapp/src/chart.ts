@@ -6,6 +6,7 @@ import {
   createChart,
   createSeriesMarkers,
   LineSeries,
+  LineType,
   LineStyle,
   type AutoscaleInfo,
   type IChartApi,
@@ -101,6 +102,7 @@ export function historyChart(el: HTMLElement, curve: { t: number; total_sol: num
     lineColor: css("--tg-theme-button-color", "#2481cc"),
     topColor: "rgba(36,129,204,0.35)",
     bottomColor: "rgba(36,129,204,0.02)",
+    lineType: LineType.WithSteps, // the total changes only at a sell
     priceFormat: { type: "custom", formatter: (v: number) => `${v.toFixed(3)} SOL` },
   });
   const points = series(curve, (c) => c.t, (c) => c.total_sol);

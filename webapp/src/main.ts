@@ -82,6 +82,7 @@ function clear(): void {
   for (const chart of charts) chart.remove();
   charts = [];
   page.replaceChildren();
+  (document.getElementById("toast") as HTMLElement).hidden = true;
 }
 
 function renderTabs(): void {
