@@ -1,119 +1,20 @@
-"""Builds the python-telegram-bot Application, wires the services, owns start-up and shutdown order."""
+"""Starts and stops the whole bot: the services and the PTB Application, in order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from telegram import BotCommand, BotCommandScopeChat, ReplyParameters, Update
-from telegram.constants import ParseMode
-from telegram.error import TelegramError
-from telegram.ext import (
-    Application,
-    ApplicationHandlerStop,
-    CommandHandler,
-    ContextTypes,
-    Defaults,
-    MessageHandler,
-    TypeHandler,
-    filters,
-)
+from telegram import Update
 
 from bot.config import Settings
+from bot.context import BotApplication
 from bot.miniapp.hook import start_miniapp, stop_miniapp
-from bot.miniapp.server import MiniAppServer
-from bot.notify.limiter import OutboxRateLimiter
-from bot.services import Services, get_services
-from handlers import errors, text
-from handlers.registry import all_commands, feature_modules
+from bot.services import Services
+from bot.wiring import build_services
 from storage.db import Database, ProcessLock
 
 log = logging.getLogger("lasersell_bot.app")
-
-# Handler groups: lower runs first, and only the first matching handler of a group runs, so screening for
-# secrets, recording the user (every update) and gating admin commands (commands only) each need a group of
-# their own. The screen is first: a pasted secret is deleted before anything else reads it.
-SECRET_GROUP = -3
-RECORD_GROUP = -2
-GATE_GROUP = -1
-
-
-async def record_user(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    user, chat = update.effective_user, update.effective_chat
-    if user is None or chat is None or user.is_bot:
-        return
-    services = get_services(context)
-    # The chat to reach the user in is their private chat with the bot.
-    chat_id = chat.id if chat.type == "private" else user.id
-    back = await services.users.seen_often(user.id, chat_id, user.first_name, user.last_name, user.username)
-    if back and services.supervisor is not None:
-        await services.supervisor.refresh(user.id)  # they unblocked the bot: watch their wallets again
-
-
-def _admin_gate(admin_names: set[str]):  # type: ignore[no-untyped-def]
-    async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is None or not message.text or not message.text.startswith("/"):
-            return
-        name = message.text.split()[0][1:].split("@")[0].lower()
-        user = update.effective_user
-        if name in admin_names and (user is None or not get_services(context).settings.is_admin(user.id)):
-            # To anyone else an admin command does not exist.
-            await errors.unknown_command(update, context)
-            raise ApplicationHandlerStop
-
-    return gate
-
-
-def build_application(settings: Settings, services: Services, *, poll_interval: float = 0.0) -> Application:
-    token = settings.telegram_bot_token
-    if not token:
-        raise ValueError("build_application needs a bot token (the sandbox supplies one)")
-    base = settings.telegram_api_base_url
-    app = (
-        Application.builder()
-        .token(token)
-        .base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot")
-        .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=None))
-        # httpx's pool scans every connection for each queued request: a small pool stays fast under a burst
-        # of taps. The outbox keeps at most ~13 calls in flight; replies and callback answers use the rest.
-        .connection_pool_size(32)
-        .pool_timeout(10.0)
-        .rate_limiter(OutboxRateLimiter())
-        .post_init(_post_init)
-        .concurrent_updates(True)
-        .build()
-    )
-    app.bot_data["services"] = services
-    commands = all_commands()
-    app.add_handler(TypeHandler(Update, text.screen_secrets), group=SECRET_GROUP)
-    app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
-    app.add_handler(
-        MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
-    )
-    for command in commands:
-        app.add_handler(CommandHandler(command.name, command.callback))
-    for module in feature_modules():
-        if hasattr(module, "register"):
-            module.register(app)
-    app.add_handler(MessageHandler(filters.COMMAND, errors.unknown_command))
-    app.add_error_handler(errors.on_error)
-    return app
-
-
-async def _post_init(app: Application) -> None:
-    services: Services = app.bot_data["services"]
-    commands = all_commands()
-    public = [BotCommand(c.name, c.description[:256]) for c in commands if not c.admin]
-    await app.bot.set_my_commands(public)
-    if any(c.admin for c in commands):
-        admin_menu = [BotCommand(c.name, c.description[:256]) for c in commands]
-        for admin_id in services.settings.admin_user_ids:
-            try:
-                await app.bot.set_my_commands(admin_menu, scope=BotCommandScopeChat(admin_id))
-            except TelegramError as exc:  # the admin may not have started the bot yet
-                log.info("admin menu not set for %s: %s", admin_id, exc)
 
 
 class BotRunner:
@@ -123,9 +24,8 @@ class BotRunner:
         self.settings = settings
         self.poll_timeout = poll_timeout
         self.db: Database | None = None
-        self.app: Application | None = None
+        self.app: BotApplication | None = None
         self.services: Services | None = None
-        self.miniapp: MiniAppServer | None = None
         self.lock: ProcessLock | None = None
 
     async def start(self) -> None:
@@ -137,31 +37,18 @@ class BotRunner:
             self._release()
             raise
         try:
-            self.services = await Services.build(self.settings, self.db)
+            self.services, self.app = await build_services(self.settings, self.db)
         except BaseException:
             await self.db.close()
             self.db = None
             self._release()
             raise
-        self.app = build_application(self.settings, self.services)
-        bot = self.app.bot
-
-        async def ask_to_delete(chat_id: int, message_id: int, note: str) -> object:
-            # Points at the message so the user knows which one; sent even if it is gone meanwhile.
-            return await bot.send_message(
-                chat_id, note, reply_parameters=ReplyParameters(message_id, allow_sending_without_reply=True)
-            )
-
-        self.services.deletions.notify = ask_to_delete
         await self.app.initialize()
         if self.app.post_init:
             await self.app.post_init(self.app)
         await self.app.start()
-        await self.services.start_live(self.app.bot)
-        self.miniapp = await start_miniapp(self.services, self.app.bot)  # the dashboard Mini App (bot/miniapp)
-        limiter = self.app.bot.rate_limiter
-        if isinstance(limiter, OutboxRateLimiter):
-            limiter.outbox = self.services.outbox
+        await self.services.start()
+        await start_miniapp(self.services)  # the dashboard Mini App (bot/miniapp)
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,
@@ -171,10 +58,9 @@ class BotRunner:
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
-        await stop_miniapp(self.miniapp)  # the dashboard Mini App (bot/miniapp)
-        self.miniapp = None
+        await stop_miniapp(self.services)  # the dashboard Mini App (bot/miniapp)
         if self.services is not None:
-            await self.services.stop_live()
+            await self.services.stop()
         if self.app is not None:
             try:
                 if self.app.updater is not None and self.app.updater.running:

@@ -288,9 +288,9 @@ async def _open_dashboard(runner: Any, chat: TerminalChat) -> Any:
     """The dashboard Mini App as the sandbox Telegram client opens it: a page to open in a browser."""
     from sandbox.webapp_host import WebAppHost
 
-    if runner.miniapp is None or runner.settings.telegram_bot_token is None:
+    if runner.services.dashboard is None or runner.settings.telegram_bot_token is None:
         return None
-    host = WebAppHost(runner.settings.telegram_bot_token, runner.miniapp.url)
+    host = WebAppHost(runner.settings.telegram_bot_token, runner.services.dashboard.url)
     await host.start()
     chat.print(f"Dashboard (Mini App) for this chat: {host.page_url(chat.user_id, 'You')}")
     return host

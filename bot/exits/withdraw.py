@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from solders.hash import Hash
 from solders.message import MessageV0
@@ -36,6 +36,9 @@ from bot.exits.guard import (
 from bot.exits.signer import SigningError
 from bot.solana_rpc import RpcError, SignatureStatus
 from storage.miniapp import Withdrawal, Withdrawals
+
+if TYPE_CHECKING:
+    from bot.services import Services
 
 log = logging.getLogger("lasersell_bot.withdraw")
 
@@ -98,15 +101,13 @@ def check_withdrawal(tx: VersionedTransaction, wallet: Pubkey, destination: Pubk
 class Withdrawer:
     """Builds, guards, signs, sends and confirms withdrawals through the shared executor."""
 
-    def __init__(self, services: Any, records: Withdrawals) -> None:
+    def __init__(self, services: Services, records: Withdrawals) -> None:
         self.services = services
         self.records = records
 
     async def withdraw(self, user_id: int, wallet: str, destination: str, lamports: int | None) -> WithdrawalOutcome:
         """Send `lamports` (None: sweep all but what keeps the wallet open) from `wallet` to `destination`."""
         executor = self.services.executor
-        if executor is None:
-            raise WithdrawalError("Withdrawals are not available until the bot has fully started.")
         owned = {w.address for w in await self.services.accounts.wallets.list(user_id)}
         if wallet not in owned:
             raise WithdrawalError("That wallet is not one of yours any more: reload the dashboard.")

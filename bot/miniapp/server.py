@@ -6,7 +6,7 @@ user id is taken from it and nowhere else; nothing is kept in cookies. The acces
 stream's address carries the initData.
 
 Everything the dashboard does goes through the same services as the chat: a sell is the Seller's tap or the
-supervisor's exit request, a strategy is saved by the account service (which reconfigures the stream), a
+streams' exit request, a strategy is saved by the account service (which reconfigures the stream), a
 withdrawal goes through the executor and its guard.
 """
 
@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,8 +30,13 @@ from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
 from bot.strategy import Level, Strategy, StrategyError
 from storage.copy import CopyStore
+from storage.db import Database
 from storage.history import PnlHistory
 from storage.miniapp import Withdrawals
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.services import Services
 
 log = logging.getLogger("lasersell_bot.miniapp")
 
@@ -57,27 +62,39 @@ Handler = Callable[[web.Request, int], Awaitable[Any]]
 
 
 class MiniAppServer:
-    """Serves the dashboard for one bot. `clock` (Unix seconds) drives initData freshness and security delays."""
+    """Serves the dashboard for one bot. `clock` (Unix seconds) drives initData freshness and security delays.
 
-    def __init__(self, services: Any, *, clock: Callable[[], float] = time.time) -> None:
-        self.services = services
-        self.settings = services.settings
+    Built with the other services (`bot.wiring`) and reaching them through `services`, a callback: nothing calls
+    it before the bot has started, by when every service exists."""
+
+    def __init__(self, settings: Settings, db: Database, services: Callable[[], Services], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._services = services
+        self.settings = settings
+        self.db = db
         self.clock = clock
         self.security = Security(
-            services.db,
-            delay_s=self.settings.miniapp_security_delay_s,
-            max_attempts=self.settings.miniapp_pin_attempts,
-            lockout_s=self.settings.miniapp_pin_lockout_s,
+            db,
+            delay_s=settings.miniapp_security_delay_s,
+            max_attempts=settings.miniapp_pin_attempts,
+            lockout_s=settings.miniapp_pin_lockout_s,
             notify=self.tell,
             clock=lambda: self.clock(),
         )
-        self.withdrawals = Withdrawals(services.db, lambda: int(self.clock() * 1000))
-        self.withdrawer = Withdrawer(services, self.withdrawals)
-        self.copy = CopyStore(services.db)
+        self.withdrawals = Withdrawals(db, lambda: int(self.clock() * 1000))
+        self.copy = CopyStore(db)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.url = ""
         self.app = self.build()
+
+    @property
+    def services(self) -> Services:
+        return self._services()
+
+    @property
+    def withdrawer(self) -> Withdrawer:
+        return Withdrawer(self.services, self.withdrawals)
 
     # --- wiring -------------------------------------------------------------------------------------------
     def build(self) -> web.Application:
@@ -165,7 +182,7 @@ class MiniAppServer:
         """A notice in the user's chat (security changes are always told there)."""
         user = await self.services.users.get(user_id)
         outbox = self.services.outbox
-        if user is None or outbox is None:
+        if user is None:
             return
         from bot.notify.outbox import Priority
 
@@ -214,9 +231,8 @@ class MiniAppServer:
         }
 
     async def _positions(self, user_id: int) -> dict[str, Any]:
-        supervisor = self.services.supervisor
-        positions = await supervisor.positions.open_for(user_id) if supervisor is not None else []
-        signals = await self.services.desk.signals.for_user(user_id, ("pending",)) if self.services.desk else []
+        positions = await self.services.streams.positions.open_for(user_id)
+        signals = await self.services.inbox.signals.for_user(user_id, ("pending",))
         out = []
         for p in positions:
             basis = (p.proceeds_units or 0) - (p.profit_units or 0)
@@ -259,35 +275,33 @@ class MiniAppServer:
 
     async def sell_position(self, request: web.Request, user_id: int) -> dict[str, Any]:
         position_id = _int(request.match_info["id"])
-        supervisor = self.services.supervisor
-        position = await supervisor.positions.get(user_id, position_id)
+        streams = self.services.streams
+        position = await streams.positions.get(user_id, position_id)
         if position is None or position.status != "open":
             raise ApiError(404, "This position is closed or not yours.")
-        if await supervisor.request_exit(user_id, position_id):
+        if await streams.request_exit(user_id, position_id):
             return {"message": "Asking LaserSell for the exit transaction…"}
-        if user_id in supervisor.workers:
+        if user_id in streams.workers:
             return {"message": "Your stream is reconnecting; I will ask as soon as it is back."}
         raise ApiError(409, "Your stream is not running: finish /start or /resume in the chat first.")
 
     async def signal_action(self, request: web.Request, user_id: int) -> dict[str, Any]:
         signal_id, action = request.match_info["id"], request.match_info["action"]
         if action == "skip":
-            _ok, words = await self.services.desk.skip(user_id, signal_id)
+            _ok, words = await self.services.inbox.skip(user_id, signal_id)
             return {"message": words}
         if action not in ("sell", "retry", "refresh"):
             raise ApiError(404, "Unknown action.")
-        if self.services.seller is None:
-            raise ApiError(503, "Selling is not available on this bot.")
         words = await self.services.seller.tap(user_id, signal_id, action)  # the chat's Sell button, same path
         await self.services.seller.wait_sent(signal_id)
         return {"message": words}
 
     async def chart(self, request: web.Request, user_id: int) -> dict[str, Any]:
         position_id = _int(request.match_info["id"])
-        position = await self.services.supervisor.positions.get(user_id, position_id)
+        position = await self.services.streams.positions.get(user_id, position_id)
         if position is None:
             raise ApiError(404, "This position is not yours.")
-        history = PnlHistory.for_db(self.services.db)
+        history = PnlHistory.for_db(self.db)
         samples = await history.samples(user_id, position_id)
         marks = await history.marks(user_id, position_id)
         strategy = Strategy.from_json(position.strategy_json) if position.strategy_json else \
@@ -382,9 +396,7 @@ class MiniAppServer:
         if not values:
             raise ApiError(400, "Nothing to change: send mode, enabled or amount_sol.")
         await self.copy.update(user_id, address, **values)
-        copier = self.services.copier
-        if copier is not None:
-            await copier.changed(user_id)
+        await self.services.copier.changed(user_id)
         return await self.copy_page(request, user_id)
 
     # --- history ------------------------------------------------------------------------------------------
@@ -393,21 +405,24 @@ class MiniAppServer:
         if span not in HISTORY_RANGES:
             raise ApiError(400, "range is 1d, 7d or 30d.")
         since = int(self.clock() * 1000) - HISTORY_RANGES[span]
-        sells = []
-        for s in await self.services.desk.signals.for_user(user_id, ("landed",), limit=500):
+        sells: list[tuple[int, int, str]] = []  # (time, PnL in lamports, token)
+        for s in await self.services.inbox.signals.for_user(user_id, ("landed",), limit=500):
             outcome = s.outcome
             if s.updated_at < since or outcome.get("pnl") is None or outcome.get("quote", "SOL") != "SOL":
                 continue
-            position = await self.services.supervisor.positions.get(user_id, s.position_id)
-            sells.append({"t": s.updated_at, "pnl": int(outcome["pnl"]), "label": position.label if position else s.mint[:6]})
-        sells.sort(key=lambda x: x["t"])
-        total, curve = 0, ([{"t": since, "total_sol": 0.0}] if sells else [])  # the curve starts at 0
-        for sell in sells:
-            total += sell["pnl"]
-            curve.append({"t": sell["t"], "total_sol": total / LAMPORTS_PER_SOL})
-        wins = sum(1 for s in sells if s["pnl"] > 0)
-        return {"range": span, "curve": curve, "sells": [{**s, "pnl_sol": s["pnl"] / LAMPORTS_PER_SOL} for s in sells][-50:],
-                "total_sol": total / LAMPORTS_PER_SOL, "wins": wins, "count": len(sells)}
+            position = await self.services.streams.positions.get(user_id, s.position_id)
+            sells.append((s.updated_at, int(outcome["pnl"]), position.label if position else s.mint[:6]))
+        sells.sort()
+        total = 0
+        curve: list[dict[str, Any]] = [{"t": since, "total_sol": 0.0}] if sells else []  # the curve starts at 0
+        for t, pnl, _label in sells:
+            total += pnl
+            curve.append({"t": t, "total_sol": total / LAMPORTS_PER_SOL})
+        return {
+            "range": span, "curve": curve, "total_sol": total / LAMPORTS_PER_SOL,
+            "sells": [{"t": t, "label": label, "pnl_sol": pnl / LAMPORTS_PER_SOL} for t, pnl, label in sells][-50:],
+            "wins": sum(1 for _t, pnl, _label in sells if pnl > 0), "count": len(sells),
+        }
 
     # --- wallets and secrets ------------------------------------------------------------------------------
     async def wallet_import(self, request: web.Request, user_id: int) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class Dashboard:
 async def dash(tmp_path: Path, browser: Browser) -> AsyncIterator[Dashboard]:
     h = await start_harness(tmp_path, settings_env={"MINIAPP_LISTEN": "127.0.0.1:0", "MINIAPP_PIN_ATTEMPTS": "3"})
     clock = Clock()
-    server = h.runner.miniapp
+    server = h.runner.services.dashboard
     assert server is not None
     server.clock = clock
     host = WebAppHost(h.runner.settings.telegram_bot_token or "", server.url, clock=clock)

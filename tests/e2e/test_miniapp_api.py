@@ -28,7 +28,7 @@ async def dash(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def call(h: Harness, method: str, path: str, init_data: str | None, body: dict | None = None) -> tuple[int, dict]:
-    server = h.runner.miniapp
+    server = h.runner.services.dashboard
     headers = {"Authorization": f"tma {init_data}"} if init_data is not None else {}
     async with aiohttp.ClientSession() as session, session.request(
         method, server.url + path, headers=headers, json=body
@@ -59,7 +59,7 @@ async def test_calls_without_valid_fresh_init_data_are_refused(dash: Harness) ->
         status, body = await call(h, "GET", "/api/me", init_data)
         assert status == 401, what
         assert "initData" in body["error"], what
-    async with aiohttp.ClientSession() as session, session.get(h.runner.miniapp.url + "/api/events") as reply:
+    async with aiohttp.ClientSession() as session, session.get(h.runner.services.dashboard.url + "/api/events") as reply:
         assert reply.status == 401
 
 
@@ -78,7 +78,7 @@ async def test_the_user_comes_from_init_data_never_from_the_request(dash: Harnes
     status, _ = await call(h, "POST", f"/api/pin?user_id={ann.user_id}", signed(h, bob.user_id, "Bob"),
                            {"pin": "222222", "user_id": ann.user_id})
     assert status == 200
-    server = h.runner.miniapp
+    server = h.runner.services.dashboard
     await server.security.verify(bob.user_id, "222222")
     await server.security.verify(ann.user_id, "111111")
     # Bob cannot export or remove Ann's wallet by its id, even with his right PIN
@@ -109,7 +109,7 @@ async def test_with_a_pin_set_the_chat_export_sends_the_user_to_the_dashboard(da
     await ann.press("⚙ Main", expect=r"Main ⭐ default")
     reply = await ann.press("Export key", expect=r"protected exports with a PIN")
     buttons = [b for row in reply.get("buttons") or [] for b in row]
-    assert any(b.get("web_app", {}).get("url", "").startswith(h.runner.miniapp.url) for b in buttons)
+    assert any(b.get("web_app", {}).get("url", "").startswith(h.runner.services.dashboard.url) for b in buttons)
     shown_after = reply["message_id"]
     assert not [m for m in ann.bot_messages() if m["message_id"] >= shown_after and "Secret key of" in (m.get("text") or "")]
     # the dashboard exports it behind the PIN
@@ -127,6 +127,6 @@ async def test_dashboard_command_gives_a_web_app_button_to_the_dashboard(dash: H
     await ann.send("/start", expect=r"1/3")
     reply = await ann.send("/dashboard", expect=r"Your dashboard")
     buttons = [b for row in reply.get("buttons") or [] for b in row]
-    assert [b["web_app"]["url"] for b in buttons] == [h.runner.miniapp.url + "/"]
+    assert [b["web_app"]["url"] for b in buttons] == [h.runner.services.dashboard.url + "/"]
     async with aiohttp.ClientSession() as session, session.get(buttons[0]["web_app"]["url"]) as page:
         assert page.status == 200 and '<div id="toast"' in await page.text()
