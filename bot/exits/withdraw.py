@@ -146,7 +146,7 @@ class Withdrawer:
         return result
 
 
-class _WithdrawHooks(TradeHooks):
+class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
     def __init__(self, withdrawer: Withdrawer, record: Withdrawal) -> None:
         self.records = withdrawer.records
         self.record = record
