@@ -7,7 +7,7 @@ from telegram.ext import ContextTypes
 
 from bot.miniapp.hook import dashboard_button
 from bot.services import get_services
-from handlers.registry import Command
+from handlers.registry import Command, Router
 
 
 async def dashboard_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -25,7 +25,7 @@ async def dashboard_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     )
 
 
-COMMANDS = [
+router = Router(commands=[
     Command("dashboard", "Open the dashboard: live positions, charts, strategy, copy trading, security",
             dashboard_command, section="Trading"),
-]
+])

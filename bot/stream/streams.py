@@ -43,7 +43,7 @@ from storage.users import Users
 
 log = logging.getLogger("lasersell_bot.streams")
 
-__all__ = ["CopyConfig", "StreamAccounts", "UserStreams", "Wanted", "Worker"]
+__all__ = ["CopyConfig", "CopyTrading", "StreamAccounts", "UserStreams", "Wanted", "Worker"]
 
 
 class _StreamSettings(Protocol):
@@ -93,8 +93,8 @@ class CopyConfig(Protocol):
     async def mirror_config(self, user_id: int) -> dict[str, Any] | None: ...
 
 
-class _CopyTrading(CopyEvents, CopyConfig, Protocol):
-    pass
+class CopyTrading(CopyEvents, CopyConfig, Protocol):
+    """Copy trading as the streams see it: what it adds to configure, and the events it hears."""
 
 
 RegisterWallets = Callable[[int, str], Coroutine[Any, Any, object]]
@@ -112,7 +112,7 @@ class UserStreams:
         stream_url: str,
         on_exit_signal: ExitHandler | None = None,
         pnl: PnlBatcher | None = None,
-        copy: _CopyTrading | None = None,
+        copy: CopyTrading | None = None,
         register_wallets: RegisterWallets | None = None,
         wallet_changed: Callable[[str], None] | None = None,
         start_jitter_s: float = 2.0,
@@ -163,8 +163,8 @@ class UserStreams:
         wallets = [w.address for w in await accounts.wallets.list(user_id) if w.registered_at]
         if found is None or not wallets:
             return None
-        strategy = Strategy.from_json(settings.strategy_json)
-        if not strategy.has_stream_exit():
+        strategy = self.router.strategies.load(user_id, user.chat_id, "Your saved strategy", settings.strategy_json)
+        if strategy is None:  # saved by an older version, invalid now: told, and never sent as it is
             return None
         return Wanted(found[0], wallets, strategy, settings.send_mode, settings.tip_lamports)
 
