@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardMarkup, Update
-from telegram.ext import ContextTypes
 
+from bot.context import BotContext
 from bot.miniapp.hook import dashboard_button
-from bot.services import get_services
 from handlers.registry import Command, Router
 
 
-async def dashboard_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def dashboard_command(update: Update, context: BotContext) -> None:
     message = update.effective_message
     assert message is not None
-    button = dashboard_button(get_services(context))
+    button = dashboard_button(context.services)
     if button is None:
         await message.reply_text("This bot has no dashboard: its operator has not set MINIAPP_LISTEN. Everything "
                                  "works from the chat too: /help lists it.")

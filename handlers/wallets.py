@@ -176,7 +176,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         await answer(update, "Wallet keys are handled in a private chat with me only.", alert=True)
         return
     try:
-        if tap.action in ("exp", "expok") and (pinned := await export_needs_dashboard(get_services(context),
+        if tap.action in ("exp", "expok") and (pinned := await export_needs_dashboard(context.services,
                                                                                      user_id_of(update))):
             await answer(update)  # dashboard Mini App: with a PIN set, exports happen there, behind the PIN
             await edit_or_reply(update, *pinned)
