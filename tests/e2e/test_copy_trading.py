@@ -11,6 +11,7 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
+from sandbox.control import write_mint_risk
 from tests.e2e.harness import Harness, Trader, setup_trader, until
 from tests.e2e.harness import pump as pump_rounds
 
@@ -23,7 +24,6 @@ pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquid
 
 def new_mint(h: Harness, symbol: str, risk: list[str] | None = None) -> Any:
     """A launchpad-like mint: both authorities revoked, unless `risk` names the flags it keeps."""
-    from sandbox.control import write_mint_risk
 
     mint = h.services.chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(),
                                         token_2022=bool(risk and "permanent_delegate" in risk))
@@ -73,6 +73,12 @@ async def alice_buys(h: Harness, trader: Trader, alice: str, symbol: str, risk: 
     return mint, before
 
 
+async def nothing_copied(h: Harness, trader: Trader, mint: Any, before: int) -> None:
+    """The stream heard the copy failed (mirror_buy_result false), and the wallet spent and holds nothing."""
+    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
+    assert h.services.chain.balance(trader.wallet) == before and h.services.chain.token_balance(trader.wallet, mint) == 0
+
+
 async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(harness: Harness) -> None:
     h = harness
     chain = h.services.chain
@@ -119,14 +125,12 @@ async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(h
 
 async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
     h = harness
-    chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
     mint, before = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     await trader.chat.press("Skip", message=signal, expect=r"Skipped")
-    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
-    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    await nothing_copied(h, trader, mint, before)
 
 
 async def test_auto_mode_buys_without_a_tap_until_the_daily_budget_is_spent(harness: Harness) -> None:
@@ -176,7 +180,6 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
 @pytest.mark.parametrize("hostile", ["overspend", "steal_sol"])
 async def test_a_hostile_mirror_buy_is_refused_by_the_guard_and_reported(harness: Harness, hostile: str) -> None:
     h = harness
-    chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
     await trader.chat.send("/copy amount alice 0.1", expect=r"0\.1 SOL")
@@ -188,8 +191,7 @@ async def test_a_hostile_mirror_buy_is_refused_by_the_guard_and_reported(harness
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     refused = await trader.chat.press("Copy", message=signal, expect=r"Not copied")
     assert refused is not None and "🛡" in refused["text"] and "Nothing was signed" in refused["text"]
-    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
-    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    await nothing_copied(h, trader, mint, before)
     assert h.services.rpc.calls["sendTransaction"] == 0
 
 
@@ -253,7 +255,6 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
 
 async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(harness: Harness) -> None:
     h = harness
-    chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
     await trader.chat.send("/copy mode alice auto", expect=r"Auto-copy alice\?")
@@ -263,27 +264,23 @@ async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(h
     assert "permanent delegate" in signal["text"] and "never copied automatically" in signal["text"]
     assert trader.chat.buttons(signal) == ["✅ Copy", "Skip"]
     await trader.chat.press("Skip", message=signal, expect=r"Skipped")
-    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
-    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    await nothing_copied(h, trader, mint, before)
     assert h.services.rpc.calls["sendTransaction"] == 0
 
 
 async def test_a_copy_that_would_break_the_fee_reserve_is_refused_with_the_reason(harness: Harness) -> None:
     h = harness
-    chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY, sol=0.2)
     alice = await watching(h, trader)
     await trader.chat.send("/copy limit fee_reserve_sol 0.1", expect=r"fee_reserve_sol is now 0\.1")
     mint, before = await alice_buys(h, trader, alice, "PEPE")
     refused = await trader.chat.wait_text(r"Not copied.*kept for exit fees")
     assert "Top it up or lower the amount" in refused["text"]
-    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
-    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    await nothing_copied(h, trader, mint, before)
 
 
 async def test_an_ask_me_signal_not_tapped_in_time_expires_and_buys_nothing(harness: Harness) -> None:
     h = harness
-    chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     services = h.runner.services
     assert services is not None
@@ -292,8 +289,7 @@ async def test_an_ask_me_signal_not_tapped_in_time_expires_and_buys_nothing(harn
     mint, before = await alice_buys(h, trader, alice, "PEPE")
     expired = await trader.chat.wait_text(r"Expired: not copied")
     assert trader.chat.buttons(expired) == []  # no Copy left to tap late
-    await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
-    assert chain.balance(trader.wallet) == before and chain.token_balance(trader.wallet, mint) == 0
+    await nothing_copied(h, trader, mint, before)
 
 
 async def test_a_signal_waiting_for_a_tap_when_the_bot_restarts_expires_unsigned(harness: Harness) -> None:
