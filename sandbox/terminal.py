@@ -26,6 +26,7 @@ from bot.config import LOG_LEVELS, Settings, load_settings
 from bot.logs import setup_logging
 from bot.vault import write_new_master_key
 from sandbox.services import SandboxServices
+from sandbox.webapp_host import WebAppHost
 
 log = logging.getLogger("lasersell_bot.sandbox")
 
@@ -290,8 +291,6 @@ class TerminalChat:
 
 async def _open_dashboard(runner: Any, chat: TerminalChat) -> Any:
     """The dashboard Mini App as the sandbox Telegram client opens it: a page to open in a browser."""
-    from sandbox.webapp_host import WebAppHost
-
     if runner.services.dashboard is None or runner.settings.telegram_bot_token is None:
         return None
     host = WebAppHost(runner.settings.telegram_bot_token, runner.services.dashboard.url)

@@ -28,6 +28,7 @@ from bot.accounts import AccountError
 from bot.exits.withdraw import WithdrawalError, Withdrawer
 from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
+from bot.notify.outbox import Priority
 from bot.strategy import Level, Strategy, StrategyError
 from storage.copy import CopyStore
 from storage.db import Database
@@ -184,8 +185,6 @@ class MiniAppServer:
         outbox = self.services.outbox
         if user is None:
             return
-        from bot.notify.outbox import Priority
-
         try:
             await outbox.send_message(user.chat_id, text, priority=Priority.URGENT)
         except Exception as exc:  # the notice is best effort; the change itself stands

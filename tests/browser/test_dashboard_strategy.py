@@ -4,7 +4,9 @@ import asyncio
 
 import pytest
 from playwright.async_api import expect
+from solders.keypair import Keypair
 
+from storage.copy import CopyStore
 from tests.browser.conftest import Dashboard
 from tests.e2e.harness import setup_trader
 
@@ -56,8 +58,6 @@ async def test_editing_the_strategy_shows_the_rules_and_reconfigures_the_stream(
 
 
 async def test_copy_trading_settings_and_stats_per_watched_wallet(dash: Dashboard) -> None:
-    from solders.keypair import Keypair
-
     h = dash.h
     trader = await setup_trader(h, "Ann")
     whale = str(Keypair().pubkey())
@@ -71,8 +71,6 @@ async def test_copy_trading_settings_and_stats_per_watched_wallet(dash: Dashboar
     await card.get_by_role("button", name="Save").click()
     await expect(card).to_contain_text("Saved.")
     await dash.screenshot("copy")
-    from storage.copy import CopyStore
-
     watched = await CopyStore(h.runner.services.db).find(trader.chat.user_id, "whale")
     assert watched is not None and watched.amount_units == 300_000_000 and watched.mode == "auto"
     await trader.chat.send("/copy", expect=r"whale")  # the chat sees the same settings
