@@ -28,6 +28,7 @@ from bot.exits.executor import Executor
 from bot.exits.inbox import SignalInbox
 from bot.exits.sell import Seller
 from bot.lasersell_api import LaserSellApi
+from bot.miniapp.server import MiniAppServer
 from bot.notify.alerts import Alerts
 from bot.notify.limiter import OutboxRateLimiter
 from bot.notify.outbox import Outbox
@@ -105,6 +106,8 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
         outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
         seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts,
+        # the dashboard Mini App: reaches the services it serves through a callback, like the copy relay
+        dashboard=MiniAppServer(settings, db, lambda: services) if settings.miniapp_listen else None,
     )
     app.bot_data["services"] = services
     return services, app
