@@ -24,7 +24,7 @@ from bot.notify.limiter import OutboxRateLimiter
 from bot.services import Services, get_services
 from handlers import errors, text
 from handlers.registry import all_commands, feature_modules
-from storage.db import Database, ProcessLock
+from storage.db import Database, ProcessLock, is_postgres
 
 log = logging.getLogger("lasersell_bot.app")
 
@@ -124,13 +124,20 @@ class BotRunner:
         self.app: Application | None = None
         self.services: Services | None = None
         self.lock: ProcessLock | None = None
+        self.pg_lock: object | None = None  # storage.pg.PgProcessLock, shared by every running instance
 
     async def start(self) -> None:
         # Held while the bot runs: a master key rotation waits for the bot to stop (see ProcessLock).
-        self.lock = ProcessLock.acquire(self.settings.database_path, "the running bot")
+        if is_postgres(self.settings.database):  # several instances share the database: a shared lock
+            from storage.pg import PgProcessLock
+
+            self.pg_lock = await PgProcessLock.acquire(str(self.settings.database), "the running bot", shared=True)
+        else:
+            self.lock = ProcessLock.acquire(self.settings.database_path, "the running bot")
         try:
-            self.db = await Database.open(self.settings.database_path)
+            self.db = await Database.open(self.settings.database)
         except BaseException:
+            await self._release_pg()
             self._release()
             raise
         try:
@@ -138,6 +145,7 @@ class BotRunner:
         except BaseException:
             await self.db.close()
             self.db = None
+            await self._release_pg()
             self._release()
             raise
         self.app = build_application(self.settings, self.services)
@@ -184,7 +192,15 @@ class BotRunner:
         if self.db is not None:
             await self.db.close()
             self.db = None
+        await self._release_pg()
         self._release()
+
+    async def _release_pg(self) -> None:
+        from storage.pg import PgProcessLock
+
+        if isinstance(self.pg_lock, PgProcessLock):
+            await self.pg_lock.release()
+        self.pg_lock = None
 
     def _release(self) -> None:
         if self.lock is not None:

@@ -67,11 +67,11 @@ async def _lasersell_stream(settings: Settings) -> str:
 
 
 async def _database(settings: Settings) -> str:
-    from storage.db import Database
+    from storage.db import Database, describe
 
-    db = await Database.open(settings.database_path)
+    db = await Database.open(settings.database)
     try:
-        return f"{settings.database_path} at schema version {await db.schema_version()}"
+        return f"{describe(settings.database)} ({db.backend}) at schema version {await db.schema_version()}"
     finally:
         await db.close()
 
@@ -83,7 +83,7 @@ async def _master_key(settings: Settings) -> str:
 
     settings.require_master_key()
     vault = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
-    db = await Database.open(settings.database_path)
+    db = await Database.open(settings.database)
     try:
         row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
     finally:

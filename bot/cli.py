@@ -93,21 +93,21 @@ def _gen_master_key(out: Path) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from storage.db import Database
+    from storage.db import Database, describe
 
-    db = await Database.open(settings.database_path, migrate=False)
+    db = await Database.open(settings.database, migrate=False)
     try:
         applied = await db.migrate()
         version = await db.schema_version()
     finally:
         await db.close()
-    print(f"Database {settings.database_path}: schema version {version}" + (f" (applied {applied})" if applied else ""))
+    print(f"Database {describe(settings.database)}: schema version {version}" + (f" (applied {applied})" if applied else ""))
     return 0
 
 
 async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
     from bot.vault import Vault, VaultError, load_master_key
-    from storage.db import DatabaseBusy, ProcessLock
+    from storage.db import DatabaseBusy, ProcessLock, is_postgres
 
     settings.require_master_key()
     try:
@@ -123,6 +123,14 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
     # A running bot holds the old key in memory: rotating under it would leave it unable to open any key.
     # Rotation therefore refuses while the bot holds the database, and the bot cannot start meanwhile.
     try:
+        if is_postgres(settings.database):  # every instance holds it shared: rotation waits for all to stop
+            from storage.pg import PgProcessLock
+
+            pg_lock = await PgProcessLock.acquire(str(settings.database), "rotate-master-key", shared=False)
+            try:
+                return await _rotate_locked(settings, old, new, new_key_file)
+            finally:
+                await pg_lock.release()
         lock = ProcessLock.acquire(settings.database_path, "rotate-master-key")
     except DatabaseBusy as exc:
         print(
@@ -142,10 +150,10 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
 
     from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
     from bot.vault import WrongMasterKey
-    from storage.db import Database, SchemaError
+    from storage.db import Database, SchemaError, describe
 
     try:
-        db = await Database.open(settings.database_path, migrate=False)
+        db = await Database.open(settings.database, migrate=False)
     except SchemaError as exc:
         print(f"lasersell-bot: {exc}", file=sys.stderr)
         return 1
@@ -157,7 +165,8 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
             except WrongMasterKey:
                 pass
             else:
-                print(f"Nothing to do: {settings.database_path} is already sealed with the new key (id {new.key_id}).")
+                where = describe(settings.database)
+                print(f"Nothing to do: {where} is already sealed with the new key (id {new.key_id}).")
                 return 0
         try:
             report = await rotate_master_key(db, old, new, now_ms=int(time.time() * 1000))
@@ -168,7 +177,7 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
         await db.close()
     counts = report.resealed
     print(
-        f"Re-sealed {report.total} secret(s) in {settings.database_path} in one transaction: "
+        f"Re-sealed {report.total} secret(s) in {describe(settings.database)} in one transaction: "
         f"{counts.get('wallets', 0)} wallet key(s), {counts.get('lasersell_keys', 0)} LaserSell key(s), "
         f"{counts.get('user_settings', 0)} Astralane key(s), and the master key check value."
     )

@@ -30,6 +30,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BOT_MASTER_KEY": ("", "Base64 of 32 random bytes that encrypts every stored secret. Set this or BOT_MASTER_KEY_FILE."),
     "BOT_MASTER_KEY_FILE": ("", "Path of a file holding the master key (written by `lasersell-bot gen-master-key`)."),
     "DATABASE_PATH": ("data/bot.db", "SQLite database file (created with its folder)."),
+    "DATABASE_URL": ("", "Empty: SQLite at DATABASE_PATH. Or postgresql://user:password@host:5432/db, shared by several instances."),
     "ADMIN_USER_IDS": ("", "Comma-separated Telegram user ids allowed to use admin commands."),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     "LOG_FORMAT": ("text", "`text` for people, `json` for log collectors (one object a line)."),
@@ -68,6 +69,12 @@ class Settings:
     guard_extra_programs: tuple[str, ...] = field(default_factory=tuple)
     helius_sender_url: str = "https://sender.helius-rpc.com/fast"
     astralane_url: str = "https://fr.gateway.astralane.io/iris"
+    database_url: str = ""  # sqlite:///... or postgresql://...; empty: SQLite at database_path
+
+    @property
+    def database(self) -> str | Path:
+        """What `Database.open` takes: the DATABASE_URL, else the SQLite file at DATABASE_PATH."""
+        return self.database_url or self.database_path
 
     @property
     def sandbox_mode(self) -> bool:
@@ -79,7 +86,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
-        return [s for s in (self.telegram_bot_token, self.lasersell_api_key, self.bot_master_key) if s]
+        password = urlparse(self.database_url).password if self.database_url else None
+        return [s for s in (self.telegram_bot_token, self.lasersell_api_key, self.bot_master_key, password) if s]
 
     def require_master_key(self) -> None:
         if not self.bot_master_key and not self.bot_master_key_file:
@@ -175,6 +183,16 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
     if db_raw.endswith(("/", os.sep)):
         raise ConfigError("DATABASE_PATH", f"{db_raw!r} is a folder", "Give a file path such as data/bot.db")
 
+    db_url = merged.get("DATABASE_URL", "").strip()
+    if db_url.startswith("sqlite:///"):
+        db_raw, db_url = db_url[len("sqlite:///"):] or db_raw, ""
+    elif db_url and (urlparse(db_url).scheme not in ("postgresql", "postgres") or not urlparse(db_url).hostname):
+        raise ConfigError(
+            "DATABASE_URL",
+            "is neither sqlite:///path nor a postgresql://host/database URL",
+            "Leave it empty for SQLite at DATABASE_PATH, or set e.g. postgresql://bot:secret@127.0.0.1:5432/lasersell",
+        )
+
     admins: set[int] = set()
     for part in merged.get("ADMIN_USER_IDS", "").split(","):
         part = part.strip()
@@ -221,6 +239,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
         guard_extra_programs=extra_programs,
         helius_sender_url=_url(merged, "HELIUS_SENDER_URL", ("http", "https")),
         astralane_url=_url(merged, "ASTRALANE_URL", ("http", "https")),
+        database_url=db_url,
     )
 
 

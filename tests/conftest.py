@@ -1,0 +1,62 @@
+"""Fixtures every test folder may use: the database backends the storage layer serves."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+# CI (.ci/run) starts PostgreSQL 15 here (trust auth, database `test`); TEST_DATABASE_URL points elsewhere.
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _pg_admin() -> object | None:
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+
+        return await asyncpg.connect(PG_URL, timeout=3)
+    except (OSError, ImportError, Exception):  # no server answers: the PostgreSQL cases are skipped
+        return None
+
+
+async def fresh_pg_schema() -> tuple[str, object]:
+    """A new, empty schema in the test database; (URL selecting it, admin connection to drop it)."""
+    conn = await _pg_admin()
+    if conn is None:
+        pytest.skip(f"no PostgreSQL server answers at {PG_URL} (CI starts one: .ci/run)")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    await conn.execute(f"CREATE SCHEMA {name}")  # type: ignore[attr-defined]
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}search_path={name}", conn
+
+
+async def drop_pg_schema(url: str, conn: object) -> None:
+    name = url.rsplit("search_path=", 1)[1]
+    await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[attr-defined]
+    await conn.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str | Path]:
+    """What `Database.open` takes, once per backend: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield tmp_path / "bot.db"
+        return
+    url, conn = await fresh_pg_schema()
+    try:
+        yield url
+    finally:
+        await drop_pg_schema(url, conn)
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema (skipped when no server answers)."""
+    url, conn = await fresh_pg_schema()
+    try:
+        yield url
+    finally:
+        await drop_pg_schema(url, conn)
