@@ -81,7 +81,7 @@ class ScheduledDeletions:
         await self.db.execute(
             "INSERT INTO scheduled_deletions (chat_id, message_id, delete_at, attempts, first_due_at, told) "
             "VALUES (?,?,?,0,?,0) ON CONFLICT(chat_id, message_id) DO UPDATE SET delete_at=excluded.delete_at, "
-            "first_due_at=MIN(COALESCE(first_due_at, excluded.first_due_at), excluded.first_due_at)",
+            "first_due_at=MIN(COALESCE(scheduled_deletions.first_due_at, excluded.first_due_at), excluded.first_due_at)",
             (chat_id, message_id, now + 1000, now),
         )
         outcome = await self._attempt(chat_id, message_id, tell=False)

@@ -86,7 +86,9 @@ async def rotation_note(db: Database) -> str | None:
     row = await db.fetchone("SELECT value FROM meta WHERE key=?", (ROTATED_KEY,))
     if row is None:
         return None
-    at_ms, old_id, new_id = str(row[0]).split(":")
+    value = row[0]
+    text = bytes(value).decode() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+    at_ms, old_id, new_id = text.split(":")
     import datetime as dt
 
     when = dt.datetime.fromtimestamp(int(at_ms) / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

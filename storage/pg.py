@@ -173,6 +173,8 @@ def _coerce(args: Sequence[Any], types: Sequence[str]) -> list[Any]:
             out[i] = float(value)
         elif kind == "bytea" and isinstance(value, memoryview):
             out[i] = bytes(value)
+        elif kind == "bytea" and isinstance(value, str):
+            out[i] = value.encode()
     return out
 
 
