@@ -95,7 +95,7 @@ def _gen_master_key(out: Path) -> int:
 async def _migrate(settings: Settings) -> int:
     from storage.db import Database, describe
 
-    db = await Database.open(settings.database, migrate=False)
+    db = await Database.open(settings.database, migrate=False, check=False)
     try:
         applied = await db.migrate()
         version = await db.schema_version()

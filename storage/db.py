@@ -114,12 +114,12 @@ class Database:
         return "sqlite"
 
     @classmethod
-    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
+    async def open(cls, path: Path | str, *, migrate: bool = True, check: bool = True) -> Database:
         """Open (and by default migrate) the database at a file path or a `sqlite://` / `postgresql://` URL."""
         if is_postgres(path):
             from storage.pg import PostgresDatabase
 
-            return await PostgresDatabase.connect(str(path), migrate=migrate)
+            return await PostgresDatabase.connect(str(path), migrate=migrate, check=check)
         path = sqlite_path(path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,8 @@ class Database:
         try:
             if migrate:
                 await db.migrate()
-            await db.check_schema()
+            if check:  # `lasersell-bot migrate` opens without: it is there to bring an old schema up
+                await db.check_schema()
             db._open_reader()
         except BaseException:
             await conn.close()

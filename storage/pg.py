@@ -257,13 +257,16 @@ class PostgresDatabase(Database):
         return "postgresql"
 
     @classmethod
-    async def connect(cls, url: str, *, migrate: bool = True, max_size: int = 10) -> PostgresDatabase:
+    async def connect(
+        cls, url: str, *, migrate: bool = True, check: bool = True, max_size: int = 10
+    ) -> PostgresDatabase:
         pool = await asyncpg.create_pool(_dsn(url), min_size=1, max_size=max_size, init=_init_connection)
         db = cls(pool, url)
         try:
             if migrate:
                 await db.migrate()
-            await db.check_schema()
+            if check:
+                await db.check_schema()
             await db.reload_schema()
         except BaseException:
             await pool.close()
