@@ -1,0 +1,230 @@
+"""Stream ownership across instances: each user's stream runs in exactly one instance at a time.
+
+An instance takes a lease per stream (storage/leases.py) and renews them all on a heartbeat. The rules:
+
+- **Bounded loss.** A lease lasts `ttl_s` on the database's clock. An instance that dies stops renewing;
+  its leases expire within `ttl_s` and the others take them over on their next heartbeat, after a random
+  delay (`takeover_jitter_s`) so they do not all rush at the same rows. Takeover therefore takes at most
+  about `ttl_s + heartbeat_s + takeover_jitter_s`.
+- **Fencing.** Every new owner bumps the lease's token. A heartbeat that finds a lease gone, or its token
+  changed, stops that stream at once (`on_lost`). An instance that cannot renew at all (the database is
+  unreachable) stops every stream before its leases can have expired (`ttl_s - fence_margin_s` after the
+  last renewal it began), so the key's one session is never used by two instances.
+- **Handover.** `stop()` stops the streams first, then releases the leases (expired now) and, on
+  PostgreSQL, NOTIFYs: the other instances claim them at once instead of on their next heartbeat.
+- **Spread.** An instance takes at most its fair share (wanted streams / live instances, rounded up) of
+  the free leases in one heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from storage.db import Database
+from storage.leases import Leases
+
+log = logging.getLogger("lasersell_bot.ownership")
+
+CHANNEL = "lasersell_stream_leases"
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Ownership:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        candidates: Callable[[], Awaitable[list[int]]],
+        on_acquired: Callable[[int], Awaitable[Any]],
+        on_lost: Callable[[int], Awaitable[Any]],
+        owner: str | None = None,
+        ttl_s: float = 6.0,
+        heartbeat_s: float = 2.0,
+        takeover_jitter_s: float = 1.0,
+        fence_margin_s: float = 1.5,
+        address: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < heartbeat_s < ttl_s - fence_margin_s:
+            raise ValueError("the heartbeat must come well within the lease time (heartbeat < ttl - margin)")
+        self.db = db
+        self.leases = Leases(db)
+        self.owner = owner or instance_id()
+        self.candidates = candidates
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        self.ttl_s = ttl_s
+        self.heartbeat_s = heartbeat_s
+        self.takeover_jitter_s = takeover_jitter_s
+        self.fence_margin_s = fence_margin_s
+        self.address = address
+        self.rng = rng or random.Random()
+        self.held: dict[int, int] = {}  # user_id -> fencing token
+        self._valid_until = 0.0  # monotonic: past this our leases may have expired unseen
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._listener: Any = None
+        self._lock = asyncio.Lock()
+        self.takeovers = 0
+        self.losses = 0
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl_s * 1000)
+
+    def holds(self, user_id: int) -> bool:
+        """True while this instance may run the user's stream."""
+        return user_id in self.held and time.monotonic() < self._valid_until
+
+    def token(self, user_id: int) -> int | None:
+        return self.held.get(user_id) if self.holds(user_id) else None
+
+    async def start(self) -> None:
+        await self.leases.ensure_tables()
+        await self.leases.heartbeat(self.owner, self.address)
+        await self._listen()
+        await self.tick(jitter=False)
+        self._task = asyncio.create_task(self._loop(), name="stream-ownership")
+
+    async def stop(self) -> None:
+        """Hand every stream over at once: stop them, release the leases, tell the others."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        async with self._lock:
+            users = list(self.held)
+            self.held.clear()
+            for user_id in users:
+                with contextlib.suppress(Exception):
+                    await self.on_lost(user_id)
+            with contextlib.suppress(Exception):
+                await self.leases.release(self.owner)
+                await self.leases.leave(self.owner)
+                await self._notify()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat_s * self.rng.uniform(0.85, 1.0))
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("stream ownership heartbeat failed")
+
+    async def tick(self, *, jitter: bool = True) -> None:
+        """One heartbeat: renew, drop what was taken over, fence if renewing failed too long, claim free ones."""
+        async with self._lock:
+            began = time.monotonic()
+            try:
+                renewed = await self.leases.renew(self.owner, self.ttl_ms)
+                await self.leases.heartbeat(self.owner, self.address)
+            except Exception as exc:
+                if time.monotonic() >= self._valid_until - self.fence_margin_s and self.held:
+                    log.warning("cannot renew stream leases (%s): stopping %d stream(s)", exc, len(self.held))
+                    await self._lose(list(self.held))
+                raise
+            self._valid_until = began + self.ttl_s - self.fence_margin_s
+            lost = [u for u, token in self.held.items() if renewed.get(u) != token]
+            if lost:
+                log.warning("%d stream lease(s) were taken over: stopping those streams", len(lost))
+                await self._lose(lost)
+        await self.claim(jitter=jitter)
+
+    async def _lose(self, users: list[int]) -> None:
+        for user_id in users:
+            self.held.pop(user_id, None)
+            self.losses += 1
+            try:
+                await self.on_lost(user_id)
+            except Exception:
+                log.exception("stopping the stream of a lost lease failed")
+
+    async def claim(self, *, jitter: bool = True) -> list[int]:
+        """Take free leases, up to this instance's fair share; start each stream taken."""
+        wanted = [u for u in await self.candidates() if u not in self.held]
+        if not wanted:
+            return []
+        free = await self.leases.free(wanted)
+        if not free:
+            return []
+        live = await self.leases.live_instances(int(self.heartbeat_s * 2500))
+        total = len(wanted) + len(self.held)
+        share = math.ceil(total / max(1, len(live)))
+        room = max(0, share - len(self.held))
+        if room == 0:
+            return []
+        if jitter and self.takeover_jitter_s > 0:
+            await asyncio.sleep(self.rng.uniform(0, self.takeover_jitter_s))
+        self.rng.shuffle(free)
+        taken = []
+        async with self._lock:
+            for user_id in free[:room]:
+                token = await self.leases.acquire(user_id, self.owner, self.ttl_ms)
+                if token is None:
+                    continue  # another instance was quicker
+                self.held[user_id] = token
+                self._valid_until = max(self._valid_until, time.monotonic() + self.ttl_s - self.fence_margin_s)
+                taken.append(user_id)
+        for user_id in taken:
+            self.takeovers += 1
+            try:
+                await self.on_acquired(user_id)
+            except Exception:
+                log.exception("starting the stream of a new lease failed")
+        return taken
+
+    async def release(self, user_ids: list[int]) -> None:
+        """Give some streams up (the user paused, left): stop them, then free their leases."""
+        async with self._lock:
+            mine = [u for u in user_ids if u in self.held]
+            for user_id in mine:
+                self.held.pop(user_id, None)
+                await self.on_lost(user_id)
+            await self.leases.release(self.owner, mine)
+        if mine:
+            await self._notify()
+
+    # --- PostgreSQL: hear about released leases at once -----------------------------------------------------
+    async def _listen(self) -> None:
+        if self.db.backend != "postgresql":
+            return
+        import asyncpg  # type: ignore[import-untyped]
+
+        from storage.pg import _dsn
+
+        url = getattr(self.db, "url", "")
+        try:
+            self._listener = await asyncpg.connect(_dsn(url))
+            await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+        except Exception as exc:  # heartbeats still take the leases over, only later
+            log.warning("LISTEN for lease handovers failed (%s): takeovers wait for the heartbeat", exc)
+            self._listener = None
+
+    async def _notify(self) -> None:
+        if self.db.backend == "postgresql":
+            await self.db.execute(f"SELECT pg_notify('{CHANNEL}', ?)", (self.owner,))
+
+    def figures(self) -> dict[str, int]:
+        return {"leases_held": len(self.held), "takeovers": self.takeovers, "losses": self.losses}
