@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from telegram import BotCommand, BotCommandScopeChat, ReplyParameters, Update
 from telegram.constants import ParseMode
@@ -117,14 +118,17 @@ async def _post_init(app: Application) -> None:
 class BotRunner:
     """Start and stop the whole bot in the current event loop (used by `run`, the sandbox and tests)."""
 
-    def __init__(self, settings: Settings, *, poll_timeout: int = 10) -> None:
+    def __init__(self, settings: Settings, *, poll_timeout: int = 10, webhook: bool = False) -> None:
         self.settings = settings
         self.poll_timeout = poll_timeout
+        self.webhook = webhook  # Telegram posts to us (bot/webhook.py) instead of us polling it
+        self.webhook_server: Any = None
         self.db: Database | None = None
         self.app: Application | None = None
         self.services: Services | None = None
         self.lock: ProcessLock | None = None
         self.pg_lock: object | None = None  # storage.pg.PgProcessLock, shared by every running instance
+        self.owned: Any = None  # bot.ownership.OwnedStreams on PostgreSQL
 
     async def start(self) -> None:
         # Held while the bot runs: a master key rotation waits for the bot to stop (see ProcessLock).
@@ -162,10 +166,29 @@ class BotRunner:
         if self.app.post_init:
             await self.app.post_init(self.app)
         await self.app.start()
+        if self.db.backend == "postgresql":  # several instances: streams go by lease (bot/ownership.py)
+            from bot.ownership import OwnedStreams
+
+            self.owned = OwnedStreams(self.services)
+            self.services.ownership = self.owned.ownership  # before start_live: nothing streams unowned
         await self.services.start_live(self.app.bot)
+        if self.owned is not None:
+            self.services.accounts.on_change = self.owned.refresh
+            await self.owned.start()
         limiter = self.app.bot.rate_limiter
         if isinstance(limiter, OutboxRateLimiter):
             limiter.outbox = self.services.outbox
+        if self.webhook:
+            from bot.webhook import WebhookServer
+
+            host, port = self.settings.require_webhook()
+            self.webhook_server = WebhookServer(
+                self.app, self.services, url=self.settings.webhook_url, secret=self.settings.webhook_secret,
+                host=host, port=port,
+            )
+            await self.webhook_server.start()
+            log.info("bot started as @%s (webhook)", self.app.bot.username)
+            return
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,
@@ -175,6 +198,12 @@ class BotRunner:
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
+        if self.webhook_server is not None:  # no new updates: the proxy sends them to the other instances
+            await self.webhook_server.stop()
+            self.webhook_server = None
+        if self.owned is not None:  # stop the streams and hand the leases over at once
+            await self.owned.stop()
+            self.owned = None
         if self.services is not None:
             await self.services.stop_live()
         if self.app is not None:

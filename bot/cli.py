@@ -25,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         "With no TELEGRAM_BOT_TOKEN, `run` starts the sandbox demo.",
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the bot (default); the sandbox demo when no token is configured")
+    run = sub.add_parser("run", help="run the bot (default); the sandbox demo when no token is configured")
+    run.add_argument(
+        "--webhook", action="store_true",
+        help="receive updates by webhook (WEBHOOK_URL, WEBHOOK_LISTEN, WEBHOOK_SECRET) instead of polling; "
+        "for several instances behind a reverse proxy, with DATABASE_URL=postgresql://...",
+    )
     sandbox = sub.add_parser("sandbox", help="chat with the bot in this terminal, against local stand-ins")
     sandbox.add_argument("--script", type=Path, help="play a file of lines and print the transcript")
     sandbox.add_argument("--seed", type=int, default=7, help="seed for the sandbox (default 7)")
@@ -66,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             print("No TELEGRAM_BOT_TOKEN set: starting the sandbox demo (local stand-ins, no accounts).")
             script = None if sys.stdin.isatty() else _demo_script()
             return asyncio.run(run_sandbox(script=script))
-        return _run(settings)
+        if getattr(args, "webhook", False):
+            settings.require_webhook()  # a missing URL or secret is a configuration error, before anything starts
+        return _run(settings, webhook=getattr(args, "webhook", False))
     except ConfigError as exc:
         print(f"lasersell-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -200,7 +207,7 @@ def _check_master_key(settings: Settings) -> None:
         raise ConfigError(variable, str(exc).rstrip("."), "Nothing was started") from None
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, *, webhook: bool = False) -> int:
     from bot.app import BotRunner
     from bot.logs import register_secret, setup_logging
     from storage.db import DatabaseBusy
@@ -217,7 +224,7 @@ def _run(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await BotRunner(settings).run_until(stop)
+        await BotRunner(settings, webhook=webhook).run_until(stop)
 
     try:
         asyncio.run(serve())

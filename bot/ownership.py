@@ -228,3 +228,75 @@ class Ownership:
 
     def figures(self) -> dict[str, int]:
         return {"leases_held": len(self.held), "takeovers": self.takeovers, "losses": self.losses}
+
+
+REFRESH_CHANNEL = "lasersell_stream_refresh"
+
+
+class OwnedStreams:
+    """Wires Ownership to the stream supervisor of a running bot (PostgreSQL, several instances).
+
+    - the supervisor runs a user's stream only while this instance holds the lease (`services.ownership`);
+    - a lease taken starts the stream (`supervisor.refresh`), a lease lost stops it (`stop_user`);
+    - a change made through any instance (strategy, wallets, pause) reaches the stream's owner: locally when
+      it is this one, else by NOTIFY to every instance, and the owner refreshes.
+    """
+
+    def __init__(self, services: Any, **timing: Any) -> None:
+        self.services = services
+        self.ownership = Ownership(
+            services.db, candidates=self._candidates, on_acquired=self._acquired, on_lost=self._lost, **timing
+        )
+        self._listener: Any = None
+
+    async def _candidates(self) -> list[int]:
+        rows = await self.services.db.fetchall(
+            "SELECT s.telegram_id FROM user_settings s JOIN users u ON u.telegram_id = s.telegram_id "
+            "WHERE s.paused=0 AND u.blocked=0 AND s.strategy_json IS NOT NULL ORDER BY s.telegram_id"
+        )
+        return [int(r[0]) for r in rows]
+
+    async def _acquired(self, user_id: int) -> None:
+        if self.services.supervisor is not None:
+            await self.services.supervisor.refresh(user_id)
+
+    async def _lost(self, user_id: int) -> None:
+        if self.services.supervisor is not None:
+            await self.services.supervisor.stop_user(user_id)
+
+    async def refresh(self, user_id: int) -> None:
+        """What `accounts.on_change` calls: the owner brings the stream in line with storage."""
+        if self.ownership.holds(user_id):
+            await self._acquired(user_id)
+            return
+        if self.services.db.backend == "postgresql":
+            await self.services.db.execute(f"SELECT pg_notify('{REFRESH_CHANNEL}', ?)", (str(user_id),))
+        # a user who now wants a stream nobody holds: claim it here rather than wait for the heartbeat
+        self.ownership._wake.set()
+
+    async def start(self) -> None:
+        self.services.ownership = self.ownership
+        if self.services.db.backend == "postgresql":
+            import asyncpg  # type: ignore[import-untyped]
+
+            from storage.pg import _dsn
+
+            loop = asyncio.get_running_loop()
+
+            def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+                if payload.isdigit() and self.ownership.holds(int(payload)):
+                    loop.create_task(self._acquired(int(payload)))
+
+            try:
+                self._listener = await asyncpg.connect(_dsn(getattr(self.services.db, "url", "")))
+                await self._listener.add_listener(REFRESH_CHANNEL, heard)
+            except Exception as exc:
+                log.warning("LISTEN for stream changes failed (%s)", exc)
+        await self.ownership.start()
+
+    async def stop(self) -> None:
+        await self.ownership.stop()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None

@@ -140,6 +140,9 @@ class GuardRefusal(Exception):
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(f"Refused to sign: {detail}")
         self.rule = rule
+        from bot.metrics import guard_refused  # /metrics: refusals by rule
+
+        guard_refused(rule)
         self.detail = detail
 
 

@@ -205,6 +205,9 @@ class Alerts:
             chat_id, render.exit_signal(s, p, slippage_bps=s.slippage_bps), priority=Priority.URGENT,
             reply_markup=signal_buttons(s.id), disable_notification=level == "silent",
         )
+        from bot.metrics import exit_signal_sent  # /metrics: exit-signal-to-message latency
+
+        exit_signal_sent(s.received_at_ms)
         return int(message.message_id)
 
     def text(self, chat_id: int, text: str, priority: Priority = Priority.ALERT) -> asyncio.Future[Any]:

@@ -189,6 +189,9 @@ class StreamSupervisor:
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         async with lock:
             wanted = await self.wanted(user_id)
+            ownership = getattr(self.services, "ownership", None)  # several instances: bot/ownership.py
+            if ownership is not None and not ownership.holds(user_id):
+                wanted = None  # another instance runs this stream (or nobody yet): never two sessions
             worker = self.workers.get(user_id)
             if wanted is None:
                 if worker is not None:
