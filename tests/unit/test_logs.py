@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,17 +192,6 @@ def test_public_data_is_left_alone() -> None:
     signature = str(keypair.sign_message(b"tx"))
     line = f"sold 1.5 SOL from {keypair.pubkey()} in tx {signature} at 12:34:56"
     assert redact(line) == line
-
-
-def test_redaction_is_fast_for_ordinary_lines() -> None:
-    lines = [
-        f"user {i} position 7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU profit +12.5% after 3 ticks"
-        for i in range(20_000)
-    ]
-    start = time.perf_counter()
-    for line in lines:
-        redact(line)
-    assert time.perf_counter() - start < 2.0
 
 
 def test_bad_arguments() -> None:

@@ -75,6 +75,7 @@ SECRET = base58.b58encode(bytes(Keypair())).decode()
         ("edited_message", f"oops {SECRET[:40]}\n{SECRET[40:]}", None),  # a message edited into a key
         ("message", Mnemonic("english").generate(strength=256), None),
     ],
+    ids=["key-in-caption", "key-edited-in", "seed-phrase"],  # never the secret itself in a test id
 )
 async def test_a_secret_in_a_caption_an_edit_or_a_reply_is_deleted_and_goes_no_further(
     field: str, text: str | None, caption: str | None
