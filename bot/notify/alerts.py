@@ -17,6 +17,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.metrics import exit_signal_sent
 from bot.notify import render
 from bot.notify.outbox import DeliveryFailed, Outbox, Priority
 from storage.accounts import SettingsStore
@@ -205,9 +206,7 @@ class Alerts:
             chat_id, render.exit_signal(s, p, slippage_bps=s.slippage_bps), priority=Priority.URGENT,
             reply_markup=signal_buttons(s.id), disable_notification=level == "silent",
         )
-        from bot.metrics import exit_signal_sent  # /metrics: exit-signal-to-message latency
-
-        exit_signal_sent(s.received_at_ms)
+        exit_signal_sent(s.received_at_ms)  # /metrics: exit-signal-to-message latency
         return int(message.message_id)
 
     def text(self, chat_id: int, text: str, priority: Priority = Priority.ALERT) -> asyncio.Future[Any]:
