@@ -57,6 +57,7 @@ class Ownership:
         fence_margin_s: float = 1.5,
         address: str = "",
         rng: random.Random | None = None,
+        on_tick: Callable[[int], Awaitable[Any]] | None = None,
     ) -> None:
         if not 0 < heartbeat_s < ttl_s - fence_margin_s:
             raise ValueError("the heartbeat must come well within the lease time (heartbeat < ttl - margin)")
@@ -72,6 +73,7 @@ class Ownership:
         self.fence_margin_s = fence_margin_s
         self.address = address
         self.rng = rng or random.Random()
+        self.on_tick = on_tick  # after each heartbeat, with the live instance count
         self.held: dict[int, int] = {}  # user_id -> fencing token
         self._valid_until = 0.0  # monotonic: past this our leases may have expired unseen
         self._task: asyncio.Task[None] | None = None
@@ -80,6 +82,7 @@ class Ownership:
         self._lock = asyncio.Lock()
         self.takeovers = 0
         self.losses = 0
+        self.live_count = 1  # live instances seen on the last heartbeat (shared budgets divide by it)
 
     @property
     def ttl_ms(self) -> int:
@@ -150,6 +153,10 @@ class Ownership:
             if lost:
                 log.warning("%d stream lease(s) were taken over: stopping those streams", len(lost))
                 await self._lose(lost)
+        with contextlib.suppress(Exception):
+            self.live_count = max(1, len(await self.leases.live_instances(int(self.heartbeat_s * 2500))))
+        if self.on_tick is not None:
+            await self.on_tick(self.live_count)
         await self.claim(jitter=jitter)
 
     async def _lose(self, users: list[int]) -> None:
@@ -170,6 +177,7 @@ class Ownership:
         if not free:
             return []
         live = await self.leases.live_instances(int(self.heartbeat_s * 2500))
+        self.live_count = max(1, len(live))
         total = len(wanted) + len(self.held)
         share = math.ceil(total / max(1, len(live)))
         room = max(0, share - len(self.held))
@@ -245,9 +253,21 @@ class OwnedStreams:
     def __init__(self, services: Any, **timing: Any) -> None:
         self.services = services
         self.ownership = Ownership(
-            services.db, candidates=self._candidates, on_acquired=self._acquired, on_lost=self._lost, **timing
+            services.db, candidates=self._candidates, on_acquired=self._acquired, on_lost=self._lost,
+            on_tick=self._share_budget, **timing,
         )
         self._listener: Any = None
+
+    async def _share_budget(self, live: int) -> None:
+        """Telegram's per-bot rate is one budget for all instances: each takes its share of it."""
+        outbox = getattr(self.services, "outbox", None)
+        settings = getattr(self.services, "settings", None)
+        if outbox is None or settings is None or not hasattr(outbox, "set_global_rate"):
+            return
+        share = settings.telegram_global_rate / max(1, live)
+        if abs(outbox.global_rate - share) > 1e-9:
+            log.info("%d live instance(s): this one sends at most %.1f messages/s", live, share)
+            outbox.set_global_rate(share)
 
     async def _candidates(self) -> list[int]:
         rows = await self.services.db.fetchall(

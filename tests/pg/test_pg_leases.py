@@ -114,10 +114,14 @@ async def test_a_stopping_instance_hands_its_streams_over_at_once(pg_url: str) -
         await a.ownership.start()
         await b.ownership.start()
         assert a.running == set(USERS) and not b.running  # a came first and took them all
+        await a.ownership.tick(jitter=False)
+        assert a.ownership.live_count == b.ownership.live_count == 2  # each sends half of Telegram's budget
         await a.ownership.stop()
         assert not a.running  # stopped before released
         await until(lambda: b.running == set(USERS), timeout=10.0)
         assert b.ownership.takeovers == len(USERS)
+        await b.ownership.tick(jitter=False)
+        assert b.ownership.live_count == 1  # a left: b has the whole budget again
     finally:
         await b.ownership.stop()
         await a.ownership.stop()
