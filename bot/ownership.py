@@ -254,9 +254,49 @@ class OwnedStreams:
         self.services = services
         self.ownership = Ownership(
             services.db, candidates=self._candidates, on_acquired=self._acquired, on_lost=self._lost,
-            on_tick=self._share_budget, **timing,
+            on_tick=self._on_tick, **timing,
         )
         self._listener: Any = None
+
+    async def _on_tick(self, live: int) -> None:
+        await self._share_budget(live)
+        try:
+            await self.claim_broadcasts()
+        except Exception:
+            log.exception("claiming broadcasts failed")
+
+    async def claim_broadcasts(self) -> list[int]:
+        """A running broadcast is sent by one instance: the one holding its lease (key: minus its id).
+
+        The instance that started it takes the lease on its next heartbeat; another instance resumes it
+        only once that lease has expired (its sender died), or when nobody took it within two lease
+        times. Each recipient is still sent at most once whatever happens (the row's atomic
+        pending -> sending move), so the lease only keeps two instances from pacing one job twice.
+        """
+        broadcasts = getattr(self.services, "broadcasts", None)
+        if broadcasts is None or not hasattr(broadcasts, "running_here"):
+            return []
+        leases, owner, ttl_ms = self.ownership.leases, self.ownership.owner, self.ownership.ttl_ms
+        for job_id in broadcasts.running_here():
+            await leases.acquire(-job_id, owner, ttl_ms)
+        claimed = []
+        here = broadcasts.running_here()
+        for job in await broadcasts.jobs.running():
+            if job.id in here:
+                continue
+            lease = await leases.get(-job.id)
+            now = await leases.now_ms()
+            if lease is None:
+                started = job.started_at_ms or job.created_at_ms
+                if now - int(started) < 2 * ttl_ms:
+                    continue  # its sender has not taken the lease yet
+            elif lease.expires_at > now:
+                continue  # sent elsewhere
+            if await leases.acquire(-job.id, owner, ttl_ms) is not None:
+                log.info("broadcast %s: its sender stopped; resuming it here", job.id)
+                await broadcasts.resume_job(job)
+                claimed.append(job.id)
+        return claimed
 
     async def _share_budget(self, live: int) -> None:
         """Telegram's per-bot rate is one budget for all instances: each takes its share of it."""

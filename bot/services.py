@@ -125,7 +125,8 @@ class Services:
         from bot.broadcast import Broadcasts
 
         self.broadcasts = Broadcasts(self.db, self.outbox, bot, rate=self.settings.broadcast_rate)
-        await self.broadcasts.resume()
+        if getattr(self, "ownership", None) is None:  # several instances: claimed by one (bot/ownership.py)
+            await self.broadcasts.resume()
 
     async def on_blocked(self, chat_id: int) -> None:
         """Telegram says the user blocked the bot: mark them and stop their stream."""
