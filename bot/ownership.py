@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -239,6 +240,10 @@ class Ownership:
 
 
 REFRESH_CHANNEL = "lasersell_stream_refresh"
+CALL_CHANNEL = "lasersell_stream_call"
+REPLY_CHANNEL = "lasersell_stream_reply"
+# what only the stream's owner can do, and so goes to it from any instance (arguments: ints, a strategy)
+ROUTED = ("request_exit", "close_position", "set_position_strategy")
 
 
 class OwnedStreams:
@@ -257,6 +262,84 @@ class OwnedStreams:
             on_tick=self._on_tick, **timing,
         )
         self._listener: Any = None
+        self._local: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._calls: dict[str, asyncio.Future[Any]] = {}
+        self.call_timeout_s = 5.0
+
+    # --- what needs the owner, from any instance -------------------------------------------------------------
+    def _route_supervisor(self) -> None:
+        """Make the supervisor's owner-only calls reach the owner wherever they are made (Sell taps, strategy
+        changes handled by another instance): this instance's own streams directly, others by NOTIFY."""
+        supervisor = self.services.supervisor
+        if supervisor is None or self._local:
+            return
+        for op in ROUTED:
+            original = getattr(supervisor, op)
+            self._local[op] = original
+            setattr(supervisor, op, self._routed(op, original))
+
+    def _routed(self, op: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(user_id: int, *args: Any) -> Any:
+            if self.ownership.holds(user_id) or self.services.db.backend != "postgresql":
+                return await original(user_id, *args)
+            # stored here first (the exit asked for, the position's strategy): the owner acts on it even if
+            # the call is lost, when it next (re)connects
+            if op == "request_exit" and args:
+                await self.services.supervisor.positions.update(user_id, int(args[0]), waiting_exit=True)
+            elif op == "set_position_strategy":
+                await original(user_id, *args)
+            wire = [a.to_json() if hasattr(a, "to_json") else a for a in args]
+            result = await self.call_owner(op, user_id, wire)
+            return bool(result)
+
+        return call
+
+    async def call_owner(self, op: str, user_id: int, args: list[Any]) -> Any:
+        """Run `op` in the instance owning the user's stream; None when no owner answers in time."""
+        holder = await self.ownership.leases.holder(user_id)
+        if holder is None or self._listener is None:
+            return None
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[request_id] = future
+        payload = {"id": request_id, "from": self.ownership.owner, "to": holder, "op": op, "user": user_id,
+                   "args": args}
+        try:
+            await self.services.db.execute("SELECT pg_notify(?, ?)", (CALL_CHANNEL, json.dumps(payload)))
+            return await asyncio.wait_for(future, self.call_timeout_s)
+        except TimeoutError:
+            log.warning("%s for a stream owned by %s: no answer in %.0f s", op, holder, self.call_timeout_s)
+            return None
+        finally:
+            self._calls.pop(request_id, None)
+
+    async def _serve_call(self, request: dict[str, Any]) -> None:
+        op, user_id, args = str(request["op"]), int(request["user"]), list(request["args"])
+        result: Any = None
+        if op in self._local and self.ownership.holds(user_id):
+            if op == "set_position_strategy" and args and isinstance(args[-1], str):
+                from bot.strategy import Strategy
+
+                args[-1] = Strategy.from_json(args[-1])
+            try:
+                result = bool(await self._local[op](user_id, *args))
+            except Exception:
+                log.exception("%s asked by another instance failed", op)
+                result = False
+        reply = {"id": request["id"], "to": request["from"], "result": result}
+        await self.services.db.execute("SELECT pg_notify(?, ?)", (REPLY_CHANNEL, json.dumps(reply)))
+
+    def _heard_call(self, payload: str) -> None:
+        request = json.loads(payload)
+        if request.get("to") == self.ownership.owner:
+            asyncio.get_running_loop().create_task(self._serve_call(request))
+
+    def _heard_reply(self, payload: str) -> None:
+        reply = json.loads(payload)
+        if reply.get("to") == self.ownership.owner:
+            future = self._calls.get(str(reply.get("id")))
+            if future is not None and not future.done():
+                future.set_result(reply.get("result"))
 
     async def _on_tick(self, live: int) -> None:
         await self._share_budget(live)
@@ -350,8 +433,12 @@ class OwnedStreams:
             try:
                 self._listener = await asyncpg.connect(_dsn(getattr(self.services.db, "url", "")))
                 await self._listener.add_listener(REFRESH_CHANNEL, heard)
+                await self._listener.add_listener(CALL_CHANNEL, lambda _c, _p, _ch, payload: self._heard_call(payload))
+                await self._listener.add_listener(REPLY_CHANNEL, lambda _c, _p, _ch, payload: self._heard_reply(payload))
             except Exception as exc:
                 log.warning("LISTEN for stream changes failed (%s)", exc)
+                self._listener = None
+        self._route_supervisor()
         await self.ownership.start()
 
     async def stop(self) -> None:
