@@ -14,6 +14,7 @@ on SQLite and PostgreSQL, and may be dropped while every instance is stopped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,11 +36,24 @@ TABLES = (
 )
 
 
-def now_sql(db: Database) -> str:
-    """The database's clock in unix ms (one clock for every instance: no skew between machines)."""
-    if db.backend == "postgresql":
-        return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+class _Now:
+    """The clock leases are measured on, as SQL: PostgreSQL's (one clock for every instance, no skew between
+    machines); on SQLite, one machine, this process's clock as a literal."""
+
+    def __init__(self, db: Database) -> None:
+        self.postgres = db.backend == "postgresql"
+
+    def __str__(self) -> str:
+        if self.postgres:
+            return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        return str(int(time.time() * 1000))
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+def now_sql(db: Database) -> _Now:
+    return _Now(db)
 
 
 @dataclass(frozen=True)
