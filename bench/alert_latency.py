@@ -8,11 +8,11 @@ Three processes on one machine:
   users, stamping each with `time.monotonic_ns()` right as it writes it to the socket;
 - the sandbox Telegram Bot API (`python -m bench.common telegram`), which stamps every bot message
   with `time.monotonic()` when its sendMessage arrives;
-- this process: the real bot (`BotRunner`: PTB application, services, stream supervisor with one
-  worker per user, exit desk, alerts, outbox) on a fresh SQLite database where the users were set up
+- this process: the real bot (`BotRunner`: PTB application, services, user streams with one
+  worker per user, signal inbox, alerts, outbox) on a fresh SQLite database where the users were set up
   through the storage repositories (key, registered wallet, strategy, one open position each).
 
-Each signal goes the whole way: StreamClient -> supervisor -> ExitDesk.on_signal (stored first) ->
+Each signal goes the whole way: StreamClient -> EventRouter -> SignalInbox.on_signal (stored first) ->
 Alerts.exit_signal -> Outbox -> PTB Bot -> sandbox Telegram. The latency is the receipt stamp minus
 the send stamp (one monotonic clock for every process on the machine). The positions were set up
 without a card message, so no card edits compete for Telegram's rate: the figure is the bot's own
@@ -105,11 +105,11 @@ async def seed_users(
 
 async def wait_all_connected(runner: BotRunner, users: int, timeout: float) -> None:
     services = runner.services
-    assert services is not None and services.supervisor is not None
+    assert services is not None and services.streams is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        workers = services.supervisor.workers
+        workers = services.streams.workers
         connected = sum(1 for w in workers.values() if w.client.state == "connected")
         if connected == users:
             return
@@ -163,8 +163,8 @@ async def measure_step(
 
 def _workers(runner: BotRunner) -> list[Any]:
     services = runner.services
-    assert services is not None and services.supervisor is not None
-    return list(services.supervisor.workers.values())
+    assert services is not None and services.streams is not None
+    return list(services.streams.workers.values())
 
 
 async def sdk_receive_rate(stream: ServiceProcess, frames: int) -> float:

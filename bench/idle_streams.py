@@ -4,7 +4,7 @@
 
 The sandbox stream server runs in another process with one API key per stream (one session per key,
 as LaserSell allows). This process opens our `StreamClient`s (each with a consumer waiting on it, as
-the supervisor runs them), waits until all are connected, then measures over the window:
+the user streams run them), waits until all are connected, then measures over the window:
 - CPU share of one core: this process's CPU time (all threads) / wall time;
 - RSS per stream: VmRSS after connecting minus VmRSS before, divided by the streams.
 Then it closes them and does the same for the SDK's `StreamClient` connections (which poll every

@@ -6,12 +6,12 @@ Two processes on one machine:
 - the sandbox services (`python -m bench.tap_to_submit --serve`: chain, JSON-RPC, Telegram, stream)
   in a child process. It stamps, with `time.monotonic_ns()`, each callback update the moment
   getUpdates hands it out, and each sendTransaction the moment the RPC handler receives it;
-- this process: the real bot (`BotRunner`: PTB application with concurrent updates, services, exit
-  desk, seller) on a fresh SQLite database where every user was set up through the storage
+- this process: the real bot (`BotRunner`: PTB application with concurrent updates, services, signal
+  inbox, seller) on a fresh SQLite database where every user was set up through the storage
   repositories (a sealed wallet key, one open position on the sandbox chain).
 
 Each user gets a real exit signal (an unsigned sell built by the sandbox chain) through
-`ExitDesk.on_signal`, shown in their chat with Sell / Skip. Once every message is there and older than
+`SignalInbox.on_signal`, shown in their chat with Sell / Skip. Once every message is there and older than
 the seller's freshness window (a person reads before tapping, so `isBlockhashValid` is asked too),
 all users tap Sell at once. Each tap goes the whole way: getUpdates -> PTB -> handlers.signals ->
 Seller.tap (atomic approve) -> the executor: guard (lookup tables, structural check, simulateTransaction
@@ -244,7 +244,7 @@ async def measure_taps(users: int) -> dict[str, Any]:
                 services = runner.services
                 assert services is not None
                 for index, user in enumerate(world["users"]):
-                    await services.desk.on_signal(user["user_id"], exit_signal(world, index, user))
+                    await services.inbox.on_signal(user["user_id"], exit_signal(world, index, user))
                 chats = [u["chat_id"] for u in world["users"]]
 
                 async def all_shown() -> dict[str, Any] | None:
@@ -265,7 +265,7 @@ async def measure_taps(users: int) -> dict[str, Any]:
                 guard_ms = [t * 1000 for t in services.executor.guard_times]
                 signature_of = {}
                 for user in world["users"]:
-                    signals = await services.desk.signals.for_user(user["user_id"])
+                    signals = await services.inbox.signals.for_user(user["user_id"])
                     signature_of[user["user_id"]] = next(s.signature for s in signals if s.signature)
             finally:
                 await runner.stop()

@@ -22,7 +22,15 @@ from bot.logs import register_secret
 from bot.solana_rpc import RpcError, SolanaRpc
 from bot.strategy import DEFAULT_STRATEGY, Strategy
 from bot.vault import Vault, VaultError
-from storage.accounts import DuplicateWallet, KeyInUse, LaserSellKeys, SettingsStore, Wallet, Wallets
+from storage.accounts import (
+    DuplicateWallet,
+    KeyInUse,
+    LaserSellKeys,
+    SettingsStore,
+    Wallet,
+    Wallets,
+    forget_user,
+)
 from storage.db import Database
 
 log = logging.getLogger("lasersell_bot.accounts")
@@ -358,8 +366,6 @@ class AccountService:
         return strategy
 
     async def forget(self, user_id: int) -> None:
-        from storage.accounts import forget_user
-
         await forget_user(self.db, user_id)
         await self._changed(user_id)
 

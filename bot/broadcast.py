@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from bot.notify.outbox import INVOKE, Delivery, DeliveryFailed, Outbox, OutboxCall, Priority
@@ -91,7 +93,7 @@ class Broadcasts:
         self,
         db: Database,
         outbox: Outbox,
-        bot: Any,
+        bot: Bot,
         *,
         rate: float = 25.0,
         progress_every: float = 3.0,
@@ -254,7 +256,9 @@ class Broadcasts:
                 return ALREADY_DONE
             try:
                 if job.kind == "text":
+                    assert job.text is not None  # a text broadcast is stored with its text
                     return await self.bot.send_message(chat_id=recipient.chat_id, text=job.text, parse_mode="HTML")
+                assert job.source_chat_id is not None and job.source_message_id is not None  # a copy, with its source
                 return await self.bot.copy_message(
                     chat_id=recipient.chat_id, from_chat_id=job.source_chat_id, message_id=job.source_message_id
                 )
@@ -376,8 +380,6 @@ def progress_text(
 
 
 def report_text(job: Broadcast, reasons: list[tuple[str, int]]) -> str:
-    import html
-
     word = {FINISHED: "finished", CANCELLED: "cancelled"}.get(job.state, job.state)
     lines = [f"📣 <b>Broadcast #{job.id} {word}</b>", _counts(job)]
     not_sent = job.total - job.done

@@ -9,6 +9,11 @@ import httpx
 import websockets
 
 from bot.config import Settings
+from bot.lasersell_api import InvalidApiKey, LaserSellApi
+from bot.rotation import CHECK_KEY
+from bot.vault import Vault, load_master_key
+from storage.db import Database, describe
+from storage.meta import Meta
 
 TIMEOUT_S = 5.0
 
@@ -36,8 +41,6 @@ async def _solana(settings: Settings) -> str:
 
 async def _lasersell_api(settings: Settings) -> str:
     """GET /v1/account: with the operator key it checks the key and shows its plan; without one, reachability."""
-    from bot.lasersell_api import InvalidApiKey, LaserSellApi
-
     api = LaserSellApi(settings.lasersell_api_url, timeout=TIMEOUT_S)
     try:
         if not settings.lasersell_api_key:
@@ -67,8 +70,6 @@ async def _lasersell_stream(settings: Settings) -> str:
 
 
 async def _database(settings: Settings) -> str:
-    from storage.db import Database, describe
-
     db = await Database.open(settings.database)
     try:
         return f"{describe(settings.database)} ({db.backend}) at schema version {await db.schema_version()}"
@@ -77,20 +78,16 @@ async def _database(settings: Settings) -> str:
 
 
 async def _master_key(settings: Settings) -> str:
-    from bot.services import CHECK_KEY
-    from bot.vault import Vault, load_master_key
-    from storage.db import Database
-
     settings.require_master_key()
     vault = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
     db = await Database.open(settings.database)
     try:
-        row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
+        check = await Meta(db).get(CHECK_KEY)
     finally:
         await db.close()
-    if row is None:
+    if check is None:
         return f"key id {vault.key_id} (no secrets stored yet)"
-    vault.verify_check(bytes(row[0]))  # raises WrongMasterKey when this key does not open the database
+    vault.verify_check(check)  # raises WrongMasterKey when this key does not open the database
     return f"key id {vault.key_id}, opens the database's secrets"
 
 

@@ -7,13 +7,18 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bot.app import BotRunner
+from bot.check import run_checks
 from bot.config import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from bot.vault import Vault
+from bot.logs import register_secret, setup_logging
+from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
+from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key, write_new_master_key
+from storage.db import Database, DatabaseBusy, ProcessLock, SchemaError, describe, is_postgres
+from storage.meta import Meta
 
 EXIT_CONFIG = 2
 
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "gen-master-key":
             return _gen_master_key(args.out)
         if command == "sandbox":
-            from sandbox.terminal import run_sandbox
+            from sandbox.terminal import run_sandbox  # noqa: PLC0415 - the sandbox is a development tool the bot does not need to run
 
             return asyncio.run(run_sandbox(script=args.script, seed=args.seed, data_dir=args.data))
         settings = load_settings()
@@ -62,11 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "rotate-master-key":
             return asyncio.run(_rotate_master_key(settings, args.new_key_file))
         if command == "check":
-            from bot.check import run_checks
-
             return asyncio.run(run_checks(settings))
         if settings.sandbox_mode:
-            from sandbox.terminal import run_sandbox
+            from sandbox.terminal import run_sandbox  # noqa: PLC0415 - the sandbox is a development tool the bot does not need to run
 
             print("No TELEGRAM_BOT_TOKEN set: starting the sandbox demo (local stand-ins, no accounts).")
             script = None if sys.stdin.isatty() else _demo_script()
@@ -82,14 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo_script() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("sandbox") / "scripts" / "demo.txt"))
 
 
 def _gen_master_key(out: Path) -> int:
-    from bot.vault import VaultError, write_new_master_key
-
     try:
         write_new_master_key(out)
     except (VaultError, OSError) as exc:
@@ -100,8 +99,6 @@ def _gen_master_key(out: Path) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from storage.db import Database, describe
-
     db = await Database.open(settings.database, migrate=False, check=False)
     try:
         applied = await db.migrate()
@@ -113,9 +110,6 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
-    from bot.vault import Vault, VaultError, load_master_key
-    from storage.db import DatabaseBusy, ProcessLock, is_postgres
-
     settings.require_master_key()
     try:
         old = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
@@ -153,22 +147,16 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
 
 
 async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_file: Path) -> int:
-    import time
-
-    from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
-    from bot.vault import WrongMasterKey
-    from storage.db import Database, SchemaError, describe
-
     try:
         db = await Database.open(settings.database, migrate=False)
     except SchemaError as exc:
         print(f"lasersell-bot: {exc}", file=sys.stderr)
         return 1
     try:
-        row = await db.fetchone("SELECT value FROM meta WHERE key=?", (CHECK_KEY,))
-        if row is not None and old.key_id != new.key_id:
+        check = await Meta(db).get(CHECK_KEY)
+        if check is not None and old.key_id != new.key_id:
             try:
-                new.verify_check(bytes(row[0]))
+                new.verify_check(check)
             except WrongMasterKey:
                 pass
             else:
@@ -198,8 +186,6 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
 
 def _check_master_key(settings: Settings) -> None:
     """Refuse a missing, malformed or shared key file before anything is opened or created."""
-    from bot.vault import VaultError, load_master_key
-
     try:
         load_master_key(settings.bot_master_key, settings.bot_master_key_file)
     except VaultError as exc:
@@ -208,10 +194,6 @@ def _check_master_key(settings: Settings) -> None:
 
 
 def _run(settings: Settings, *, webhook: bool = False) -> int:
-    from bot.app import BotRunner
-    from bot.logs import register_secret, setup_logging
-    from storage.db import DatabaseBusy
-
     settings.require_master_key()
     _check_master_key(settings)
     setup_logging(settings.log_level, settings.log_format)

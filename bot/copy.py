@@ -18,12 +18,14 @@ import json
 import logging
 import struct
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.exits.buy import FEE_HEADROOM_LAMPORTS, LAMPORTS_PER_SOL
-from bot.exits.executor import Checked, Trade, TradeHooks
+from bot.core import Core
+from bot.exits.buy import FEE_HEADROOM_LAMPORTS, LAMPORTS_PER_SOL, StreamClients
+from bot.exits.executor import Checked, Executor, Trade, TradeHooks
 from bot.exits.guard import BuyIntent, GuardRefusal
 from bot.exits.signer import SigningError, decode_unsigned
 from bot.notify import render
@@ -109,11 +111,21 @@ def amount_words(w: WatchedWallet) -> str:
     return render.sol(w.amount_units)
 
 
+class CopyStreams(StreamClients, Protocol):
+    """What copy trading asks of the users' streams (`bot.stream.streams.UserStreams`)."""
+
+    async def refresh(self, user_id: int) -> None: ...
+
+    async def stop_user(self, user_id: int) -> None: ...
+
+
 class Copier:
-    def __init__(self, services: Any) -> None:
-        self.services = services
-        self.store = CopyStore(services.db)
-        self.orders = BuyOrders(services.db)
+    def __init__(self, core: Core, executor: Executor, streams: CopyStreams) -> None:
+        self.core = core
+        self.executor = executor
+        self.streams = streams
+        self.store = CopyStore(core.db)
+        self.orders = BuyOrders(core.db)
         self._background = BackgroundTasks()
         self._told: dict[tuple[int, str, str], float] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
@@ -133,7 +145,7 @@ class Copier:
 
     # --- what the stream carries --------------------------------------------------------------------------
     async def default_wallet(self, user_id: int) -> str | None:
-        wallets = [w for w in await self.services.accounts.wallets.list(user_id) if w.registered_at]
+        wallets = [w for w in await self.core.accounts.wallets.list(user_id) if w.registered_at]
         chosen = next((w for w in wallets if w.is_default), wallets[0] if wallets else None)
         return None if chosen is None else chosen.address
 
@@ -162,7 +174,7 @@ class Copier:
         return {name: limits[name] for name in SERVER_LIMITS}
 
     async def slots(self, user_id: int) -> tuple[str, int]:
-        stored = await self.services.accounts.keys.get(user_id)
+        stored = await self.core.accounts.keys.get(user_id)
         info = json.loads(stored.tier) if stored is not None and stored.tier else {}
         plan = plan_of(info)
         return plan, SLOTS[plan]
@@ -179,18 +191,16 @@ class Copier:
 
     async def changed(self, user_id: int, *, limits: bool = False) -> None:
         """Bring a running stream in line: the watch list in place, limits by a fresh configure."""
-        supervisor = self.services.supervisor
-        worker = supervisor.workers.get(user_id) if supervisor is not None else None
-        if worker is None:
-            if supervisor is not None:
-                await supervisor.refresh(user_id)  # not streaming: the next configure carries it
+        client = self.streams.client(user_id)
+        if client is None:
+            await self.streams.refresh(user_id)  # not streaming: the next configure carries it
             return
         if limits:
             # mirror_config travels only on configure: reconnect so the server reads the new limits
-            await supervisor.stop_user(user_id)
-            await supervisor.refresh(user_id)
+            await self.streams.stop_user(user_id)
+            await self.streams.refresh(user_id)
             return
-        await worker.client.update_watch_wallets(await self.watch_entries(user_id))
+        await client.update_watch_wallets(await self.watch_entries(user_id))
 
     # --- events -------------------------------------------------------------------------------------------
     async def on_event(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
@@ -239,9 +249,9 @@ class Copier:
         self._text(chat_id, text)
 
     async def _result(self, user_id: int, mint: str, success: bool) -> None:
-        worker = self.services.supervisor.workers.get(user_id) if self.services.supervisor else None
-        if worker is not None:
-            await worker.client.mirror_buy_result(mint, success)
+        client = self.streams.client(user_id)
+        if client is not None:
+            await client.mirror_buy_result(mint, success)
 
     async def _signal(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
         watched, mint = str(msg.get("watched_wallet")), str(msg.get("mint"))
@@ -256,7 +266,7 @@ class Copier:
                                 f"but {refusal}.")
             return
         tx_b64 = msg.get("unsigned_tx_b64")
-        settings = await self.services.accounts.store.get(user_id)
+        settings = await self.core.accounts.store.get(user_id)
         tip = settings.tip_lamports if settings.send_mode in TIPPED_SEND_MODES else 0
         buyer = w.buy_wallet or await self.default_wallet(user_id) or ""
         order = await self.orders.create(
@@ -289,7 +299,7 @@ class Copier:
     async def risk_flags(self, mint: str) -> list[str]:
         """Read from the chain before any copy buy; a mint that cannot be read counts as flagged."""
         try:
-            result = await self.services.rpc.call("getAccountInfo", [mint, {"encoding": "base64"}])
+            result = await self.core.rpc.call("getAccountInfo", [mint, {"encoding": "base64"}])
             value = result["value"]
             data = base64.b64decode(value["data"][0])
             return mint_risk_flags(data, str(value["owner"]))
@@ -310,7 +320,7 @@ class Copier:
         if buyer is None:
             return "you have no wallet to buy with: /wallets"
         try:
-            balance = await self.services.rpc.get_balance(buyer)
+            balance = await self.core.rpc.get_balance(buyer)
         except RpcError as exc:
             return f"I could not read the wallet's balance ({exc})"
         reserve = int(float(limits["fee_reserve_sol"]) * LAMPORTS_PER_SOL)
@@ -363,7 +373,7 @@ class Copier:
                 tx = decode_unsigned(order.unsigned_tx_b64)
             except SigningError as exc:
                 return str(await hooks.signing_failed(exc))
-            settings = await self.services.accounts.store.get(order.telegram_id)
+            settings = await self.core.accounts.store.get(order.telegram_id)
             intent = BuyIntent(
                 wallet=Pubkey.from_string(order.wallet), mint=Pubkey.from_string(order.mint),
                 max_sol_lamports=order.lamports, max_tip_lamports=order.tip_lamports,
@@ -372,7 +382,8 @@ class Copier:
                 user_id=order.telegram_id, wallet=order.wallet, tx=tx, intent=intent, send_mode=settings.send_mode,
                 records=self.orders, record_id=order.id, label=render.short(order.mint), check_blockhash=True,
             )
-            return str(await self.services.executor.execute(trade, hooks))
+            result = await self.executor.execute(trade, hooks)
+            return str(result)
         except Exception as exc:  # never leave a signal without an answer
             log.exception("copy buy %s failed unexpectedly", order_id)
             if not hooks.reported:
@@ -413,10 +424,10 @@ class Copier:
                 f"for {render.sol(order.lamports)}")
 
     def _text(self, chat_id: int, text: str) -> None:
-        self.services.outbox.send_message(chat_id, text, priority=Priority.ALERT)
+        self.core.outbox.send_message(chat_id, text, priority=Priority.ALERT)
 
     async def _send(self, chat_id: int, text: str, markup: Any = None) -> int | None:
-        future = self.services.outbox.send_message(chat_id, text, reply_markup=markup, priority=Priority.URGENT)
+        future = self.core.outbox.send_message(chat_id, text, reply_markup=markup, priority=Priority.URGENT)
         with contextlib.suppress(Exception):
             sent = await future
             return int(sent.message_id)
@@ -426,20 +437,18 @@ class Copier:
         current = await self.orders.get(order.id) or order
         if current.chat_id is None or current.message_id is None:
             return
-        future = self.services.outbox.edit_message_text(current.chat_id, current.message_id, text,
+        future = self.core.outbox.edit_message_text(current.chat_id, current.message_id, text,
                                                         priority=Priority.URGENT)
         with contextlib.suppress(Exception):
             await future
 
 
 def _buttons(order_id: str) -> Any:
-    from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
     return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Copy", callback_data=f"cp:go:{order_id}"),
                                   InlineKeyboardButton("Skip", callback_data=f"cp:no:{order_id}")]])
 
 
-class _CopyHooks(TradeHooks):
+class _CopyHooks(TradeHooks[str]):
     """A mirror buy at each step of the executor; every end reports `mirror_buy_result` once."""
 
     def __init__(self, copier: Copier, order: BuyOrder) -> None:
@@ -488,7 +497,7 @@ class _CopyHooks(TradeHooks):
     async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> str:
         if verdict == "landed":
             await self.copier.orders.set(self.order.id, state="landed")
-            self.copier.services.executor.holdings.forget(self.order.wallet)
+            self.copier.executor.holdings.forget(self.order.wallet)
             await self.copier._edit(self.order, self.copier._head(self.order) + "\n\n✅ <b>Copied.</b> The exit strategy "
                                     f"now manages it.\nTx <code>{signature[:8]}…{signature[-8:]}</code>")
             return "landed"

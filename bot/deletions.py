@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from telegram.error import BadRequest, Forbidden, RetryAfter
 
 from storage.db import Database
+from storage.deletions import DeletionSchedule
 
 log = logging.getLogger("lasersell_bot.deletions")
 
@@ -45,6 +46,7 @@ class ScheduledDeletions:
         self, db: Database, delete: DeleteFn, clock: Callable[[], float] = time.time, notify: NotifyFn | None = None
     ) -> None:
         self.db = db
+        self.rows = DeletionSchedule(db)
         self._delete = delete
         # Unix seconds; tests swap in a clock they can move forward, then call `wake()`.
         self.clock = clock
@@ -59,11 +61,7 @@ class ScheduledDeletions:
     async def schedule(self, chat_id: int, message_id: int, after_s: float) -> None:
         """Delete this message `after_s` seconds from now, surviving restarts."""
         at = self._ms(after_s)
-        await self.db.execute(
-            "INSERT OR REPLACE INTO scheduled_deletions (chat_id, message_id, delete_at, attempts, first_due_at, told) "
-            "VALUES (?,?,?,0,?,0)",
-            (chat_id, message_id, at, at),
-        )
+        await self.rows.schedule(chat_id, message_id, at)
         self._wake.set()
 
     def wake(self) -> None:
@@ -78,20 +76,14 @@ class ScheduledDeletions:
         """Delete at once: DELETED, RETRYING (the job keeps it) or REFUSED (the caller tells the user)."""
         now = self._ms()
         # Stored first (due after the first back-off, so the loop does not race this attempt).
-        await self.db.execute(
-            "INSERT INTO scheduled_deletions (chat_id, message_id, delete_at, attempts, first_due_at, told) "
-            "VALUES (?,?,?,0,?,0) ON CONFLICT(chat_id, message_id) DO UPDATE SET delete_at=excluded.delete_at, "
-            "first_due_at=MIN(COALESCE(scheduled_deletions.first_due_at, excluded.first_due_at), excluded.first_due_at)",
-            (chat_id, message_id, now + 1000, now),
-        )
+        await self.rows.due_now(chat_id, message_id, now, retry_at_ms=now + 1000)
         outcome = await self._attempt(chat_id, message_id, tell=False)
         self._wake.set()
         return outcome
 
     async def pending(self) -> int:
         """How many deletions are waiting (for `check` and tests)."""
-        row = await self.db.fetchone("SELECT COUNT(*) FROM scheduled_deletions")
-        return int(row[0]) if row else 0
+        return await self.rows.count()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scheduled-deletions")
@@ -104,9 +96,7 @@ class ScheduledDeletions:
             self._task = None
 
     async def _forget(self, chat_id: int, message_id: int) -> None:
-        await self.db.execute(
-            "DELETE FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
-        )
+        await self.rows.forget(chat_id, message_id)
 
     async def _attempt(self, chat_id: int, message_id: int, *, tell: bool = True) -> str:
         """One try; with `tell`, the chat hears of a message that cannot be deleted."""
@@ -135,30 +125,22 @@ class ScheduledDeletions:
         return DELETED
 
     async def _retry_later(self, chat_id: int, message_id: int, exc: Exception, *, tell: bool) -> None:
-        row = await self.db.fetchone(
-            "SELECT attempts FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
-        )
-        attempts = (int(row[0]) if row else 0) + 1
+        attempts = await self.rows.attempts(chat_id, message_id) + 1
         if isinstance(exc, RetryAfter):
             retry_after = exc.retry_after
             wait_s = retry_after.total_seconds() if hasattr(retry_after, "total_seconds") else float(retry_after)
         else:
             wait_s = min(MAX_BACKOFF_S, 2.0 ** (attempts - 1))
         log.info("deleting message %s failed (%s); attempt %s, next in %.1fs", message_id, type(exc).__name__, attempts, wait_s)
-        await self.db.execute(
-            "UPDATE scheduled_deletions SET attempts=?, delete_at=? WHERE chat_id=? AND message_id=?",
-            (attempts, self._ms(wait_s), chat_id, message_id),
-        )
+        await self.rows.retry_at(chat_id, message_id, attempts, self._ms(wait_s))
         if tell:
             await self._tell(chat_id, message_id)
 
     async def _tell(self, chat_id: int, message_id: int, *, force: bool = False) -> None:
-        row = await self.db.fetchone(
-            "SELECT first_due_at, told FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat_id, message_id)
-        )
-        if row is None or row["told"]:
+        notice = await self.rows.notice(chat_id, message_id)
+        if notice is None or notice[1]:
             return
-        first = row["first_due_at"]
+        first = notice[0]
         if not force and first is not None and self._ms() - int(first) < TELL_AFTER_S * 1000:
             return
         if self.notify is None:
@@ -168,26 +150,22 @@ class ScheduledDeletions:
         except Exception as exc:  # the notice is retried at the next failed attempt
             log.warning("could not ask chat %s to delete a message by hand: %s", chat_id, exc)
             return
-        await self.db.execute(
-            "UPDATE scheduled_deletions SET told=1 WHERE chat_id=? AND message_id=?", (chat_id, message_id)
-        )
+        await self.rows.mark_told(chat_id, message_id)
 
     async def _run(self) -> None:
         while True:
             self._wake.clear()
             try:
-                row = await self.db.fetchone(
-                    "SELECT chat_id, message_id, delete_at FROM scheduled_deletions ORDER BY delete_at LIMIT 1"
-                )
-                if row is None:
+                due = await self.rows.next_due()
+                if due is None:
                     await self._wake.wait()
                     continue
-                wait_s = row["delete_at"] / 1000 - self.clock()
+                wait_s = due.delete_at / 1000 - self.clock()
                 if wait_s > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
                     continue
-                await self._attempt(row["chat_id"], row["message_id"])
+                await self._attempt(due.chat_id, due.message_id)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database hiccuped: the rows are still there, look again shortly

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ class _RedactingDict(dict):
 
 
 class _RedactingFactory:
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
         self.inner = inner
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:

@@ -53,13 +53,13 @@ class _Live(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         services = self.services
-        supervisor = getattr(services, "supervisor", None)
+        streams = getattr(services, "streams", None)
         streams = GaugeMetricFamily("lasersell_streams_running", "Stream sessions this instance runs.")
-        streams.add_metric([], len(getattr(supervisor, "workers", {}) or {}))
+        streams.add_metric([], len(getattr(streams, "workers", {}) or {}))
         yield streams
         ownership = getattr(services, "ownership", None)
         leases = GaugeMetricFamily("lasersell_stream_leases_held", "Stream leases this instance holds.")
-        leases.add_metric([], len(ownership.held) if ownership is not None else len(getattr(supervisor, "workers", {}) or {}))
+        leases.add_metric([], len(ownership.held) if ownership is not None else len(getattr(streams, "workers", {}) or {}))
         yield leases
         depth = GaugeMetricFamily("lasersell_outbox_depth", "Messages waiting in the outbox.", labels=["priority"])
         outbox = getattr(services, "outbox", None)
@@ -103,8 +103,8 @@ class Metrics:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         bot = getattr(self.services, "bot", None)
         checks["telegram"] = "ok" if bot is None or getattr(bot, "_bot_user", None) is not None else "not reached"
-        supervisor = getattr(self.services, "supervisor", None)
-        workers = getattr(supervisor, "workers", {}) or {}
+        streams = getattr(self.services, "streams", None)
+        workers = getattr(streams, "workers", {}) or {}
         up = sum(1 for w in workers.values() if getattr(getattr(w, "client", None), "state", "") == "connected")
         checks["streams"] = {"running": len(workers), "connected": up}
         return ok, checks

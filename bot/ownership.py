@@ -247,10 +247,10 @@ ROUTED = ("request_exit", "close_position", "set_position_strategy")
 
 
 class OwnedStreams:
-    """Wires Ownership to the stream supervisor of a running bot (PostgreSQL, several instances).
+    """Wires Ownership to the user streams of a running bot (PostgreSQL, several instances).
 
-    - the supervisor runs a user's stream only while this instance holds the lease (`services.ownership`);
-    - a lease taken starts the stream (`supervisor.refresh`), a lease lost stops it (`stop_user`);
+    - `services.streams` runs a user's stream only while this instance holds the lease (`streams.ownership`);
+    - a lease taken starts the stream (`streams.refresh`), a lease lost stops it (`stop_user`);
     - a change made through any instance (strategy, wallets, pause) reaches the stream's owner: locally when
       it is this one, else by NOTIFY to every instance, and the owner refreshes.
     """
@@ -267,16 +267,16 @@ class OwnedStreams:
         self.call_timeout_s = 5.0
 
     # --- what needs the owner, from any instance -------------------------------------------------------------
-    def _route_supervisor(self) -> None:
-        """Make the supervisor's owner-only calls reach the owner wherever they are made (Sell taps, strategy
+    def _route_streams(self) -> None:
+        """Make the streams' owner-only calls reach the owner wherever they are made (Sell taps, strategy
         changes handled by another instance): this instance's own streams directly, others by NOTIFY."""
-        supervisor = self.services.supervisor
-        if supervisor is None or self._local:
+        streams = self.services.streams
+        if streams is None or self._local:
             return
         for op in ROUTED:
-            original = getattr(supervisor, op)
+            original = getattr(streams, op)
             self._local[op] = original
-            setattr(supervisor, op, self._routed(op, original))
+            setattr(streams, op, self._routed(op, original))
 
     def _routed(self, op: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(user_id: int, *args: Any) -> Any:
@@ -285,7 +285,7 @@ class OwnedStreams:
             # stored here first (the exit asked for, the position's strategy): the owner acts on it even if
             # the call is lost, when it next (re)connects
             if op == "request_exit" and args:
-                await self.services.supervisor.positions.update(user_id, int(args[0]), waiting_exit=True)
+                await self.services.streams.positions.update(user_id, int(args[0]), waiting_exit=True)
             elif op == "set_position_strategy":
                 await original(user_id, *args)
             wire = [a.to_json() if hasattr(a, "to_json") else a for a in args]
@@ -400,12 +400,12 @@ class OwnedStreams:
         return [int(r[0]) for r in rows]
 
     async def _acquired(self, user_id: int) -> None:
-        if self.services.supervisor is not None:
-            await self.services.supervisor.refresh(user_id)
+        if self.services.streams is not None:
+            await self.services.streams.refresh(user_id)
 
     async def _lost(self, user_id: int) -> None:
-        if self.services.supervisor is not None:
-            await self.services.supervisor.stop_user(user_id)
+        if self.services.streams is not None:
+            await self.services.streams.stop_user(user_id)
 
     async def refresh(self, user_id: int) -> None:
         """What `accounts.on_change` calls: the owner brings the stream in line with storage."""
@@ -438,7 +438,7 @@ class OwnedStreams:
             except Exception as exc:
                 log.warning("LISTEN for stream changes failed (%s)", exc)
                 self._listener = None
-        self._route_supervisor()
+        self._route_streams()
         await self.ownership.start()
 
     async def stop(self) -> None:

@@ -7,7 +7,7 @@ import base64
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from solders.hash import Hash
@@ -19,6 +19,10 @@ from solders.rpc.responses import (
     SendTransactionResp,
 )
 from solders.transaction import VersionedTransaction
+
+from bot.tasks import BackgroundTasks
+
+_Answer = TypeVar("_Answer", GetBalanceResp, GetLatestBlockhashResp, IsBlockhashValidResp, SendTransactionResp)
 
 _JSON = {"Content-Type": "application/json"}
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
@@ -38,6 +42,13 @@ class RpcError(Exception):
 class MalformedAnswer(RpcError):
     """The node answered, but not in the shape its method promises (a broken proxy, a node mid-upgrade).
     An RpcError like any other: the caller retries or reports it, and never dies of a parse error."""
+
+
+def _answer(parsed: object, kind: type[_Answer]) -> _Answer:
+    """solders parses an error answer into an error type: only `kind` carries a value."""
+    if not isinstance(parsed, kind):
+        raise AttributeError(f"{type(parsed).__name__} has no value")
+    return parsed
 
 
 def _malformed(method: str, exc: BaseException) -> MalformedAnswer:
@@ -73,6 +84,7 @@ class SolanaRpc:
         self._ids = itertools.count(1)
         self._balance_wanted: list[tuple[str, asyncio.Future[int]]] = []
         self._batch: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        self._sending = BackgroundTasks()  # batched calls on their way
 
     def _client(self) -> aiohttp.ClientSession:
         # aiohttp's pool stays fast with hundreds of requests queued at once (a burst of Sell taps);
@@ -83,6 +95,7 @@ class SolanaRpc:
         return self._session
 
     async def close(self) -> None:
+        await self._sending.cancel_all()
         if self._session is not None:
             await self._session.close()
 
@@ -115,7 +128,7 @@ class SolanaRpc:
         future: asyncio.Future[Any] = loop.create_future()
         self._batch.append(({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, future))
         if len(self._batch) == 1:
-            loop.call_soon(lambda: asyncio.ensure_future(self._send_batch()))
+            loop.call_soon(lambda: self._sending.spawn(self._send_batch(), name="rpc-batch"))
         return await future
 
     async def _send_batch(self) -> None:
@@ -146,16 +159,16 @@ class SolanaRpc:
                         future.set_exception(error)
                 continue
             for answer in answers:
-                future = by_id.pop(answer.get("id"), None) if isinstance(answer, dict) else None
-                if future is None or future.done():
+                waiting = by_id.pop(answer.get("id"), None) if isinstance(answer, dict) else None
+                if waiting is None or waiting.done():
                     continue
                 if answer.get("error"):
-                    error = answer["error"]
-                    if not isinstance(error, dict):
-                        error = {"message": str(error)}
-                    future.set_exception(RpcError(str(error.get("message", error)), error.get("code"), error.get("data")))
+                    said = answer["error"]
+                    if not isinstance(said, dict):
+                        said = {"message": str(said)}
+                    waiting.set_exception(RpcError(str(said.get("message", said)), said.get("code"), said.get("data")))
                 else:
-                    future.set_result(answer.get("result"))
+                    waiting.set_result(answer.get("result"))
             for future in by_id.values():
                 if not future.done():
                     future.set_exception(RpcError("the Solana RPC left a batched call unanswered"))
@@ -170,7 +183,7 @@ class SolanaRpc:
     async def get_balance(self, pubkey: str) -> int:
         text = await self.call_raw("getBalance", [pubkey, {"commitment": "confirmed"}])
         try:
-            return int(GetBalanceResp.from_json(text).value)
+            return int(_answer(GetBalanceResp.from_json(text), GetBalanceResp).value)
         except Exception as exc:  # solders' parse errors are their own types
             raise _malformed("getBalance", exc) from None
 
@@ -195,7 +208,7 @@ class SolanaRpc:
         future: asyncio.Future[int] = loop.create_future()
         self._balance_wanted.append((pubkey, future))
         if len(self._balance_wanted) == 1:
-            loop.call_soon(lambda: asyncio.ensure_future(self._fetch_balances()))
+            loop.call_soon(lambda: self._sending.spawn(self._fetch_balances(), name="rpc-balances"))
         return await future
 
     async def _fetch_balances(self) -> None:
@@ -218,7 +231,7 @@ class SolanaRpc:
     async def get_latest_blockhash(self) -> tuple[Hash, int]:
         text = await self.call_raw("getLatestBlockhash", [{"commitment": "confirmed"}])
         try:
-            value = GetLatestBlockhashResp.from_json(text).value
+            value = _answer(GetLatestBlockhashResp.from_json(text), GetLatestBlockhashResp).value
         except Exception as exc:
             raise _malformed("getLatestBlockhash", exc) from None
         return value.blockhash, value.last_valid_block_height
@@ -226,7 +239,7 @@ class SolanaRpc:
     async def is_blockhash_valid(self, blockhash: Hash) -> bool:
         text = await self.call_raw("isBlockhashValid", [str(blockhash), {"commitment": "processed"}])
         try:
-            return bool(IsBlockhashValidResp.from_json(text).value)
+            return bool(_answer(IsBlockhashValidResp.from_json(text), IsBlockhashValidResp).value)
         except Exception as exc:
             raise _malformed("isBlockhashValid", exc) from None
 
@@ -236,7 +249,7 @@ class SolanaRpc:
         options["preflightCommitment"] = "processed"
         text = await self.call_raw("sendTransaction", [base64.b64encode(raw).decode(), options])
         try:
-            return str(SendTransactionResp.from_json(text).value)
+            return str(_answer(SendTransactionResp.from_json(text), SendTransactionResp).value)
         except Exception as exc:
             raise _malformed("sendTransaction", exc) from None
 

@@ -171,7 +171,7 @@ async def stats_text(services: Services, now: float | None = None) -> str:
     day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     sells = await numbers.sells_since(int(day_start.timestamp() * 1000))
     streams = {"connected": 0, "reconnecting": 0, "needs_attention": 0}
-    workers = services.supervisor.workers.values() if services.supervisor is not None else ()
+    workers = services.streams.workers.values() if services.streams is not None else ()
     for worker in workers:
         state = worker.client.state
         key = "reconnecting" if state in ("connecting", "reconnecting") else state

@@ -90,7 +90,7 @@ def parse_presets(text: str) -> tuple[int, ...]:
 # --- the home panel -----------------------------------------------------------------------------------------
 async def home_text(services: Any, user_id: int) -> str:
     views = await services.accounts.overview(user_id)
-    supervisor = services.supervisor
+    supervisor = services.streams
     positions = await supervisor.positions.open_for(user_id) if supervisor else []
     live = getattr(supervisor, "position", None)
     if live is not None:
@@ -144,7 +144,7 @@ async def realised_today(services: Any, user_id: int) -> dict[str, tuple[int, in
     landed (proceeds received minus the share of the cost basis sold)."""
     midnight_ms = int(time.time() // 86400 * 86400 * 1000)
     out: dict[str, tuple[int, int]] = {}
-    for signal in await services.desk.signals.for_user(user_id, ("landed",), limit=500):
+    for signal in await services.inbox.signals.for_user(user_id, ("landed",), limit=500):
         outcome = signal.outcome
         if signal.updated_at < midnight_ms or outcome.get("pnl") is None:
             continue
@@ -267,7 +267,7 @@ async def token_panel(services: Any, user_id: int, mint: str, wallet_id: int | N
     if facts is None:
         return (f"<code>{esc(mint)}</code> is not a token mint. Paste the token's mint address (on pump.fun it is "
                 "the part after /coin/), or a link to its page.", None)
-    supervisor = services.supervisor
+    supervisor = services.streams
     positions = [p for p in (await supervisor.positions.open_for(user_id) if supervisor else []) if p.mint == mint]
     live = getattr(supervisor, "position", None)
     if live is not None:

@@ -36,7 +36,7 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
     user_id = update.effective_user.id
-    stream = services.supervisor.status(user_id) if services.supervisor else None
+    stream = services.streams.status(user_id) if services.streams else None
     settings = await services.accounts.store.get(user_id)
     lines = ["<b>Status</b>"]
     if stream is None:
@@ -49,7 +49,7 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         if stream["connected_since"] is not None and stream["state"] == "connected":
             lines.append(f"  connected since {_ago(stream['connected_since'])}, {stream['reconnects']} reconnect(s)")
         lines.append(f"  last message {_ago(stream['last_message_at'])}")
-        lines.extend(services.supervisor.load_notes(user_id))
+        lines.extend(services.streams.load_notes(user_id))
         try:
             info = await services.accounts.key_info(user_id)
         except AccountError:
@@ -62,7 +62,7 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
                 f"  plan limits: {limits.get('max_wallets_per_session', '?')} wallet(s), "
                 f"{limits.get('max_positions_per_session', '?')} positions per session"
             )
-    positions = await services.supervisor.positions.open_for(user_id) if services.supervisor else []
+    positions = await services.streams.positions.open_for(user_id) if services.streams else []
     lines.append(f"\n<b>Open positions</b> ({len(positions)})")
     for p in positions[:20]:
         pnl = ""
@@ -70,7 +70,7 @@ async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             pnl = (f" · {render.money(p.profit_units, render.quote_of(p), signed=True)} "
                    f"({render.pct(p.profit_units, p.proceeds_units - p.profit_units)})")
         lines.append(f"• {esc(p.label)}{pnl}")
-    pending = await services.desk.signals.for_user(user_id, ("pending", "approved", "signing", "submitted"))
+    pending = await services.inbox.signals.for_user(user_id, ("pending", "approved", "signing", "submitted"))
     lines.append(f"\n<b>Exit signals waiting</b>: {len(pending)}")
     for s in pending[:10]:
         lines.append(f"• {render.reason_words(s.reason)} · {OUTCOMES.get(s.state, s.state)}")
@@ -97,13 +97,13 @@ async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
     user_id = update.effective_user.id
-    signals = await services.desk.signals.for_user(user_id, ("landed", "failed", "skipped", "expired"), limit=15)
+    signals = await services.inbox.signals.for_user(user_id, ("landed", "failed", "skipped", "expired"), limit=15)
     if not signals:
         await update.effective_message.reply_text("No exits yet. They show here once you sell or skip one.")
         return
     lines = ["<b>Last exits</b>"]
     for s in signals:
-        position = await services.supervisor.positions.get(user_id, s.position_id)
+        position = await services.streams.positions.get(user_id, s.position_id)
         decimals = position.decimals if position else None
         label = esc(position.label) if position else render.short(s.mint)
         copier = getattr(services, "copier", None)

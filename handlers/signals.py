@@ -19,9 +19,9 @@ async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     user_id = update.effective_user.id
     if query.message is not None:
         # a tap can beat the write of the message id right after the signal was shown: the tapped message is it
-        await services.desk.remember_message(signal_id, user_id, query.message.chat.id, query.message.message_id)
+        await services.inbox.remember_message(signal_id, user_id, query.message.chat.id, query.message.message_id)
     if action == "skip":
-        _ok, words = await services.desk.skip(user_id, signal_id)
+        _ok, words = await services.inbox.skip(user_id, signal_id)
         await answer(update, words)
     elif action in ("sell", "retry", "refresh"):
         if services.seller is None:
@@ -41,14 +41,14 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
     parts = query.data.split(":")
     user_id = update.effective_user.id
     position_id = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else -1
-    position = await services.supervisor.positions.get(user_id, position_id)
+    position = await services.streams.positions.get(user_id, position_id)
     if position is None or position.status != "open":
         await answer(update, GONE, alert=True)
         return
     if parts[1] == "sell":
-        if await services.supervisor.request_exit(user_id, position_id):
+        if await services.streams.request_exit(user_id, position_id):
             await answer(update, "Asking LaserSell for the exit transaction…")
-        elif user_id in services.supervisor.workers:
+        elif user_id in services.streams.workers:
             await answer(update, "Your stream is reconnecting; I will ask as soon as it is back.")
         else:
             await answer(update, "Your stream is not running: finish /start or /resume first.", alert=True)
@@ -61,14 +61,14 @@ async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
             reply_markup=keyboard([("Yes, stop tracking", f"p:stopok:{position_id}"), ("Cancel", f"p:keep:{position_id}")]),
         )
     elif parts[1] == "stopok":
-        worker = services.supervisor.workers.get(user_id)
+        worker = services.streams.workers.get(user_id)
         if worker is None:
             await answer(update, "Your stream is not running: try again once it is.", alert=True)
             return
         if not await worker.client.close_position(position_id):
             await answer(update, "Your stream is not connected: try again once it is.", alert=True)
             return
-        await services.desk.stop_tracking(user_id, position_id)
+        await services.inbox.stop_tracking(user_id, position_id)
         await answer(update, "Stopped tracking")
         if query.message is not None:
             await query.edit_message_text(f"Stopped tracking {position.label}. Your tokens are still in your wallet.")

@@ -39,7 +39,7 @@ PSTRATEGY_USAGE = "/pstrategy <position> tp 40 sl 15 (or /pstrategy <position> r
 
 async def current_position(services: Any, user_id: int, position_id: int) -> Position | None:
     """The stored position with the stream's newest numbers (PnL and liquidity are written in batches)."""
-    supervisor = services.supervisor
+    supervisor = services.streams
     if supervisor is None:
         return None
     live = getattr(supervisor, "position", None)
@@ -87,7 +87,7 @@ def max_within(position: Position, slippage_bps: int, held: int) -> tuple[int, f
 
 
 def _opened_local_ms(services: Any, user_id: int, position: Position) -> int:
-    worker = services.supervisor.workers.get(user_id) if services.supervisor else None
+    worker = services.streams.workers.get(user_id) if services.streams else None
     if position.opened_at_ms and worker is not None:
         return min(position.first_seen_ms, position.opened_at_ms - worker.clock_offset_ms)
     return position.first_seen_ms
@@ -112,7 +112,7 @@ async def card(services: Any, user_id: int, position: Position) -> tuple[str, An
         lines.append(f"🪞 Copied from {esc(source)}")
     lines.append(render.pnl_line(position))
     cost = await buy_cost(services, user_id, position) if render.quote_of(position) == "SOL" else None
-    sold = [x for x in await services.desk.signals.for_user(user_id, ("landed",), limit=200)
+    sold = [x for x in await services.inbox.signals.for_user(user_id, ("landed",), limit=200)
             if x.position_id == position.position_id]
     if cost is not None and position.proceeds_units is not None and not sold:
         net = position.proceeds_units - cost
@@ -150,7 +150,7 @@ async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     services = get_services(context)
     assert update.effective_user is not None and update.effective_message is not None
     user_id = update.effective_user.id
-    stored = await services.supervisor.positions.open_for(user_id) if services.supervisor else []
+    stored = await services.streams.positions.open_for(user_id) if services.streams else []
     positions = [await current_position(services, user_id, p.position_id) or p for p in stored]
     if not positions:
         await update.effective_message.reply_text(
@@ -215,9 +215,9 @@ async def on_card_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             return
         await answer(update, await sell_from_card(services, user_id, chat.id, position, best[0], held, f"{best[1]:.0f}%"))
     elif action == "now":
-        if await services.supervisor.request_exit(user_id, position_id):
+        if await services.streams.request_exit(user_id, position_id):
             await answer(update, "Asking LaserSell for the exit transaction…")
-        elif user_id in services.supervisor.workers:
+        elif user_id in services.streams.workers:
             await answer(update, "Your stream is reconnecting; I will ask as soon as it is back.")
         else:
             await answer(update, "Your stream is not running: finish /start or /resume first.", alert=True)
@@ -232,11 +232,11 @@ async def on_card_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
             reply_markup=keyboard([("Yes, stop tracking", f"pc:stopok:{position_id}"), ("Cancel", f"pc:keep:{position_id}")]),
         )
     elif action == "stopok":
-        worker = services.supervisor.workers.get(user_id)
+        worker = services.streams.workers.get(user_id)
         if worker is None or not await worker.client.close_position(position_id):
             await answer(update, "Your stream is not connected: try again once it is.", alert=True)
             return
-        await services.desk.stop_tracking(user_id, position_id)  # an older Sell must not sell it now
+        await services.inbox.stop_tracking(user_id, position_id)  # an older Sell must not sell it now
         await answer(update, "Stopped tracking")
         await edit_or_reply(update, f"Stopped tracking {esc(position.label)}. Your tokens are still in your wallet.")
     elif action == "keep":
@@ -279,11 +279,11 @@ async def sell_from_card(
     }
     if position.market_type:
         msg["market_context"] = {"market_type": position.market_type}
-    signal = await services.desk.signals.store(user_id, msg, now, settings.slippage_bps)
+    signal = await services.inbox.signals.store(user_id, msg, now, settings.slippage_bps)
     await PnlHistory.for_db(services.db).mark(user_id, position.position_id, "sell", f"card {share}")
     message_id = await services.alerts.exit_signal(user_id, chat_id, signal, position)
     if message_id is not None:
-        await services.desk.signals.set(signal.id, chat_id=chat_id, message_id=message_id)
+        await services.inbox.signals.set(signal.id, chat_id=chat_id, message_id=message_id)
     if settings.auto_sell and services.seller is not None:
         await services.seller.auto_sell(signal.id, user_id)
         return f"Selling {share}…"
@@ -293,7 +293,7 @@ async def sell_from_card(
 async def landed_marks(services: Any, user_id: int, position: Position, marks: list[Mark]) -> list[Mark]:
     """Only exits that landed are drawn as sells: a signal that was skipped, failed or is still waiting, and a
     card sell that never went through, are left off the chart."""
-    signals = [s for s in await services.desk.signals.for_user(user_id, None, limit=500)
+    signals = [s for s in await services.inbox.signals.for_user(user_id, None, limit=500)
                if s.position_id == position.position_id]
     kept = []
     for mark in marks:
@@ -359,7 +359,7 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     if not args or not args[0].lstrip("#").isdigit():
         await reply(f"Which position? Usage: <code>{esc(PSTRATEGY_USAGE)}</code> (numbers are in /positions)")
         return
-    position = await services.supervisor.positions.get(user_id, int(args[0].lstrip("#"))) if services.supervisor else None
+    position = await services.streams.positions.get(user_id, int(args[0].lstrip("#"))) if services.streams else None
     if position is None or position.status != "open":
         await reply(f"No open position #{esc(args[0])} of yours. See /positions.")
         return
@@ -381,8 +381,8 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
             return
         saved = strategy.to_json()
     # saved first: the supervisor re-sends it after every reconnect
-    await services.supervisor.positions.update(user_id, position.position_id, strategy_json=saved)
-    worker = services.supervisor.workers.get(user_id)
+    await services.streams.positions.update(user_id, position.position_id, strategy_json=saved)
+    worker = services.streams.workers.get(user_id)
     sent = worker is not None and await worker.client.update_position_strategy(position.position_id, strategy.to_wire())
     head = ("Back on your account's strategy" if saved is None else "Saved for this position") + \
         f": <b>{esc(position.label)}</b> #{position.position_id}"

@@ -119,7 +119,8 @@ class Wallets:
             raise DuplicateWallet(mine=existing[0] == telegram_id)
         async with self.db.transaction() as conn:
             cur = await conn.execute("SELECT COUNT(*) FROM wallets WHERE telegram_id=?", (telegram_id,))
-            count = (await cur.fetchone())[0]
+            counted = await cur.fetchone()
+            count = counted[0] if counted is not None else 0
             cur = await conn.execute(
                 "INSERT INTO wallets (telegram_id, address, label, sealed, is_default, created_at) VALUES (?,?,?,?,?,?)",
                 (telegram_id, address, label, sealed, int(count == 0), now_ms()),
@@ -211,7 +212,8 @@ class SettingsStore:
         row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))
         if row is None:
             await self.db.execute(
-                "INSERT OR IGNORE INTO user_settings (telegram_id, send_mode, tip_lamports, updated_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO user_settings (telegram_id, send_mode, tip_lamports, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(telegram_id) DO NOTHING",
                 (telegram_id, DEFAULT_SEND_MODE, DEFAULT_TIP_LAMPORTS, now_ms()),
             )
             row = await self.db.fetchone("SELECT * FROM user_settings WHERE telegram_id=?", (telegram_id,))
@@ -231,6 +233,11 @@ class SettingsStore:
             onboarding_step=row["onboarding_step"],
             skipped_steps=frozenset(s for s in row["skipped_steps"].split(",") if s),
         )
+
+    async def unpaused_ids(self) -> list[int]:
+        """Every user whose streaming is not paused (the streams to resume at start-up)."""
+        rows = await self.db.fetchall("SELECT telegram_id FROM user_settings WHERE paused=0")
+        return [int(row[0]) for row in rows]
 
     async def update(self, telegram_id: int, **fields: Any) -> UserSettings:
         unknown = set(fields) - set(SETTINGS_FIELDS)

@@ -151,7 +151,7 @@ class CopyStore:
             (telegram_id, watched),
         )
         rows = await self.db.fetchall(
-            """SELECT DISTINCT p.position_id, p.profit_units, p.opened_at_ms, p.first_seen_ms, p.updated_at
+            """SELECT DISTINCT p.telegram_id, p.position_id, p.profit_units, p.opened_at_ms, p.first_seen_ms, p.updated_at
                FROM positions p JOIN copy_buys c ON c.telegram_id=p.telegram_id AND c.wallet=p.wallet AND c.mint=p.mint
                JOIN buy_orders b ON b.id = c.order_id
                WHERE c.telegram_id=? AND c.watched=? AND b.state='landed' AND p.status='closed'""",

@@ -219,6 +219,14 @@ class BuyOrders(TradeStates[BuyOrder]):
     def __init__(self, db: Database) -> None:
         super().__init__(db, _order)
 
+    async def landed_signatures(self, telegram_id: int, wallet: str, mint: str) -> list[str | None]:
+        """The signatures of this user's landed buys of `mint` into `wallet` (the cost of a position)."""
+        rows = await self.db.fetchall(
+            "SELECT signature FROM buy_orders WHERE telegram_id=? AND wallet=? AND mint=? AND state='landed'",
+            (telegram_id, wallet, mint),
+        )
+        return [row[0] for row in rows]
+
     async def create(
         self, telegram_id: int, *, wallet: str, mint: str, lamports: int, slippage_bps: int, tip_lamports: int,
         unsigned_tx_b64: str, route: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pending_seen: dict[int, tuple[str, str | None, str | None, int, int]] = {}
+        self._flushing: asyncio.Future[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
 
     async def seen_often(
@@ -61,8 +63,19 @@ class Users:
         self._pending_seen[telegram_id] = (first_name or "", last_name, username, now_ms(), telegram_id)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(SEEN_BATCH_S, lambda: asyncio.ensure_future(self.flush_seen()))
+            self._flush_handle = loop.call_later(SEEN_BATCH_S, self._start_flush)
         return False
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._flushing = asyncio.ensure_future(self.flush_seen())
+
+    async def close(self) -> None:
+        """Write what is batched; a timed write under way is let finish first."""
+        if self._flushing is not None and not self._flushing.done():
+            with contextlib.suppress(Exception):
+                await self._flushing
+        await self.flush_seen()
 
     async def flush_seen(self) -> None:
         if self._flush_handle is not None:
@@ -101,6 +114,14 @@ class Users:
     async def get(self, telegram_id: int) -> User | None:
         row = await self.db.fetchone("SELECT * FROM users WHERE telegram_id=?", (telegram_id,))
         return _row(row) if row else None
+
+    async def blocked_chat(self, chat_id: int) -> int | None:
+        """Telegram says the chat blocked the bot: mark its user blocked; returns their id (None: unknown)."""
+        row = await self.db.fetchone("SELECT telegram_id FROM users WHERE chat_id=?", (chat_id,))
+        if row is None:
+            return None
+        await self.set_blocked(int(row[0]))
+        return int(row[0])
 
     async def set_blocked(self, telegram_id: int, blocked: bool = True) -> None:
         await self.db.execute("UPDATE users SET blocked=? WHERE telegram_id=?", (int(blocked), telegram_id))

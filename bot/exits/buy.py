@@ -16,19 +16,23 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
 
+from bot.core import Core
 from bot.exits.executor import Checked, Executor, Trade, TradeHooks
 from bot.exits.guard import BuyIntent, GuardRefusal
+from bot.exits.sell import explain
 from bot.exits.signer import SigningError, decode_unsigned
 from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
 from bot.notify.outbox import Priority
 from bot.solana_rpc import RpcError, SignatureStatus
+from bot.stream.client import StreamClient
 from bot.tasks import BackgroundTasks
 from storage.history import BuyOrder, BuyOrders
 
@@ -39,7 +43,6 @@ QUOTE_TTL_MS = 60_000  # about a blockhash's life: an older quote is asked for a
 FRESH_MS = 3_000  # younger quotes are signed without asking the chain about their blockhash
 FEE_HEADROOM_LAMPORTS = 2_039_280 + 20_000  # a new token account's rent plus fees stay in the wallet
 CONFIRM_TIMEOUT_S = 60.0
-POLL_S = 0.3
 MAX_BUY_SOL = Decimal(1_000_000)
 
 
@@ -87,20 +90,24 @@ def parse_mint(text: str) -> str:
         raise BuyError(f"{text!r} is not a token mint address (base58, 32 to 44 characters)") from None
 
 
+class StreamClients(Protocol):
+    """The users' running stream clients (`bot.stream.streams.UserStreams`)."""
+
+    def client(self, user_id: int) -> StreamClient | None: ...
+
+
 class Buyer:
-    def __init__(self, services: Any) -> None:
-        self.services = services
-        self.orders = BuyOrders(services.db)
+    def __init__(self, core: Core, executor: Executor, streams: StreamClients) -> None:
+        self.core = core
+        self.streams = streams
+        self.orders = BuyOrders(core.db)
         self._background = BackgroundTasks()
-        self.executor: Executor = getattr(services, "executor", None) or Executor(services, poll_s=POLL_S)
-        self._owns_executor = getattr(services, "executor", None) is None
+        self.executor = executor
 
     async def close(self) -> None:
         await self._background.cancel_all()
-        if self._owns_executor:
-            await self.executor.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
     # --- the quote --------------------------------------------------------------------------------------
@@ -108,7 +115,7 @@ class Buyer:
         """Check everything, then ask LaserSell for the buy transaction and store it as a quoted order."""
         lamports = parse_sol(sol_text)
         mint = parse_mint(mint_text)
-        services = self.services
+        services = self.core
         found = await services.accounts.api_key(user_id)
         if found is None:
             raise BuyError("connect your LaserSell API key first: /start")
@@ -121,8 +128,8 @@ class Buyer:
             if chosen is None:
                 raise BuyError("that wallet is not one of your registered wallets any more: open /wallets")
             wallet = chosen
-        worker = services.supervisor.workers.get(user_id) if services.supervisor else None
-        if worker is None or worker.client.state != "connected":
+        client = self.streams.client(user_id)
+        if client is None or client.state != "connected":
             raise BuyError(
                 "your LaserSell stream is not connected, so a buy now would never be tracked. "
                 "Check /status (or /resume) and buy once it is connected."
@@ -167,7 +174,7 @@ class Buyer:
     async def _token_info(self, mint: str) -> tuple[str | None, int | None]:
         """Decimals from the mint account (to show amounts in whole tokens); best effort."""
         try:
-            result = await self.services.rpc.call("getAccountInfo", [mint, {"encoding": "jsonParsed"}])
+            result = await self.core.rpc.call("getAccountInfo", [mint, {"encoding": "jsonParsed"}])
             info = result["value"]["data"]["parsed"]["info"]
             return None, int(info["decimals"])
         except (RpcError, KeyError, TypeError, ValueError):
@@ -285,7 +292,7 @@ class Buyer:
 
     async def _sol_spent(self, signature: str, wallet: str) -> int | None:
         """What the buy took out of the wallet, fee included."""
-        change = await self.services.rpc.sol_change(signature, wallet)
+        change = await self.core.rpc.sol_change(signature, wallet)
         return None if change is None else -change[0]
 
     async def _edit(self, order: BuyOrder, text: str) -> None:
@@ -295,12 +302,12 @@ class Buyer:
                 return
             order = current
         assert order.chat_id is not None and order.message_id is not None
-        future = self.services.outbox.edit_message_text(order.chat_id, order.message_id, text, priority=Priority.URGENT)
+        future = self.core.outbox.edit_message_text(order.chat_id, order.message_id, text, priority=Priority.URGENT)
         with contextlib.suppress(Exception):
             await future
 
 
-class _BuyHooks(TradeHooks):
+class _BuyHooks(TradeHooks[str]):
     """What a buy does at each step of the executor; each returns the outcome in a word."""
 
     def __init__(self, buyer: Buyer, order: BuyOrder) -> None:
@@ -348,8 +355,6 @@ class _BuyHooks(TradeHooks):
         if verdict == "unknown" or status is None:
             return "unknown"
         if verdict == "failed":
-            from bot.exits.sell import explain
-
             _kind, words = explain(status.err)
             return await self._fail(str(status.err), self.buyer.describe(order) + f"\n\n❌ <b>Not bought</b>: {render.esc(words)}.")
         return await self.buyer._landed(order, signature)

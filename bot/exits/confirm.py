@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from bot.solana_rpc import RpcError, SignatureStatus
+from bot.solana_rpc import RpcError, SignatureStatus, SolanaRpc
 
 log = logging.getLogger("lasersell_bot.confirm")
 
@@ -21,7 +20,7 @@ MAX_PER_CALL = 256
 
 
 class SignatureWatcher:
-    def __init__(self, rpc: Any, interval_s: float = 0.3) -> None:
+    def __init__(self, rpc: SolanaRpc, interval_s: float = 0.3) -> None:
         self.rpc = rpc
         self.interval_s = interval_s
         self._waiters: dict[str, list[asyncio.Future[SignatureStatus | None]]] = {}

@@ -23,9 +23,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import base58
 import httpx
@@ -33,6 +33,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from bot.accounts import AccountError
+from bot.core import Core
 from bot.exits.confirm import SignatureWatcher, follow
 from bot.exits.guard import (
     SYSTEM_PROGRAM,
@@ -51,7 +52,7 @@ from bot.exits.guard import (
     resolve_lookup_tables,
 )
 from bot.exits.signer import SigningError, sign_transaction
-from bot.solana_rpc import RpcError, SignatureStatus, TokenHolding
+from bot.solana_rpc import RpcError, SignatureStatus, SolanaRpc, TokenHolding
 
 log = logging.getLogger("lasersell_bot.executor")
 
@@ -61,6 +62,9 @@ LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if
 HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
 MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
 SEND_RETRY_PAUSES_S = (0.2, 0.8)  # before each resend of the same bytes after an answer that said nothing definite
+
+
+Outcome = TypeVar("Outcome")
 
 
 class TradeRecords(Protocol):
@@ -95,31 +99,31 @@ class Checked:
     balance: int | None
 
 
-class TradeHooks:
-    """What a kind of trade does at each step; every method returns the trade's outcome (or None to go on)."""
+class TradeHooks(Generic[Outcome]):
+    """What a kind of trade does at each step; each returns the trade's outcome (a sell's Outcome, a buy's state)."""
 
-    async def refused(self, refusal: GuardRefusal) -> Any:
+    async def refused(self, refusal: GuardRefusal) -> Outcome:
         raise NotImplementedError
 
-    async def unverified(self, reason: str) -> Any:
+    async def unverified(self, reason: str) -> Outcome:
         raise NotImplementedError
 
-    async def stale(self) -> Any:
+    async def stale(self) -> Outcome:
         raise NotImplementedError
 
-    async def cannot_pay(self, needed: int, held: int) -> Any:
+    async def cannot_pay(self, needed: int, held: int) -> Outcome:
         raise NotImplementedError
 
-    async def signing_failed(self, error: SigningError) -> Any:
+    async def signing_failed(self, error: SigningError) -> Outcome:
         raise NotImplementedError
 
-    async def send_failed(self, error: RpcError, raw: bytes) -> Any:
+    async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
         raise NotImplementedError
 
     async def sent(self, checked: Checked) -> None:
         return None
 
-    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Any:
+    async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> Outcome:
         raise NotImplementedError
 
     async def still_unknown(self) -> None:
@@ -130,7 +134,7 @@ class Holdings:
     """The wallets' token accounts as the chain shows them (getTokenAccountsByOwner, both token programs):
     cached, refreshed on balance_update, asked once for many trades of the same wallet."""
 
-    def __init__(self, rpc: Any, ttl_s: float = HOLDINGS_CACHE_S) -> None:
+    def __init__(self, rpc: SolanaRpc, ttl_s: float = HOLDINGS_CACHE_S) -> None:
         self.rpc = rpc
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, asyncio.Future[list[TokenHolding]]]] = {}
@@ -210,15 +214,15 @@ def _sol_transfers(
 
 
 class Executor:
-    def __init__(self, services: Any, *, poll_s: float = POLL_S) -> None:
-        self.services = services
-        self.rpc = services.rpc
-        self.watcher = SignatureWatcher(services.rpc, poll_s)
-        self.holdings = Holdings(services.rpc)
+    def __init__(self, core: Core, *, poll_s: float = POLL_S) -> None:
+        self.core = core
+        self.rpc = core.rpc
+        self.watcher = SignatureWatcher(core.rpc, poll_s)
+        self.holdings = Holdings(core.rpc)
         self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
         self._http = httpx.AsyncClient(timeout=10.0)
-        extra = getattr(services.settings, "guard_extra_programs", ())
+        extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
         self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
 
@@ -344,7 +348,7 @@ class Executor:
         return valid
 
     # --- sign, persist, send, confirm ----------------------------------------------------------------
-    async def execute(self, trade: Trade, hooks: TradeHooks) -> Any:
+    async def execute(self, trade: Trade, hooks: TradeHooks[Outcome]) -> Outcome:
         try:
             checked = await self.check(trade)
         except GuardRefusal as refusal:
@@ -359,7 +363,7 @@ class Executor:
         if checked.balance is not None and checked.balance < needed:
             return await hooks.cannot_pay(needed, checked.balance)
         try:
-            keypair = await self.services.accounts.keypair(trade.user_id, trade.wallet)
+            keypair = await self.core.accounts.keypair(trade.user_id, trade.wallet)
         except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
             return await hooks.signing_failed(SigningError(str(exc)))
         try:
@@ -382,8 +386,8 @@ class Executor:
         await hooks.sent(checked)
         return await self.confirm(raw, signature, hooks)
 
-    async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks, timeout: float = 60.0,
-                      spawn: Callable[[Awaitable[Any]], Any] | None = None) -> Any:
+    async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks[Outcome], timeout: float = 60.0,
+                      spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None) -> Outcome:
         tx = VersionedTransaction.from_bytes(raw)
         verdict, status = await follow(self.watcher, signature, lambda: self.blockhash_valid(tx), timeout)
         if verdict == "unknown" and spawn is not None:
@@ -421,13 +425,13 @@ class Executor:
         if send_mode == "rpc":
             await self.rpc.send_transaction(raw, skip_preflight=True)
             return
-        settings = self.services.settings
+        settings = self.core.settings
         url = settings.helius_sender_url if send_mode == "helius_sender" else settings.astralane_url
         headers = {}
         if send_mode == "astralane":
-            stored = await self.services.accounts.store.get(user_id)
+            stored = await self.core.accounts.store.get(user_id)
             if stored.astralane_sealed:
-                key = self.services.vault.open(stored.astralane_sealed, user_id=user_id, kind="astralane_key",
+                key = self.core.vault.open(stored.astralane_sealed, user_id=user_id, kind="astralane_key",
                                                identity="astralane_key").decode()
                 headers["x-api-key"] = key
         body = {

@@ -47,6 +47,7 @@ from decimal import Decimal
 from solders.address_lookup_table_account import AddressLookupTable
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
+from solders.token.state import TokenAccount
 from solders.transaction import VersionedTransaction
 
 COMPUTE_BUDGET_PROGRAM = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
@@ -586,8 +587,27 @@ def _review(
     message = tx.message
     if not isinstance(message, Message | MessageV0):
         raise GuardRefusal("malformed", "the transaction message is of an unknown kind")
-    header = message.header
     static = list(message.account_keys)
+    keys = _account_keys(message, static, loaded)
+    _check_signers(tx, message, static, keys, review)
+    for program, data, accounts in _instructions(message, static, keys, review):
+        _review_instruction(review, program, data, accounts)
+    if review.foreign_account is not None:
+        raise review.foreign_account
+    review.settle_seed_accounts()
+
+    fee = review.priority_fee()
+    if fee > max_priority_fee_lamports:
+        raise GuardRefusal(
+            "priority_fee_too_high",
+            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
+            f"{format_sol(max_priority_fee_lamports)} limit",
+        )
+    return keys
+
+
+def _account_keys(message: Message | MessageV0, static: list[Pubkey], loaded: LoadedAddresses | None) -> list[Pubkey]:
+    """Every account the transaction uses, in the runtime's order (static keys, then lookup table entries)."""
     keys = list(static)
     if isinstance(message, MessageV0) and message.address_table_lookups:
         if loaded is None:
@@ -602,6 +622,14 @@ def _review(
         keys += list(loaded.writable) + list(loaded.readonly)
     elif loaded is not None and (loaded.writable or loaded.readonly):
         raise GuardRefusal("address_lookup_table", "accounts were loaded for a transaction without lookup tables")
+    return keys
+
+
+def _check_signers(
+    tx: VersionedTransaction, message: Message | MessageV0, static: list[Pubkey], keys: list[Pubkey], review: _Review
+) -> None:
+    """The wallet pays and is the only signer; the header and signatures agree with the message."""
+    header = message.header
     required = header.num_required_signatures
     if not static or required == 0 or required > len(static):
         raise GuardRefusal("malformed", "the transaction has no valid fee payer")
@@ -620,6 +648,11 @@ def _review(
     if header.num_readonly_signed_accounts != 0 or header.num_readonly_unsigned_accounts > len(keys) - 1:
         raise GuardRefusal("malformed", "the transaction's account header is inconsistent")
 
+
+def _instructions(
+    message: Message | MessageV0, static: list[Pubkey], keys: list[Pubkey], review: _Review
+) -> list[tuple[Pubkey, bytes, list[Pubkey]]]:
+    """(program, data, accounts) of every instruction, each index checked; unknown programs noted."""
     instructions = []
     for instruction in message.instructions:
         index = instruction.program_id_index
@@ -637,35 +670,25 @@ def _review(
             if review.router is None:
                 review.router = program
         instructions.append((program, bytes(instruction.data), [keys[position] for position in raw_accounts]))
+    return instructions
 
-    for program, data, accounts in instructions:
-        review.note_program(program)
-        if program == COMPUTE_BUDGET_PROGRAM:
-            review.compute_budget(data)
-            continue
-        review.other_instructions += 1
-        if program == SYSTEM_PROGRAM:
-            review.system(data, accounts)
-        elif program in TOKEN_PROGRAMS:
-            review.token(program, data, accounts)
-        elif program == ASSOCIATED_TOKEN_PROGRAM:
-            review.associated_token(data, accounts)
-        elif program in (MEMO_PROGRAM, MEMO_V1_PROGRAM):
-            pass  # a memo only records text
-        else:
-            review.dex(program, data, accounts)
-    if review.foreign_account is not None:
-        raise review.foreign_account
-    review.settle_seed_accounts()
 
-    fee = review.priority_fee()
-    if fee > max_priority_fee_lamports:
-        raise GuardRefusal(
-            "priority_fee_too_high",
-            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
-            f"{format_sol(max_priority_fee_lamports)} limit",
-        )
-    return keys
+def _review_instruction(review: _Review, program: Pubkey, data: bytes, accounts: list[Pubkey]) -> None:
+    review.note_program(program)
+    if program == COMPUTE_BUDGET_PROGRAM:
+        review.compute_budget(data)
+        return
+    review.other_instructions += 1
+    if program == SYSTEM_PROGRAM:
+        review.system(data, accounts)
+    elif program in TOKEN_PROGRAMS:
+        review.token(program, data, accounts)
+    elif program == ASSOCIATED_TOKEN_PROGRAM:
+        review.associated_token(data, accounts)
+    elif program in (MEMO_PROGRAM, MEMO_V1_PROGRAM):
+        pass  # a memo only records text
+    else:
+        review.dex(program, data, accounts)
 
 
 def _writable(tx: VersionedTransaction | bytes, keys: list[Pubkey], loaded: LoadedAddresses | None) -> tuple[Pubkey, ...]:
@@ -820,8 +843,6 @@ def _token_of(view: AccountView | None) -> _Token | None:
         return None
     if len(view.data) > 165 and view.data[165] != 2:  # Token-2022: account type 2 is a token account
         return None
-    from solders.token.state import TokenAccount
-
     try:
         state = TokenAccount.from_bytes(view.data[:165])
     except Exception:  # solders raises its own error types for bad bytes
@@ -864,110 +885,25 @@ def check_effect(
             "wallet_reassigned",
             f"the transaction would hand your wallet over to the program {_short(after_wallet.owner)}",
         )
-    created_rent = 0
-    closed_lamports = 0
-    tokens_out = 0
-    tokens_in = 0
-    quote_in = 0
+    tally = _Tally()
     for address in sim.after:
-        if address == wallet:
-            continue
-        old, new = sim.before.get(address), sim.after.get(address)
-        old_token, new_token = _token_of(old), _token_of(new)
-        mine_before = old_token is not None and old_token.owner == wallet
-        mine_after = new_token is not None and new_token.owner == wallet
-        if not mine_before and not mine_after:
-            continue
-        if mine_before and old is not None and new is None:
-            closed_lamports += old.lamports
-            continue
-        if mine_after and not mine_before:
-            if old_token is None and new is not None:
-                created_rent += new.lamports  # a new account of the wallet: rent it keeps
-            if new_token is not None and new_token.amount:
-                mint = new_token.mint
-                if sell and mint in QUOTE_MINTS:
-                    quote_in += new_token.amount
-                elif not sell and mint == intent.mint:
-                    tokens_in += new_token.amount
-                else:
-                    raise GuardRefusal(
-                        "foreign_token_in", f"the transaction would put {_mint_name(mint, intent.mint, label)} into your wallet"
-                    )
-            continue
-        assert old_token is not None
-        name = _mint_name(old_token.mint, intent.mint, label)
-        if new_token is None or not mine_after:
-            to = _short(new_token.owner) if new_token is not None else "another program"
-            raise GuardRefusal(
-                "token_account_owner_change",
-                f"the transaction would make {to} the owner of your {name} account {_short(address)}",
-            )
-        if new_token.delegate is not None and new_token.delegate != old_token.delegate:
-            raise GuardRefusal(
-                "token_delegate",
-                f"the transaction would let {_short(new_token.delegate)} spend your {name} (a delegate on {_short(address)})",
-            )
-        if new_token.close_authority != old_token.close_authority:
-            raise GuardRefusal(
-                "token_close_authority", f"the transaction would change who may close your {name} account"
-            )
-        change = new_token.amount - old_token.amount
-        position_account = (
-            isinstance(intent, SellIntent) and old_token.mint == intent.mint
-            and (intent.token_account is None or address == intent.token_account)
-        )
-        if change < 0:
-            if not position_account:
-                raise GuardRefusal(
-                    "foreign_token_out",
-                    f"the transaction would take {-change:,} units of {name} out of your wallet",
-                )
-            tokens_out += -change
-        elif change > 0:
-            if sell and old_token.mint in QUOTE_MINTS:
-                quote_in += change
-            elif not sell and old_token.mint == intent.mint:
-                tokens_in += change
-            else:
-                raise GuardRefusal(
-                    "foreign_token_in", f"the transaction would change your {name} balance, which this trade never does"
-                )
+        if address != wallet:
+            _tally_account(tally, sim, address, intent, label)
     sol_change = after_wallet.lamports - before_wallet.lamports
-    sent = 0
-    for source, destination, lamports in sim.sol_transfers:
-        if source != wallet or destination == wallet:
-            continue
-        created = _token_of(sim.after.get(destination)) if sim.before.get(destination) is None else None
-        if created is not None and created.owner == wallet:
-            continue  # rent parked in the wallet's own new account
-        sent += lamports
-    created_rent = min(created_rent, rent_per_account * MAX_NEW_ACCOUNTS)
-    if sell:
-        assert isinstance(intent, SellIntent)
-        if tokens_out > intent.max_tokens:
-            raise GuardRefusal(
-                "token_transfer_too_large",
-                f"the transaction would take {tokens_out:,} units of {label}, more than the {intent.max_tokens:,} you chose to sell",
-            )
-        cap = intent.max_tip_lamports
-        if sent > cap:
-            raise GuardRefusal(
-                "sol_out",
-                f"the transaction would send {format_sol(sent)} of your SOL to other accounts, more than your "
-                f"{format_sol(cap)} tip",
-            )
-        quote_in += max(0, sol_change + report.fee_lamports + sent + created_rent - closed_lamports)
-        if tokens_out > 0 and quote_in <= 0:
+    sent = _sol_sent(sim, wallet)
+    created_rent = min(tally.created_rent, rent_per_account * MAX_NEW_ACCOUNTS)
+    if isinstance(intent, SellIntent):
+        cap = _check_sell(intent, tally, sent, label)
+        tally.quote_in += max(0, sol_change + report.fee_lamports + sent + created_rent - tally.closed_lamports)
+        if tally.tokens_out > 0 and tally.quote_in <= 0:
             taker = _token_taker(sim, intent.mint, wallet)
             raise GuardRefusal(
                 "sell_pays_nothing",
-                f"the transaction would take {tokens_out:,} units of {label}"
+                f"the transaction would take {tally.tokens_out:,} units of {label}"
                 + (f" to {_short(taker)}" if taker else "")
                 + " and pay nothing back",
             )
     else:
-        assert isinstance(intent, BuyIntent)
         cap = intent.max_sol_lamports + intent.max_tip_lamports
         if sent > cap:
             raise GuardRefusal(
@@ -983,9 +919,123 @@ def check_effect(
             f"{format_sol(allowed)} fees, tip{' and buy' if not sell else ''} allow",
         )
     # A closed account's rent must come back (a sell's proceeds can hide a small theft here: a residual risk).
-    if closed_lamports and sol_change + allowed < closed_lamports:
+    if tally.closed_lamports and sol_change + allowed < tally.closed_lamports:
         raise GuardRefusal("close_account_foreign", "the transaction would close a token account of yours and keep its SOL")
-    return Effect(sol_change=sol_change, tokens_out=tokens_out if sell else tokens_in, quote_in=quote_in)
+    return Effect(sol_change=sol_change, tokens_out=tally.tokens_out if sell else tally.tokens_in, quote_in=tally.quote_in)
+
+
+@dataclass
+class _Tally:
+    """What the simulation did to the wallet's token accounts, added up."""
+
+    created_rent: int = 0
+    closed_lamports: int = 0
+    tokens_out: int = 0
+    tokens_in: int = 0
+    quote_in: int = 0
+
+
+def _tally_account(
+    tally: _Tally, sim: Simulated, address: Pubkey, intent: SellIntent | BuyIntent, label: str
+) -> None:
+    """Count one account's change; refuse a change to one of the wallet's token accounts the trade never makes."""
+    wallet, sell = intent.wallet, isinstance(intent, SellIntent)
+    old, new = sim.before.get(address), sim.after.get(address)
+    old_token, new_token = _token_of(old), _token_of(new)
+    mine_before = old_token is not None and old_token.owner == wallet
+    mine_after = new_token is not None and new_token.owner == wallet
+    if not mine_before and not mine_after:
+        return
+    if mine_before and old is not None and new is None:
+        tally.closed_lamports += old.lamports
+        return
+    if mine_after and not mine_before:
+        if old_token is None and new is not None:
+            tally.created_rent += new.lamports  # a new account of the wallet: rent it keeps
+        if new_token is not None and new_token.amount:
+            _tally_new_tokens(tally, new_token, intent, label)
+        return
+    assert old_token is not None
+    name = _mint_name(old_token.mint, intent.mint, label)
+    if new_token is None or not mine_after:
+        to = _short(new_token.owner) if new_token is not None else "another program"
+        raise GuardRefusal(
+            "token_account_owner_change",
+            f"the transaction would make {to} the owner of your {name} account {_short(address)}",
+        )
+    if new_token.delegate is not None and new_token.delegate != old_token.delegate:
+        raise GuardRefusal(
+            "token_delegate",
+            f"the transaction would let {_short(new_token.delegate)} spend your {name} (a delegate on {_short(address)})",
+        )
+    if new_token.close_authority != old_token.close_authority:
+        raise GuardRefusal(
+            "token_close_authority", f"the transaction would change who may close your {name} account"
+        )
+    change = new_token.amount - old_token.amount
+    position_account = (
+        isinstance(intent, SellIntent) and old_token.mint == intent.mint
+        and (intent.token_account is None or address == intent.token_account)
+    )
+    if change < 0:
+        if not position_account:
+            raise GuardRefusal(
+                "foreign_token_out",
+                f"the transaction would take {-change:,} units of {name} out of your wallet",
+            )
+        tally.tokens_out += -change
+    elif change > 0:
+        if sell and old_token.mint in QUOTE_MINTS:
+            tally.quote_in += change
+        elif not sell and old_token.mint == intent.mint:
+            tally.tokens_in += change
+        else:
+            raise GuardRefusal(
+                "foreign_token_in", f"the transaction would change your {name} balance, which this trade never does"
+            )
+
+
+def _tally_new_tokens(tally: _Tally, new_token: _Token, intent: SellIntent | BuyIntent, label: str) -> None:
+    """Tokens arriving in an account the wallet did not own before: only the quote (sells) or the bought mint."""
+    mint = new_token.mint
+    if isinstance(intent, SellIntent) and mint in QUOTE_MINTS:
+        tally.quote_in += new_token.amount
+    elif not isinstance(intent, SellIntent) and mint == intent.mint:
+        tally.tokens_in += new_token.amount
+    else:
+        raise GuardRefusal(
+            "foreign_token_in", f"the transaction would put {_mint_name(mint, intent.mint, label)} into your wallet"
+        )
+
+
+def _sol_sent(sim: Simulated, wallet: Pubkey) -> int:
+    """Lamports the wallet sends to other accounts (rent parked in its own new accounts excepted)."""
+    sent = 0
+    for source, destination, lamports in sim.sol_transfers:
+        if source != wallet or destination == wallet:
+            continue
+        created = _token_of(sim.after.get(destination)) if sim.before.get(destination) is None else None
+        if created is not None and created.owner == wallet:
+            continue  # rent parked in the wallet's own new account
+        sent += lamports
+    return sent
+
+
+def _check_sell(intent: SellIntent, tally: _Tally, sent: int, label: str) -> int:
+    """A sell takes at most the chosen tokens and sends at most the tip; returns the SOL cap (the tip)."""
+    if tally.tokens_out > intent.max_tokens:
+        raise GuardRefusal(
+            "token_transfer_too_large",
+            f"the transaction would take {tally.tokens_out:,} units of {label}, more than the {intent.max_tokens:,} you chose to sell",
+        )
+    cap = intent.max_tip_lamports
+    if sent > cap:
+        raise GuardRefusal(
+            "sol_out",
+            f"the transaction would send {format_sol(sent)} of your SOL to other accounts, more than your "
+            f"{format_sol(cap)} tip",
+        )
+    return cap
 
 
 def _token_taker(sim: Simulated, mint: Pubkey, wallet: Pubkey) -> Pubkey | None:

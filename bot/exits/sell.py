@@ -22,22 +22,26 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from bot.exits.desk import UNTRACKED
-from bot.exits.executor import Checked, Executor, Trade, TradeHooks
+from bot.core import Core
+from bot.exits.executor import Checked, Executor, Holdings, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
+from bot.exits.inbox import UNTRACKED
 from bot.exits.signer import SigningError, decode_unsigned
 from bot.lasersell_api import LaserSellApiError
 from bot.notify import render
 from bot.notify.alerts import buttons, signal_buttons
 from bot.notify.outbox import Priority
+from bot.notify.pnl_card import PnlCard, render_pnl_card
 from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
+from storage.accounts import UserSettings
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.sell")
@@ -45,7 +49,6 @@ log = logging.getLogger("lasersell_bot.sell")
 FRESH_S = 3.0  # younger signals are signed without asking the chain about their blockhash
 REFRESH_WAIT_S = 10.0  # how long to wait for a fresh transaction from the stream
 CONFIRM_TIMEOUT_S = 60.0
-POLL_S = 0.3
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
 RESUME_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a signed sell after a restart
@@ -115,16 +118,20 @@ class Outcome:
     sol_received: int | None = None
 
 
+class ExitRequests(Protocol):
+    """How the sell path asks a user's stream for a fresh exit (`bot.stream.streams.UserStreams`)."""
+
+    async def request_exit(self, user_id: int, position_id: int, slippage_bps: int | None = None) -> bool: ...
+
+
 class Seller:
-    def __init__(self, services: Any, desk: Any, supervisor: Any) -> None:
-        self.services = services
-        self.desk = desk
-        self.supervisor = supervisor
-        self.signals = ExitSignals(services.db)
-        self.positions = Positions(services.db)
-        self.outbox = services.outbox
-        self.executor: Executor = getattr(services, "executor", None) or Executor(services, poll_s=POLL_S)
-        self._owns_executor = getattr(services, "executor", None) is None
+    def __init__(self, core: Core, executor: Executor, streams: ExitRequests) -> None:
+        self.core = core
+        self.streams = streams
+        self.signals = ExitSignals(core.db)
+        self.positions = Positions(core.db)
+        self.outbox = core.outbox
+        self.executor = executor
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
         self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
         self._background = BackgroundTasks()
@@ -135,15 +142,13 @@ class Seller:
         self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
 
     @property
-    def holdings(self) -> Any:
+    def holdings(self) -> Holdings:
         return self.executor.holdings
 
     async def close(self) -> None:
         await self._background.cancel_all()
-        if self._owns_executor:
-            await self.executor.close()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
     # --- taps -------------------------------------------------------------------------------------------
@@ -242,7 +247,7 @@ class Seller:
             return "Asking LaserSell for a fresh sell of the same amount…"
         key = (signal.telegram_id, signal.position_id)
         self._refreshing[key] = signal.reason
-        if not await self.supervisor.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
+        if not await self.streams.request_exit(signal.telegram_id, signal.position_id, signal.slippage_bps):
             self._refreshing.pop(key, None)
             return "Your stream is not running right now."
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
@@ -264,7 +269,7 @@ class Seller:
         position = await self.positions.get(signal.telegram_id, signal.position_id)
         if position is None or position.status != "open":
             return "The position is closed."
-        settings = await self.services.accounts.store.get(signal.telegram_id)
+        settings = await self.core.accounts.store.get(signal.telegram_id)
         if signal.error and signal.error.startswith("unverified"):
             # the check could not run: try the same amount again at the same slippage
             self._spawn(self._retry(signal, signal.slippage_bps or settings.slippage_bps, automatic=False))
@@ -294,7 +299,7 @@ class Seller:
             if self._in_flight.get(key) == signal_id:
                 del self._in_flight[key]
 
-    async def intent(self, signal: ExitSignal, position: Position | None, settings: Any) -> SellIntent:
+    async def intent(self, signal: ExitSignal, position: Position | None, settings: UserSettings) -> SellIntent:
         """What the trader agreed to, from the bot's own records checked against the chain; the frame that
         carried the transaction only says which position. Raises GuardRefusal saying what disagrees."""
         if position is None or position.status != "open":
@@ -340,7 +345,7 @@ class Seller:
     async def _sell(self, signal: ExitSignal, *, auto: bool) -> Outcome:
         user_id = signal.telegram_id
         position = await self.positions.get(user_id, signal.position_id)
-        settings = await self.services.accounts.store.get(user_id)
+        settings = await self.core.accounts.store.get(user_id)
         hooks = _SellHooks(self, signal, position, settings, auto)
         try:
             tx = decode_unsigned(signal.unsigned_tx_b64)
@@ -378,7 +383,7 @@ class Seller:
     async def _confirm(self, signal_id: str, raw: bytes, signature: str) -> Outcome:
         signal = await self.signals.get(signal_id)
         assert signal is not None
-        settings = await self.services.accounts.store.get(signal.telegram_id)
+        settings = await self.core.accounts.store.get(signal.telegram_id)
         hooks = _SellHooks(self, signal, None, settings, signal_id in self._auto)
         result: Outcome = await self.executor.confirm(raw, signature, hooks, CONFIRM_TIMEOUT_S, self._spawn)
         return result
@@ -415,7 +420,7 @@ class Seller:
         """Tell the user why, and retry (automatically up to their retry count) when it can help."""
         text = await self._signal_text(signal) + f"\n\n❌ <b>Not sold</b>: {render.esc(words)}."
         position = await self.positions.get(signal.telegram_id, signal.position_id)
-        settings = await self.services.accounts.store.get(signal.telegram_id)
+        settings = await self.core.accounts.store.get(signal.telegram_id)
         retryable = kind in ("slippage", "expired") and position is not None and position.status == "open"
         if not retryable:
             if kind == "fees":
@@ -440,8 +445,8 @@ class Seller:
 
     async def _auto_refused(self, signal: ExitSignal, why: str) -> None:
         """A refusal during auto-sell: a spoofed or broken stream must not get another try without a person."""
-        await self.services.accounts.store.update(signal.telegram_id, auto_sell=False)
-        user = await self.services.users.get(signal.telegram_id)
+        await self.core.accounts.store.update(signal.telegram_id, auto_sell=False)
+        user = await self.core.users.get(signal.telegram_id)
         if user is not None:
             self.outbox.send_message(
                 user.chat_id,
@@ -476,7 +481,7 @@ class Seller:
         key = (old.telegram_id, old.position_id)
         waiter: asyncio.Future[ExitSignal] = asyncio.get_running_loop().create_future()
         self._waiting[key] = waiter
-        if not await self.supervisor.request_exit(old.telegram_id, old.position_id, slippage_bps):
+        if not await self.streams.request_exit(old.telegram_id, old.position_id, slippage_bps):
             self._waiting.pop(key, None)
         try:
             fresh = await asyncio.wait_for(waiter, REFRESH_WAIT_S)
@@ -496,14 +501,14 @@ class Seller:
         old signal's message and place in the retry count."""
         user_id = old.telegram_id
         assert old.sell_tokens is not None
-        found = await self.services.accounts.api_key(user_id)
+        found = await self.core.accounts.api_key(user_id)
         if found is None:
             return None
-        settings = await self.services.accounts.store.get(user_id)
+        settings = await self.core.accounts.store.get(user_id)
         position = await self.positions.get(user_id, old.position_id)
         slippage = slippage_bps or old.slippage_bps or settings.slippage_bps
         try:
-            tx_b64 = await self.services.api.sell(
+            tx_b64 = await self.core.api.sell(
                 found[0], mint=old.mint, user_pubkey=old.wallet, amount_tokens=old.sell_tokens, slippage_bps=slippage,
                 output=render.quote_of(position), send_mode=settings.send_mode, tip_lamports=settings.tip_lamports,
             )
@@ -538,8 +543,8 @@ class Seller:
         """What the sell paid into the wallet in quote units: SOL before the network fee, or USD1 base units
         into the wallet's USD1 token account."""
         if quote == "USD1":
-            return await self.services.rpc.token_change(signature, wallet, render.USD1_MINT)
-        change = await self.services.rpc.sol_change(signature, wallet)
+            return await self.core.rpc.token_change(signature, wallet, render.USD1_MINT)
+        change = await self.core.rpc.sol_change(signature, wallet)
         return None if change is None else change[0] + change[1]
 
     async def _signal_text(self, signal: ExitSignal) -> str:
@@ -548,7 +553,7 @@ class Seller:
 
     async def _edit(self, signal: ExitSignal, text: str, markup: Any = None) -> None:
         if signal.chat_id is None or signal.message_id is None:
-            user = await self.services.users.get(signal.telegram_id)
+            user = await self.core.users.get(signal.telegram_id)
             if user is None:
                 return
             message = await self.outbox.send_message(user.chat_id, text, priority=Priority.URGENT, reply_markup=markup)
@@ -562,10 +567,6 @@ class Seller:
     async def _send_card(self, signal: ExitSignal, position: Position | None, received: int | None,
                          basis: int | None, pnl: int | None, quote: str = "SOL") -> None:
         if signal.chat_id is None or received is None or basis is None or pnl is None:
-            return
-        try:
-            from bot.notify.pnl_card import PnlCard, render_pnl_card
-        except ImportError:
             return
         hold_ms = int(time.time() * 1000) - ((position.opened_at_ms or position.first_seen_ms) if position else signal.received_at_ms)
         partial = None
@@ -597,7 +598,7 @@ class Seller:
     async def _resume(self, signal: ExitSignal) -> None:
         assert signal.signed_tx_b64 and signal.signature
         raw = base64.b64decode(signal.signed_tx_b64)
-        settings = await self.services.accounts.store.get(signal.telegram_id)
+        settings = await self.core.accounts.store.get(signal.telegram_id)
         # the node may be down right after a restart: ask again, backing off, rather than leave the sell signed
         # and unsettled until the next restart
         for pause in RESUME_PAUSES_S:
@@ -614,10 +615,10 @@ class Seller:
         await self._confirm(signal.id, raw, signal.signature)
 
 
-class _SellHooks(TradeHooks):
+class _SellHooks(TradeHooks[Outcome]):
     """What a sell does at each step of the executor."""
 
-    def __init__(self, seller: Seller, signal: ExitSignal, position: Position | None, settings: Any, auto: bool) -> None:
+    def __init__(self, seller: Seller, signal: ExitSignal, position: Position | None, settings: UserSettings, auto: bool) -> None:
         self.seller = seller
         self.signal = signal
         self.position = position

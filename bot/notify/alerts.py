@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,15 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.metrics import exit_signal_sent
 from bot.notify import render
 from bot.notify.outbox import DeliveryFailed, Outbox, Priority
+from bot.tasks import BackgroundTasks
 from storage.accounts import SettingsStore
 from storage.positions import ExitSignal, Position, Positions
 
 log = logging.getLogger("lasersell_bot.alerts")
 
 LEVEL_CACHE_S = 5.0
+# reads a position (user, position number), with its newest live numbers when the streams hold some
+LoadPosition = Callable[[int, int], Awaitable[Position | None]]
 
 
 def buttons(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
@@ -64,6 +68,7 @@ class Alerts:
         *,
         card_interval_s: float = 3.0,
         trend_hold: int = 3,
+        load_position: LoadPosition | None = None,
     ) -> None:
         self.outbox = outbox
         self.positions = positions
@@ -74,22 +79,24 @@ class Alerts:
         self._cards: dict[int, _ChatCards] = {}
         self._card_owner: dict[int, int] = {}  # chat -> telegram id
         self._has_card: set[tuple[int, int]] = set()  # positions with a live card message to edit
-        # reads a position with its newest live numbers (the supervisor batches their writes)
-        self.load_position: Any = positions.get
+        # reads a position with its newest live numbers (the PnL batcher holds back their writes)
+        self.load_position: LoadPosition = load_position or positions.get
         self._closed = False
+        self._flushes = BackgroundTasks()  # card edits due now
         self._levels: dict[int, tuple[float, dict[str, str]]] = {}
 
     def track_card(self, user_id: int, position_id: int) -> None:
         """This position has a card message: edit it when its numbers change."""
         self._has_card.add((user_id, position_id))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Cancel pending card flushes (at shutdown, before the database closes)."""
         self._closed = True
         for cards in self._cards.values():
             if cards.timer is not None:
                 cards.timer.cancel()
                 cards.timer = None
+        await self._flushes.cancel_all()
 
     async def _level(self, user_id: int, kind: str) -> str:
         # alert levels change rarely and are read on hot paths: cache them for a few seconds
@@ -129,7 +136,7 @@ class Alerts:
             return
         loop = asyncio.get_running_loop()
         due = max(0.0, cards.last_edit + self.card_interval_s - time.monotonic())
-        cards.timer = loop.call_later(due, lambda: asyncio.ensure_future(self._flush_cards(chat_id)))
+        cards.timer = loop.call_later(due, lambda: self._flushes.spawn(self._flush_cards(chat_id), name="card-edits"))
 
     async def _flush_cards(self, chat_id: int) -> None:
         cards = self._cards.get(chat_id)
@@ -158,7 +165,7 @@ class Alerts:
             )
 
     async def liquidity(
-        self, user_id: int, chat_id: int, position_id: int, trend: str, bands: list[dict[str, Any]], load: Any
+        self, user_id: int, chat_id: int, position_id: int, trend: str, bands: list[dict[str, Any]], load: LoadPosition
     ) -> None:
         """Count the trend; only a change that held `trend_hold` snapshots reaches the user (and reads storage)."""
         state = self._trends.setdefault((user_id, position_id), _TrendState())

@@ -5,6 +5,7 @@ liquidity bands. Drawn with matplotlib's Agg backend and its bundled fonts, size
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import io
 import math
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
-    ticks = []
+    ticks: list[float] = []
     value = first
     # the last tick is at or above `high`, so nothing drawn up to `high` falls outside the axes
     while (not ticks or ticks[-1] < high - 1e-12) and len(ticks) < 4 * count:
@@ -139,8 +140,8 @@ def render_pnl_chart(
     for mark in sorted(marks, key=lambda m: m.t_ms):
         t = min(max(mark.t_ms, first), last)
         # a sell is drawn where the line was just before it, so the marker sits on the drop's top
-        before = [x for x in samples if x.t_ms < t]
-        y = before[-1].proceeds_units / per_unit if mark.kind == "sell" and before else _value_at(t, samples, per_unit)
+        earlier = [x for x in samples if x.t_ms < t]
+        y = earlier[-1].proceeds_units / per_unit if mark.kind == "sell" and earlier else _value_at(t, samples, per_unit)
         colour = MARK_COLOURS.get(mark.kind, MUTED)
         ax.scatter([mdates.date2num(_utc(t))], [y], s=90, color=colour, edgecolors=BACKGROUND, linewidths=1.5,
                    zorder=5, marker="v" if mark.kind != "closed" else "X")
@@ -231,9 +232,7 @@ def render_liquidity_chart(
     return _png(fig)
 
 
-def _utc(t_ms: int) -> Any:
-    import datetime as dt
-
+def _utc(t_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC).replace(tzinfo=None)
 
 

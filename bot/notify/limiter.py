@@ -24,8 +24,8 @@ PACED = frozenset(
 
 
 class OutboxRateLimiter(BaseRateLimiter[dict[str, Any]]):
-    def __init__(self) -> None:
-        self.outbox: Outbox | None = None
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
 
     async def initialize(self) -> None:
         return None
@@ -43,7 +43,7 @@ class OutboxRateLimiter(BaseRateLimiter[dict[str, Any]]):
         rate_limit_args: dict[str, Any] | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         chat_id = data.get("chat_id")
-        if self.outbox is None or DELIVERING.get() or endpoint not in PACED or not isinstance(chat_id, int | str):
+        if DELIVERING.get() or endpoint not in PACED or not isinstance(chat_id, int | str):
             return await callback(*args, **kwargs)
         try:
             chat = int(chat_id)

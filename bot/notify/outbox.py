@@ -39,6 +39,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
+from telegram import Bot, ForceReply, InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -58,6 +59,10 @@ __all__ = [
     "OutboxMetrics",
     "Priority",
 ]
+
+
+# what a message can carry below it (the Bot API's reply_markup)
+ReplyMarkup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | ForceReply
 
 
 class Priority(IntEnum):
@@ -220,7 +225,7 @@ class Outbox:
 
     def __init__(
         self,
-        bot: Any,
+        bot: Bot | None = None,
         *,
         global_rate: float = 25.0,
         per_chat_rate: float = 1.0,
@@ -275,7 +280,13 @@ class Outbox:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, bot: Bot | None = None) -> None:
+        """Start sending, through `bot` (the application's, known once it is built) or the one given at
+        construction."""
+        if bot is not None:
+            self._bot = bot
+        if self._bot is None:
+            raise ValueError("an Outbox needs a bot to send through")
         if self._dispatcher is not None:
             return
         self._closed = False
@@ -354,7 +365,7 @@ class Outbox:
         text: str,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -370,7 +381,7 @@ class Outbox:
         text: str,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -386,7 +397,7 @@ class Outbox:
         self,
         chat_id: int,
         message_id: int,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         *,
         priority: Priority,
         coalesce_key: str | None = None,
@@ -411,7 +422,7 @@ class Outbox:
         caption: str | None = None,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         coalesce_key: str | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
@@ -429,7 +440,7 @@ class Outbox:
         message_id: int,
         *,
         priority: Priority,
-        reply_markup: Any = None,
+        reply_markup: ReplyMarkup | None = None,
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
         return self.submit(
@@ -646,7 +657,9 @@ class Outbox:
         finally:
             # leave the in-flight set now, not in a done-callback: the dispatcher woken below
             # runs before such a callback and would still see this call occupying a slot
-            self._in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            current = asyncio.current_task()
+            if current is not None:
+                self._in_flight.discard(current)
             chat.busy = False
             for p in range(len(Priority)):
                 self._schedule(chat, p)

@@ -31,7 +31,7 @@ import random
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,7 @@ _PNL_PREFIX = b'{"type":"pnl_update","position_id":'
 PNL_INTERVAL_S = 0.5
 # Shed PnL is logged at most this often for the whole process (a thousand streams, one line).
 _SHED_LOG_EVERY_S = 10.0
-_shed_log = {"total": 0, "logged": 0, "at": -_SHED_LOG_EVERY_S}
+_shed_log: dict[str, float] = {"total": 0, "logged": 0, "at": -_SHED_LOG_EVERY_S}
 
 
 def pnl_position_id(frame: bytes) -> int | None:
@@ -119,7 +119,7 @@ def _note_shed(count: int, now: float) -> None:
 
 def pnl_shed_total() -> int:
     """PnL updates shed under load by every stream in this process since it started."""
-    return _shed_log["total"]
+    return int(_shed_log["total"])
 
 
 class _TappedConnection(ClientConnection):
@@ -296,7 +296,7 @@ class StreamClient:
         self._attempt_connected_at: float | None = None
         self._ready = False  # configure sent, hello_ok received, pending flushed: sends go straight out
 
-        # Stats the supervisor shows and tests check.
+        # Stats the streams show and tests check.
         self.reconnect_count = 0
         self.connected_since: float | None = None
         self.last_message_at: float | None = None
@@ -472,7 +472,7 @@ class StreamClient:
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
                     close_timeout=self._close_timeout,
-                    create_connection=self._tapped_connection,
+                    create_connection=self._tapped_connection,  # type: ignore[arg-type]  # a factory, as websockets calls it
                 )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -517,9 +517,9 @@ class StreamClient:
             # Frames that came during the handshake, then the tap takes over: no await in between, so
             # they keep their order.
             while self._inbox:
-                event = self._counted(*self._inbox.popleft())
-                if event is not None:
-                    self._live_event(event)
+                queued = self._counted(*self._inbox.popleft())
+                if queued is not None:
+                    self._live_event(queued)
             self._live = True
             self._attempt_connected_at = self.connected_since = self._clock()
             self._set_state(CONNECTED, None)
@@ -561,9 +561,10 @@ class StreamClient:
                 reader.result()
                 await ws.recv()  # a clean close: raises ConnectionClosedOK with the server's reason
             self._inbox_ready.clear()
-            ready = asyncio.ensure_future(self._inbox_ready.wait())
+            ready: asyncio.Future[Any] = asyncio.ensure_future(self._inbox_ready.wait())
+            either: set[asyncio.Future[Any]] = {ready, reader}
             try:
-                await asyncio.wait({ready, reader}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 ready.cancel()
 
@@ -936,7 +937,7 @@ class StreamClient:
             "wallets", {"type": "update_wallets", "wallet_pubkeys": list(wallet_pubkeys)}
         )
 
-    async def update_watch_wallets(self, watch_wallets: list[Mapping[str, Any]]) -> bool:
+    async def update_watch_wallets(self, watch_wallets: Sequence[Mapping[str, Any]]) -> bool:
         """Replace the copy-trading watch list (the full list, as the docs define it)."""
         return await self._send_config(
             "watch_wallets", {"type": "update_watch_wallets", "watch_wallets": [dict(w) for w in watch_wallets]}

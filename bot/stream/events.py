@@ -207,7 +207,7 @@ def event_from_obj(obj: dict[str, Any], received_at: float) -> StreamEvent:
 
 def _sdk_parse(obj: dict[str, Any]) -> dict[str, Any]:
     try:
-        return server_message_from_obj(obj)  # type: ignore[return-value]
+        return server_message_from_obj(obj)
     except ValueError as exc:
         raise MalformedMessage(str(exc)) from None
 

@@ -196,7 +196,7 @@ async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "profession
     assert services is not None
 
     async def connected() -> bool:
-        worker = services.supervisor.workers.get(chat.user_id)
+        worker = services.streams.workers.get(chat.user_id)
         return worker is not None and await worker.client.wait_connected(5)
 
     loop = asyncio.get_running_loop()

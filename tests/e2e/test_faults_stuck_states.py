@@ -92,7 +92,7 @@ async def test_a_refreshed_sell_keeps_its_reason_in_the_message_and_history(harn
     services = h.runner.services
     assert services is not None
     old = await stored(h, sid)
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
+    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
 
     await trader.chat.press("Sell", message=signal, expect=r"expired")
     await trader.chat.press("Refresh", message=signal)
@@ -114,7 +114,7 @@ async def test_a_stale_sell_refreshed_on_tap_keeps_its_reason_in_history(harness
     assert services is not None
     old = await stored(h, sid)
     h.services.chain.advance_slots(200)  # past the blockhash's life
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
@@ -152,11 +152,11 @@ async def test_a_position_strategy_the_server_would_refuse_is_not_saved(harness:
     trader, mint = await holding(h, "Ann", "PEPE")
     services = h.runner.services
     assert services is not None
-    [position] = await services.supervisor.positions.open_for(trader.chat.user_id)
+    [position] = await services.streams.positions.open_for(trader.chat.user_id)
     for bad in ("trail 150", "sl 100", "trail 100"):
         reply = await trader.chat.send(f"/pstrategy {position.position_id} {bad}", expect=r"Not changed")
         assert "below 100" in reply["text"]
-    stored_position = await services.supervisor.positions.get(trader.chat.user_id, position.position_id)
+    stored_position = await services.streams.positions.get(trader.chat.user_id, position.position_id)
     assert stored_position is not None and stored_position.strategy_json is None
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None

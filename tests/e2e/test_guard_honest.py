@@ -47,7 +47,7 @@ async def test_a_router_exit_with_fee_tip_and_lookup_table_is_sold(harness: Harn
     signal = await take_profit(h, trader, mint)
     services = h.runner.services
     assert services is not None
-    pending = await services.desk.signals.for_user(trader.chat.user_id, ("pending",))
+    pending = await services.inbox.signals.for_user(trader.chat.user_id, ("pending",))
     tx = VersionedTransaction.from_bytes(base64.b64decode(pending[0].unsigned_tx_b64))
     assert isinstance(tx.message, MessageV0) and tx.message.address_table_lookups
     fees_before = chain.balance(chain.fee_collector)

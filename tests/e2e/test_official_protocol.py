@@ -290,7 +290,7 @@ async def test_after_a_reconnect_renumbers_positions_the_override_and_the_deadli
     # WIF opens 100 s of stream time later: its deadline is far off, PEPE's runs out during the test
     await control(h, "/sim/clock", {"advance_slots": 250})
     wif = await buy(h, trader, "WIF", spend=0.3)
-    positions = {p.symbol: p for p in await services.supervisor.positions.open_for(trader.chat.user_id)}
+    positions = {p.symbol: p for p in await services.streams.positions.open_for(trader.chat.user_id)}
     assert set(positions) == {"PEPE", "WIF"}
     await trader.chat.send(f"/pstrategy {positions['WIF'].position_id} tp 40 sl 15", expect=r"Saved for this position")
     first = stream.session_for(trader.api_key)

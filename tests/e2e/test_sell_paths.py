@@ -48,7 +48,7 @@ def signal_id(message: dict[str, Any]) -> str:
 async def stored(h: Harness, sid: str) -> ExitSignal:
     services = h.runner.services
     assert services is not None
-    signal = await services.desk.signals.get(sid)
+    signal = await services.inbox.signals.get(sid)
     assert signal is not None
     return signal
 
@@ -100,7 +100,7 @@ async def test_a_foreign_tap_is_refused_and_changes_nothing(harness: Harness) ->
     assert await services.seller.tap(mallory.user_id, sid, "sell") == "This signal is not yours."
     for action in ("retry", "refresh"):
         assert await services.seller.tap(mallory.user_id, sid, action) == "This signal is not yours."
-    ok, words = await services.desk.skip(mallory.user_id, sid)
+    ok, words = await services.inbox.skip(mallory.user_id, sid)
     assert not ok and "not yours" in words
     assert (await stored(h, sid)).state == "pending"
     assert sends(h) == 0
@@ -121,7 +121,7 @@ async def test_a_stale_blockhash_is_refreshed_and_lands(harness: Harness) -> Non
     assert services is not None
     # the trader read the message for a while: the chain moved on past the blockhash's 150 slots
     h.services.chain.advance_slots(200)
-    await services.desk.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
@@ -150,7 +150,7 @@ async def test_a_slippage_failure_is_retried_with_more_slippage_and_lands(harnes
     assert first.state == "failed" and first.error and first.error.startswith("slippage")
     services = h.runner.services
     assert services is not None
-    landed = [s for s in await services.desk.signals.for_user(trader.chat.user_id, ("landed",))]
+    landed = [s for s in await services.inbox.signals.for_user(trader.chat.user_id, ("landed",))]
     assert len(landed) == 1 and landed[0].slippage_bps == 520 and landed[0].attempt == 1
 
 
@@ -257,7 +257,7 @@ async def test_a_ladder_level_sells_part_and_keeps_the_position(harness: Harness
     assert chain.token_balance(trader.wallet, mint) == held - held // 2
     services = h.runner.services
     assert services is not None
-    position = (await services.supervisor.positions.open_for(trader.chat.user_id))[0]
+    position = (await services.streams.positions.open_for(trader.chat.user_id))[0]
     assert position.status == "open"
 
 

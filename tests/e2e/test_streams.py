@@ -122,18 +122,18 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
     await pump(h)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    while trader.chat.user_id in services.supervisor.workers:
+    while trader.chat.user_id in services.streams.workers:
         assert loop.time() - start < 10, "the stream of a user who blocked the bot kept running"
         await asyncio.sleep(0.05)
     user = await services.users.get(trader.chat.user_id)
     assert user is not None and user.blocked
-    pending = await services.desk.signals.for_user(trader.chat.user_id, ("pending",))
+    pending = await services.inbox.signals.for_user(trader.chat.user_id, ("pending",))
     assert len(pending) == 1 and pending[0].reason == "take_profit"
     # the trader comes back: the signal is still there to act on
     h.services.telegram.unblock(trader.chat.user_id)
     status = await trader.chat.send("/status", expect=r"Exit signals waiting: 1")
     assert "Take profit reached" in status["text"]
-    assert trader.chat.user_id in services.supervisor.workers  # and their stream runs again
+    assert trader.chat.user_id in services.streams.workers  # and their stream runs again
 
 
 async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> None:

@@ -35,7 +35,7 @@ async def holding(h: Harness, name: str = "Ann", symbol: str = "PEPE", sol: floa
     from handlers.trade import current_position
 
     async def priced() -> bool:
-        stored = await services.supervisor.positions.open_for(trader.chat.user_id)
+        stored = await services.streams.positions.open_for(trader.chat.user_id)
         current = await current_position(services, trader.chat.user_id, stored[0].position_id) if stored else None
         return current is not None and current.profit_units is not None and bool(current.bands)
 
@@ -52,7 +52,7 @@ async def open_position(h: Harness, trader: Trader) -> Position:
     assert services is not None
     from handlers.trade import current_position
 
-    positions = await services.supervisor.positions.open_for(trader.chat.user_id)
+    positions = await services.streams.positions.open_for(trader.chat.user_id)
     assert len(positions) == 1
     current = await current_position(services, trader.chat.user_id, positions[0].position_id)
     assert current is not None
@@ -117,7 +117,7 @@ async def test_sell_max_within_slippage_and_all_with_auto_sell(harness: Harness)
     band = max((b for b in position.bands if b["slippage_bps"] <= 500), key=lambda b: b["slippage_bps"])
     expected = min(band["max_tokens"], h.services.chain.token_balance(trader.wallet, mint))
     signal = await trader.chat.press(label, message=card, expect=r"You asked to sell")
-    stored = (await services.desk.signals.for_user(trader.chat.user_id, ("pending",)))[0]
+    stored = (await services.inbox.signals.for_user(trader.chat.user_id, ("pending",)))[0]
     assert stored.sell_tokens == expected and stored.reason == "manual"
     await trader.chat.press("Skip", message=signal, expect=r"Skipped")
 
@@ -158,7 +158,7 @@ async def test_sell_now_and_stop_tracking(harness: Harness) -> None:
 async def open_position_or_none(h: Harness, trader: Trader) -> Position | None:
     services = h.runner.services
     assert services is not None
-    positions = await services.supervisor.positions.open_for(trader.chat.user_id)
+    positions = await services.streams.positions.open_for(trader.chat.user_id)
     return positions[0] if positions else None
 
 
@@ -175,7 +175,7 @@ async def test_position_strategy_survives_a_dropped_connection(harness: Harness)
     await trader.chat.send(f"/pstrategy {pid} tp 40 sl 15", expect=r"Saved for this position")
     stream = h.services.stream
 
-    supervisor = h.runner.services.supervisor
+    supervisor = h.runner.services.streams
     wire_id = position.stream_position_id
 
     def overrides(session: Any) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ async def test_position_strategy_survives_a_dropped_connection(harness: Harness)
     await trader.chat.send(f"/pstrategy {pid} reset", expect=r"Back on your account's strategy")
     services = h.runner.services
     assert services is not None
-    assert (await services.supervisor.positions.get(trader.chat.user_id, pid)).strategy_json is None
+    assert (await services.streams.positions.get(trader.chat.user_id, pid)).strategy_json is None
 
 
 async def test_charts_from_the_card(harness: Harness) -> None:
@@ -291,6 +291,6 @@ async def test_no_buy_while_the_stream_is_down(harness: Harness) -> None:
     mint = h.services.chain.create_mint("DOGE", 6, 30.0, 1_000_000_000.0)
     services = h.runner.services
     assert services is not None
-    await services.supervisor.stop_user(trader.chat.user_id)
+    await services.streams.stop_user(trader.chat.user_id)
     await trader.chat.send(f"/buy {mint} 0.1", expect=r"stream is not connected")
     assert await services.db.fetchall("SELECT id FROM buy_orders") == []

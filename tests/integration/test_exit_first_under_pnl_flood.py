@@ -1,6 +1,6 @@
 """An exit signal behind a flood of PnL: the trader's Sell message goes before any card edit.
 
-The real stream client, supervisor, alerts and outbox, on a real database, talking to the sandbox
+The real stream client, user streams, event router, alerts and outbox, on a real database, talking to the sandbox
 Telegram. A small stream server scripted here announces one position (its card is sent), then writes
 50,000 `pnl_update` frames for that position and an exit signal behind them to the socket in one go.
 The outbox is watched through its public `submit`: the order calls reach it is the order the bot
@@ -28,10 +28,12 @@ from bot.notify.alerts import Alerts
 from bot.notify.outbox import Outbox, OutboxCall
 from bot.strategy import Strategy
 from bot.stream.events import StreamEvent
-from bot.stream.supervisor import StreamSupervisor
+from bot.stream.pnl import PnlBatcher
+from bot.stream.streams import UserStreams
 from sandbox.telegram import SandboxTelegram
 from storage.accounts import SettingsStore
 from storage.db import Database
+from storage.history import PnlHistory
 from storage.positions import ExitSignals, Positions
 from storage.users import Users
 
@@ -128,7 +130,8 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
     await outbox.start()
     positions = Positions(db)
     # cards edited as soon as their numbers change: any PnL handled before the exit would show here first
-    alerts = Alerts(outbox, positions, SettingsStore(db), card_interval_s=0.0)
+    pnl = PnlBatcher(positions, PnlHistory.for_db(db))
+    alerts = Alerts(outbox, positions, SettingsStore(db), card_interval_s=0.0, load_position=pnl.position)
     strategy = Strategy(take_profit_pct=50, stop_loss_pct=20, deadline_s=0)
     settings = SimpleNamespace(strategy_json=strategy.to_json(), paused=False, send_mode="helius_sender",
                                tip_lamports=1_000_000)
@@ -154,11 +157,12 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
     stream = FloodingStream()
     server = await serve(stream.handler, "127.0.0.1", 0)
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    services = SimpleNamespace(db=db, users=Users(db), accounts=accounts)
-    supervisor = StreamSupervisor(services, alerts, stream_url=url, on_exit_signal=on_exit, start_jitter_s=0)
-    alerts.load_position = supervisor.position
+    streams = UserStreams(
+        users=Users(db), accounts=accounts, alerts=alerts, positions=positions, history=PnlHistory.for_db(db),
+        pnl=pnl, stream_url=url, on_exit_signal=on_exit, start_jitter_s=0,
+    )
     try:
-        await supervisor.refresh(user_id)
+        await streams.refresh(user_id)
         await outbox.wait_for(lambda: outbox.calls)  # the position's card
         await outbox.wait_idle(timeout=30)
         # the card's message id is stored just after Telegram answers: wait for it, bounded
@@ -189,13 +193,13 @@ async def test_an_exit_signal_behind_50000_pnl_frames_reaches_the_outbox_before_
         assert len(sell) == 1, "the trader should see the exit signal with its Sell button once"
         # PnL still flows after the exit: the position's numbers become the flood's newest
         async with asyncio.timeout(30):
-            while (await supervisor.position(user_id, position.position_id)).profit_units != BACKLOG - 1:
+            while (await streams.position(user_id, position.position_id)).profit_units != BACKLOG - 1:
                 outbox.arrived.clear()
                 await outbox.arrived.wait()
     finally:
         stream.fire.set()  # a handler still waiting to flood ends with its connection
-        await supervisor.stop_all(timeout=5)
-        alerts.close()
+        await streams.stop_all(timeout=5)
+        await alerts.close()
         await outbox.stop(drain_timeout=0)
         server.close()
         async with asyncio.timeout(10):

@@ -29,7 +29,7 @@ async def test_stream_refused_as_in_use_comes_back_without_bothering_the_trader(
     before = stream.connection_attempts[trader.api_key]
     stream.refuse_sessions(3)  # as if the dropped session still held the key for a moment
     await stream.drop_connections()
-    worker = h.runner.services.supervisor.workers[trader.chat.user_id]
+    worker = h.runner.services.streams.workers[trader.chat.user_id]
     await trader.chat.wait_for(lambda _: stream.session_for(trader.api_key) not in (None, first), what="a new session")
     assert await worker.client.wait_connected(5)
     assert stream.connection_attempts[trader.api_key] - before == 4  # three refusals, then the session
@@ -53,5 +53,5 @@ async def test_stream_a_deadline_fires_for_the_right_position_after_the_session_
     session = stream.session_for(trader.api_key)
     assert session is not None and session is not first
     asked = [m for m in session.received if m["type"] == "request_exit_signal"]
-    position = (await h.runner.services.supervisor.positions.open_for(trader.chat.user_id))[0]
+    position = (await h.runner.services.streams.positions.open_for(trader.chat.user_id))[0]
     assert asked == [{"type": "request_exit_signal", "token_account": position.token_account}]

@@ -22,8 +22,10 @@ from websockets.exceptions import ConnectionClosed
 
 from bot.strategy import Strategy
 from bot.stream.events import StreamEvent
-from bot.stream.supervisor import StreamSupervisor
+from bot.stream.streams import UserStreams
 from storage.db import Database
+from storage.history import PnlHistory
+from storage.positions import Positions
 from storage.users import Users
 
 USER = 7001
@@ -140,7 +142,7 @@ class Peer:
 
 
 class Chat:
-    """What the trader reads: the texts the supervisor hands to the alerts."""
+    """What the trader reads: the texts the streams hand to the alerts."""
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -185,7 +187,7 @@ class Settings:
 
 
 class Accounts:
-    """The trader's key, one registered wallet and a strategy, as the supervisor reads them."""
+    """The trader's key, one registered wallet and a strategy, as the streams read them."""
 
     def __init__(self, strategy: Strategy) -> None:
         self.settings = Settings(strategy.to_json())
@@ -204,7 +206,7 @@ class Accounts:
 
 @dataclass
 class Bot:
-    supervisor: StreamSupervisor
+    streams: UserStreams
     chat: Chat
     exits: list[StreamEvent]
 
@@ -227,11 +229,12 @@ async def start_bot(db: Database, peer: Peer, strategy: Strategy, **options: Any
         exits.append(event)
         chat.text(USER, f"exit signal for #{event.data['position_id']}: {event.data['reason']}")
 
-    services = SimpleNamespace(db=db, users=Users(db), accounts=Accounts(strategy))
-    supervisor = StreamSupervisor(services, chat, stream_url=peer.url, on_exit_signal=on_exit, start_jitter_s=0,
-                                  **options)
-    await supervisor.refresh(USER)
-    return Bot(supervisor, chat, exits)
+    streams = UserStreams(
+        users=Users(db), accounts=Accounts(strategy), alerts=chat, positions=Positions(db),
+        history=PnlHistory.for_db(db), stream_url=peer.url, on_exit_signal=on_exit, start_jitter_s=0, **options,
+    )
+    await streams.refresh(USER)
+    return Bot(streams, chat, exits)
 
 
 async def test_stream_override_and_deadline_follow_the_position_when_a_reconnect_renumbers_it(db: Database) -> None:
@@ -251,7 +254,7 @@ async def test_stream_override_and_deadline_follow_the_position_when_a_reconnect
         try:
             await bot.chat.wait_text("New position: ATAB #2")
             override = Strategy(take_profit_pct=200, stop_loss_pct=5, deadline_s=3)
-            assert await bot.supervisor.set_position_strategy(USER, 1, override) is True
+            assert await bot.streams.set_position_strategy(USER, 1, override) is True
             first = await peer.session(0)
             await first.wait_for(lambda: first.of_type("update_position_strategy"))
             assert first.of_type("update_position_strategy")[0]["position_id"] == 1
@@ -270,12 +273,12 @@ async def test_stream_override_and_deadline_follow_the_position_when_a_reconnect
             said = await bot.chat.wait_text("exit signal for")
             assert said == "exit signal for #1: deadline_timeout"  # A is still #1 to the trader
             assert len(bot.chat.matching("New position")) == 2  # no second card for a re-announced position
-            positions = await bot.supervisor.positions.open_for(USER)
+            positions = await bot.streams.positions.open_for(USER)
             assert [(p.position_id, p.token_account, p.stream_position_id) for p in positions] == [
                 (1, "ataA", 2), (2, "ataB", 1)
             ]
         finally:
-            await bot.supervisor.stop_all(timeout=2)
+            await bot.streams.stop_all(timeout=2)
 
 
 async def test_stream_an_exit_asked_before_a_drop_is_asked_again_when_the_new_session_announces_it(
@@ -290,7 +293,7 @@ async def test_stream_an_exit_asked_before_a_drop_is_asked_again_when_the_new_se
         bot = await start_bot(db, peer, Strategy(take_profit_pct=50, stop_loss_pct=20, deadline_s=0), reask_after_s=60)
         try:
             await bot.chat.wait_text("New position: ATAA #1")
-            assert await bot.supervisor.request_exit(USER, 1) is True
+            assert await bot.streams.request_exit(USER, 1) is True
             first = await peer.session(0)
             await first.wait_for(lambda: first.of_type("request_exit_signal"))
             await first.ws.close()  # the answer is lost with the connection
@@ -301,7 +304,7 @@ async def test_stream_an_exit_asked_before_a_drop_is_asked_again_when_the_new_se
             assert await bot.chat.wait_text("exit signal for") == "exit signal for #1: manual"
             assert second.of_type("request_exit_signal") == [{"type": "request_exit_signal", "token_account": "ataA"}]
         finally:
-            await bot.supervisor.stop_all(timeout=2)
+            await bot.streams.stop_all(timeout=2)
 
 
 async def test_stream_a_key_in_use_is_retried_and_the_trader_is_told_once_it_is_down_long_and_when_back(
@@ -327,7 +330,7 @@ async def test_stream_a_key_in_use_is_retried_and_the_trader_is_told_once_it_is_
             assert len(bot.chat.matching("stream is back</b>")) == 1
             assert not bot.chat.matching("stream stopped")
         finally:
-            await bot.supervisor.stop_all(timeout=2)
+            await bot.streams.stop_all(timeout=2)
 
 
 async def test_stream_a_short_blip_is_not_told_to_the_trader(db: Database) -> None:
@@ -341,13 +344,13 @@ async def test_stream_a_short_blip_is_not_told_to_the_trader(db: Database) -> No
             await bot.chat.wait_text("New position")
             await (await peer.session(0)).ws.close()
             await peer.session(1)
-            worker = bot.supervisor.workers[USER]
+            worker = bot.streams.workers[USER]
             assert await worker.client.wait_connected(5)
             # the next thing the trader would read after the blip: a sell they ask for goes out at once
-            assert await bot.supervisor.request_exit(USER, 1) is True
+            assert await bot.streams.request_exit(USER, 1) is True
             assert not bot.chat.matching("down for over") and not bot.chat.matching("stream is back")
         finally:
-            await bot.supervisor.stop_all(timeout=2)
+            await bot.streams.stop_all(timeout=2)
 
 
 async def test_stream_a_server_that_hangs_up_right_after_hello_counts_as_down_and_is_told_once(
@@ -370,4 +373,4 @@ async def test_stream_a_server_that_hangs_up_right_after_hello_counts_as_down_an
             # LaserSell's own words arrived with each short session: shown once, not on every retry
             assert len(bot.chat.matching("not registered with LaserSell")) == 2  # the notice and one error
         finally:
-            await bot.supervisor.stop_all(timeout=2)
+            await bot.streams.stop_all(timeout=2)

@@ -16,6 +16,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from bot.exits.buy import Buyer
+from bot.exits.executor import Executor
 from bot.lasersell_api import LaserSellApi
 from bot.solana_rpc import RpcError
 from storage.accounts import SettingsStore, Wallet
@@ -76,14 +77,16 @@ async def scene(tmp_path: Path) -> AsyncIterator[tuple[Buyer, BuyStandIn]]:
         services = SimpleNamespace(
             db=db, api=api, settings=SimpleNamespace(guard_extra_programs=()),
             accounts=SimpleNamespace(api_key=api_key, wallets=SimpleNamespace(list=wallets), store=SettingsStore(db)),
-            supervisor=SimpleNamespace(workers={USER: SimpleNamespace(client=SimpleNamespace(state="connected"))}),
             rpc=SimpleNamespace(get_balance=balance, call=no_account),
         )
-        buyer = Buyer(services)
+        streams = SimpleNamespace(client={USER: SimpleNamespace(state="connected")}.get)
+        executor = Executor(services)  # type: ignore[arg-type]
+        buyer = Buyer(services, executor, streams)  # type: ignore[arg-type]
         try:
             yield buyer, lasersell
         finally:
             await buyer.close()
+            await executor.close()
             await api.close()
             await db.close()
 

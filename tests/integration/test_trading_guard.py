@@ -65,7 +65,7 @@ async def test_an_exit_through_the_unknown_router_with_lookup_tables_lands(harne
     signal = await trader.chat.wait_text(r"Take profit reached")
     services = h.runner.services
     assert services is not None
-    stored = await services.desk.signals.for_user(trader.chat.user_id, ("pending",))
+    stored = await services.inbox.signals.for_user(trader.chat.user_id, ("pending",))
     tx = VersionedTransaction.from_bytes(base64.b64decode(stored[0].unsigned_tx_b64))
     assert isinstance(tx.message, MessageV0) and tx.message.address_table_lookups  # what the guard used to refuse
     router = h.services.chain.router_program_id

@@ -72,7 +72,7 @@ async def test_a_failed_partial_sell_is_retried_for_the_same_amount(harness: Har
     assert exit_requests(h, trader) == []  # ...never through request_exit_signal
     services = h.runner.services
     assert services is not None
-    landed = await services.desk.signals.for_user(trader.chat.user_id, ("landed",))
+    landed = await services.inbox.signals.for_user(trader.chat.user_id, ("landed",))
     assert len(landed) == 1 and landed[0].sell_tokens == before // 4 and landed[0].attempt >= 1
     assert landed[0].slippage_bps == 520  # the CLI's first step: +20 bps
 
@@ -87,14 +87,14 @@ async def test_a_stale_partial_sell_is_refreshed_for_the_same_amount(harness: Ha
     signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
     services = h.runner.services
     assert services is not None
-    (pending,) = await services.desk.signals.for_user(trader.chat.user_id, ("pending",))
+    (pending,) = await services.inbox.signals.for_user(trader.chat.user_id, ("pending",))
     # the trader read the message for a while: the chain moved past the transaction's blockhash
     chain.advance_slots(200)
-    await services.desk.signals.set(pending.id, received_at_ms=pending.received_at_ms - 60_000)
+    await services.inbox.signals.set(pending.id, received_at_ms=pending.received_at_ms - 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=20)
     assert done["message_id"] == signal["message_id"]
     assert chain.token_balance(trader.wallet, mint) == before - before // 4
     assert exit_requests(h, trader) == []
-    assert (await services.desk.signals.get(pending.id)).state == "superseded"  # type: ignore[union-attr]
+    assert (await services.inbox.signals.get(pending.id)).state == "superseded"  # type: ignore[union-attr]

@@ -37,7 +37,7 @@ async def test_a_dead_senders_broadcast_is_resumed_by_another_instance_once_per_
         assert await leases.acquire(-job.id, "a", 60_000) is not None
 
         broadcasts = Broadcasts(db, outbox, bot, rate=500.0)
-        services = types.SimpleNamespace(db=db, broadcasts=broadcasts, supervisor=None, outbox=None, settings=None)
+        services = types.SimpleNamespace(db=db, broadcasts=broadcasts, streams=None, outbox=None, settings=None)
         b = OwnedStreams(services)
         assert await b.claim_broadcasts() == []  # a's lease is live: a is sending it
         assert bot.calls == []

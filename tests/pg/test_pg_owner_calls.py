@@ -47,7 +47,7 @@ class Supervisor:
 async def instance(url: str, name: str, users: list[int]) -> tuple[OwnedStreams, Supervisor, Database]:
     db = await Database.open(url)
     supervisor = Supervisor()
-    services = types.SimpleNamespace(db=db, supervisor=supervisor, broadcasts=None, outbox=None, settings=None)
+    services = types.SimpleNamespace(db=db, streams=supervisor, broadcasts=None, outbox=None, settings=None)
     owned = OwnedStreams(services, owner=name, **TIMING)
 
     async def candidates() -> list[int]:

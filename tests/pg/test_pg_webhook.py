@@ -30,7 +30,7 @@ def update(update_id: int, text: str = "/start") -> dict[str, object]:
 
 async def instance(db: Database) -> WebhookServer:
     app = Application.builder().token(TOKEN).updater(None).build()
-    services = types.SimpleNamespace(db=db, supervisor=None, ownership=None, outbox=None, bot=None)
+    services = types.SimpleNamespace(db=db, streams=None, ownership=None, outbox=None, bot=None)
     server = WebhookServer(app, services, url="https://bot.example/telegram", secret=SECRET, host="127.0.0.1", port=0)
     await server.start(set_webhook=False)
     return server

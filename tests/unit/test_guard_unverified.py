@@ -180,8 +180,8 @@ async def test_a_signal_that_disagrees_with_the_position_is_refused_with_the_rea
     stand_in = services(rpc)
     stand_in.db = None
     stand_in.outbox = None
-    stand_in.executor = Executor(stand_in)
-    seller = Seller(stand_in, desk=None, supervisor=None)
+    executor = Executor(stand_in)
+    seller = Seller(stand_in, executor, streams=None)  # type: ignore[arg-type]
     signal = _signal(str(wallet), change.get("mint", mint), change.get("token_account", account),
                      change.get("tokens", TOKENS))
     try:
@@ -190,6 +190,6 @@ async def test_a_signal_that_disagrees_with_the_position_is_refused_with_the_rea
         honest = await seller.intent(_signal(str(wallet), mint, account), _position(str(wallet), mint, account),
                                      SimpleNamespace(tip_lamports=0))
     finally:
-        await stand_in.executor.close()
+        await executor.close()
     assert words in refused.value.detail
     assert honest.token_account == Pubkey.from_string(account) and honest.max_tokens == TOKENS

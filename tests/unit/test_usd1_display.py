@@ -133,7 +133,7 @@ async def test_history_shows_a_usd1_exit_in_usd1(db: Database) -> None:
     signal = await signals.store(USER, msg, 1)
     await signals.set(signal.id, state="landed", outcome={"sol_received": 29_400_000, "tokens_sold": 5_000_000_000,
                                                           "basis": 25_000_000, "pnl": 4_400_000, "quote": "USD1"})
-    services = SimpleNamespace(desk=SimpleNamespace(signals=signals), supervisor=SimpleNamespace(positions=Positions(db)))
+    services = SimpleNamespace(inbox=SimpleNamespace(signals=signals), streams=SimpleNamespace(positions=Positions(db)))
     message = _Message()
     update = SimpleNamespace(effective_user=SimpleNamespace(id=USER), effective_message=message)
     context = SimpleNamespace(application=SimpleNamespace(bot_data={"services": services}))

@@ -1,4 +1,4 @@
-"""The exit desk: every exit signal is stored first, then shown with Sell / Skip; taps come back here.
+"""The signal inbox: every exit signal is stored first, then shown with Sell / Skip; taps come back here.
 
 States of a stored signal: pending -> approved -> signing -> submitted -> landed | failed, or
 pending -> skipped / superseded / expired. A tap moves pending -> approved atomically, so a second tap
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Protocol
 
 from bot.notify import render
-from bot.notify.outbox import DeliveryFailed, Priority
+from bot.notify.outbox import DeliveryFailed, Outbox, Priority
 from bot.stream.events import StreamEvent
-from storage.positions import ExitSignal, ExitSignals, Positions
+from storage.accounts import SettingsStore
+from storage.positions import ExitSignal, ExitSignals, Position, Positions
+from storage.users import Users
 
 log = logging.getLogger("lasersell_bot.exits")
 
@@ -22,25 +24,56 @@ SIGNAL_TTL_MS = 10 * 60 * 1000  # after this a button offers Refresh instead of 
 UNTRACKED = "untracked"  # the error of a signal voided because its position is no longer tracked
 
 
-class ExitDesk:
-    def __init__(self, services: Any, alerts: Any) -> None:
-        self.services = services
+class InboxAlerts(Protocol):
+    """How a signal is shown (`bot.notify.alerts.Alerts`)."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    async def exit_signal(self, user_id: int, chat_id: int, s: ExitSignal, p: Position | None) -> int | None: ...
+
+
+class InboxSeller(Protocol):
+    """What the inbox asks of the sell path (`bot.exits.sell.Seller`)."""
+
+    async def keep_reason(self, signal: ExitSignal) -> ExitSignal: ...
+
+    def prefetch(self, signal: ExitSignal) -> None: ...
+
+    async def absorbs(self, signal: ExitSignal) -> bool: ...
+
+    async def auto_sell(self, signal_id: str, user_id: int) -> None: ...
+
+
+class SignalInbox:
+    def __init__(
+        self,
+        *,
+        users: Users,
+        settings: SettingsStore,
+        signals: ExitSignals,
+        positions: Positions,
+        alerts: InboxAlerts,
+        seller: InboxSeller | None = None,
+    ) -> None:
+        self.users = users
+        self.settings = settings
         self.alerts = alerts
-        self.signals = ExitSignals(services.db)
-        self.positions = Positions(services.db)
-        self.seller: Any = None  # the sell path (bot.exits.sell.Seller), attached when present
+        self.signals = signals
+        self.positions = positions
+        self.seller = seller  # the sell path; without one, signals are stored and shown only
 
     async def on_signal(self, user_id: int, event: StreamEvent) -> ExitSignal:
         msg = event.data
         if not msg.get("token_account") and event.token_account:
             # the signal may omit it; the stream client knows it from this session's position_opened
             msg = {**msg, "token_account": event.token_account}
-        settings = await self.services.accounts.store.get(user_id)
+        settings = await self.settings.get(user_id)
         signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
         # stored before anything is shown: a crash from here on never loses the signal
         if self.seller is not None:
             signal = await self.seller.keep_reason(signal)
-        user = await self.services.users.get(user_id)
+        user = await self.users.get(user_id)
         position = await self.positions.get(user_id, signal.position_id)
         if self.seller is not None:
             self.seller.prefetch(signal)  # the wallet's holdings, read before the tap rather than after it

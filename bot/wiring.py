@@ -1,0 +1,127 @@
+"""Builds the whole object graph once, in start-up order, each part given what it needs when it is made.
+
+Nothing is attached after construction. Where two parts need each other (the outbox reports a blocked
+chat to the streams, which send through the outbox; an exit signal goes from the streams to the inbox,
+which sells through the seller, which asks the streams for fresh exits; copy trading configures the
+streams and hears their events), the later part is reached through a callback passed at construction:
+nothing calls it before `Services.start`, by when every part exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from telegram import ReplyParameters
+
+from bot.accounts import AccountService
+from bot.application import build_application
+from bot.broadcast import Broadcasts
+from bot.config import Settings
+from bot.context import BotApplication
+from bot.copy import Copier
+from bot.core import Core
+from bot.deletions import ScheduledDeletions
+from bot.exits.buy import Buyer
+from bot.exits.executor import Executor
+from bot.exits.inbox import SignalInbox
+from bot.exits.sell import Seller
+from bot.lasersell_api import LaserSellApi
+from bot.notify.alerts import Alerts
+from bot.notify.limiter import OutboxRateLimiter
+from bot.notify.outbox import Outbox
+from bot.services import Services, open_vault
+from bot.solana_rpc import SolanaRpc
+from bot.stream.events import StreamEvent
+from bot.stream.pnl import PnlBatcher
+from bot.stream.streams import UserStreams
+from storage.db import Database
+from storage.history import PnlHistory
+from storage.positions import ExitSignals, Positions
+from storage.users import Users
+
+
+async def build_services(settings: Settings, db: Database) -> tuple[Services, BotApplication]:
+    """The services and the PTB Application that carries them (in its bot_data), not started yet.
+
+    Raises `ConfigError` (before anything else is built) when the master key does not open this database.
+    """
+    vault = await open_vault(settings, db)
+    users = Users(db)
+    api = LaserSellApi(settings.lasersell_api_url, settings.lasersell_stream_url)
+    rpc = SolanaRpc(settings.solana_rpc_url)
+
+    async def account_changed(user_id: int) -> None:
+        await streams.refresh(user_id)  # a key, wallet, strategy or setting the user's stream must pick up
+
+    accounts = AccountService(settings, db, vault, api, rpc, on_change=account_changed)
+
+    async def blocked(chat_id: int) -> None:
+        """Telegram says the user blocked the bot: mark them and stop their stream."""
+        user_id = await users.blocked_chat(chat_id)
+        if user_id is not None:
+            await streams.stop_user(user_id)
+
+    outbox = Outbox(
+        global_rate=settings.telegram_global_rate, per_chat_rate=settings.telegram_chat_rate, on_blocked=blocked
+    )
+    app = build_application(settings, OutboxRateLimiter(outbox))
+    bot = app.bot
+
+    async def ask_to_delete(chat_id: int, message_id: int, note: str) -> object:
+        # Points at the message so the user knows which one; sent even if it is gone meanwhile.
+        return await bot.send_message(
+            chat_id, note, reply_parameters=ReplyParameters(message_id, allow_sending_without_reply=True)
+        )
+
+    deletions = ScheduledDeletions(db, bot.delete_message, notify=ask_to_delete)
+    core = Core(settings, db, users, vault, api, rpc, accounts, outbox)
+    positions = Positions(db)
+    history = PnlHistory.for_db(db)
+    pnl = PnlBatcher(positions, history)
+    alerts = Alerts(outbox, positions, accounts.store, load_position=pnl.position)
+    executor = Executor(core)
+
+    async def exit_signal(user_id: int, event: StreamEvent) -> None:
+        await inbox.on_signal(user_id, event)
+
+    streams = UserStreams(
+        users=users, accounts=accounts, alerts=alerts, positions=positions, history=history, pnl=pnl,
+        stream_url=settings.lasersell_stream_url, on_exit_signal=exit_signal, copy=_CopyRelay(lambda: copier),
+        register_wallets=accounts.register_for_stream, wallet_changed=executor.holdings.forget,
+    )
+    seller = Seller(core, executor, streams)
+    inbox = SignalInbox(
+        users=users, settings=accounts.store, signals=ExitSignals(db), positions=positions, alerts=alerts,
+        seller=seller,
+    )
+    buyer = Buyer(core, executor, streams)
+    copier = Copier(core, executor, streams)
+    broadcasts = Broadcasts(db, outbox, bot, rate=settings.broadcast_rate)
+    services = Services(
+        core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
+        outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
+        seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts,
+    )
+    app.bot_data["services"] = services
+    return services, app
+
+
+class _CopyRelay:
+    """Copy trading as the streams see it. It is built after the streams it configures, so the streams
+    reach it through this relay; nothing calls it before the streams start."""
+
+    def __init__(self, copier: Callable[[], Copier]) -> None:
+        self._copier = copier
+
+    async def watch_entries(self, user_id: int) -> list[dict[str, Any]]:
+        return await self._copier().watch_entries(user_id)
+
+    async def mirror_config(self, user_id: int) -> dict[str, Any] | None:
+        return await self._copier().mirror_config(user_id)
+
+    async def position_opened(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
+        await self._copier().position_opened(user_id, chat_id, msg)
+
+    async def on_event(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:
+        await self._copier().on_event(user_id, chat_id, msg)
