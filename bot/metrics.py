@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from storage.health import HealthReads
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EXIT_LATENCY = Histogram(
@@ -84,8 +86,7 @@ class Metrics:
 
     async def refresh(self) -> None:
         """Read what comes from the database (before rendering: collectors cannot await)."""
-        rows = await self.services.db.fetchall("SELECT state, COUNT(*) FROM exit_signals GROUP BY state")
-        self._live.sells = {str(r[0]): int(r[1]) for r in rows}
+        self._live.sells = await HealthReads(self.services.db).signals_by_state()
 
     async def render(self) -> bytes:
         await self.refresh()
@@ -96,7 +97,7 @@ class Metrics:
         checks: dict[str, Any] = {}
         ok = True
         try:
-            await self.services.db.fetchone("SELECT 1")
+            await HealthReads(self.services.db).ping()
             checks["database"] = "ok"
         except Exception as exc:
             ok = False

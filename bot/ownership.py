@@ -232,8 +232,7 @@ class Ownership:
             self._listener = None
 
     async def _notify(self) -> None:
-        if self.db.backend == "postgresql":
-            await self.db.execute(f"SELECT pg_notify('{CHANNEL}', ?)", (self.owner,))
+        await self.leases.notify(CHANNEL, self.owner)
 
     def figures(self) -> dict[str, int]:
         return {"leases_held": len(self.held), "takeovers": self.takeovers, "losses": self.losses}
@@ -305,7 +304,7 @@ class OwnedStreams:
         payload = {"id": request_id, "from": self.ownership.owner, "to": holder, "op": op, "user": user_id,
                    "args": args}
         try:
-            await self.services.db.execute("SELECT pg_notify(?, ?)", (CALL_CHANNEL, json.dumps(payload)))
+            await self.ownership.leases.notify(CALL_CHANNEL, json.dumps(payload))
             return await asyncio.wait_for(future, self.call_timeout_s)
         except TimeoutError:
             log.warning("%s for a stream owned by %s: no answer in %.0f s", op, holder, self.call_timeout_s)
@@ -327,7 +326,7 @@ class OwnedStreams:
                 log.exception("%s asked by another instance failed", op)
                 result = False
         reply = {"id": request["id"], "to": request["from"], "result": result}
-        await self.services.db.execute("SELECT pg_notify(?, ?)", (REPLY_CHANNEL, json.dumps(reply)))
+        await self.ownership.leases.notify(REPLY_CHANNEL, json.dumps(reply))
 
     def _heard_call(self, payload: str) -> None:
         request = json.loads(payload)
@@ -393,11 +392,7 @@ class OwnedStreams:
             outbox.set_global_rate(share)
 
     async def _candidates(self) -> list[int]:
-        rows = await self.services.db.fetchall(
-            "SELECT s.telegram_id FROM user_settings s JOIN users u ON u.telegram_id = s.telegram_id "
-            "WHERE s.paused=0 AND u.blocked=0 AND s.strategy_json IS NOT NULL ORDER BY s.telegram_id"
-        )
-        return [int(r[0]) for r in rows]
+        return await self.ownership.leases.stream_candidates()
 
     async def _acquired(self, user_id: int) -> None:
         if self.services.streams is not None:
@@ -412,8 +407,7 @@ class OwnedStreams:
         if self.ownership.holds(user_id):
             await self._acquired(user_id)
             return
-        if self.services.db.backend == "postgresql":
-            await self.services.db.execute(f"SELECT pg_notify('{REFRESH_CHANNEL}', ?)", (str(user_id),))
+        await self.ownership.leases.notify(REFRESH_CHANNEL, str(user_id))
         # a user who now wants a stream nobody holds: claim it here rather than wait for the heartbeat
         self.ownership._wake.set()
 

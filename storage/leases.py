@@ -162,3 +162,17 @@ class Leases:
 
     async def leave(self, owner: str) -> None:
         await self.db.execute("DELETE FROM stream_instances WHERE owner=?", (owner,))
+
+    # --- what the lease holders need besides -------------------------------------------------------------
+    async def stream_candidates(self) -> list[int]:
+        """Users whose stream should run somewhere: not paused, not blocked, with a strategy."""
+        rows = await self.db.fetchall(
+            "SELECT s.telegram_id FROM user_settings s JOIN users u ON u.telegram_id = s.telegram_id "
+            "WHERE s.paused=0 AND u.blocked=0 AND s.strategy_json IS NOT NULL ORDER BY s.telegram_id"
+        )
+        return [int(r[0]) for r in rows]
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """PostgreSQL NOTIFY to every instance LISTENing on `channel` (nothing to do on SQLite: one process)."""
+        if self.db.backend == "postgresql":
+            await self.db.execute("SELECT pg_notify(?, ?)", (channel, payload))
