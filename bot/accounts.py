@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from solders.keypair import Keypair
 
@@ -27,11 +28,13 @@ from storage.accounts import (
     KeyInUse,
     LaserSellKeys,
     SettingsStore,
+    UserSettings,
     Wallet,
     Wallets,
     forget_user,
 )
 from storage.db import Database
+from storage.users import BuyPresets
 
 log = logging.getLogger("lasersell_bot.accounts")
 # A refusal never says that another user of the bot has the key or wallet: that would tell a stranger
@@ -368,6 +371,45 @@ class AccountService:
     async def forget(self, user_id: int) -> None:
         await forget_user(self.db, user_id)
         await self._changed(user_id)
+
+    # --- what handlers read and change (public: no handler reaches into the store or the vault) ---------
+    async def user_settings(self, user_id: int) -> UserSettings:
+        """The user's stored settings (defaults for a user not stored yet)."""
+        return await self.store.get(user_id)
+
+    async def update_settings(self, user_id: int, **changes: Any) -> UserSettings:
+        """Store `changes` and hand them to the user's stream; returns the settings as stored."""
+        if changes:
+            await self.store.update(user_id, **changes)
+            await self._changed(user_id)
+        return await self.store.get(user_id)
+
+    async def note_setup(self, user_id: int, *, step: str | None = None, skipped: str | None = None) -> None:
+        """Remember where the user is in setup (`step`), or that they skipped a step (`skipped`)."""
+        if step is not None:
+            await self.store.update(user_id, onboarding_step=step)
+        if skipped is not None:
+            current = await self.store.get(user_id)
+            await self.store.update(user_id, skipped_steps=set(current.skipped_steps) | {skipped})
+
+    async def wallet(self, user_id: int, wallet_id: int) -> Wallet:
+        """One of the user's wallets; AccountError when it is not (or no longer) theirs."""
+        return await self._own(user_id, wallet_id)
+
+    async def set_astralane_key(self, user_id: int, key: str, **changes: Any) -> UserSettings:
+        """Seal and store the user's Astralane key, together with `changes` (the send mode and its tip)."""
+        key = key.strip()
+        if len(key) < 8 or any(c.isspace() for c in key):
+            raise AccountError("That does not look like an Astralane key.")
+        sealed = self.vault.seal(key.encode(), user_id=user_id, kind="astralane_key", identity="astralane_key")
+        return await self.update_settings(user_id, astralane_sealed=sealed, **changes)
+
+    async def buy_presets(self, user_id: int) -> tuple[int, ...]:
+        """The lamport amounts on the user's buy buttons."""
+        return tuple(await BuyPresets(self.db).get(user_id))
+
+    async def set_buy_presets(self, user_id: int, presets: tuple[int, ...]) -> None:
+        await BuyPresets(self.db).set(user_id, presets)
 
 
 _DEVELOPER_WORDS = re.compile(r"\s*\((?:[A-Z][A-Za-z]*(?:Error|Exception|Timeout)|(?:GET|POST|PUT|DELETE) /[^)]*)\)|"

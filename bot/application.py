@@ -12,7 +12,6 @@ from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
-    CommandHandler,
     ContextTypes,
     Defaults,
     MessageHandler,
@@ -24,10 +23,29 @@ from bot.config import Settings
 from bot.context import BotApplication, BotContext
 from bot.notify.limiter import OutboxRateLimiter
 from bot.services import get_services
-from handlers import errors, text
-from handlers.registry import all_commands, feature_modules
+from handlers import (
+    admin,
+    copy,
+    errors,
+    home,
+    onboarding,
+    positions,
+    settings,
+    signals,
+    start,
+    strategy,
+    text,
+    trade,
+    wallets,
+)
+from handlers.registry import all_commands, include_routers
 
 log = logging.getLogger("lasersell_bot.app")
+
+# The feature routers, in menu order (as aiogram's include_routers): each handlers module declares its commands,
+# buttons and prompts; none imports this list.
+ROUTERS = [start.router, onboarding.router, home.router, wallets.router, strategy.router, settings.router,
+           positions.router, trade.router, copy.router, signals.router, text.router, admin.router]
 
 # Handler groups: lower runs first, and only the first matching handler of a group runs, so screening for
 # secrets, recording the user (every update) and gating admin commands (commands only) each need a group of
@@ -97,17 +115,13 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
         .job_queue(None)
         .build()
     )
-    commands = all_commands()
+    commands = all_commands(ROUTERS)
     app.add_handler(TypeHandler(Update, _as_handler(text.screen_secrets)), group=SECRET_GROUP)
     app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
     app.add_handler(
         MessageHandler(filters.COMMAND, _admin_gate({c.name for c in commands if c.admin})), group=GATE_GROUP
     )
-    for command in commands:
-        app.add_handler(CommandHandler(command.name, _as_handler(command.callback)))
-    for module in feature_modules():
-        if hasattr(module, "register"):
-            module.register(app)
+    include_routers(app, ROUTERS)
     app.add_handler(MessageHandler(filters.COMMAND, _as_handler(errors.unknown_command)))
     app.add_error_handler(cast(ErrorCallback, errors.on_error))
     return app
@@ -115,7 +129,7 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
 
 async def _post_init(app: BotApplication) -> None:
     services = app.bot_data["services"]
-    commands = all_commands()
+    commands = all_commands(ROUTERS)
     public = [BotCommand(c.name, c.description[:256]) for c in commands if not c.admin]
     await app.bot.set_my_commands(public)
     if any(c.admin for c in commands):

@@ -21,8 +21,8 @@ import time
 from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.callbacks import CopyTap, keyboard
 from bot.core import Core
 from bot.exits.buy import FEE_HEADROOM_LAMPORTS, LAMPORTS_PER_SOL, StreamClients
 from bot.exits.executor import Checked, Executor, Trade, TradeHooks
@@ -444,8 +444,7 @@ class Copier:
 
 
 def _buttons(order_id: str) -> Any:
-    return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Copy", callback_data=f"cp:go:{order_id}"),
-                                  InlineKeyboardButton("Skip", callback_data=f"cp:no:{order_id}")]])
+    return keyboard([("✅ Copy", CopyTap("go", order_id)), ("Skip", CopyTap("no", order_id))])
 
 
 class _CopyHooks(TradeHooks[str]):

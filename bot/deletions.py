@@ -50,7 +50,7 @@ class ScheduledDeletions:
         self._delete = delete
         # Unix seconds; tests swap in a clock they can move forward, then call `wake()`.
         self.clock = clock
-        # Set once the bot can send (see BotRunner): how a chat is asked to delete a message by hand.
+        # how a chat is asked to delete a message by hand (None: nobody is asked)
         self.notify = notify
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

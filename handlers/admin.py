@@ -13,13 +13,15 @@ from typing import Any
 
 from telegram import Message, MessageEntity, Update
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+from telegram.ext import ContextTypes
 
 from bot.broadcast import progress_text, report_text
+from bot.callbacks import BroadcastTap, keyboard
+from bot.notify.render import esc
 from bot.services import Services, get_services
 from handlers import errors
-from handlers.common import answer, esc, keyboard
-from handlers.registry import Callback, Command
+from handlers.common import answer
+from handlers.registry import Button, Callback, Command, Router
 from storage.admin import AuditLog, Broadcast, OperatorNumbers
 
 USAGE = (
@@ -89,21 +91,21 @@ async def broadcast_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     await message.reply_text(
         f"☝️ That is the preview of broadcast #{draft.id}.\nSend it to <b>{count:,}</b> users?\n"
         f"{audience_words(numbers.total, numbers.blocked, count)}",
-        reply_markup=keyboard([("📣 Send", f"bc:send:{draft.id}"), ("Cancel", f"bc:drop:{draft.id}")]),
+        reply_markup=keyboard([("📣 Send", BroadcastTap("send", draft.id)), ("Cancel", BroadcastTap("drop", draft.id))]),
     )
 
 
 async def on_broadcast_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     query, user = update.callback_query, update.effective_user
-    assert query is not None and query.data is not None and user is not None
+    assert query is not None and user is not None
     services = get_services(context)
     if not services.settings.is_admin(user.id):
         await answer(update, "That button is no longer valid.")
         return
-    _, action, raw_id = (query.data.split(":", 2) + ["", ""])[:3]
-    broadcast_id = int(raw_id) if raw_id.isdigit() else -1
+    tap = BroadcastTap.read(update)
+    broadcast_id = tap.broadcast_id
     broadcasts = services.broadcasts
-    if action == "send":
+    if tap.action == "send":
         message_id = query.message.message_id if query.message is not None else None
         job = await broadcasts.send(broadcast_id, progress_message_id=message_id, exclude=(user.id,))
         if job is None:
@@ -115,15 +117,12 @@ async def on_broadcast_button(update: Update, context: ContextTypes.DEFAULT_TYPE
         await answer(update, "Sending…")
         # the job edits this message with its progress from now on
         await query.edit_message_text(progress_text(job))
-    elif action == "drop":
-        if await broadcasts.jobs.discard(broadcast_id):
-            await _audit(services).record(user.id, "broadcast_discard", f"#{broadcast_id}")
-            await answer(update, "Cancelled")
-            await query.edit_message_text(f"Broadcast #{broadcast_id} cancelled: nothing was sent.")
-        else:
-            await answer(update, "This broadcast was already sent or cancelled.", alert=True)
+    elif await broadcasts.jobs.discard(broadcast_id):
+        await _audit(services).record(user.id, "broadcast_discard", f"#{broadcast_id}")
+        await answer(update, "Cancelled")
+        await query.edit_message_text(f"Broadcast #{broadcast_id} cancelled: nothing was sent.")
     else:
-        await answer(update, "That button is no longer valid.")
+        await answer(update, "This broadcast was already sent or cancelled.", alert=True)
 
 
 async def broadcast_cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -209,15 +208,14 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await message.reply_text(await stats_text(services))
 
 
-COMMANDS = [
-    Command(
-        "broadcast", "Send a message to every user (preview first)", admin_only(broadcast_command), section="Admin", admin=True,
-        usage="/broadcast <b>Maintenance</b> tonight at 22:00 UTC",
-    ),
-    Command("broadcast_cancel", "Stop the broadcast that is sending", admin_only(broadcast_cancel), section="Admin", admin=True),
-    Command("stats", "Users, streams, sells today and the last broadcast", admin_only(stats), section="Admin", admin=True),
-]
-
-
-def register(app: Application) -> None:
-    app.add_handler(CallbackQueryHandler(on_broadcast_button, pattern=r"^bc:"))
+router = Router(
+    commands=[
+        Command("broadcast", "Send a message to every user (preview first)", admin_only(broadcast_command),
+                section="Admin", admin=True, usage="/broadcast <b>Maintenance</b> tonight at 22:00 UTC"),
+        Command("broadcast_cancel", "Stop the broadcast that is sending", admin_only(broadcast_cancel),
+                section="Admin", admin=True),
+        Command("stats", "Users, streams, sells today and the last broadcast", admin_only(stats), section="Admin",
+                admin=True),
+    ],
+    buttons=[Button(BroadcastTap, on_broadcast_button)],
+)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from collections import OrderedDict
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
@@ -18,13 +17,10 @@ log = logging.getLogger("lasersell_bot.handlers")
 AWAITING = "awaiting"
 
 
-def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
-    """Rows of (label, callback data); callback data stays far under Telegram's 64 bytes."""
-    return InlineKeyboardMarkup([[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows])
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=False)
+def user_id_of(update: Update) -> int:
+    """The id of the user who sent this update (every handler here serves a user)."""
+    assert update.effective_user is not None
+    return update.effective_user.id
 
 
 def expect_input(context: ContextTypes.DEFAULT_TYPE, what: str, **extra: Any) -> None:
@@ -102,6 +98,26 @@ async def answer(update: Update, text: str | None = None, alert: bool = False) -
             await update.callback_query.answer(text, show_alert=alert)
         except TelegramError as exc:  # too old: the press is handled anyway
             log.info("callback answer failed: %s", exc)
+
+
+async def send(
+    update: Update, text: str, markup: InlineKeyboardMarkup | None = None, *, no_preview: bool = False
+) -> None:
+    """A new message in the chat of this update (`no_preview`: links in it get no preview)."""
+    chat = update.effective_chat
+    assert chat is not None
+    if no_preview:
+        await chat.send_message(text, reply_markup=markup, disable_web_page_preview=True)
+    else:
+        await chat.send_message(text, reply_markup=markup)
+
+
+async def show(update: Update, text: str, markup: InlineKeyboardMarkup | None = None, *, edit: bool = False) -> None:
+    """Edit the tapped message into `text` (`edit`), or send it as a new message."""
+    if edit:
+        await edit_or_reply(update, text, markup)
+    else:
+        await send(update, text, markup)
 
 
 async def edit_or_reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:

@@ -6,15 +6,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from solders.pubkey import Pubkey
-from telegram import Update
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+from telegram import InlineKeyboardMarkup, Update
+from telegram.ext import ContextTypes
 
+from bot.callbacks import CopyModeTap, CopyTap, keyboard
 from bot.copy import USD1_UNITS, amount_words
 from bot.exits.buy import LAMPORTS_PER_SOL
 from bot.notify import render
 from bot.services import get_services
-from handlers.common import answer, keyboard
-from handlers.registry import Command
+from handlers.common import answer, user_id_of
+from handlers.registry import Button, Command, Router
 from storage.copy import DEFAULT_LIMITS, WatchedWallet
 
 DEFAULT_AMOUNT = LAMPORTS_PER_SOL // 10
@@ -157,103 +158,132 @@ async def copy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await message.reply_text(reply)
 
 
-async def _run(services: Any, user_id: int, args: list[str]) -> Any:
-    copier = services.copier
-    store = copier.store
+async def _run(services: Any, user_id: int, args: list[str]) -> str | tuple[str, InlineKeyboardMarkup]:
     if not args:
         return await overview(services, user_id)
     action, rest = args[0].lower(), args[1:]
     if action == "add":
-        if len(rest) != 2:
-            raise CopyInputError("write <code>/copy add &lt;wallet address&gt; &lt;nickname&gt;</code>")
-        try:
-            address = str(Pubkey.from_string(rest[0]))
-        except ValueError:
-            raise CopyInputError(f"{rest[0]!r} is not a Solana wallet address (base58, 32 to 44 characters)") from None
-        nickname = rest[1]
-        if len(nickname) > MAX_NICKNAME or not nickname.replace("_", "").replace("-", "").isalnum():
-            raise CopyInputError(f"a nickname is up to {MAX_NICKNAME} letters, digits, - or _")
-        own = {w.address for w in await services.accounts.wallets.list(user_id)}
-        if address in own:
-            raise CopyInputError("that is one of your own wallets; watch someone else's")
-        wallets = await store.wallets(user_id)
-        if any(w.address == address for w in wallets):
-            raise CopyInputError("you already watch that wallet")
-        if any(w.nickname.lower() == nickname.lower() for w in wallets):
-            raise CopyInputError(f"the nickname {nickname!r} is taken; choose another")
-        plan, slots = await copier.slots(user_id)
-        if len(wallets) >= slots:
-            raise CopyInputError(f"your {plan} plan has {slots} watch-wallet slots and all are used; "
-                                 "remove one (/copy remove &lt;nickname&gt;) or upgrade your LaserSell plan")
-        w = await store.add(user_id, address, nickname, DEFAULT_AMOUNT)
-        await copier.changed(user_id, limits=len(wallets) == 0)
-        return (f"👀 Watching <b>{render.esc(w.nickname)}</b> <code>{render.esc(address)}</code>: each of its buys is "
-                f"offered to you for {amount_words(w)} (ask me). Change it with /copy amount, /copy mode.")
+        return await _add(services, user_id, rest)
     if action == "limit":
-        if len(rest) != 2:
-            raise CopyInputError("write <code>/copy limit &lt;name&gt; &lt;value&gt;</code>; /copy lists the names")
-        value = parse_limit(rest[0], rest[1])
-        await store.set_limit(user_id, rest[0], value)
-        if rest[0] in LIMIT_WORDS and rest[0] not in ("daily_budget_sol", "fee_reserve_sol"):
-            await copier.changed(user_id, limits=True)
-        limits = await store.limits(user_id)
-        return f"Saved: <code>{rest[0]}</code> is now {_limit_value(limits, rest[0])} ({LIMIT_WORDS[rest[0]]})."
+        return await _limit(services, user_id, rest)
     if action not in ("amount", "wallet", "mode", "on", "off", "remove"):
         raise CopyInputError(f"/copy does not know {args[0]!r}.\n\n{USAGE}")
     if not rest:
         raise CopyInputError(f"say which watched wallet: <code>/copy {action} &lt;nickname&gt;</code>")
     w = await _watched(services, user_id, rest[0])
-    name = render.esc(w.nickname)
     if action == "amount":
-        units, quote = parse_amount(rest[1:])
-        await store.update(user_id, w.address, amount_units=units, quote=quote)
-        await copier.changed(user_id)
-        updated = await _watched(services, user_id, w.address)
-        return f"Saved: each copy of <b>{name}</b> buys for {amount_words(updated)}."
+        return await _amount(services, user_id, w, rest[1:])
     if action == "wallet":
-        if len(rest) < 2:
-            raise CopyInputError("write <code>/copy wallet &lt;nickname&gt; &lt;your wallet's name&gt;</code>")
-        wanted = " ".join(rest[1:])
-        mine = [x for x in await services.accounts.wallets.list(user_id) if x.registered_at]
-        chosen = next((x for x in mine if x.label.lower() == wanted.lower() or x.address == wanted), None)
-        if chosen is None:
-            names = ", ".join(x.label for x in mine) or "none yet (/wallets)"
-            raise CopyInputError(f"you have no wallet called {render.esc(wanted)!r}; yours: {render.esc(names)}")
-        await store.update(user_id, w.address, buy_wallet=chosen.address)
-        await copier.changed(user_id)
-        return f"Saved: copies of <b>{name}</b> buy with {render.esc(chosen.label)}."
+        return await _buying_wallet(services, user_id, w, rest[1:])
     if action == "mode":
-        choice = rest[1].lower() if len(rest) == 2 else ""
-        if choice in ("ask", "askme", "ask-me"):
-            await store.update(user_id, w.address, mode="ask")
-            return f"Saved: each buy of <b>{name}</b> waits for your Copy / Skip."
-        if choice == "auto":
-            text = (f"⚠️ <b>Auto-copy {name}?</b> Every buy it makes is copied for {amount_words(w)} without asking, "
-                    "within your limits (daily budget, fee reserve, cooldown, exposure). Flagged or odd "
-                    "transactions are still refused by the guard.")
-            return text, keyboard([("Yes, auto-copy", f"cpm:auto:{w.address}"), ("No", f"cpm:no:{w.address}")])
-        raise CopyInputError("the mode is <code>ask</code> (Copy / Skip on each buy) or <code>auto</code>")
+        return await _mode(services, user_id, w, rest[1:])
+    return await _switch(services, user_id, w, action)
+
+
+async def _add(services: Any, user_id: int, rest: list[str]) -> str:
+    copier = services.copier
+    store = copier.store
+    if len(rest) != 2:
+        raise CopyInputError("write <code>/copy add &lt;wallet address&gt; &lt;nickname&gt;</code>")
+    try:
+        address = str(Pubkey.from_string(rest[0]))
+    except ValueError:
+        raise CopyInputError(f"{rest[0]!r} is not a Solana wallet address (base58, 32 to 44 characters)") from None
+    nickname = rest[1]
+    if len(nickname) > MAX_NICKNAME or not nickname.replace("_", "").replace("-", "").isalnum():
+        raise CopyInputError(f"a nickname is up to {MAX_NICKNAME} letters, digits, - or _")
+    own = {w.address for w in await services.accounts.wallets.list(user_id)}
+    if address in own:
+        raise CopyInputError("that is one of your own wallets; watch someone else's")
+    wallets = await store.wallets(user_id)
+    if any(w.address == address for w in wallets):
+        raise CopyInputError("you already watch that wallet")
+    if any(w.nickname.lower() == nickname.lower() for w in wallets):
+        raise CopyInputError(f"the nickname {nickname!r} is taken; choose another")
+    plan, slots = await copier.slots(user_id)
+    if len(wallets) >= slots:
+        raise CopyInputError(f"your {plan} plan has {slots} watch-wallet slots and all are used; "
+                             "remove one (/copy remove &lt;nickname&gt;) or upgrade your LaserSell plan")
+    w = await store.add(user_id, address, nickname, DEFAULT_AMOUNT)
+    await copier.changed(user_id, limits=len(wallets) == 0)
+    return (f"👀 Watching <b>{render.esc(w.nickname)}</b> <code>{render.esc(address)}</code>: each of its buys is "
+            f"offered to you for {amount_words(w)} (ask me). Change it with /copy amount, /copy mode.")
+
+
+async def _limit(services: Any, user_id: int, rest: list[str]) -> str:
+    copier = services.copier
+    if len(rest) != 2:
+        raise CopyInputError("write <code>/copy limit &lt;name&gt; &lt;value&gt;</code>; /copy lists the names")
+    value = parse_limit(rest[0], rest[1])
+    await copier.store.set_limit(user_id, rest[0], value)
+    if rest[0] in LIMIT_WORDS and rest[0] not in ("daily_budget_sol", "fee_reserve_sol"):
+        await copier.changed(user_id, limits=True)
+    limits = await copier.store.limits(user_id)
+    return f"Saved: <code>{rest[0]}</code> is now {_limit_value(limits, rest[0])} ({LIMIT_WORDS[rest[0]]})."
+
+
+async def _amount(services: Any, user_id: int, w: WatchedWallet, rest: list[str]) -> str:
+    units, quote = parse_amount(rest)
+    await services.copier.store.update(user_id, w.address, amount_units=units, quote=quote)
+    await services.copier.changed(user_id)
+    updated = await _watched(services, user_id, w.address)
+    return f"Saved: each copy of <b>{render.esc(w.nickname)}</b> buys for {amount_words(updated)}."
+
+
+async def _buying_wallet(services: Any, user_id: int, w: WatchedWallet, rest: list[str]) -> str:
+    if not rest:
+        raise CopyInputError("write <code>/copy wallet &lt;nickname&gt; &lt;your wallet's name&gt;</code>")
+    wanted = " ".join(rest)
+    mine = [x for x in await services.accounts.wallets.list(user_id) if x.registered_at]
+    chosen = next((x for x in mine if x.label.lower() == wanted.lower() or x.address == wanted), None)
+    if chosen is None:
+        names = ", ".join(x.label for x in mine) or "none yet (/wallets)"
+        raise CopyInputError(f"you have no wallet called {render.esc(wanted)!r}; yours: {render.esc(names)}")
+    await services.copier.store.update(user_id, w.address, buy_wallet=chosen.address)
+    await services.copier.changed(user_id)
+    return f"Saved: copies of <b>{render.esc(w.nickname)}</b> buy with {render.esc(chosen.label)}."
+
+
+async def _mode(
+    services: Any, user_id: int, w: WatchedWallet, rest: list[str]
+) -> str | tuple[str, InlineKeyboardMarkup]:
+    name = render.esc(w.nickname)
+    choice = rest[0].lower() if len(rest) == 1 else ""
+    if choice in ("ask", "askme", "ask-me"):
+        await services.copier.store.update(user_id, w.address, mode="ask")
+        return f"Saved: each buy of <b>{name}</b> waits for your Copy / Skip."
+    if choice == "auto":
+        text = (f"⚠️ <b>Auto-copy {name}?</b> Every buy it makes is copied for {amount_words(w)} without asking, "
+                "within your limits (daily budget, fee reserve, cooldown, exposure). Flagged or odd "
+                "transactions are still refused by the guard.")
+        return text, keyboard([("Yes, auto-copy", CopyModeTap("auto", w.address)), ("No", CopyModeTap("no", w.address))])
+    raise CopyInputError("the mode is <code>ask</code> (Copy / Skip on each buy) or <code>auto</code>")
+
+
+async def _switch(services: Any, user_id: int, w: WatchedWallet, action: str) -> str:
+    name = render.esc(w.nickname)
     if action in ("on", "off"):
-        await store.update(user_id, w.address, enabled=int(action == "on"), disabled_reason=None)
-        await copier.changed(user_id)
+        await services.copier.store.update(user_id, w.address, enabled=int(action == "on"), disabled_reason=None)
+        await services.copier.changed(user_id)
         return f"Copy trading of <b>{name}</b> is {'on' if action == 'on' else 'off'}."
-    await store.remove(user_id, w.address)
-    await copier.changed(user_id)
+    await services.copier.store.remove(user_id, w.address)
+    await services.copier.changed(user_id)
     return f"Removed <b>{name}</b>: it is no longer watched."
 
 
 async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_user is not None
+    tap = CopyModeTap.read(update)
     services = get_services(context)
-    _, action, address = (query.data.split(":", 2) + ["", ""])[:3]
-    user_id = update.effective_user.id
-    found = await services.copier.store.find(user_id, address) if getattr(services, "copier", None) else None
+    user_id = user_id_of(update)
+    copier = services.copier
+    found = await copier.store.find(user_id, tap.address) if copier is not None else None
     if found is None:
         await answer(update, "That wallet is no longer watched.", alert=True)
         return
-    if action == "auto":
-        await services.copier.store.update(user_id, found.address, mode="auto")
+    query = update.callback_query
+    assert query is not None
+    if tap.action == "auto":
+        await copier.store.update(user_id, found.address, mode="auto")
         await answer(update, "Auto-copy on")
         await query.edit_message_text(f"✅ Auto-copy of <b>{render.esc(found.nickname)}</b> is on.")
     else:
@@ -261,23 +291,20 @@ async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         await query.edit_message_text(f"Unchanged: <b>{render.esc(found.nickname)}</b> still asks you first.")
 
 
-async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_user is not None
-    services = get_services(context)
-    _, action, order_id = (query.data.split(":", 2) + ["", ""])[:3]
-    if getattr(services, "copier", None) is None or action not in ("go", "no"):
-        await answer(update, "That button is no longer valid.")
+async def on_copy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Copy / Skip under a buy a watched wallet made."""
+    tap = CopyTap.read(update)
+    copier = get_services(context).copier
+    if copier is None:
+        await answer(update, "Copy trading is not available on this bot.")
         return
-    await answer(update, await services.copier.tap(update.effective_user.id, order_id, action == "go"))
+    await answer(update, await copier.tap(user_id_of(update), tap.order_id, tap.action == "go"))
 
 
-COMMANDS = [
-    Command("copy", "Copy trading: watch wallets and copy their buys under your limits", copy_command,
-            section="Trading", usage="/copy add <address> <nickname>"),
-]
-
-
-def register(app: Application) -> None:
-    app.add_handler(CallbackQueryHandler(on_signal_button, pattern=r"^cp:"))
-    app.add_handler(CallbackQueryHandler(on_mode_button, pattern=r"^cpm:"))
+router = Router(
+    commands=[
+        Command("copy", "Copy trading: watch wallets and copy their buys under your limits", copy_command,
+                section="Trading", usage="/copy add <address> <nickname>"),
+    ],
+    buttons=[Button(CopyTap, on_copy_button), Button(CopyModeTap, on_mode_button)],
+)

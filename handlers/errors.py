@@ -9,6 +9,8 @@ from telegram import Update
 from telegram.error import Forbidden, NetworkError
 from telegram.ext import ContextTypes
 
+from bot.notify.render import esc
+
 log = logging.getLogger("lasersell_bot.errors")
 
 
@@ -39,5 +41,5 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         return
     command = message.text.split()[0].split("@")[0]
     await message.reply_text(
-        f"I don't know the command <code>{command[:40].replace('<', '&lt;')}</code>. Send /help to see what I can do."
+        f"I don't know the command <code>{esc(command[:40])}</code>. Send /help to see what I can do."
     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from telegram import InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+from telegram.ext import ContextTypes
 
+from bot.callbacks import StrategyTap, keyboard
+from bot.notify.render import esc
 from bot.services import get_services
 from bot.strategy import LADDER_USAGE, ONE_LINE_USAGE, Strategy, StrategyError, apply_one_line, parse_ladder
-from handlers.common import PCT_LADDER, SECONDS_LADDER, answer, edit_or_reply, esc, keyboard, ladder_step
-from handlers.registry import Command
+from handlers.common import PCT_LADDER, SECONDS_LADDER, answer, edit_or_reply, ladder_step, user_id_of
+from handlers.onboarding import continue_setup
+from handlers.registry import Button, Command, Router
 
 DRAFT = "strategy_draft"
 
@@ -39,6 +43,10 @@ HELP = (
 )
 
 
+def _change(field: str, value: object) -> dict[str, Any]:
+    return {field: value}
+
+
 def describe(strategy: Strategy, title: str = "Your exit strategy") -> str:
     return f"<b>{esc(title)}</b>\n" + "\n".join(f"• {esc(line)}" for line in strategy.describe())
 
@@ -50,16 +58,17 @@ def _value_label(key: str, value: float) -> str:
 
 
 def editor_markup(draft: Strategy) -> InlineKeyboardMarkup:
-    rows = []
+    rows: list[list[tuple[str, StrategyTap]]] = []
     for key, (field, label, *_rest) in STEPPERS.items():
         value = getattr(draft, field)
         if key == "tp" and draft.ladder:
-            rows.append([(f"Take profit: ladder ({len(draft.ladder)} levels, /ladder)", "s:noop")])
+            rows.append([(f"Take profit: ladder ({len(draft.ladder)} levels, /ladder)", StrategyTap("noop"))])
             continue
-        rows.append([("−", f"s:dn:{key}"), (f"{label}: {_value_label(key, value)}", f"s:tg:{key}"), ("+", f"s:up:{key}")])
+        rows.append([("−", StrategyTap("dn", key)), (f"{label}: {_value_label(key, value)}", StrategyTap("tg", key)),  # type: ignore[arg-type]
+                     ("+", StrategyTap("up", key))])  # type: ignore[arg-type]
     for key, (field, label) in TOGGLES.items():
-        rows.append([(f"{label}: {'on' if getattr(draft, field) else 'off'}", f"s:tg:{key}")])
-    rows.append([("✅ Done", "s:done"), ("Cancel", "s:cancel")])
+        rows.append([(f"{label}: {'on' if getattr(draft, field) else 'off'}", StrategyTap("tg", key))])  # type: ignore[arg-type]
+    rows.append([("✅ Done", StrategyTap("done")), ("Cancel", StrategyTap("cancel"))])
     return keyboard(*rows)
 
 
@@ -81,7 +90,7 @@ async def strategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await update.effective_message.reply_text(
         describe(current) + f"\n\nChange it with the editor, or in one line:\n<code>{esc(ONE_LINE_USAGE)}</code>\n"
         f"<code>{esc(LADDER_USAGE)}</code>\n\n{esc(HELP)}",
-        reply_markup=keyboard([("Edit", "s:edit")]),
+        reply_markup=keyboard([("Edit", StrategyTap("edit"))]),
     )
 
 
@@ -116,80 +125,80 @@ def _step(draft: Strategy, key: str, direction: int) -> Strategy:
         if new < low:
             new = 0  # stepping below the lowest value turns it off
         new = min(new, high)
-    return replace(draft, **{field: int(new) if key == "dl" else float(new)})
+    return replace(draft, **_change(field, int(new) if key == "dl" else float(new)))
+
+
+async def _apply(draft: Strategy, tap: StrategyTap) -> tuple[Strategy, str | None]:
+    """The draft after a stepper or toggle tap, and the note to answer with (None: none)."""
+    if tap.action in ("up", "dn") and tap.key in STEPPERS:
+        return _step(draft, tap.key, 1 if tap.action == "up" else -1), None
+    if tap.action == "tg" and tap.key in STEPPERS:
+        field = STEPPERS[tap.key][0]
+        draft = replace(draft, **_change(field, 0 if getattr(draft, field) else STEPPERS[tap.key][5]))
+        if tap.key == "dl":
+            draft = replace(draft, deadline_s=int(draft.deadline_s))
+        return draft, None
+    if tap.action == "tg" and tap.key in TOGGLES:
+        field = TOGGLES[tap.key][0]
+        return replace(draft, **_change(field, not getattr(draft, field))), TOGGLE_NOTES.get(tap.key)
+    return draft, None
+
+
+async def _save(update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Strategy) -> None:
+    user_data: dict[Any, Any] = context.user_data  # type: ignore[assignment]
+    try:
+        saved = await get_services(context).accounts.set_strategy(user_id_of(update), draft)
+    except StrategyError as exc:
+        # an alert holds 200 characters: the whole reason goes into the editor's message
+        await answer(update, "Not saved: see what to change in the message.", alert=True)
+        await edit_or_reply(
+            update, describe(draft, "Editing your strategy (not saved yet)") + f"\n\n❌ Not saved: {esc(exc)}.",
+            editor_markup(draft),
+        )
+        return
+    user_data.pop(DRAFT, None)
+    await answer(update, "Saved")
+    await edit_or_reply(update, "✅ Saved and sent to your stream.\n" + describe(saved))
+    await continue_setup(update, context)
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    assert query is not None and query.data is not None and update.effective_user is not None
+    tap = StrategyTap.read(update)
     assert context.user_data is not None
     services = get_services(context)
-    parts = query.data.split(":")
-    action = parts[1]
+    user_id = user_id_of(update)
     draft: Strategy | None = context.user_data.get(DRAFT)
-    if action == "edit" or (draft is None and action not in ("noop",)):
-        draft = await services.accounts.strategy(update.effective_user.id)
-        context.user_data[DRAFT] = draft
-        if action != "edit":
+    if tap.action == "noop":
+        await answer(update, "Change the ladder with /ladder")
+        return
+    if tap.action == "cancel":
+        context.user_data.pop(DRAFT, None)
+        await answer(update, "Nothing was changed")
+        current = await services.accounts.strategy(user_id)
+        await edit_or_reply(update, describe(current) + "\n(Unchanged.)", keyboard([("Edit", StrategyTap("edit"))]))
+        return
+    if tap.action == "edit" or draft is None:
+        draft = context.user_data[DRAFT] = await services.accounts.strategy(user_id)
+        if tap.action != "edit":
             await answer(update, "The editor was reopened with your saved strategy.")
             await edit_or_reply(update, describe(draft, "Editing your strategy"), editor_markup(draft))
             return
-    assert draft is not None
-    if action in ("up", "dn") and parts[2] in STEPPERS:
-        draft = _step(draft, parts[2], 1 if action == "up" else -1)
-    elif action == "tg" and parts[2] in STEPPERS:
-        field = STEPPERS[parts[2]][0]
-        draft = replace(draft, **{field: 0 if getattr(draft, field) else STEPPERS[parts[2]][5]})
-        if parts[2] == "dl":
-            draft = replace(draft, deadline_s=int(draft.deadline_s))
-    elif action == "tg" and parts[2] in TOGGLES:
-        field = TOGGLES[parts[2]][0]
-        draft = replace(draft, **{field: not getattr(draft, field)})
-        if parts[2] in TOGGLE_NOTES:
-            context.user_data[DRAFT] = draft
-            await answer(update, TOGGLE_NOTES[parts[2]][:190])
-            await edit_or_reply(update, describe(draft, "Editing your strategy (not saved yet)"), editor_markup(draft))
-            return
-    elif action == "done":
-        try:
-            saved = await services.accounts.set_strategy(update.effective_user.id, draft)
-        except StrategyError as exc:
-            # an alert holds 200 characters: the whole reason goes into the editor's message
-            await answer(update, "Not saved: see what to change in the message.", alert=True)
-            await edit_or_reply(
-                update, describe(draft, "Editing your strategy (not saved yet)") + f"\n\n❌ Not saved: {esc(exc)}.",
-                editor_markup(draft),
-            )
-            return
-        context.user_data.pop(DRAFT, None)
-        await answer(update, "Saved")
-        await edit_or_reply(update, "✅ Saved and sent to your stream.\n" + describe(saved))
-        from handlers.wallets import _continue_onboarding
-
-        await _continue_onboarding(update, context)
+    if tap.action == "done":
+        await _save(update, context, draft)
         return
-    elif action == "cancel":
-        context.user_data.pop(DRAFT, None)
-        await answer(update, "Nothing was changed")
-        current = await services.accounts.strategy(update.effective_user.id)
-        await edit_or_reply(update, describe(current) + "\n(Unchanged.)", keyboard([("Edit", "s:edit")]))
-        return
-    elif action == "noop":
-        await answer(update, "Change the ladder with /ladder")
-        return
+    draft, note = await _apply(draft, tap)
     context.user_data[DRAFT] = draft
-    await answer(update)
+    await answer(update, note[:190] if note else None)
     await edit_or_reply(update, describe(draft, "Editing your strategy (not saved yet)"), editor_markup(draft))
 
 
-def register(app: Application) -> None:
-    app.add_handler(CallbackQueryHandler(on_button, pattern=r"^s:"))
-
-
-COMMANDS = [
-    Command("strategy", "Your exit strategy: see it, edit it, or set it in one line (guard on = check pool "
-            "liquidity before an exit)", strategy_command, section="Setup", usage=ONE_LINE_USAGE),
-    Command("ladder", "Take-profit ladder: each level sells a share of what is left", ladder_command,
-            section="Setup", usage="/ladder 25:30 50:50 100:100 (30% at +25%, half of the rest at +50%, the rest at "
-            "+100%)"),
-]
+router = Router(
+    commands=[
+        Command("strategy", "Your exit strategy: see it, edit it, or set it in one line (guard on = check pool "
+                "liquidity before an exit)", strategy_command, section="Setup", usage=ONE_LINE_USAGE),
+        Command("ladder", "Take-profit ladder: each level sells a share of what is left", ladder_command,
+                section="Setup", usage="/ladder 25:30 50:50 100:100 (30% at +25%, half of the rest at +50%, the rest "
+                "at +100%)"),
+    ],
+    buttons=[Button(StrategyTap, on_button)],
+)

@@ -1,9 +1,10 @@
-"""Plain messages: the answer to what the bot asked for; and the secret screen that sees every text first."""
+"""Plain messages: the answer to what the bot asked for (each feature names its prompts' readers in its router),
+and the secret screen that sees every text first."""
 
 from __future__ import annotations
 
 from telegram import Message, Update
-from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, MessageHandler, filters
+from telegram.ext import ApplicationHandlerStop, ContextTypes, MessageHandler, filters
 
 from bot.keys import LASERSELL_KEY_RE, incoming_secret, looks_like_secret
 from bot.services import get_services
@@ -17,6 +18,7 @@ from handlers.common import (
     note_screened,
     refuse_secret_in_group,
 )
+from handlers.registry import PLAIN_TEXT, Router, installed_inputs
 
 SECRET_INPUTS = {"apikey": "API key", "import": "wallet key", "astralane": "Astralane key"}
 # Commands whose argument is a secret by definition, whatever it looks like.
@@ -53,43 +55,11 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             f"That looked like a LaserSell API key, so I did not keep it. {note}\n"
             "To set your key, send <code>/apikey YOUR_KEY</code>."
         )
-    elif what == "apikey":
-        from handlers.start import save_api_key
-
-        await save_api_key(update, context, message.text)
-    elif what == "import":
-        from handlers.wallets import import_wallet
-
-        await import_wallet(update, context, message.text)
-    elif what == "astralane":
-        from handlers.settings import save_astralane_key
-
-        await save_astralane_key(update, context, message.text)
-    elif what == "rename" and waiting is not None:
-        from handlers.wallets import rename_wallet
-
-        await rename_wallet(update, context, int(waiting["wallet_id"]), message.text)
-    elif what == "setting" and waiting is not None:
-        from handlers.settings import save_typed_setting
-
-        await save_typed_setting(update, context, str(waiting["name"]), message.text)
-    elif what == "presets":
-        from handlers.home import save_presets
-
-        await save_presets(update, context, message.text)
     else:
-        from handlers.home import mint_in, open_token
-
-        mint = mint_in(message.text)
-        if mint is not None:
-            clear_input(context)
-            await open_token(update, context, mint)
-            return
-        await message.reply_text(
-            "I did not find a token in that. Paste a token's mint address, or a pump.fun, DexScreener, Birdeye, "
-            "Solscan or GMGN link to it, and I open it with buy buttons. /home shows your wallets and positions; "
-            "/help lists every command."
-        )
+        inputs = installed_inputs(context)
+        reader = inputs.get(what or PLAIN_TEXT) or inputs.get(PLAIN_TEXT)
+        if reader is not None:
+            await reader(update, context, message.text, waiting or {})
 
 
 def _incoming(update: Update) -> tuple[Message | None, bool]:
@@ -180,5 +150,4 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     raise ApplicationHandlerStop
 
 
-def register(app: Application) -> None:
-    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, on_text))
+router = Router(handlers=[MessageHandler(filters.TEXT & ~filters.COMMAND, on_text)])

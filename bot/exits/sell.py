@@ -29,19 +29,24 @@ from typing import Any, Protocol
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from bot.accounts import api_failure_words
+from bot.callbacks import SignalTap
 from bot.core import Core
 from bot.exits.executor import Checked, Executor, Holdings, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.inbox import UNTRACKED
 from bot.exits.signer import SigningError, decode_unsigned
-from bot.lasersell_api import LaserSellApiError
+from bot.lasersell_api import InvalidApiKey, LaserSellApiError
 from bot.notify import render
 from bot.notify.alerts import buttons, signal_buttons
+from bot.notify.charts import bands_from
 from bot.notify.outbox import Priority
 from bot.notify.pnl_card import PnlCard, render_pnl_card
 from bot.solana_rpc import RpcError, SignatureStatus
+from bot.stream.events import StreamEvent
 from bot.tasks import BackgroundTasks
 from storage.accounts import UserSettings
+from storage.history import PnlHistory
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
 log = logging.getLogger("lasersell_bot.sell")
@@ -124,6 +129,13 @@ class ExitRequests(Protocol):
     async def request_exit(self, user_id: int, position_id: int, slippage_bps: int | None = None) -> bool: ...
 
 
+class ManualSignals(Protocol):
+    """Where a sell asked for from the card goes: the same inbox as the stream's exit signals
+    (`bot.exits.inbox.SignalInbox`)."""
+
+    async def on_signal(self, user_id: int, event: StreamEvent) -> ExitSignal: ...
+
+
 class Seller:
     def __init__(self, core: Core, executor: Executor, streams: ExitRequests) -> None:
         self.core = core
@@ -171,7 +183,7 @@ class Seller:
         if int(time.time() * 1000) - signal.received_at_ms > SIGNAL_TTL_MS:
             if await self.signals.transition(signal.id, ("pending",), "expired"):
                 await self._edit(signal, "⌛ This signal expired. Tap Refresh for a fresh exit transaction.",
-                                 buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+                                 buttons([("🔄 Refresh", SignalTap("refresh", signal.id))]))
             return "Expired: tap Refresh."
         if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
             return "Already selling…"
@@ -371,7 +383,7 @@ class Seller:
         if fresh is None:
             await self.signals.set(signal.id, state="expired", error="no fresh transaction")
             await self._edit(signal, render.exit_signal(signal, position) + "\n\n⌛ Could not get a fresh transaction in time.",
-                             buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+                             buttons([("🔄 Refresh", SignalTap("refresh", signal.id))]))
             return Outcome("failed", "expired")
         # the fresh signal goes through the same atomic approve as a tap
         if not await self.signals.transition(fresh.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
@@ -425,7 +437,7 @@ class Seller:
         if not retryable:
             if kind == "fees":
                 text += "\nAdd a little SOL to the wallet for fees, then tap Refresh."
-                await self._edit(signal, text, buttons([("🔄 Refresh", f"x:refresh:{signal.id}")]))
+                await self._edit(signal, text, buttons([("🔄 Refresh", SignalTap("refresh", signal.id))]))
             elif position is not None and position.status == "open":
                 # a way forward always: a fresh transaction is checked and sent from scratch
                 await self._edit(signal, text + "\nTap Refresh for a fresh exit transaction.", _refresh_markup(signal))
@@ -438,7 +450,7 @@ class Seller:
             await self._edit(signal, text + f"\n🔁 Retrying with {slippage / 100:g}% slippage…")
             self._spawn(self._retry(signal, slippage, automatic=True))
         elif slippage > current or kind == "expired":
-            await self._edit(signal, text, buttons([(f"🔁 Retry at {slippage / 100:g}% slippage", f"x:retry:{signal.id}")]))
+            await self._edit(signal, text, buttons([(f"🔁 Retry at {slippage / 100:g}% slippage", SignalTap("retry", signal.id))]))
         else:
             await self._edit(signal, text + f"\nYour slippage cap ({settings.slippage_cap_bps / 100:g}%) is reached; raise it in /settings.")
         return Outcome("failed", words, signal.signature)
@@ -467,7 +479,7 @@ class Seller:
         fresh = await self._ask_fresh(failed, slippage_bps)
         if fresh is None:
             await self._edit(failed, await self._signal_text(failed) + "\n\n⌛ No fresh transaction came; tap Refresh.",
-                             buttons([("🔄 Refresh", f"x:refresh:{failed.id}")]))
+                             buttons([("🔄 Refresh", SignalTap("refresh", failed.id))]))
             return
         await self.signals.set(fresh.id, attempt=failed.attempt + 1, slippage_bps=slippage_bps)
         if await self.signals.transition(fresh.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
@@ -533,7 +545,7 @@ class Seller:
         fresh = await self._fresh_partial(old, old.slippage_bps)
         if fresh is None:
             await self._edit(old, await self._signal_text(old) + "\n\n⌛ LaserSell could not build a fresh sell right now; "
-                             "tap Refresh again.", buttons([("🔄 Refresh", f"x:refresh:{old.id}")]))
+                             "tap Refresh again.", buttons([("🔄 Refresh", SignalTap("refresh", old.id))]))
             return
         await self._edit(fresh, await self._signal_text(fresh) + "\n\n🔄 Fresh transaction for the same amount.",
                          signal_buttons(fresh.id))
@@ -615,6 +627,67 @@ class Seller:
         await self._confirm(signal.id, raw, signal.signature)
 
 
+    # --- sells asked for from a position's card -----------------------------------------------------------
+    async def held_tokens(self, position: Position) -> int:
+        """Tokens the wallet holds now (a partial sell leaves fewer than the stream first reported)."""
+        try:
+            holdings = await self.core.rpc.get_token_holdings(position.wallet)
+        except (RpcError, KeyError, TypeError, ValueError) as exc:
+            log.info("token holdings unavailable (%s); using the stream's amount", exc)
+            return int(position.tokens)
+        for holding in holdings:
+            if holding.mint == position.mint and (position.token_account in (None, holding.token_account)):
+                return int(holding.amount)
+        return 0
+
+    async def sell_share(self, user_id: int, position: Position, share_pct: int | None, inbox: ManualSignals) -> str:
+        """Sell `share_pct` % of what the wallet holds, or (None) the most that sells within the user's
+        slippage; returns the answer for the tap.
+
+        The REST API builds the sell for that amount; it goes into `inbox` as a "manual" exit signal and from
+        there the way of every exit signal: stored, shown with Sell / Skip (or straight on with auto-sell),
+        the guard, signing, sending and confirming."""
+        settings = await self.core.accounts.user_settings(user_id)
+        held = await self.held_tokens(position)
+        if share_pct is None:
+            best = sellable_within(position, settings.slippage_bps, held)
+            if best is None:
+                return "No liquidity snapshot within your slippage yet: try Refresh in a few seconds."
+            amount, share = best[0], f"{best[1]:.0f}%"
+        else:
+            amount, share = (held if share_pct >= 100 else held * share_pct // 100), f"{share_pct}%"
+        if amount <= 0 or held <= 0:
+            return "This wallet holds none of these tokens any more."
+        found = await self.core.accounts.api_key(user_id)
+        if found is None:
+            return "Connect your LaserSell key first: /start"
+        try:
+            # the tip is the user's for their send mode (none over plain RPC); the proceeds come in the market's quote
+            tx = await self.core.api.sell(
+                found[0], mint=position.mint, user_pubkey=position.wallet, amount_tokens=amount,
+                slippage_bps=settings.slippage_bps, output=render.quote_of(position), send_mode=settings.send_mode,
+                tip_lamports=settings.tip_lamports,
+            )
+        except InvalidApiKey:
+            return "LaserSell refused your API key: set it again with /apikey."
+        except LaserSellApiError as exc:
+            return f"No sell was built: {api_failure_words(exc)}."[:190]
+        now = int(time.time() * 1000)
+        msg: dict[str, Any] = {
+            "type": "exit_signal_with_tx", "position_id": position.position_id, "wallet_pubkey": position.wallet,
+            "mint": position.mint, "token_account": position.token_account, "position_tokens": held,
+            "sell_tokens": amount, "profit_units": position.profit_units or 0, "reason": "manual",
+            "triggered_at_ms": now, "unsigned_tx_b64": tx,
+        }
+        if position.market_type:
+            msg["market_context"] = {"market_type": position.market_type}
+        await PnlHistory.for_db(self.core.db).mark(user_id, position.position_id, "sell", f"card {share}")
+        event = StreamEvent(type="exit_signal_with_tx", data=msg, received_at=time.monotonic(), urgent=True)
+        await inbox.on_signal(user_id, event)
+        if settings.auto_sell:
+            return f"Selling {share}…"
+        return f"Sell {share} ready: tap Sell to confirm."
+
 class _SellHooks(TradeHooks[Outcome]):
     """What a sell does at each step of the executor."""
 
@@ -658,7 +731,7 @@ class _SellHooks(TradeHooks[Outcome]):
         await seller.signals.set(signal.id, state="failed", error=f"unverified: {reason}"[:200])
         await seller._edit(signal, await self._text() + "\n\n⚠️ <b>Not signed</b>: this transaction could not be "
                            f"verified ({render.esc(reason)}), and the bot never signs blind.",
-                           buttons([("🔁 Retry", f"x:retry:{signal.id}")]))
+                           buttons([("🔁 Retry", SignalTap("retry", signal.id))]))
         return Outcome("failed", "could not be verified")
 
     async def stale(self) -> Outcome:
@@ -710,7 +783,7 @@ class _SellHooks(TradeHooks[Outcome]):
 
 
 def _refresh_markup(signal: ExitSignal) -> Any:
-    return buttons([("🔄 Refresh", f"x:refresh:{signal.id}")])
+    return buttons([("🔄 Refresh", SignalTap("refresh", signal.id))])
 
 
 def is_partial(signal: ExitSignal) -> bool:
@@ -734,3 +807,13 @@ def _rpc_error_kind(exc: RpcError) -> Any:
     if data.get("err") is not None:
         return data["err"]
     return text
+
+
+def sellable_within(position: Position, slippage_bps: int, held: int) -> tuple[int, float, int] | None:
+    """(tokens, % of what is held, band slippage) sellable within the band at or below `slippage_bps`."""
+    bands = [b for b in bands_from(position.bands) if b.slippage_bps <= slippage_bps]
+    if not bands or held <= 0:
+        return None
+    band = bands[-1]
+    tokens = min(held, band.max_tokens) if band.max_tokens else int(held * min(100.0, band.coverage_pct) / 100)
+    return tokens, 100.0 * tokens / held, band.slippage_bps

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardMarkup
 
+from bot.callbacks import CallbackData, PositionTap, SignalTap, keyboard
 from bot.metrics import exit_signal_sent
 from bot.notify import render
 from bot.notify.outbox import DeliveryFailed, Outbox, Priority
@@ -32,16 +33,16 @@ LEVEL_CACHE_S = 5.0
 LoadPosition = Callable[[int, int], Awaitable[Position | None]]
 
 
-def buttons(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in row] for row in rows])
+def buttons(*rows: Sequence[tuple[str, CallbackData]]) -> InlineKeyboardMarkup:
+    return keyboard(*rows)
 
 
 def position_buttons(position_id: int) -> InlineKeyboardMarkup:
-    return buttons([("Sell now", f"p:sell:{position_id}"), ("Stop tracking", f"p:stop:{position_id}")])
+    return buttons([("Sell now", PositionTap("now", position_id)), ("Stop tracking", PositionTap("stop", position_id))])
 
 
 def signal_buttons(signal_id: str) -> InlineKeyboardMarkup:
-    return buttons([("✅ Sell", f"x:sell:{signal_id}"), ("Skip", f"x:skip:{signal_id}")])
+    return buttons([("✅ Sell", SignalTap("sell", signal_id)), ("Skip", SignalTap("skip", signal_id))])
 
 
 @dataclass
@@ -185,7 +186,7 @@ class Alerts:
         level = await self._level(user_id, "liquidity")
         if level == "off":
             return
-        markup = buttons([("Sell now", f"p:sell:{p.position_id}")]) if trend == "draining" else None
+        markup = buttons([("Sell now", PositionTap("now", p.position_id))]) if trend == "draining" else None
         self.outbox.send_message(
             chat_id, render.liquidity_alert(p, trend, bands), priority=Priority.ALERT, reply_markup=markup,
             disable_notification=level == "silent",

@@ -49,6 +49,8 @@ TRENDS = {"growing": "📈 growing", "stable": "➖ stable", "draining": "🚨 d
 
 
 def esc(value: Any) -> str:
+    """The one way a string someone else chose (a token's symbol or name, a wallet label, a nickname, an error
+    text) enters a message: every message is HTML, so `<` and `&` are written as entities."""
     return html.escape(str(value), quote=False)
 
 
@@ -151,7 +153,8 @@ def age(ms: int | None, now_ms: int | None = None) -> str:
 
 
 def short(address: str) -> str:
-    return f"{address[:4]}…{address[-4:]}"
+    """An address shortened for a message (escaped: it may come from a stream or a paste)."""
+    return esc(f"{address[:4]}…{address[-4:]}")
 
 
 def position_opened(p: Position) -> str:

@@ -43,7 +43,7 @@ from storage.users import Users
 
 log = logging.getLogger("lasersell_bot.streams")
 
-__all__ = ["CopyConfig", "StreamAccounts", "UserStreams", "Wanted", "Worker"]
+__all__ = ["CopyConfig", "CopyTrading", "StreamAccounts", "UserStreams", "Wanted", "Worker"]
 
 
 class _Ownership(Protocol):
@@ -97,8 +97,8 @@ class CopyConfig(Protocol):
     async def mirror_config(self, user_id: int) -> dict[str, Any] | None: ...
 
 
-class _CopyTrading(CopyEvents, CopyConfig, Protocol):
-    pass
+class CopyTrading(CopyEvents, CopyConfig, Protocol):
+    """Copy trading as the streams see it: what it adds to configure, and the events it hears."""
 
 
 RegisterWallets = Callable[[int, str], Coroutine[Any, Any, object]]
@@ -116,7 +116,7 @@ class UserStreams:
         stream_url: str,
         on_exit_signal: ExitHandler | None = None,
         pnl: PnlBatcher | None = None,
-        copy: _CopyTrading | None = None,
+        copy: CopyTrading | None = None,
         register_wallets: RegisterWallets | None = None,
         wallet_changed: Callable[[str], None] | None = None,
         start_jitter_s: float = 2.0,
