@@ -22,7 +22,6 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.context import BotApplication, BotContext
 from bot.notify.limiter import OutboxRateLimiter
-from bot.services import get_services
 from handlers import (
     admin,
     copy,
@@ -69,7 +68,7 @@ async def record_user(update: Update, context: BotContext) -> None:
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None or user.is_bot:
         return
-    services = get_services(context)
+    services = context.services
     # The chat to reach the user in is their private chat with the bot.
     chat_id = chat.id if chat.type == "private" else user.id
     back = await services.users.seen_often(user.id, chat_id, user.first_name, user.last_name, user.username)
@@ -84,7 +83,7 @@ def _admin_gate(admin_names: set[str]) -> HandlerCallback:
             return
         name = message.text.split()[0][1:].split("@")[0].lower()
         user = update.effective_user
-        if name in admin_names and (user is None or not get_services(context).settings.is_admin(user.id)):
+        if name in admin_names and (user is None or not context.services.settings.is_admin(user.id)):
             # To anyone else an admin command does not exist.
             await _as_handler(errors.unknown_command)(update, context)
             raise ApplicationHandlerStop

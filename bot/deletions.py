@@ -54,6 +54,9 @@ class ScheduledDeletions:
         self.notify = notify
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Rounds of the job's loop begun, each after the last attempt's bookkeeping: a test that moves the
+        # clock waits for the next round first, or its wake() would land inside an attempt and be lost.
+        self.rounds = 0
 
     def _ms(self, after_s: float = 0.0) -> int:
         return int((self.clock() + after_s) * 1000)
@@ -155,6 +158,7 @@ class ScheduledDeletions:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            self.rounds += 1
             try:
                 due = await self.rows.next_due()
                 if due is None:

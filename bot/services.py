@@ -1,10 +1,9 @@
 """The application's services, built once at start (`bot.wiring.build_services`) and reached from handlers
-through `BotContext.services` (or `get_services`)."""
+through `BotContext.services`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, cast
 
 from telegram import Bot
 
@@ -29,7 +28,7 @@ from storage.db import Database
 from storage.meta import Meta
 from storage.users import Users
 
-__all__ = ["CHECK_KEY", "Services", "get_services", "open_vault"]
+__all__ = ["CHECK_KEY", "Services", "open_vault"]
 
 
 async def open_vault(settings: Settings, db: Database) -> Vault:
@@ -116,18 +115,3 @@ class Services:
         await self.deletions.stop()
         await self.api.close()
         await self.rpc.close()
-
-
-class _HasBotData(Protocol):
-    @property
-    def bot_data(self) -> dict[str, object]: ...
-
-
-class _HasApplication(Protocol):
-    @property
-    def application(self) -> _HasBotData: ...
-
-
-def get_services(context: _HasApplication) -> Services:
-    """The Services stored in the Application's bot_data (PTB passes it to every handler)."""
-    return cast(Services, context.application.bot_data["services"])

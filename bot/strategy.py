@@ -140,6 +140,16 @@ class Strategy:
         data["ladder"] = tuple(Level(**lv) for lv in data.get("ladder", []))
         return cls(**data)
 
+    @classmethod
+    def load(cls, text: str) -> Strategy:
+        """A stored strategy, checked by today's rules before it is used: one an older version saved that
+        LaserSell would now refuse (or that this version cannot read) raises StrategyError saying why."""
+        try:
+            strategy = cls.from_json(text)
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or fields this version does not know
+            raise StrategyError(f"this version cannot read it ({type(exc).__name__})") from None
+        return strategy.validated()
+
     def describe(self) -> list[str]:
         """The strategy in plain words, one line a condition (ladder levels one line each)."""
         lines = []

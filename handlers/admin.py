@@ -13,12 +13,12 @@ from typing import Any
 
 from telegram import Message, MessageEntity, Update
 from telegram.error import BadRequest
-from telegram.ext import ContextTypes
 
 from bot.broadcast import progress_text, report_text
 from bot.callbacks import BroadcastTap, keyboard
+from bot.context import BotContext
 from bot.notify.render import esc
-from bot.services import Services, get_services
+from bot.services import Services
 from handlers import errors
 from handlers.common import answer
 from handlers.registry import Button, Callback, Command, Router
@@ -38,9 +38,9 @@ def admin_only(callback: Callback) -> Callback:
     """Checked here too, not only in the app's gate: to a non-admin the command does not exist."""
 
     @functools.wraps(callback)
-    async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Any:
+    async def guarded(update: Update, context: BotContext) -> Any:
         user = update.effective_user
-        if user is None or not get_services(context).settings.is_admin(user.id):
+        if user is None or not context.services.settings.is_admin(user.id):
             return await errors.unknown_command(update, context)
         return await callback(update, context)
 
@@ -55,10 +55,10 @@ def _body(message: Message) -> str:
     return parts[1].strip() if len(parts) > 1 else ""
 
 
-async def broadcast_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def broadcast_command(update: Update, context: BotContext) -> None:
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     assert message is not None and user is not None and chat is not None
-    services = get_services(context)
+    services = context.services
     broadcasts = services.broadcasts
     running = await broadcasts.jobs.running()
     if running:
@@ -95,10 +95,10 @@ async def broadcast_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
     )
 
 
-async def on_broadcast_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_broadcast_button(update: Update, context: BotContext) -> None:
     query, user = update.callback_query, update.effective_user
     assert query is not None and user is not None
-    services = get_services(context)
+    services = context.services
     if not services.settings.is_admin(user.id):
         await answer(update, "That button is no longer valid.")
         return
@@ -125,10 +125,10 @@ async def on_broadcast_button(update: Update, context: ContextTypes.DEFAULT_TYPE
         await answer(update, "This broadcast was already sent or cancelled.", alert=True)
 
 
-async def broadcast_cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def broadcast_cancel(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
-    services = get_services(context)
+    services = context.services
     broadcasts = services.broadcasts
     stopped: list[Broadcast] = []
     for job in await broadcasts.jobs.running():
@@ -200,10 +200,10 @@ async def stats_text(services: Services, now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stats(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
-    services = get_services(context)
+    services = context.services
     await _audit(services).record(user.id, "stats")
     await message.reply_text(await stats_text(services))
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
+from bot.context import BotContext
 from bot.deletions import DELETED, REFUSED, RETRYING
 
 log = logging.getLogger("lasersell_bot.handlers")
@@ -23,17 +23,17 @@ def user_id_of(update: Update) -> int:
     return update.effective_user.id
 
 
-def expect_input(context: ContextTypes.DEFAULT_TYPE, what: str, **extra: Any) -> None:
+def expect_input(context: BotContext, what: str, **extra: Any) -> None:
     """The user's next plain message answers `what` (apikey, import, rename, astralane)."""
     assert context.user_data is not None
     context.user_data[AWAITING] = {"what": what, **extra}
 
 
-def awaiting(context: ContextTypes.DEFAULT_TYPE) -> dict[str, Any] | None:
+def awaiting(context: BotContext) -> dict[str, Any] | None:
     return None if context.user_data is None else context.user_data.get(AWAITING)
 
 
-def clear_input(context: ContextTypes.DEFAULT_TYPE) -> None:
+def clear_input(context: BotContext) -> None:
     if context.user_data is not None:
         context.user_data.pop(AWAITING, None)
 

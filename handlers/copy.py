@@ -7,13 +7,12 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 from telegram import InlineKeyboardMarkup, Update
-from telegram.ext import ContextTypes
 
 from bot.callbacks import CopyModeTap, CopyTap, keyboard
+from bot.context import BotContext
 from bot.copy import USD1_UNITS, amount_words
 from bot.exits.buy import LAMPORTS_PER_SOL
 from bot.notify import render
-from bot.services import get_services
 from handlers.common import answer, user_id_of
 from handlers.registry import Button, Command, Router
 from storage.copy import DEFAULT_LIMITS, WatchedWallet
@@ -138,8 +137,8 @@ async def _watched(services: Any, user_id: int, name: str) -> WatchedWallet:
     return found
 
 
-async def copy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def copy_command(update: Update, context: BotContext) -> None:
+    services = context.services
     assert update.effective_user is not None and update.effective_message is not None
     message = update.effective_message
     if getattr(services, "copier", None) is None:
@@ -271,9 +270,9 @@ async def _switch(services: Any, user_id: int, w: WatchedWallet, action: str) ->
     return f"Removed <b>{name}</b>: it is no longer watched."
 
 
-async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_mode_button(update: Update, context: BotContext) -> None:
     tap = CopyModeTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     copier = services.copier
     found = await copier.store.find(user_id, tap.address) if copier is not None else None
@@ -291,10 +290,10 @@ async def on_mode_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         await query.edit_message_text(f"Unchanged: <b>{render.esc(found.nickname)}</b> still asks you first.")
 
 
-async def on_copy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_copy_button(update: Update, context: BotContext) -> None:
     """Copy / Skip under a buy a watched wallet made."""
     tap = CopyTap.read(update)
-    copier = get_services(context).copier
+    copier = context.services.copier
     if copier is None:
         await answer(update, "Copy trading is not available on this bot.")
         return

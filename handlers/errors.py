@@ -7,14 +7,14 @@ import secrets
 
 from telegram import Update
 from telegram.error import Forbidden, NetworkError
-from telegram.ext import ContextTypes
 
+from bot.context import BotContext
 from bot.notify.render import esc
 
 log = logging.getLogger("lasersell_bot.errors")
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: BotContext) -> None:
     error = context.error
     reference = secrets.token_hex(3)
     if isinstance(error, Forbidden):
@@ -35,7 +35,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             log.warning("could not tell the user about error %s", reference)
 
 
-async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown_command(update: Update, context: BotContext) -> None:
     message = update.effective_message
     if message is None or not message.text:
         return

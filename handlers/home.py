@@ -12,12 +12,12 @@ from decimal import Decimal, InvalidOperation
 
 from solders.pubkey import Pubkey
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.callbacks import HomeTap, TokenTap
+from bot.context import BotContext
 from bot.notify import cards, render
 from bot.notify.render import esc
-from bot.services import Services, get_services
+from bot.services import Services
 from handlers.common import answer, clear_input, edit_or_reply, expect_input, send, show, user_id_of
 from handlers.registry import PLAIN_TEXT, Button, Command, Router
 from storage.users import MAX_BUY_PRESETS
@@ -77,11 +77,11 @@ def parse_presets(text: str) -> tuple[int, ...]:
 
 
 # --- the home panel -----------------------------------------------------------------------------------------
-async def show_home(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit: bool = False) -> None:
-    await show(update, *await cards.home_view(get_services(context), user_id_of(update)), edit=edit)
+async def show_home(update: Update, context: BotContext, *, edit: bool = False) -> None:
+    await show(update, *await cards.home_view(context.services, user_id_of(update)), edit=edit)
 
 
-async def home_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def home_command(update: Update, context: BotContext) -> None:
     clear_input(context)
     await show_home(update, context)
 
@@ -90,10 +90,10 @@ BUY_HELP = ("Paste a token's mint address, or a pump.fun, DexScreener, Birdeye, 
             "open it with buy buttons. Your amounts are {amounts}: change them with <code>{usage}</code>.")
 
 
-async def on_home_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_home_button(update: Update, context: BotContext) -> None:
     """Refresh the panel, or open one of the views it links to (the same views the commands show)."""
     tap = HomeTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     await answer(update, "Refreshed" if tap.action == "home" else None)
     if tap.action == "home":
@@ -116,7 +116,7 @@ async def presets_words(services: Services, user_id: int) -> str:
 
 
 # --- the token panel ----------------------------------------------------------------------------------------
-async def open_pasted_token(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, _asked: object) -> None:
+async def open_pasted_token(update: Update, context: BotContext, text: str, _asked: object) -> None:
     """A message that answers no prompt: open the token it names, or say what to paste."""
     assert update.effective_message is not None
     mint = mint_in(text)
@@ -128,13 +128,13 @@ async def open_pasted_token(update: Update, context: ContextTypes.DEFAULT_TYPE, 
         )
         return
     clear_input(context)
-    text, markup = await cards.token_panel(get_services(context), user_id_of(update), mint, None)
+    text, markup = await cards.token_panel(context.services, user_id_of(update), mint, None)
     await update.effective_message.reply_text(text, reply_markup=markup)
 
 
-async def on_token_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_token_button(update: Update, context: BotContext) -> None:
     tap = TokenTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     if tap.action == "p":
         await answer(update)
@@ -147,9 +147,9 @@ async def on_token_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await edit_or_reply(update, *await cards.token_panel(services, user_id, tap.mint, tap.wallet_id))
 
 
-async def save_presets(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, _asked: object = None) -> None:
+async def save_presets(update: Update, context: BotContext, text: str, _asked: object = None) -> None:
     """The typed answer to "Buy amounts": validated, stored and confirmed (or refused with the reason)."""
-    services = get_services(context)
+    services = context.services
     assert update.effective_user is not None and update.effective_message is not None
     try:
         presets = parse_presets(text)
@@ -163,14 +163,14 @@ async def save_presets(update: Update, context: ContextTypes.DEFAULT_TYPE, text:
         "✅ Buy amounts saved: " + ", ".join(render.sol(v) for v in presets) + ". Paste a token to use them.")
 
 
-async def presets_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def presets_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
     if context.args:
         await save_presets(update, context, " ".join(context.args))
         return
     expect_input(context, "presets")
     await update.effective_message.reply_text(
-        f"Your buy amounts are {await presets_words(get_services(context), user_id_of(update))}. Send up to "
+        f"Your buy amounts are {await presets_words(context.services, user_id_of(update))}. Send up to "
         f"{MAX_BUY_PRESETS} new amounts of "
         f"SOL, for example <code>0.1 0.5 1</code>, or /cancel.")
 

@@ -7,12 +7,12 @@ editor's Done), so it imports no feature module.
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.callbacks import HomeTap, OnboardingTap, StrategyTap, WalletTap, keyboard
+from bot.context import BotContext
 from bot.notify.cards import MODE_NAMES, sol_text, tip_rule
 from bot.notify.render import esc
-from bot.services import Services, get_services
+from bot.services import Services
 from bot.strategy import DEFAULT_STRATEGY
 from handlers.common import answer, clear_input, edit_or_reply, expect_input, show, user_id_of
 from handlers.registry import Button, Router
@@ -77,9 +77,9 @@ async def step_text(services: Services, user_id: int, step: str | None) -> tuple
     return await summary(services, user_id), keyboard([("🏠 Home", HomeTap("home"))]) if done else None
 
 
-async def show_step(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit: bool = False) -> None:
+async def show_step(update: Update, context: BotContext, *, edit: bool = False) -> None:
     """Show the next setup step (or the summary when nothing is left)."""
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     step = await next_step(services, user_id)
     await services.accounts.note_setup(user_id, step=step or "done")
@@ -87,9 +87,9 @@ async def show_step(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit:
     await show(update, text, markup, edit=edit)  # type: ignore[arg-type]
 
 
-async def continue_setup(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def continue_setup(update: Update, context: BotContext) -> None:
     """After a step was done elsewhere (a wallet added, a strategy saved): show the next one, if setting up."""
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     settings = await services.accounts.user_settings(user_id)
     if settings.onboarding_step != "done" and await next_step(services, user_id) is not None:
@@ -110,9 +110,9 @@ async def summary(services: Services, user_id: int) -> str:
     return "Setup is not finished. Still to do: " + ", ".join(missing) + ".\nYou can finish it any time from /settings."
 
 
-async def on_setup_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_setup_button(update: Update, context: BotContext) -> None:
     tap = OnboardingTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     await answer(update)
     if tap.action == "key":

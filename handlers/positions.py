@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
+from bot.context import BotContext
 from bot.notify import cards
 from bot.notify.cards import failure_words
-from bot.services import get_services
 from handlers.common import user_id_of
 from handlers.registry import Command, Router
 
 __all__ = ["failure_words", "history_command", "router", "status_command"]
 
 
-async def status_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def status_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(await cards.status_view(get_services(context), user_id_of(update)))
+    await update.effective_message.reply_text(await cards.status_view(context.services, user_id_of(update)))
 
 
-async def history_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def history_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    text = await cards.history_view(get_services(context), user_id_of(update))
+    text = await cards.history_view(context.services, user_id_of(update))
     await update.effective_message.reply_text(text, disable_web_page_preview=True)
 
 

@@ -14,15 +14,16 @@ from typing import Any
 
 from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import Application, BaseHandler, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import Application, BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot.callbacks import CallbackData, CallbackError
+from bot.context import BotContext
 
 log = logging.getLogger("lasersell_bot.handlers")
 
-Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, Any]]
+Callback = Callable[[Update, BotContext], Coroutine[Any, Any, Any]]
 # The answer to a prompt: (update, context, the text the user sent, what the prompt stored with it)
-InputCallback = Callable[[Update, ContextTypes.DEFAULT_TYPE, str, dict[str, Any]], Awaitable[None]]
+InputCallback = Callable[[Update, BotContext, str, dict[str, Any]], Awaitable[None]]
 
 COMMANDS_KEY = "commands"
 INPUTS_KEY = "inputs"
@@ -75,18 +76,18 @@ def user_commands(routers: Sequence[Router] | None = None) -> list[Command]:
     return [c for c in commands if not c.admin]
 
 
-def installed_commands(context: ContextTypes.DEFAULT_TYPE) -> list[Command]:
+def installed_commands(context: BotContext) -> list[Command]:
     commands: list[Command] = context.application.bot_data.get(COMMANDS_KEY, [])
     return commands
 
 
-def installed_inputs(context: ContextTypes.DEFAULT_TYPE) -> dict[str, InputCallback]:
+def installed_inputs(context: BotContext) -> dict[str, InputCallback]:
     inputs: dict[str, InputCallback] = context.application.bot_data.get(INPUTS_KEY, {})
     return inputs
 
 
 def button_handler(button: Button) -> CallbackQueryHandler[Any, Any]:
-    async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Any:
+    async def run(update: Update, context: BotContext) -> Any:
         try:
             return await button.callback(update, context)
         except CallbackError as exc:  # data of this kind this version cannot read (old or forged)
@@ -96,7 +97,7 @@ def button_handler(button: Button) -> CallbackQueryHandler[Any, Any]:
     return CallbackQueryHandler(run, pattern=button.kind.matches)
 
 
-async def stale_button(update: Update, _context: ContextTypes.DEFAULT_TYPE, words: str | None = None) -> None:
+async def stale_button(update: Update, _context: BotContext, words: str | None = None) -> None:
     """Any button whose data we do not know: a clear answer, nothing changed."""
     query = update.callback_query
     if query is None:

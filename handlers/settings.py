@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.accounts import AccountError
 from bot.callbacks import SettingsTap, keyboard
+from bot.context import BotContext
 from bot.notify import cards
 from bot.notify.cards import ALERT_KINDS, alert_level, sol_text, tip_rule
 from bot.notify.cards import settings_text as describe
 from bot.notify.render import esc
-from bot.services import Services, get_services
+from bot.services import Services
 from handlers.common import (
     PCT_LADDER,
     TIP_LADDER_LAMPORTS,
@@ -146,8 +146,8 @@ async def _show(update: Update, services: Services, user_id: int, *, edit: bool)
     await show(update, *await cards.settings_view(services, user_id, usage=not edit), edit=edit)
 
 
-async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def settings_command(update: Update, context: BotContext) -> None:
+    services = context.services
     assert update.effective_message is not None
     user_id = user_id_of(update)
     if context.args:
@@ -168,13 +168,13 @@ async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     await _show(update, services, user_id, edit=False)
 
 
-async def ask_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def ask_astralane_key(update: Update, context: BotContext) -> None:
     expect_input(context, "astralane")
     await send(update, "Astralane needs its API key: send it as your next message (I delete it at once), or /cancel.")
 
 
-async def save_astralane_key(update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, _asked: object = None) -> None:
-    services = get_services(context)
+async def save_astralane_key(update: Update, context: BotContext, key: str, _asked: object = None) -> None:
+    services = context.services
     if not is_private(update):
         await refuse_secret_in_group(update, "Astralane key")
         return
@@ -243,23 +243,23 @@ def _toggled(s: UserSettings, tap: SettingsTap) -> tuple[dict[str, object], str 
     return {"alerts_json": alerts}, None
 
 
-async def _forget(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: SettingsTap) -> None:
+async def _forget(update: Update, context: BotContext, tap: SettingsTap) -> None:
     if tap.action == "keep":
         await answer(update, "Nothing was deleted")
         await edit_or_reply(update, "Nothing was deleted.")
         return
-    await get_services(context).accounts.forget(user_id_of(update))
+    await context.services.accounts.forget(user_id_of(update))
     clear_input(context)
     await answer(update, "Everything deleted")
     await edit_or_reply(update, "🗑 Done: I deleted your keys, wallets, strategy and settings. /start sets you up again.")
 
 
-async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_button(update: Update, context: BotContext) -> None:
     tap = SettingsTap.read(update)
     if tap.action in ("forget", "keep"):
         await _forget(update, context, tap)
         return
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     s = await services.accounts.user_settings(user_id)
     if tap.action == "ask" and tap.arg in TYPED:
@@ -309,9 +309,9 @@ def typed_value(s: UserSettings, name: str) -> str:
     }[name]
 
 
-async def save_typed_setting(update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, asked: dict[str, object]) -> None:
+async def save_typed_setting(update: Update, context: BotContext, text: str, asked: dict[str, object]) -> None:
     """The typed answer to a setting's button: checked with the same rules as the one-line form."""
-    services = get_services(context)
+    services = context.services
     assert update.effective_message is not None
     user_id = user_id_of(update)
     name = str(asked["name"])
@@ -327,24 +327,24 @@ async def save_typed_setting(update: Update, context: ContextTypes.DEFAULT_TYPE,
     await _show(update, services, user_id, edit=False)
 
 
-async def pause_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def pause_command(update: Update, context: BotContext) -> None:
     await _set_paused(update, context, True)
 
 
-async def resume_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def resume_command(update: Update, context: BotContext) -> None:
     await _set_paused(update, context, False)
 
 
-async def _set_paused(update: Update, context: ContextTypes.DEFAULT_TYPE, paused: bool) -> None:
+async def _set_paused(update: Update, context: BotContext, paused: bool) -> None:
     assert update.effective_message is not None
-    await get_services(context).accounts.update_settings(user_id_of(update), paused=paused)
+    await context.services.accounts.update_settings(user_id_of(update), paused=paused)
     await update.effective_message.reply_text(
         "⏸ Paused: I stopped watching your wallets. /resume starts again." if paused
         else "▶️ Watching your wallets again."
     )
 
 
-async def forget_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def forget_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
     await update.effective_message.reply_text(
         "Delete <b>everything</b> I hold for you: your LaserSell key, wallet keys, strategy and settings? This cannot "

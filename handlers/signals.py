@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.callbacks import SignalTap
-from bot.services import get_services
+from bot.context import BotContext
 from handlers.common import answer, user_id_of
 from handlers.registry import Button, Router
 
 
-async def on_signal_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_signal_button(update: Update, context: BotContext) -> None:
     tap = SignalTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     query = update.callback_query
     if query is not None and query.message is not None:

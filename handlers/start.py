@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.accounts import AccountError
+from bot.context import BotContext
 from bot.notify import cards
 from bot.notify.render import esc
-from bot.services import get_services
 from handlers.common import (
     clear_input,
     delete_secret_message,
@@ -31,10 +30,10 @@ INTRO = (
 )
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def start(update: Update, context: BotContext) -> None:
     user = update.effective_user
     assert update.effective_message is not None and user is not None
-    services = get_services(context)
+    services = context.services
     clear_input(context)
     if await is_set_up(services, user.id):
         await send(update, *await cards.home_view(services, user.id))  # straight to the balances and positions
@@ -46,9 +45,9 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await show_step(update, context)
 
 
-async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def help_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    is_admin = get_services(context).settings.is_admin(user_id_of(update))
+    is_admin = context.services.settings.is_admin(user_id_of(update))
     sections: dict[str, list[str]] = {}
     for command in installed_commands(context):
         if command.admin and not is_admin:
@@ -61,7 +60,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await update.effective_message.reply_text(text)
 
 
-async def apikey(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def apikey(update: Update, context: BotContext) -> None:
     message = update.effective_message
     assert message is not None
     if context.args:
@@ -70,7 +69,7 @@ async def apikey(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             return
         await save_api_key(update, context, " ".join(context.args))
         return
-    info = await get_services(context).accounts.key_info(user_id_of(update))
+    info = await context.services.accounts.key_info(user_id_of(update))
     current = (
         f"In use: <code>{esc(info.hint)}</code> ({'your key' if info.source == 'yours' else 'the operator key'}).\n"
         if info else "No key set yet.\n"
@@ -84,9 +83,9 @@ async def apikey(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def save_api_key(update: Update, context: ContextTypes.DEFAULT_TYPE, key: str, _asked: Any = None) -> None:
+async def save_api_key(update: Update, context: BotContext, key: str, _asked: Any = None) -> None:
     """Check, seal and store the key; the message holding it is deleted first, whatever happens next."""
-    services = get_services(context)
+    services = context.services
     note = await delete_secret_message(update.effective_message, "API key")
     clear_input(context)
     try:
@@ -100,7 +99,7 @@ async def save_api_key(update: Update, context: ContextTypes.DEFAULT_TYPE, key: 
     await show_step(update, context)
 
 
-async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def cancel(update: Update, context: BotContext) -> None:
     clear_input(context)
     assert update.effective_message is not None
     await update.effective_message.reply_text("Cancelled. Nothing was changed.")

@@ -6,11 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 from telegram import InlineKeyboardMarkup, Update
-from telegram.ext import ContextTypes
 
 from bot.callbacks import StrategyTap, keyboard
+from bot.context import BotContext
 from bot.notify.render import esc
-from bot.services import get_services
 from bot.strategy import LADDER_USAGE, ONE_LINE_USAGE, Strategy, StrategyError, apply_one_line, parse_ladder
 from handlers.common import PCT_LADDER, SECONDS_LADDER, answer, edit_or_reply, ladder_step, user_id_of
 from handlers.onboarding import continue_setup
@@ -72,8 +71,8 @@ def editor_markup(draft: Strategy) -> InlineKeyboardMarkup:
     return keyboard(*rows)
 
 
-async def strategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def strategy_command(update: Update, context: BotContext) -> None:
+    services = context.services
     assert update.effective_user is not None and update.effective_message is not None
     current = await services.accounts.strategy(update.effective_user.id)
     if context.args:
@@ -94,8 +93,8 @@ async def strategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     )
 
 
-async def ladder_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def ladder_command(update: Update, context: BotContext) -> None:
+    services = context.services
     assert update.effective_user is not None and update.effective_message is not None
     current = await services.accounts.strategy(update.effective_user.id)
     try:
@@ -144,10 +143,10 @@ async def _apply(draft: Strategy, tap: StrategyTap) -> tuple[Strategy, str | Non
     return draft, None
 
 
-async def _save(update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Strategy) -> None:
+async def _save(update: Update, context: BotContext, draft: Strategy) -> None:
     user_data: dict[Any, Any] = context.user_data  # type: ignore[assignment]
     try:
-        saved = await get_services(context).accounts.set_strategy(user_id_of(update), draft)
+        saved = await context.services.accounts.set_strategy(user_id_of(update), draft)
     except StrategyError as exc:
         # an alert holds 200 characters: the whole reason goes into the editor's message
         await answer(update, "Not saved: see what to change in the message.", alert=True)
@@ -162,10 +161,10 @@ async def _save(update: Update, context: ContextTypes.DEFAULT_TYPE, draft: Strat
     await continue_setup(update, context)
 
 
-async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_button(update: Update, context: BotContext) -> None:
     tap = StrategyTap.read(update)
     assert context.user_data is not None
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     draft: Strategy | None = context.user_data.get(DRAFT)
     if tap.action == "noop":

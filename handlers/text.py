@@ -4,10 +4,10 @@ and the secret screen that sees every text first."""
 from __future__ import annotations
 
 from telegram import Message, Update
-from telegram.ext import ApplicationHandlerStop, ContextTypes, MessageHandler, filters
+from telegram.ext import ApplicationHandlerStop, MessageHandler, filters
 
+from bot.context import BotContext
 from bot.keys import LASERSELL_KEY_RE, incoming_secret, looks_like_secret
-from bot.services import get_services
 from handlers.common import (
     awaiting,
     clear_input,
@@ -29,7 +29,7 @@ def looks_like_api_key(text: str) -> bool:
     return LASERSELL_KEY_RE.search(text) is not None
 
 
-async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_text(update: Update, context: BotContext) -> None:
     message = update.effective_message
     if message is None or not message.text:
         return
@@ -82,7 +82,7 @@ def _command(text: str | None) -> tuple[str | None, str]:
     return parts[0][1:].split("@")[0].lower(), parts[1].strip() if len(parts) > 1 else ""
 
 
-async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def screen_secrets(update: Update, context: BotContext) -> None:
     """Runs before every other handler: a secret in any text is deleted at once and goes no further.
 
     Texts: messages, command arguments, captions, edits. A secret the bot asked for (the import and
@@ -105,7 +105,7 @@ async def screen_secrets(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     secret_argument = command in SECRET_COMMANDS and bool(argument) and not edited
     if kind is None and not awaited and not secret_argument:
         return
-    services = get_services(context)
+    services = context.services
     outcome = await services.deletions.delete_secret(message.chat.id, message.message_id)
     chat = message.chat
     if not is_private(update):

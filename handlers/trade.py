@@ -15,14 +15,14 @@ from decimal import Decimal
 
 from telegram import Chat, InputFile, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
 from bot.callbacks import BuyTap, LegacyPositionTap, PositionTap, TokenBuyTap, keyboard
+from bot.context import BotContext
 from bot.exits.buy import LAMPORTS_PER_SOL, BuyError
 from bot.notify import cards, render
 from bot.notify.charts import ChartError, bands_from, render_liquidity_chart, render_pnl_chart
 from bot.notify.render import esc
-from bot.services import Services, get_services
+from bot.services import Services
 from bot.strategy import Strategy, StrategyError, apply_one_line
 from handlers.common import answer, edit_or_reply, user_id_of
 from handlers.registry import Button, Command, Router
@@ -45,9 +45,9 @@ async def held_tokens(services: Services, position: Position) -> int:
 
 
 # --- /positions ------------------------------------------------------------------------------------------------
-async def positions_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def positions_command(update: Update, context: BotContext) -> None:
     assert update.effective_message is not None
-    text, markup = await cards.positions_view(get_services(context), user_id_of(update))
+    text, markup = await cards.positions_view(context.services, user_id_of(update))
     await update.effective_message.reply_text(text, reply_markup=markup)
 
 
@@ -70,12 +70,12 @@ async def _stop_tracking(update: Update, services: Services, user_id: int, posit
     await edit_or_reply(update, cards.stopped_tracking(position))
 
 
-async def on_position_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_position_button(update: Update, context: BotContext) -> None:
     """Every position button, wherever it is shown (one handler for PositionTap and its older form)."""
     query = update.callback_query
     tap = LegacyPositionTap.read(update).upgraded() if LegacyPositionTap.matches(query and query.data) \
         else PositionTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     position = await current_position(services, user_id, tap.position_id)
     if position is None or position.status != "open":
@@ -160,8 +160,8 @@ async def send_chart(services: Services, user_id: int, chat: Chat, position: Pos
 
 
 # --- one position's strategy -----------------------------------------------------------------------------------
-async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def pstrategy_command(update: Update, context: BotContext) -> None:
+    services = context.services
     assert update.effective_user is not None and update.effective_message is not None
     user_id = update.effective_user.id
     args = list(context.args or [])
@@ -201,7 +201,7 @@ async def pstrategy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 
 
 # --- /buy ------------------------------------------------------------------------------------------------------
-async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def buy_command(update: Update, context: BotContext) -> None:
     assert update.effective_user is not None and update.effective_message is not None
     args = list(context.args or [])
     message = update.effective_message
@@ -213,10 +213,10 @@ async def buy_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 
 async def offer_buy(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, mint: str, amount: str, wallet: str | None = None
+    update: Update, context: BotContext, mint: str, amount: str, wallet: str | None = None
 ) -> None:
     """Quote a buy of `amount` SOL of `mint` (from `wallet`, else the default) and ask for one tap to confirm."""
-    services = get_services(context)
+    services = context.services
     chat = update.effective_chat
     assert chat is not None
     buyer = services.buyer
@@ -236,9 +236,9 @@ async def offer_buy(
     await buyer.attach(order.id, sent.chat_id, sent.message_id)
 
 
-async def on_buy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_buy_button(update: Update, context: BotContext) -> None:
     tap = BuyTap.read(update)
-    buyer = get_services(context).buyer
+    buyer = context.services.buyer
     if buyer is None:
         await answer(update, "Buying is not available on this bot.", alert=True)
     elif tap.action == "go":
@@ -247,10 +247,10 @@ async def on_buy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         await answer(update, await buyer.cancel(user_id_of(update), tap.order_id))
 
 
-async def on_token_buy_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_token_buy_button(update: Update, context: BotContext) -> None:
     """A buy amount on the token panel: quote that preset from the chosen wallet."""
     tap = TokenBuyTap.read(update)
-    services = get_services(context)
+    services = context.services
     user_id = user_id_of(update)
     presets = await services.accounts.buy_presets(user_id)
     wallet = await services.accounts.wallets.get(user_id, tap.wallet_id)

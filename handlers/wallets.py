@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from telegram import Update
-from telegram.ext import ContextTypes
 
 from bot.accounts import MAX_LABEL, AccountError, label_was_cut
 from bot.callbacks import WalletTap, keyboard
+from bot.context import BotContext
 from bot.keys import short_address
 from bot.notify import cards
 from bot.notify.render import esc
-from bot.services import get_services
 from handlers.common import (
     answer,
     clear_input,
@@ -33,18 +32,18 @@ BACK = keyboard([("« Back", WalletTap("list"))])
 PRIVATE_ONLY = {"import", "gen", "exp", "expok"}  # buttons that show or take a wallet key
 
 
-async def show_list(update: Update, context: ContextTypes.DEFAULT_TYPE, *, edit: bool = False) -> None:
-    await show(update, *await cards.wallets_view(get_services(context), user_id_of(update)), edit=edit)
+async def show_list(update: Update, context: BotContext, *, edit: bool = False) -> None:
+    await show(update, *await cards.wallets_view(context.services, user_id_of(update)), edit=edit)
 
 
-async def wallets_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def wallets_command(update: Update, context: BotContext) -> None:
     clear_input(context)
     await show_list(update, context)
 
 
-async def import_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, secret_text: str, _asked: Any = None) -> None:
+async def import_wallet(update: Update, context: BotContext, secret_text: str, _asked: Any = None) -> None:
     """The user sent a secret key or phrase: delete it first, then check and store."""
-    services = get_services(context)
+    services = context.services
     note = await delete_secret_message(update.effective_message, "wallet key")
     clear_input(context)
     try:
@@ -58,8 +57,8 @@ async def import_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, secr
     await continue_setup(update, context)
 
 
-async def rename_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, label: str, asked: dict[str, Any]) -> None:
-    services = get_services(context)
+async def rename_wallet(update: Update, context: BotContext, label: str, asked: dict[str, Any]) -> None:
+    services = context.services
     assert update.effective_message is not None
     try:
         wallet = await services.accounts.rename(user_id_of(update), int(asked["wallet_id"]), label)
@@ -71,8 +70,8 @@ async def rename_wallet(update: Update, context: ContextTypes.DEFAULT_TYPE, labe
     await update.effective_message.reply_text(f"✅ Renamed to <b>{esc(wallet.label)}</b>.{cut}")
 
 
-async def _generate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    services = get_services(context)
+async def _generate(update: Update, context: BotContext) -> None:
+    services = context.services
     wallet, secret = await services.accounts.generate(user_id_of(update))
     assert update.effective_chat is not None
     shown = await update.effective_chat.send_message(
@@ -86,8 +85,8 @@ async def _generate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await continue_setup(update, context)
 
 
-async def _export(update: Update, context: ContextTypes.DEFAULT_TYPE, wallet_id: int) -> None:
-    services = get_services(context)
+async def _export(update: Update, context: BotContext, wallet_id: int) -> None:
+    services = context.services
     wallet, secret = await services.accounts.export(user_id_of(update), wallet_id)
     assert update.effective_chat is not None
     shown = await update.effective_chat.send_message(
@@ -99,9 +98,9 @@ async def _export(update: Update, context: ContextTypes.DEFAULT_TYPE, wallet_id:
     await edit_or_reply(update, "Key shown below; it disappears in 60 seconds.", BACK)
 
 
-async def _ask(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: WalletTap) -> None:
+async def _ask(update: Update, context: BotContext, tap: WalletTap) -> None:
     """The buttons that ask before acting: open a wallet, rename, remove, export."""
-    wallet = await get_services(context).accounts.wallet(user_id_of(update), tap.wallet_id)
+    wallet = await context.services.accounts.wallet(user_id_of(update), tap.wallet_id)
     wid = wallet.id
     if tap.action == "open":
         await edit_or_reply(
@@ -132,8 +131,8 @@ async def _ask(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: WalletTa
         )
 
 
-async def _act(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: WalletTap) -> None:
-    accounts = get_services(context).accounts
+async def _act(update: Update, context: BotContext, tap: WalletTap) -> None:
+    accounts = context.services.accounts
     user_id = user_id_of(update)
     if tap.action == "list":
         await answer(update)
@@ -152,7 +151,7 @@ async def _act(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: WalletTa
     elif tap.action == "saved":
         message = update.callback_query.message if update.callback_query else None
         if message is not None:
-            await get_services(context).deletions.delete_now(message.chat.id, message.message_id)
+            await context.services.deletions.delete_now(message.chat.id, message.message_id)
         await answer(update, "Deleted. Keep your copy safe.")
     elif tap.action == "def":
         wallet = await accounts.set_default(user_id, tap.wallet_id)
@@ -170,7 +169,7 @@ async def _act(update: Update, context: ContextTypes.DEFAULT_TYPE, tap: WalletTa
         await _ask(update, context, tap)
 
 
-async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_button(update: Update, context: BotContext) -> None:
     tap = WalletTap.read(update)
     if tap.action in PRIVATE_ONLY and not is_private(update):
         await answer(update, "Wallet keys are handled in a private chat with me only.", alert=True)

@@ -590,6 +590,79 @@ class _State:
         )
 
 
+
+@dataclass
+class _RouterCall:
+    """One router instruction being applied: its accounts, the state it changes, the inner
+    instructions it makes, and the helpers that write its logs the way the program does."""
+
+    program: Pubkey
+    limit: int
+    head: list[str]
+    keys: list[Pubkey]
+    accounts: list[Pubkey]
+    state: _State
+    legs: list[dict[str, Any] | None] = field(default_factory=list)
+    order: RouterOrder | None = None
+    pool: Any = None
+    usd1: bool = False
+    wallet: Any = None
+    wallet_tokens: Any = None
+    mint: Any = None
+    pool_address: Any = None
+    pool_tokens: Any = None
+    collector: Any = None
+    wallet_quote: Any = None
+    fee_quote: Any = None
+    reserves: list[int] = field(default_factory=list)
+    unit: str = "lamports"
+    held_before: Any = None
+    held: Any = None
+
+    def fail(self, code: int, line: str, inner: list[str] | None = None) -> _RouterFailure:
+        return _RouterFailure(
+            code,
+            self.head
+            + (inner or [f"Program log: {line}"])
+            + [
+                f"Program {self.program} consumed {ROUTER_COMPUTE_UNITS // 4} of {self.limit} compute units",
+                f"Program {self.program} failed: custom program error: {code:#x}",
+            ],
+        )
+
+    def leg(self, program_id: Pubkey, metas: list[Pubkey], data: bytes) -> dict[str, Any] | None:
+        keys = self.keys
+        if program_id not in keys or any(m not in keys for m in metas):
+            return None
+        return {
+            "programIdIndex": keys.index(program_id),
+            "accounts": [keys.index(m) for m in metas],
+            "data": base58.b58encode(data).decode(),
+            "stackHeight": 2,
+        }
+
+    def token_leg_logs(self, token: Pubkey) -> list[str]:
+        return [
+            f"Program {token} invoke [2]",
+            "Program log: Instruction: TransferChecked",
+            f"Program {token} consumed 6200 of {self.limit} compute units",
+            f"Program {token} success",
+        ]
+
+    def insufficient(self, token: Pubkey, have: int, need: int) -> _RouterFailure:
+        return self.fail(
+            INSUFFICIENT_FUNDS_CODE,
+            "",
+            [
+                *self.head[1:],
+                f"Program {token} invoke [2]",
+                "Program log: Instruction: TransferChecked",
+                f"Program log: Error: insufficient funds ({have} held, {need} needed)",
+                f"Program {token} consumed 4100 of {self.limit} compute units",
+                f"Program {token} failed: custom program error: 0x1",
+            ],
+        )
+
 class Chain:
     """The sandbox cluster. Synchronous; safe to share inside one asyncio loop."""
 
@@ -1724,18 +1797,8 @@ class Chain:
         limit = _compute_unit_limit(msg)
         head = [f"Program {program} invoke [1]"]
         accounts = [keys[i] for i in bytes(ix.accounts)]
-
-        def fail(code: int, line: str, inner: list[str] | None = None) -> _RouterFailure:
-            return _RouterFailure(
-                code,
-                head
-                + (inner or [f"Program log: {line}"])
-                + [
-                    f"Program {program} consumed {ROUTER_COMPUTE_UNITS // 4} of {limit} compute units",
-                    f"Program {program} failed: custom program error: {code:#x}",
-                ],
-            )
-
+        call = _RouterCall(program, limit, head, keys, accounts, state)
+        fail = call.fail
         if order is None or order.side not in (ROUTER_SELL, ROUTER_BUY, ROUTER_DRAIN, *_HARMFUL_SELLS):
             raise fail(6000, "Error: InvalidInstructionData")
         if len(accounts) < 8:
@@ -1752,7 +1815,6 @@ class Chain:
         if order.side != ROUTER_DRAIN and (pool_address != pool.address or pool_tokens != pool.token_account):
             raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: ConstraintAddress (pool)")
         usd1 = pool.quote == "USD1"
-        wallet_quote = fee_quote = None
         if usd1:
             fee_quote = self.ata(self.fee_collector, USD1_MINT)
             if (
@@ -1763,157 +1825,133 @@ class Chain:
                 or accounts[11] != fee_quote
             ):
                 raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: ConstraintAddress (USD1 accounts)")
-            wallet_quote = accounts[9]
-        reserves = state.reserves.setdefault(pool.mint, [pool.sol_reserve, pool.token_reserve])
-        unit = "lamports" if not usd1 else "USD1 units"
-        name = "Buy" if order.side == ROUTER_BUY else "Sell"
-        head.append(f"Program log: Instruction: {name}")
-
-        def leg(program_id: Pubkey, metas: list[Pubkey], data: bytes) -> dict[str, Any] | None:
-            if program_id not in keys or any(m not in keys for m in metas):
-                return None
-            return {
-                "programIdIndex": keys.index(program_id),
-                "accounts": [keys.index(m) for m in metas],
-                "data": base58.b58encode(data).decode(),
-                "stackHeight": 2,
-            }
-
-        def token_leg_logs(token: Pubkey) -> list[str]:
-            return [
-                f"Program {token} invoke [2]",
-                "Program log: Instruction: TransferChecked",
-                f"Program {token} consumed 6200 of {limit} compute units",
-                f"Program {token} success",
-            ]
-
-        def insufficient(token: Pubkey, have: int, need: int) -> _RouterFailure:
-            return fail(
-                INSUFFICIENT_FUNDS_CODE,
-                "",
-                [
-                    *head[1:],
-                    f"Program {token} invoke [2]",
-                    "Program log: Instruction: TransferChecked",
-                    f"Program log: Error: insufficient funds ({have} held, {need} needed)",
-                    f"Program {token} consumed 4100 of {limit} compute units",
-                    f"Program {token} failed: custom program error: 0x1",
-                ],
-            )
-
-        held_before = self._read_token_account(wallet_tokens)
-        held = state.token(wallet_tokens)
-        legs: list[dict[str, Any] | None] = []
+            call.wallet_quote, call.fee_quote = accounts[9], fee_quote
+        call.order, call.pool, call.usd1 = order, pool, usd1
+        call.wallet, call.wallet_tokens, call.mint = wallet, wallet_tokens, mint
+        call.pool_address, call.pool_tokens, call.collector = pool_address, pool_tokens, collector
+        call.reserves = state.reserves.setdefault(pool.mint, [pool.sol_reserve, pool.token_reserve])
+        call.unit = "lamports" if not usd1 else "USD1 units"
+        head.append(f"Program log: Instruction: {'Buy' if order.side == ROUTER_BUY else 'Sell'}")
+        call.held_before = self._read_token_account(wallet_tokens)
+        call.held = state.token(wallet_tokens)
         if order.side in (ROUTER_SELL, ROUTER_DRAIN, *_HARMFUL_SELLS):
-            owner_then = held_before.owner if held_before is not None else (held.owner if held else None)
-            if held is None or held.mint != mint or owner_then != wallet:
-                raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
-            amount = order.amount_in
-            if held.amount < amount:
-                raise insufficient(pool.token_program, held.amount, amount)
-            transfer_data = struct.pack("<BQB", TRANSFER_CHECKED, amount, pool.decimals)
-            legs.append(leg(pool.token_program, [wallet_tokens, mint, pool_tokens, wallet], transfer_data))
-            if order.side == ROUTER_DRAIN:
-                # The hostile variant: account 4 gets the tokens, nothing comes back.
-                state.add_tokens(wallet_tokens, -amount, mint=mint, owner=wallet)
-                state.add_tokens(pool_tokens, amount, mint=mint, owner=pool_address)
-                logs = [*head, *token_leg_logs(pool.token_program)]
-                logs += [
-                    f"Program {program} consumed {ROUTER_COMPUTE_UNITS} of {limit} compute units",
-                    f"Program {program} success",
-                ]
-                return None, logs, [x for x in legs if x]
-            gross = _curve(reserves[0], reserves[1], amount)
-            fee = _fee(order.fee_bps, order.fee_min, gross)
-            net = gross - fee
-            if net < order.min_out:
-                raise fail(
-                    SLIPPAGE_ERROR_CODE,
-                    f"Error: SlippageExceeded: {net} {unit} out, minimum {order.min_out}",
-                )
-            state.add_tokens(wallet_tokens, -amount, mint=mint, owner=wallet)
-            state.add_tokens(pool.token_account, amount, mint=mint, owner=pool.address)
-            if usd1:
-                assert wallet_quote is not None and fee_quote is not None and pool.quote_account is not None
-                state.add_tokens(pool.quote_account, -gross, mint=USD1_MINT, owner=pool.address)
-                state.add_tokens(wallet_quote, net, mint=USD1_MINT, owner=wallet)
-                state.add_tokens(fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
-                for to, value in ((wallet_quote, net), (fee_quote, fee)):
-                    data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
-                    legs.append(
-                        leg(TOKEN_PROGRAM_ID, [pool.quote_account, USD1_MINT, to, pool.address], data)
-                    )
-            else:
-                state.add_lamports(pool.address, -gross)
-                state.add_lamports(wallet, net)
-                state.add_lamports(collector, fee)
-                for to, value in ((wallet, net), (collector, fee)):
-                    legs.append(leg(SYSTEM_PROGRAM_ID, [pool.address, to], struct.pack("<IQ", 2, value)))
-            reserves[0] -= gross
-            reserves[1] += amount
-            swap = _Swap(pool, "sell", amount, gross, fee, wallet)
-            summary = f"Program log: sold {amount} tokens for {gross} {unit}: {net} to the wallet, routing fee {fee}"
-            if order.side in _HARMFUL_SELLS:
-                summary = self._harm(order.side, accounts[-1], wallet, wallet_tokens, state, legs, leg, summary)
+            swap, summary = self._route_sell(call)
         else:
-            paid = order.amount_in
-            fee = _fee(order.fee_bps, order.fee_min, paid)
-            swapped = paid - fee
-            tokens = _curve(reserves[1], reserves[0], swapped)
-            if tokens < order.min_out:
-                raise fail(
-                    SLIPPAGE_ERROR_CODE,
-                    f"Error: SlippageExceeded: {tokens} tokens out, minimum {order.min_out}",
-                )
-            if held is not None and (held.mint != mint or held.owner != wallet):
-                raise fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
-            if usd1:
-                assert wallet_quote is not None and fee_quote is not None and pool.quote_account is not None
-                have = state.token(wallet_quote)
-                if have is None or have.amount < paid:
-                    raise insufficient(TOKEN_PROGRAM_ID, have.amount if have else 0, paid)
-                state.add_tokens(wallet_quote, -paid, mint=USD1_MINT, owner=wallet)
-                state.add_tokens(pool.quote_account, swapped, mint=USD1_MINT, owner=pool.address)
-                state.add_tokens(fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
-                for to, value in ((pool.quote_account, swapped), (fee_quote, fee)):
-                    data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
-                    legs.append(leg(TOKEN_PROGRAM_ID, [wallet_quote, USD1_MINT, to, wallet], data))
-            else:
-                lamports = state.lamports(wallet)
-                if lamports < paid:
-                    raise fail(
-                        INSUFFICIENT_FUNDS_CODE,
-                        "",
-                        [
-                            *head[1:],
-                            f"Program {SYSTEM_PROGRAM_ID} invoke [2]",
-                            f"Transfer: insufficient lamports {lamports}, need {paid}",
-                            f"Program {SYSTEM_PROGRAM_ID} failed: custom program error: 0x1",
-                        ],
-                    )
-                state.add_lamports(wallet, -paid)
-                state.add_lamports(pool.address, swapped)
-                state.add_lamports(collector, fee)
-                for to, value in ((pool.address, swapped), (collector, fee)):
-                    legs.append(leg(SYSTEM_PROGRAM_ID, [wallet, to], struct.pack("<IQ", 2, value)))
-            state.add_tokens(pool.token_account, -tokens, mint=mint, owner=pool.address)
-            state.add_tokens(wallet_tokens, tokens, mint=mint, owner=wallet)
-            data = struct.pack("<BQB", TRANSFER_CHECKED, tokens, pool.decimals)
-            legs.append(
-                leg(pool.token_program, [pool.token_account, mint, wallet_tokens, pool.address], data)
-            )
-            reserves[0] += swapped
-            reserves[1] -= tokens
-            swap = _Swap(pool, "buy", tokens, swapped, fee, wallet)
-            summary = (
-                f"Program log: bought {tokens} tokens for {paid} {unit}: {swapped} swapped, routing fee {fee}"
-            )
-        logs = [*head, *token_leg_logs(pool.token_program), summary]
+            swap, summary = self._route_buy(call)
+        logs = [*head, *call.token_leg_logs(pool.token_program), *([summary] if summary else [])]
         logs += [
             f"Program {program} consumed {ROUTER_COMPUTE_UNITS} of {limit} compute units",
             f"Program {program} success",
         ]
-        return swap, logs, [x for x in legs if x]
+        return swap, logs, [x for x in call.legs if x]
+
+    def _route_sell(self, r: _RouterCall) -> tuple[_Swap | None, str | None]:
+        """A sell (or a hostile variant): tokens in, the quote out net of the routing fee; the
+        log's summary line (None for the drain, which only moves the tokens)."""
+        assert r.order is not None and r.pool is not None
+        owner_then = r.held_before.owner if r.held_before is not None else (r.held.owner if r.held else None)
+        if r.held is None or r.held.mint != r.mint or owner_then != r.wallet:
+            raise r.fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
+        amount = r.order.amount_in
+        if r.held.amount < amount:
+            raise r.insufficient(r.pool.token_program, r.held.amount, amount)
+        transfer_data = struct.pack("<BQB", TRANSFER_CHECKED, amount, r.pool.decimals)
+        r.legs.append(r.leg(r.pool.token_program, [r.wallet_tokens, r.mint, r.pool_tokens, r.wallet], transfer_data))
+        if r.order.side == ROUTER_DRAIN:
+            # The hostile variant: account 4 gets the tokens, nothing comes back.
+            r.state.add_tokens(r.wallet_tokens, -amount, mint=r.mint, owner=r.wallet)
+            r.state.add_tokens(r.pool_tokens, amount, mint=r.mint, owner=r.pool_address)
+            return None, None
+        gross = _curve(r.reserves[0], r.reserves[1], amount)
+        fee = _fee(r.order.fee_bps, r.order.fee_min, gross)
+        net = gross - fee
+        if net < r.order.min_out:
+            raise r.fail(
+                SLIPPAGE_ERROR_CODE,
+                f"Error: SlippageExceeded: {net} {r.unit} out, minimum {r.order.min_out}",
+            )
+        r.state.add_tokens(r.wallet_tokens, -amount, mint=r.mint, owner=r.wallet)
+        r.state.add_tokens(r.pool.token_account, amount, mint=r.mint, owner=r.pool.address)
+        if r.usd1:
+            assert r.wallet_quote is not None and r.fee_quote is not None and r.pool.quote_account is not None
+            r.state.add_tokens(r.pool.quote_account, -gross, mint=USD1_MINT, owner=r.pool.address)
+            r.state.add_tokens(r.wallet_quote, net, mint=USD1_MINT, owner=r.wallet)
+            r.state.add_tokens(r.fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
+            for to, value in ((r.wallet_quote, net), (r.fee_quote, fee)):
+                data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
+                r.legs.append(
+                    r.leg(TOKEN_PROGRAM_ID, [r.pool.quote_account, USD1_MINT, to, r.pool.address], data)
+                )
+        else:
+            r.state.add_lamports(r.pool.address, -gross)
+            r.state.add_lamports(r.wallet, net)
+            r.state.add_lamports(r.collector, fee)
+            for to, value in ((r.wallet, net), (r.collector, fee)):
+                r.legs.append(r.leg(SYSTEM_PROGRAM_ID, [r.pool.address, to], struct.pack("<IQ", 2, value)))
+        r.reserves[0] -= gross
+        r.reserves[1] += amount
+        swap = _Swap(r.pool, "sell", amount, gross, fee, r.wallet)
+        summary = f"Program log: sold {amount} tokens for {gross} {r.unit}: {net} to the r.wallet, routing fee {fee}"
+        if r.order.side in _HARMFUL_SELLS:
+            summary = self._harm(r.order.side, r.accounts[-1], r.wallet, r.wallet_tokens, r.state, r.legs, r.leg, summary)
+        return swap, summary
+
+    def _route_buy(self, r: _RouterCall) -> tuple[_Swap | None, str | None]:
+        """A buy: the quote in, less the routing fee, tokens out; the log's summary line."""
+        assert r.order is not None and r.pool is not None
+        paid = r.order.amount_in
+        fee = _fee(r.order.fee_bps, r.order.fee_min, paid)
+        swapped = paid - fee
+        tokens = _curve(r.reserves[1], r.reserves[0], swapped)
+        if tokens < r.order.min_out:
+            raise r.fail(
+                SLIPPAGE_ERROR_CODE,
+                f"Error: SlippageExceeded: {tokens} tokens out, minimum {r.order.min_out}",
+            )
+        if r.held is not None and (r.held.mint != r.mint or r.held.owner != r.wallet):
+            raise r.fail(ROUTER_ACCOUNTS_ERROR_CODE, "Error: InvalidTokenAccount")
+        if r.usd1:
+            assert r.wallet_quote is not None and r.fee_quote is not None and r.pool.quote_account is not None
+            have = r.state.token(r.wallet_quote)
+            if have is None or have.amount < paid:
+                raise r.insufficient(TOKEN_PROGRAM_ID, have.amount if have else 0, paid)
+            r.state.add_tokens(r.wallet_quote, -paid, mint=USD1_MINT, owner=r.wallet)
+            r.state.add_tokens(r.pool.quote_account, swapped, mint=USD1_MINT, owner=r.pool.address)
+            r.state.add_tokens(r.fee_quote, fee, mint=USD1_MINT, owner=self.fee_collector)
+            for to, value in ((r.pool.quote_account, swapped), (r.fee_quote, fee)):
+                data = struct.pack("<BQB", TRANSFER_CHECKED, value, USD1_DECIMALS)
+                r.legs.append(r.leg(TOKEN_PROGRAM_ID, [r.wallet_quote, USD1_MINT, to, r.wallet], data))
+        else:
+            lamports = r.state.lamports(r.wallet)
+            if lamports < paid:
+                raise r.fail(
+                    INSUFFICIENT_FUNDS_CODE,
+                    "",
+                    [
+                        *r.head[1:],
+                        f"Program {SYSTEM_PROGRAM_ID} invoke [2]",
+                        f"Transfer: r.insufficient lamports {lamports}, need {paid}",
+                        f"Program {SYSTEM_PROGRAM_ID} failed: custom r.program error: 0x1",
+                    ],
+                )
+            r.state.add_lamports(r.wallet, -paid)
+            r.state.add_lamports(r.pool.address, swapped)
+            r.state.add_lamports(r.collector, fee)
+            for to, value in ((r.pool.address, swapped), (r.collector, fee)):
+                r.legs.append(r.leg(SYSTEM_PROGRAM_ID, [r.wallet, to], struct.pack("<IQ", 2, value)))
+        r.state.add_tokens(r.pool.token_account, -tokens, mint=r.mint, owner=r.pool.address)
+        r.state.add_tokens(r.wallet_tokens, tokens, mint=r.mint, owner=r.wallet)
+        data = struct.pack("<BQB", TRANSFER_CHECKED, tokens, r.pool.decimals)
+        r.legs.append(
+            r.leg(r.pool.token_program, [r.pool.token_account, r.mint, r.wallet_tokens, r.pool.address], data)
+        )
+        r.reserves[0] += swapped
+        r.reserves[1] -= tokens
+        swap = _Swap(r.pool, "buy", tokens, swapped, fee, r.wallet)
+        summary = (
+            f"Program log: bought {tokens} tokens for {paid} {r.unit}: {swapped} swapped, routing fee {fee}"
+        )
+        return swap, summary
 
     def _harm(
         self,

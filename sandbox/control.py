@@ -51,7 +51,7 @@ from solders.pubkey import Pubkey
 
 from sandbox.accounts import TIERS, Accounts, UnknownTier
 from sandbox.chain import HOSTILE_KINDS, Chain, ChainError
-from sandbox.http import HttpError, JsonHttpServer, Request
+from sandbox.http import HttpError, JsonHttpServer, JsonService, Request
 from sandbox.rpc import SandboxRpc
 from sandbox.stream import SESSION_IN_USE_CODE, UNKNOWN_MARKET_TYPE, StreamServer
 
@@ -99,7 +99,7 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
-class ControlApi:
+class ControlApi(JsonService):
     """`/sim/...` routes over the chain, accounts, stream and RPC."""
 
     def __init__(
@@ -125,16 +125,6 @@ class ControlApi:
                 ("GET", "/sim/state"): self._state,
             }
         )
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        await self.server.start(host, port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
 
     def _mint(self, body: dict[str, Any]) -> str:
         mint = _text(body, "mint")

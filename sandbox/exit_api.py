@@ -37,7 +37,7 @@ from solders.signature import Signature
 
 from sandbox.accounts import TIERS, Accounts, ApiKey
 from sandbox.chain import LAMPORTS_PER_SIGNATURE, Chain, ChainError, UnknownMint, encode_tx
-from sandbox.http import HttpError, JsonHttpServer, Request
+from sandbox.http import HttpError, JsonHttpServer, JsonService, Request
 
 REGISTER_PREFIX = "lasersell-register:"
 TIER_NUMBERS = {"free": (0, "free"), "professional": (1, "tier_1"), "advanced": (2, "tier_2")}
@@ -65,7 +65,7 @@ class _Fault:
     path: str | None
 
 
-class ExitApi:
+class ExitApi(JsonService):
     """The REST routes; `await start()` serves them alone, or add `routes()` to a shared server."""
 
     def __init__(self, chain: Chain, accounts: Accounts, clock: Callable[[], float] = time.time) -> None:
@@ -88,16 +88,6 @@ class ExitApi:
             ("POST", "/v1/sell"): self.sell,
             ("POST", "/v1/buy"): self.buy,
         }
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        await self.server.start(host, port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
 
     def fail_next(self, status: int, reason: str = "", message: str = "", path: str | None = None) -> None:
         """The next request (to `path`, if given) answers `status` with this reason."""

@@ -1,26 +1,24 @@
-"""A small asyncio HTTP/1.1 JSON server for the sandbox services (no third-party web framework).
+"""The sandbox services' JSON HTTP server, on `aiohttp.web`.
 
 Routes are `(method, path_prefix) -> async handler(request) -> (status, json_obj)`; the longest
-matching prefix wins. Keep-alive and Content-Length bodies are supported; chunked request bodies
-are not (the clients the sandbox stands in for never send them).
+matching prefix wins. A path no route knows answers 404, a known path with another method 405, a
+handler that raises `HttpError` answers with its status and body, and any other exception 500.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_HEADER_LINES = 100
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -64,16 +62,50 @@ class HttpError(Exception):
 Handler = Callable[[Request], Awaitable[tuple[int, Any]]]
 
 
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(status=status, body=payload, content_type="application/json", headers=headers)
+
+
+class WebServer:
+    """An `aiohttp.web` application on 127.0.0.1 (port 0 by default) that shuts down promptly."""
+
+    def __init__(self, client_max_size: int = MAX_BODY_BYTES) -> None:
+        self.app = web.Application(client_max_size=client_max_size)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        self.host, self.port = runner.addresses[0][:2]
+        return self.url
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
 @dataclass
 class JsonHttpServer:
     """`server.route("POST", "/v1/sell", handler)`, `await server.start()`, clients use `server.url`."""
 
     routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
-    host: str = "127.0.0.1"
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _connections: set[asyncio.Task[None]] = field(default_factory=set)
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _web: WebServer = field(default_factory=WebServer)
+
+    def __post_init__(self) -> None:
+        self._web.app.router.add_route("*", "/{tail:.*}", self._handle)
 
     def route(self, method: str, prefix: str, handler: Handler) -> None:
         self.routes[(method.upper(), prefix)] = handler
@@ -83,31 +115,22 @@ class JsonHttpServer:
             self.route(method, prefix, handler)
 
     @property
+    def host(self) -> str:
+        return self._web.host
+
+    @property
+    def port(self) -> int:
+        return self._web.port
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._web.url
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve_connection, host, port)
-        sock = self._server.sockets[0]
-        self.host, self.port = sock.getsockname()[:2]
+        await self._web.start(host, port)
 
     async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        # Closing the sockets ends each connection's read loop; cancel only what does not end.
-        for writer in list(self._writers):
-            writer.close()
-        if self._connections:
-            _, pending = await asyncio.wait(list(self._connections), timeout=2)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
-        self._server = None
+        await self._web.stop()
 
     def _match(self, method: str, path: str) -> tuple[Handler | None, str, bool]:
         """(handler, prefix, path_known): the longest prefix for this method; path_known for 405."""
@@ -121,58 +144,17 @@ class JsonHttpServer:
                 best = (handler, prefix)
         return best[0], best[1], known
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        self._writers.add(writer)
-        try:
-            while True:
-                request = await self._read_request(reader, writer)
-                if request is None:
-                    break
-                status, body, extra = await self._dispatch(request)
-                keep_alive = request.headers.get("connection", "").lower() != "close"
-                await self._write_response(writer, status, body, extra, keep_alive)
-                if not keep_alive:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            if task is not None:
-                self._connections.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Request | None:
-        line = await reader.readline()
-        if not line:
-            return None
-        try:
-            method, target, _version = line.decode("latin-1").strip().split(" ", 2)
-        except ValueError:
-            await self._write_response(writer, 400, {"error": "bad request line"}, {}, False)
-            return None
-        headers: dict[str, str] = {}
-        for _ in range(MAX_HEADER_LINES):
-            raw = await reader.readline()
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        if length > MAX_BODY_BYTES:
-            await self._write_response(writer, 413, {"error": "body too large"}, {}, False)
-            return None
-        body = await reader.readexactly(length) if length else b""
-        parts = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        return Request(
-            method.upper(), parts.path or "/", query, headers, body, writer.get_extra_info("peername")
+    async def _handle(self, web_request: web.Request) -> web.Response:
+        request = Request(
+            web_request.method.upper(),
+            web_request.path or "/",
+            {name: value for name, value in web_request.query.items() if value},
+            {name.lower(): value for name, value in web_request.headers.items()},
+            await web_request.read(),
+            web_request.remote,
         )
+        status, body, extra = await self._dispatch(request)
+        return json_response(status, body, extra)
 
     async def _dispatch(self, request: Request) -> tuple[int, Any, dict[str, str]]:
         handler, prefix, known = self._match(request.method, request.path)
@@ -190,24 +172,21 @@ class JsonHttpServer:
             log.exception("handler for %s %s failed", request.method, request.path)
             return 500, {"status": "error", "reason": "internal", "message": "internal server error"}, {}
 
-    @staticmethod
-    async def _write_response(
-        writer: asyncio.StreamWriter, status: int, body: Any, extra: dict[str, str], keep_alive: bool
-    ) -> None:
-        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Status"
-        head = [
-            f"HTTP/1.1 {status} {reason}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-        ]
-        head += [f"{k}: {v}" for k, v in extra.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-        await writer.drain()
+
+class JsonService:
+    """A sandbox service served by its `server`: `url`, `start()` and `stop()` come from it."""
+
+    server: JsonHttpServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.server.start(host, port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
 
 
 def _prefix_matches(prefix: str, path: str) -> bool:

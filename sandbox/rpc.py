@@ -51,7 +51,7 @@ from sandbox.chain import (
     TxRecord,
     ui_token_amount,
 )
-from sandbox.http import JsonHttpServer, Request
+from sandbox.http import JsonHttpServer, JsonService, Request
 
 API_VERSION = "2.2.7"
 FEATURE_SET = 3294202862
@@ -121,7 +121,7 @@ def decode_transaction(data: Any, encoding: str) -> VersionedTransaction:
 FAULT_KINDS = ("garbage", "http500", "http429", "hang")
 
 
-class SandboxRpc:
+class SandboxRpc(JsonService):
     """JSON-RPC over the sandbox chain. `await start()`, then clients POST to `.url`."""
 
     def __init__(self, chain: Chain) -> None:
@@ -155,16 +155,6 @@ class SandboxRpc:
 
     # -- serving -------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        await self.server.start(host, port)
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
     def fail_next_send(self, error: dict[str, Any] | RpcError) -> None:
         """The next sendTransaction answers with this JSON-RPC error ({"code", "message", "data"?})."""
         self._send_faults.append(error.to_json() if isinstance(error, RpcError) else dict(error))
@@ -188,8 +178,9 @@ class SandboxRpc:
             return 200, _error_response(None, {"code": -32700, "message": "Parse error"})
         items = payload if isinstance(payload, list) else [payload]
         for item in items:
-            method = item.get("method") if isinstance(item, dict) else None
-            kind = self._take_fault(method, ("http500", "http429", "hang")) if isinstance(method, str) else None
+            raw_method = item.get("method") if isinstance(item, dict) else None
+            method = raw_method if isinstance(raw_method, str) else ""
+            kind = self._take_fault(method, ("http500", "http429", "hang")) if method else None
             if kind == "hang":
                 # the caller gives up (or dies) first; the request is never carried out
                 self.hangs[method] += 1

@@ -36,6 +36,9 @@ def bot_token_for_seed(seed: int) -> str:
     alphabet = string.ascii_letters + string.digits + "_-"
     return f"{rng.randrange(10**9, 10**10)}:" + "".join(rng.choice(alphabet) for _ in range(35))
 
+# `!until TEXT` gives up after this long
+UNTIL_TIMEOUT_S = 60.0
+
 
 class SandboxServices:
     """Starts and stops all sandbox services together (an async context manager)."""
@@ -230,6 +233,21 @@ class SandboxServices:
         await asyncio.sleep(_float_arg(args, 0, "SECONDS"))
         return None
 
+    async def _cmd_until(self, args: list[str], chat: Any) -> str:
+        """Wait until a bot message in this chat (new or edited) contains the words, up to UNTIL_TIMEOUT_S."""
+        words = " ".join(args).strip().lower()
+        if not words or chat is None:
+            raise ValueError("usage: !until TEXT (waits for a bot message containing TEXT)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNTIL_TIMEOUT_S
+        while loop.time() < deadline:
+            for message in self.telegram.chat(chat.chat_id):
+                shown = (message.get("text") or message.get("caption") or "").lower()
+                if message.get("from") == "bot" and words in shown:
+                    return f"seen: {words}"
+            await asyncio.sleep(0.05)
+        raise ValueError(f"no bot message containing {words!r} within {UNTIL_TIMEOUT_S:g} s")
+
     async def _cmd_state(self, args: list[str], chat: Any) -> str:
         state = self.control_api.state()
         lines = [f"slot {state['slot']}"]
@@ -282,6 +300,7 @@ _HELP = {
     "graduate": "graduate the current token to its AMM pool",
     "clock": "SLOTS: advance the sandbox chain clock",
     "wait": "SECONDS: wait for streams and timers",
+    "until": "TEXT: wait until a bot message in this chat contains TEXT (at most a minute)",
     "state": "balances and positions as the sandbox sees them",
     "hostile": "KIND [COUNT]: the stream sends a genuine-looking exit for your position in the current token "
     "carrying a hostile transaction (steal_position, steal_sol, steal_other_token, set_authority, approve, "
@@ -300,6 +319,7 @@ _COMMANDS = {
     "graduate": SandboxServices._cmd_graduate,
     "clock": SandboxServices._cmd_clock,
     "wait": SandboxServices._cmd_wait,
+    "until": SandboxServices._cmd_until,
     "state": SandboxServices._cmd_state,
     "hostile": SandboxServices._cmd_hostile,
     "refuse": SandboxServices._cmd_refuse,

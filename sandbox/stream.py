@@ -80,6 +80,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -806,56 +807,79 @@ class StreamServer:
             return
         if not session.configured:
             raise ProtocolError("invalid_message", f"send configure before {kind}")
-        if kind == "update_strategy":
-            session.strategy = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
-            for position in book.positions.values():
-                if position.override is None:
-                    position.rearm()
-            self._evaluate_all(session, book)
-        elif kind == "update_wallets":
-            wallets = self._checked_wallets(session, message)
-            self._set_wallets(session, book, wallets)
-        elif kind == "update_position_strategy":
-            position = self._find_position(book, message, require_id=True)
-            position.override = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
-            position.rearm()
-            self._evaluate(session, position)
-        elif kind == "close_position":
-            position = self._find_position(book, message)
-            del book.positions[position.position_id]
-            book.closed_by_user[(position.wallet, position.mint)] = position.tokens
-            session.send(self._position_closed(position, "closed_by_user"))
-        elif kind in ("request_exit_signal", "sell_now"):
-            position = self._find_position(book, message)
-            slippage = message.get("slippage_bps")
-            if slippage is not None and (
-                isinstance(slippage, bool) or not isinstance(slippage, int) or not 0 < slippage <= 10_000
-            ):
-                raise ProtocolError("invalid_message", "slippage_bps must be an integer in 1..10000")
-            position.rearm()
-            reason = "sell_now" if kind == "sell_now" else "manual"
-            self._send_exit(session, position, Exit(reason), slippage_bps=slippage)
-        elif kind == "update_watch_wallets":
-            book.watch_wallets = self._checked_watch_wallets(session, message)
-            # A wallet dropped from the list is forgotten: listed again, it is re-enabled afresh.
-            listed = {str(w["pubkey"]) for w in book.watch_wallets}
-            for watched in list(book.mirror_disabled):
-                if watched not in listed:
-                    book.mirror_disabled.discard(watched)
-                    book.mirror_losses.pop(watched, None)
-        elif kind == "mirror_buy_result":
-            mint, success = message.get("mint"), message.get("success")
-            if not isinstance(mint, str) or not isinstance(success, bool):
-                raise ProtocolError("invalid_message", "mirror_buy_result needs mint (string) and success (boolean)")
-            self.mirror_results.append({"api_key": session.api_key.key, "mint": mint, "success": success})
-            if not success:
-                # a buy that never went out holds no slot: its cooldown and pending tag are cleared
-                for key, watched in list(book.mirror_pending.items()):
-                    if key[1] == mint:
-                        del book.mirror_pending[key]
-                        book.mirror_last_buy_ms.pop(watched, None)
-        else:
+        handler = self._client_messages.get(kind)
+        if handler is None:
             raise ProtocolError("invalid_message", f"unknown message type {kind!r}")
+        handler(session, book, message)
+
+    @property
+    def _client_messages(self) -> dict[str, Callable[[Session, KeyBook, dict[str, Any]], None]]:
+        """What a configured session may send, beside configure and ping."""
+        return {
+            "update_strategy": self._on_update_strategy,
+            "update_wallets": self._on_update_wallets,
+            "update_position_strategy": self._on_update_position_strategy,
+            "close_position": self._on_close_position,
+            "request_exit_signal": self._on_exit_request,
+            "sell_now": self._on_exit_request,
+            "update_watch_wallets": self._on_update_watch_wallets,
+            "mirror_buy_result": self._on_mirror_buy_result,
+        }
+
+    def _on_update_strategy(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        session.strategy = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
+        for position in book.positions.values():
+            if position.override is None:
+                position.rearm()
+        self._evaluate_all(session, book)
+
+    def _on_update_wallets(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        wallets = self._checked_wallets(session, message)
+        self._set_wallets(session, book, wallets)
+
+    def _on_update_position_strategy(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        position = self._find_position(book, message, require_id=True)
+        position.override = Strategy.from_wire(message.get("strategy"), session.deadline_timeout_sec)
+        position.rearm()
+        self._evaluate(session, position)
+
+    def _on_close_position(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        position = self._find_position(book, message)
+        del book.positions[position.position_id]
+        book.closed_by_user[(position.wallet, position.mint)] = position.tokens
+        session.send(self._position_closed(position, "closed_by_user"))
+
+    def _on_exit_request(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        position = self._find_position(book, message)
+        slippage = message.get("slippage_bps")
+        if slippage is not None and (
+            isinstance(slippage, bool) or not isinstance(slippage, int) or not 0 < slippage <= 10_000
+        ):
+            raise ProtocolError("invalid_message", "slippage_bps must be an integer in 1..10000")
+        position.rearm()
+        reason = "sell_now" if message["type"] == "sell_now" else "manual"
+        self._send_exit(session, position, Exit(reason), slippage_bps=slippage)
+
+    def _on_update_watch_wallets(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        book.watch_wallets = self._checked_watch_wallets(session, message)
+        # A wallet dropped from the list is forgotten: listed again, it is re-enabled afresh.
+        listed = {str(w["pubkey"]) for w in book.watch_wallets}
+        for watched in list(book.mirror_disabled):
+            if watched not in listed:
+                book.mirror_disabled.discard(watched)
+                book.mirror_losses.pop(watched, None)
+
+    def _on_mirror_buy_result(self, session: Session, book: KeyBook, message: dict[str, Any]) -> None:
+        mint, success = message.get("mint"), message.get("success")
+        if not isinstance(mint, str) or not isinstance(success, bool):
+            raise ProtocolError("invalid_message", "mirror_buy_result needs mint (string) and success (boolean)")
+        self.mirror_results.append({"api_key": session.api_key.key, "mint": mint, "success": success})
+        if not success:
+            # a buy that never went out holds no slot: its cooldown and pending tag are cleared
+            for key, watched in list(book.mirror_pending.items()):
+                if key[1] == mint:
+                    del book.mirror_pending[key]
+                    book.mirror_last_buy_ms.pop(watched, None)
 
     def _checked_wallets(self, session: Session, message: dict[str, Any]) -> list[str]:
         raw = message.get("wallet_pubkeys", message.get("wallet_pubkey"))

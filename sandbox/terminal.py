@@ -21,7 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings, load_settings
+from bot.app import BotRunner
+from bot.config import LOG_LEVELS, Settings, load_settings
+from bot.logs import setup_logging
+from bot.vault import write_new_master_key
+from sandbox.services import SandboxServices
 
 log = logging.getLogger("lasersell_bot.sandbox")
 
@@ -305,8 +309,6 @@ def sandbox_settings(
     urls: dict[str, str], token: str, data_dir: Path, admin_ids: tuple[int, ...] = (), **extra: str
 ) -> Settings:
     """Settings that wire the real bot to the sandbox services; the master key lives in the data folder."""
-    from bot.vault import write_new_master_key
-
     key_file = data_dir / "master.key"
     if not key_file.exists():
         write_new_master_key(key_file)
@@ -329,11 +331,6 @@ def sandbox_settings(
 
 async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path | None = None) -> int:
     """Start the sandbox services and the real bot wired to them, then chat (or play `script`)."""
-    from bot.app import BotRunner
-    from bot.config import LOG_LEVELS
-    from bot.logs import setup_logging
-    from sandbox.services import SandboxServices
-
     if script is not None and not script.is_file():
         print(f"lasersell-bot sandbox: script {script} not found", file=sys.stderr)
         return 2

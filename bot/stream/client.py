@@ -86,6 +86,9 @@ _PNL_PREFIX = b'{"type":"pnl_update","position_id":'
 # How often one position's PnL is handed out at most: the card is edited every few seconds and the
 # live numbers are written every second, so parsing every frame of a busy position buys nothing.
 PNL_INTERVAL_S = 0.5
+# While the socket keeps delivering, PnL waits for at least this many frames (and the noise hold time)
+# so that an exit signal behind a long backlog is read and handed out first, however busy the machine.
+NOISE_DEFER_MIN_FRAMES = 65_536
 # Shed PnL is logged at most this often for the whole process (a thousand streams, one line).
 _SHED_LOG_EVERY_S = 10.0
 _shed_log: dict[str, float] = {"total": 0, "logged": 0, "at": -_SHED_LOG_EVERY_S}
@@ -840,6 +843,7 @@ class StreamClient:
     async def next_event(self) -> StreamEvent:
         """The next event, urgent ones first. Raises StreamClosed once stopped and drained."""
         deferred_at: float | None = None
+        deferred_from = 0
         while True:
             if self._urgent:
                 return self._urgent.popleft()
@@ -855,8 +859,13 @@ class StreamClient:
                 await asyncio.sleep(0)
                 now = self._clock()
                 if deferred_at is None:
-                    deferred_at = now
-                if self.messages_received != read and now - deferred_at < self.noise_hold_max_s:
+                    deferred_at, deferred_from = now, read
+                # Bounded by time AND by frames: a slow (busy) machine reads a burst more slowly, and
+                # must still reach an exit signal queued behind a long backlog before the PnL in front.
+                if self.messages_received != read and (
+                    now - deferred_at < self.noise_hold_max_s
+                    or self.messages_received - deferred_from < NOISE_DEFER_MIN_FRAMES
+                ):
                     continue
                 event = self._take_noise()
                 if event is not None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from bot.notify import render
 from bot.notify.outbox import Priority
-from bot.strategy import Strategy
+from bot.strategy import Strategy, StrategyError
 from bot.stream.client import describe_error, is_refused_key
 from bot.stream.deadlines import DeadlineTimers
 from bot.stream.events import StreamEvent, quote_of
@@ -67,6 +67,26 @@ def esc(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+class StoredStrategies:
+    """Stored strategies, checked by today's rules before they go to the stream: one an older version saved that
+    LaserSell would now refuse is never sent as it is, and the trader is told once (per stored text) what is wrong."""
+
+    def __init__(self, alerts: StreamAlerts) -> None:
+        self.alerts = alerts
+        self._told: dict[tuple[int, str], str] = {}  # (user, what) -> the stored text told about
+
+    def load(self, user_id: int, chat_id: int, what: str, stored: str, *, fix: str = "/strategy tp 50 sl 20") -> Strategy | None:
+        try:
+            return Strategy.load(stored)
+        except StrategyError as exc:
+            if self._told.get((user_id, what)) != stored:
+                self._told[(user_id, what)] = stored
+                log.warning("user %s: %s is not valid any more (%s); not sent to the stream", user_id, what, exc)
+                self.alerts.text(chat_id, f"⚠️ {esc(what)} is not valid any more: {esc(str(exc))}. "
+                                 f"I did not send it to LaserSell. Set it again, for example {esc(fix)}")
+            return None
+
+
 class EventRouter:
     def __init__(
         self,
@@ -90,6 +110,7 @@ class EventRouter:
         self.copy = copy
         self.wallet_changed = wallet_changed  # a balance moved: the guard reads the wallet's holdings afresh
         self.error_repeat_s = error_repeat_s  # the same stream error is shown at most once in this long
+        self.strategies = StoredStrategies(alerts)
 
     async def _number(self, worker: Worker, event: StreamEvent) -> int | None:
         """The bot's number for the position an event is about (its stream id is only this session's)."""
@@ -238,9 +259,12 @@ class EventRouter:
     async def _reapply(self, worker: Worker, position: Position) -> None:
         """A position announced again (a new session): its override and a pending exit, with the new id."""
         if position.strategy_json:
-            await worker.client.update_position_strategy(
-                position.position_id, Strategy.from_json(position.strategy_json).to_wire()
+            override = self.strategies.load(
+                worker.user_id, worker.chat_id, f"The saved strategy of {position.label} #{position.position_id}",
+                position.strategy_json, fix=f"/pstrategy {position.position_id} tp 50 sl 20",
             )
+            if override is not None:  # an invalid one is told about and left out: the account strategy applies
+                await worker.client.update_position_strategy(position.position_id, override.to_wire())
         if position.waiting_exit and worker.asked.get(position.position_id) != worker.client.connection:
             await worker.ask_exit(position.position_id)
 

@@ -169,8 +169,8 @@ class UserStreams:
         wallets = [w.address for w in await accounts.wallets.list(user_id) if w.registered_at]
         if found is None or not wallets:
             return None
-        strategy = Strategy.from_json(settings.strategy_json)
-        if not strategy.has_stream_exit():
+        strategy = self.router.strategies.load(user_id, user.chat_id, "Your saved strategy", settings.strategy_json)
+        if strategy is None:  # saved by an older version, invalid now: told, and never sent as it is
             return None
         return Wanted(found[0], wallets, strategy, settings.send_mode, settings.tip_lamports)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.app import BotRunner
 from sandbox.terminal import sandbox_settings
+from storage.positions import ExitSignal
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -136,7 +137,7 @@ class Harness:
 async def start_harness(
     data_dir: Path, *, admin_ids: tuple[int, ...] = (), seed: int = 1, settings_env: dict[str, str] | None = None,
     **services_kwargs: Any,
-):
+) -> Harness:
     """Start the sandbox services and the real bot against them; the caller stops both (see conftest)."""
     from sandbox.services import SandboxServices
 
@@ -148,6 +149,11 @@ async def start_harness(
     settings = sandbox_settings(
         services.urls, services.telegram.token, data_dir, admin_ids, **{"TELEGRAM_CHAT_RATE": "10", **(settings_env or {})}
     )
+    return await start_bot(services, settings, data_dir)
+
+
+async def start_bot(services: Any, settings: Any, data_dir: Path) -> Harness:
+    """The real bot against sandbox services already started; on failure the services are stopped too."""
     runner = BotRunner(settings, poll_timeout=1)
     try:
         await runner.start()
@@ -206,3 +212,118 @@ async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "profession
             raise AssertionError(f"{name}'s stream did not connect; chat:\n{chat.transcript()}")
         await asyncio.sleep(0.05)
     return Trader(chat, key, keypair, str(keypair.pubkey()))
+
+
+async def deletions_looked(h: Harness, chat: ChatUser) -> None:
+    """Returns once the bot's deletion job has run a whole round after this call: whatever was due by its clock
+    is deleted (or its retry stored) by then, and a clock moved now is read by its next round."""
+    services = h.runner.services
+    assert services is not None
+    deletions = services.deletions
+    for _ in range(2):  # the second round begins only after the first one is done
+        rounds = deletions.rounds
+        deletions.wake()
+        await chat.wait_for(lambda _, rounds=rounds: deletions.rounds > rounds, what="a round of the deletion job")
+
+
+# --- a trader holding a token, and the sell that follows ---------------------------------------------------
+
+async def pump(h: Harness, rounds: int = 3, slots: int = 5) -> None:
+    """Advance sandbox time (8 slots = 3.2 s of stream time: one liquidity snapshot) and let the stream flush.
+    Time moves by the sandbox clock; the pause only lets the bot read the frames. Callers then wait for what
+    must follow (a message, a counter)."""
+    for _ in range(rounds):
+        h.services.chain.advance_slots(slots)
+        h.services.stream.flush()
+        await asyncio.sleep(0.05)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """Poll `check` (a plain or async callable) until it returns something true; fail saying `what` otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def buys(h: Harness, trader: Trader, symbol: str = "PEPE", sol: float = 0.5, **mint: Any) -> Any:
+    """The trader's wallet buys a new token outside the bot; returns the mint once the bot has announced it."""
+    chain = h.services.chain
+    token = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(), **mint)
+    chain.outside_buy(trader.wallet, token, sol)
+    await pump(h)
+    await trader.chat.wait_text(rf"New position: {symbol}", timeout=15)
+    return token
+
+
+async def holding(
+    h: Harness, name: str = "Ann", symbol: str = "PEPE", *, strategy: str = "tp 20 sl 50 deadline 0",
+    sol: float = 0.5, **mint: Any,
+) -> tuple[Trader, Any]:
+    """A trader set up by chat who bought `symbol` for `sol` outside the bot; the bot has announced the position."""
+    trader = await setup_trader(h, name, strategy=strategy)
+    return trader, await buys(h, trader, symbol, sol, **mint)
+
+
+async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -> dict[str, Any]:
+    """The price rises past take profit; returns the exit signal message."""
+    h.services.chain.market_move(mint, move)
+    await pump(h)
+    return await trader.chat.wait_text(r"Take profit reached")
+
+
+async def sell_part(trader: Trader, symbol: str = "PEPE", button: str = "Sell 25%") -> dict[str, Any]:
+    """From /positions, open the position's card and tap a part sell; returns the exit signal message it brings."""
+    listing = await trader.chat.send("/positions", expect=r"Open positions")
+    card = await trader.chat.press(symbol, message=listing, expect=r"Holding .* tokens")
+    assert card is not None
+    signal = await trader.chat.press(button, message=card, expect=r"You asked to sell")
+    assert signal is not None
+    return signal
+
+
+def signal_id(message: dict[str, Any]) -> str:
+    """The stored signal behind a message's Sell button."""
+    data = next(b["data"] for row in message.get("buttons") or [] for b in row if b.get("data", "").startswith("x:sell:"))
+    return data.split(":", 2)[2]
+
+
+async def age(h: Harness, sid: str, ms: int) -> ExitSignal:
+    """The trader comes back `ms` later: the stored signal was received that much earlier. Returns it as it was."""
+    services = h.runner.services
+    assert services is not None
+    old = await stored(h, sid)
+    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - ms)
+    return old
+
+
+async def stored(h: Harness, sid: str) -> ExitSignal:
+    services = h.runner.services
+    assert services is not None
+    signal = await services.inbox.signals.get(sid)
+    assert signal is not None
+    return signal
+
+
+def sends(h: Harness) -> int:
+    """sendTransaction calls that reached the sandbox node (it stands in for Helius Sender and Astralane too)."""
+    return int(h.services.rpc.calls["sendTransaction"])
+
+
+def answers(trader: Trader) -> list[str]:
+    """The texts of every callback answer the trader was shown, oldest first."""
+    return [a["text"] or "" for a in trader.chat.tg.callback_answers(trader.chat.chat_id)]
+
+
+def exit_requests(h: Harness, trader: Trader) -> list[dict[str, Any]]:
+    """The exits the bot asked the stream for (request_exit_signal, sell_now)."""
+    session = h.services.stream.session_for(trader.api_key)
+    assert session is not None
+    return [m for m in session.received if m.get("type") in ("request_exit_signal", "sell_now")]

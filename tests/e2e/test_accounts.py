@@ -19,7 +19,7 @@ from mnemonic import Mnemonic
 from solders.keypair import Keypair
 
 from bot.keys import keypair_from_phrase
-from tests.e2e.harness import ChatUser, Harness, start_harness, stop_harness
+from tests.e2e.harness import ChatUser, Harness, deletions_looked, start_harness, stop_harness, until
 
 
 @pytest.fixture
@@ -117,15 +117,14 @@ async def import_wallet(h: Harness, chat: ChatUser, secret: str, expect: str) ->
 async def expire_after(h: Harness, chat: ChatUser, shown: dict[str, Any], start: float, seconds: float) -> None:
     """Move the deletion clock to just before, then just after, `seconds` past `start`; the message goes then."""
     deletions = services(h).deletions
-    row = await services(h).db.fetchone(
+    # the deletion is stored just after the message is shown
+    row = await until(lambda: services(h).db.fetchone(
         "SELECT delete_at FROM scheduled_deletions WHERE chat_id=? AND message_id=?", (chat.chat_id, shown["message_id"])
-    )
-    assert row is not None, "the secret message was not scheduled for deletion"
+    ), "the secret message scheduled for deletion")
     due = row[0] / 1000
     assert start + seconds - 0.01 <= due <= deletions.clock() + seconds
     deletions.clock = lambda: due - 1
-    deletions.wake()
-    await chat.send("/help", expect="/start")
+    await deletions_looked(h, chat)
     assert not next(m for m in chat.messages() if m["message_id"] == shown["message_id"])["deleted"]
     deletions.clock = lambda: due + 1
     deletions.wake()

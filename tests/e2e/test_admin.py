@@ -3,7 +3,6 @@ is known before the bot starts (ADMIN_USER_IDS)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from bot.app import BotRunner
 from sandbox.services import SandboxServices
 from sandbox.terminal import sandbox_settings
 from storage.admin import AuditLog
-from tests.e2e.harness import ChatUser, Harness, stop_harness
+from tests.e2e.harness import ChatUser, Harness, start_bot, stop_harness, until
 
 AdminStarter = Callable[..., Awaitable[tuple[Harness, ChatUser]]]
 
@@ -34,13 +33,7 @@ async def admin_harness(tmp_path: Path) -> AsyncIterator[AdminStarter]:
             sandbox_settings(services.urls, services.telegram.token, tmp_path, (admin_id,)),
             broadcast_rate=broadcast_rate, telegram_global_rate=200.0,
         )
-        runner = BotRunner(settings, poll_timeout=1)
-        try:
-            await runner.start()
-        except BaseException:
-            await services.__aexit__(None, None, None)
-            raise
-        harness = Harness(services, runner, tmp_path)
+        harness = await start_bot(services, settings, tmp_path)
         started.append(harness)
         return harness, ChatUser(harness, admin_id, admin_chat)
 
@@ -59,15 +52,6 @@ async def traders(h: Harness, names: list[str]) -> list[ChatUser]:
 
 def copies(user: ChatUser, marker: str) -> list[dict[str, Any]]:
     return [m for m in user.bot_messages() if marker in (m.get("text") or m.get("caption") or "")]
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def services_of(h: Harness) -> Any:
@@ -157,7 +141,7 @@ async def test_cancel_stops_the_broadcast_and_nothing_more_is_sent(admin_harness
     async def some_sent() -> bool:
         return any(r.state == "sent" for r in await services.broadcasts.jobs.recipients(1))
 
-    await wait_until(some_sent, "a first copy")
+    await until(some_sent, "a first copy", timeout=15)
     reply = await ada.send("/broadcast_cancel", expect=r"cancelled")
     assert "the rest will not be sent" in reply["text"]
     await ada.wait_text(r"Broadcast #1 cancelled")
@@ -185,7 +169,7 @@ async def test_restart_mid_broadcast_resumes_and_sends_each_copy_once(admin_harn
         rows = await services_of(h).broadcasts.jobs.recipients(1)
         return sum(r.state == "sent" for r in rows) >= 2
 
-    await wait_until(a_few_sent, "two copies sent")
+    await until(a_few_sent, "two copies sent", timeout=15)
     await h.runner.stop()  # a restart mid-way: the job must resume from the database
     assert any(r["state"] == "pending" for r in await _rows_after_stop(h))
     h.runner = BotRunner(h.runner.settings, poll_timeout=1)
@@ -208,7 +192,7 @@ async def test_rows_caught_mid_send_by_a_crash_are_reported_not_resent(admin_har
     async def one_sent() -> bool:
         return any(r.state == "sent" for r in await services.broadcasts.jobs.recipients(1))
 
-    await wait_until(one_sent, "a first copy")
+    await until(one_sent, "a first copy", timeout=15)
     await h.runner.stop()
     # What a crash between the Bot API call and its bookkeeping leaves behind: a row in 'sending'.
     rows = await _rows_after_stop(h)

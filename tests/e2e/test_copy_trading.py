@@ -3,37 +3,22 @@ the bot's own limits, the server's limits, the guard, and the loss breaker."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from solders.keypair import Keypair
 
-from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import Harness, Trader, setup_trader, until
+from tests.e2e.harness import pump as pump_rounds
 
 STRATEGY = "tp 500 sl 90 deadline 0"  # nothing sells on its own unless a test moves the price that far
 SOL = 1_000_000_000
 
 
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 def new_mint(h: Harness, symbol: str, risk: list[str] | None = None) -> Any:
@@ -72,6 +57,22 @@ async def watching(h: Harness, trader: Trader, nickname: str = "alice") -> str:
     return address
 
 
+async def copy_limit(h: Harness, trader: Trader, name: str, value: int) -> None:
+    """Set one of the server's copy limits by chat; returns once the stream has it."""
+    await trader.chat.send(f"/copy limit {name} {value}", expect=rf"is now {value}")
+    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get(name) == value,
+                "the new limit on the stream")
+
+
+async def alice_buys(h: Harness, trader: Trader, alice: str, symbol: str, risk: list[str] | None = None) -> tuple[Any, int]:
+    """The watched wallet buys a new token for 0.5 SOL; returns (the mint, the trader's SOL just before)."""
+    mint = new_mint(h, symbol, risk)
+    before = h.services.chain.balance(trader.wallet)
+    h.services.chain.outside_buy(alice, mint, 0.5)
+    await pump(h)
+    return mint, before
+
+
 async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(harness: Harness) -> None:
     h = harness
     chain = h.services.chain
@@ -84,10 +85,7 @@ async def test_ask_me_copy_buys_the_configured_amount_and_take_profit_sells_it(h
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None and "update_watch_wallets" in [m.get("type") for m in session.received]
 
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     assert "0.2 SOL" in signal["text"]
     assert chain.token_balance(trader.wallet, mint) == 0  # nothing bought before the tap
@@ -124,10 +122,7 @@ async def test_skip_buys_nothing_and_tells_the_stream(harness: Harness) -> None:
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     await trader.chat.press("Skip", message=signal, expect=r"Skipped")
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
@@ -147,14 +142,10 @@ async def test_auto_mode_buys_without_a_tap_until_the_daily_budget_is_spent(harn
     await until(lambda: (h.services.stream.books[trader.api_key].mirror_config.get("cooldown_sec") == 0
                          and h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5),
                 "the new limits on the stream")
-    first = new_mint(h, "ONE")
-    chain.outside_buy(alice, first, 0.5)
-    await pump(h)
+    first, _ = await alice_buys(h, trader, alice, "ONE")
     await trader.chat.wait_text(r"Copied")
     assert chain.token_balance(trader.wallet, first) > 0
-    second = new_mint(h, "TWO")
-    chain.outside_buy(alice, second, 0.5)
-    await pump(h)
+    second, _ = await alice_buys(h, trader, alice, "TWO")
     await trader.chat.wait_text(r"Not copied.*daily copy budget")
     assert chain.token_balance(trader.wallet, second) == 0
     assert results(h, trader) == [True, False]
@@ -165,9 +156,7 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    await trader.chat.send("/copy limit max_positions_per_wallet 5", expect=r"is now 5")
-    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_positions_per_wallet") == 5,
-                "the new limit on the stream")
+    await copy_limit(h, trader, "max_positions_per_wallet", 5)
     first = new_mint(h, "ONE")
     chain.outside_buy(alice, first, 0.5)
     await pump(h, rounds=1, slots=1)
@@ -195,10 +184,7 @@ async def test_a_hostile_mirror_buy_is_refused_by_the_guard_and_reported(harness
     async with httpx.AsyncClient() as client:
         reply = await client.post(h.services.urls["control"] + "/sim/faults", json={"mirror_hostile": hostile})
         assert reply.status_code == 200
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     refused = await trader.chat.press("Copy", message=signal, expect=r"Not copied")
     assert refused is not None and "🛡" in refused["text"] and "Nothing was signed" in refused["text"]
@@ -236,12 +222,8 @@ async def test_auto_disable_after_losses_is_told_and_shown_in_copy(harness: Harn
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    await trader.chat.send("/copy limit max_consecutive_losses 1", expect=r"is now 1")
-    await until(lambda: h.services.stream.books[trader.api_key].mirror_config.get("max_consecutive_losses") == 1,
-                "the new limit on the stream")
-    mint = new_mint(h, "PEPE")
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    await copy_limit(h, trader, "max_consecutive_losses", 1)
+    mint, _ = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     await trader.chat.press("Copy", message=signal, expect=r"Copied")
     await pump(h)
@@ -276,10 +258,7 @@ async def test_a_mint_with_a_permanent_delegate_is_flagged_and_not_auto_bought(h
     alice = await watching(h, trader)
     await trader.chat.send("/copy mode alice auto", expect=r"Auto-copy alice\?")
     await trader.chat.press("Yes, auto-copy", expect=r"is on")
-    mint = new_mint(h, "RUG", ["permanent_delegate"])
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "RUG", ["permanent_delegate"])
     signal = await trader.chat.wait_text(r"alice.*bought.*Token risks")
     assert "permanent delegate" in signal["text"] and "never copied automatically" in signal["text"]
     assert trader.chat.buttons(signal) == ["✅ Copy", "Skip"]
@@ -295,10 +274,7 @@ async def test_a_copy_that_would_break_the_fee_reserve_is_refused_with_the_reaso
     trader = await setup_trader(h, strategy=STRATEGY, sol=0.2)
     alice = await watching(h, trader)
     await trader.chat.send("/copy limit fee_reserve_sol 0.1", expect=r"fee_reserve_sol is now 0\.1")
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     refused = await trader.chat.wait_text(r"Not copied.*kept for exit fees")
     assert "Top it up or lower the amount" in refused["text"]
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
@@ -313,10 +289,7 @@ async def test_an_ask_me_signal_not_tapped_in_time_expires_and_buys_nothing(harn
     assert services is not None
     services.copier.signal_ttl_ms = 300  # a signal's life, short here so the test does not wait a minute
     alice = await watching(h, trader)
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     expired = await trader.chat.wait_text(r"Expired: not copied")
     assert trader.chat.buttons(expired) == []  # no Copy left to tap late
     await until(lambda: results(h, trader) == [False], "mirror_buy_result false")
@@ -328,10 +301,7 @@ async def test_a_signal_waiting_for_a_tap_when_the_bot_restarts_expires_unsigned
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    mint = new_mint(h, "PEPE")
-    before = chain.balance(trader.wallet)
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, before = await alice_buys(h, trader, alice, "PEPE")
     signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
     await h.restart_bot()
     expired = await trader.chat.wait_text(r"Expired: not copied")
@@ -344,9 +314,7 @@ async def test_a_flagged_token_copied_by_choice_shows_its_flag_on_the_new_positi
     chain = h.services.chain
     trader = await setup_trader(h, strategy=STRATEGY)
     alice = await watching(h, trader)
-    mint = new_mint(h, "ICE", ["freeze_authority"])
-    chain.outside_buy(alice, mint, 0.5)
-    await pump(h)
+    mint, _ = await alice_buys(h, trader, alice, "ICE", ["freeze_authority"])
     signal = await trader.chat.wait_text(r"alice.*bought.*Token risks.*Tap Copy")
     assert "freeze authority kept" in signal["text"]
     await trader.chat.press("Copy", message=signal, expect=r"Copied")

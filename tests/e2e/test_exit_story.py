@@ -1,16 +1,7 @@
 """The whole story: set up by chat, buy, the price rises to take profit, tap Sell, the exit lands on chain."""
 
-import asyncio
 
-from tests.e2e.harness import Harness, setup_trader
-
-
-async def pump(h: Harness, rounds: int = 3) -> None:
-    """Let the sandbox stream evaluate and flush (time advances by clock, not by sleeping)."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+from tests.e2e.harness import Harness, pump, setup_trader
 
 
 async def test_take_profit_signal_is_sold_by_a_tap(harness: Harness) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness
-from tests.e2e.test_sell_paths import exit_requests, holding, sends, signal_id, stored, take_profit
+from tests.e2e.harness import Harness, exit_requests, holding, sends, signal_id, stored, take_profit
 
 ROOT = Path(__file__).parents[2]
 
@@ -73,7 +72,10 @@ async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
     trader, mint, signal = await kill_mid_sell(h, tmp_path / "bot.log", method)
     sid = signal_id(signal)
     with sqlite3.connect(h.data_dir / "bot.db") as db:  # what the killed process left behind
-        assert db.execute("SELECT state FROM exit_signals WHERE id=?", (sid,)).fetchone()[0] == state
+        left_state, signature = db.execute("SELECT state, signature FROM exit_signals WHERE id=?", (sid,)).fetchone()
+    assert left_state == state
+    assert (signature is not None) == (state != "approved")  # signed bytes are stored before they are sent
+    assert sends(h) == (1 if state == "submitted" else 0)
 
     await h.restart_bot()
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=30)

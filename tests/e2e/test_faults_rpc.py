@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import Harness
-from tests.e2e.test_sell_paths import holding, sends, signal_id, stored, take_profit
+from tests.e2e.harness import Harness, holding, sends, signal_id, stored, take_profit
 
 
 @pytest.mark.parametrize("kind", ["garbage", "http500", "http429"])

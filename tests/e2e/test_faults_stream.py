@@ -3,8 +3,7 @@ burying the exits); the test asserts the flood is one message and the stream sti
 
 from __future__ import annotations
 
-from tests.e2e.harness import Harness, setup_trader
-from tests.e2e.test_sell_paths import pump
+from tests.e2e.harness import Harness, pump, setup_trader
 
 
 def errors_shown(chat_text: list[str]) -> int:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.harness import Harness, setup_trader
-from tests.e2e.test_sell_paths import holding, pump, sends, signal_id, stored, take_profit
+from tests.e2e.harness import (
+    Harness,
+    age,
+    buys,
+    holding,
+    sell_part,
+    sends,
+    setup_trader,
+    signal_id,
+    stored,
+    take_profit,
+)
 
 
 async def test_stop_tracking_voids_an_older_sell_button(harness: Harness) -> None:
@@ -62,10 +72,7 @@ async def test_a_new_lasersell_key_keeps_every_wallet_streaming(harness: Harness
     await trader.chat.send(f"/apikey {new_key}", expect=r"LaserSell key saved")
     assert h.services.accounts.is_registered(new_key, trader.wallet)
 
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    await buys(h, trader)
     assert "not registered" not in trader.chat.transcript()
 
 
@@ -77,10 +84,7 @@ async def test_a_registration_lost_by_lasersell_is_made_again_on_reconnect(harne
     await h.services.stream.drop_connections()
     await trader.chat.wait_for(lambda ms: h.services.accounts.is_registered(trader.api_key, trader.wallet),
                                timeout=15, what="the wallet registered again")
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE", timeout=15)
+    await buys(h, trader)
     assert "not registered" not in trader.chat.transcript()
 
 
@@ -89,10 +93,7 @@ async def test_a_refreshed_sell_keeps_its_reason_in_the_message_and_history(harn
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
     sid = signal_id(signal)
-    services = h.runner.services
-    assert services is not None
-    old = await stored(h, sid)
-    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 11 * 60 * 1000)
+    await age(h, sid, 11 * 60 * 1000)
 
     await trader.chat.press("Sell", message=signal, expect=r"expired")
     await trader.chat.press("Refresh", message=signal)
@@ -112,9 +113,8 @@ async def test_a_stale_sell_refreshed_on_tap_keeps_its_reason_in_history(harness
     sid = signal_id(signal)
     services = h.runner.services
     assert services is not None
-    old = await stored(h, sid)
     h.services.chain.advance_slots(200)  # past the blockhash's life
-    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await age(h, sid, 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
@@ -127,9 +127,7 @@ async def test_a_sell_older_than_a_partial_sell_is_refreshed_and_sells_what_is_l
     h = harness
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    quarter = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    quarter = await sell_part(trader)
     await trader.chat.press("Sell", message=quarter)
     await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
     left = h.services.chain.token_balance(trader.wallet, mint)
@@ -161,3 +159,38 @@ async def test_a_position_strategy_the_server_would_refuse_is_not_saved(harness:
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None
     assert not [m for m in session.received if m.get("type") == "update_position_strategy"]
+
+
+async def test_a_stored_strategy_an_older_version_saved_is_checked_on_start_and_never_sent(harness: Harness) -> None:
+    """`trail 150` saved before the editor refused it: on start the trader is told, plainly and once, and the
+    stream is not configured with it (LaserSell would refuse it and stop the stream); a fix by chat streams."""
+    h = harness
+    stream = h.services.stream
+    trader = await setup_trader(h, "Ann", strategy="tp 25 sl 10 deadline 0")
+    services = h.runner.services
+    assert services is not None
+    await services.accounts.store.update(
+        trader.chat.user_id, strategy_json='{"take_profit_pct":25,"stop_loss_pct":10,"trailing_stop_pct":150}'
+    )
+    attempts = stream.connection_attempts[trader.api_key]
+
+    await h.restart_bot()
+    notice = await trader.chat.wait_text(r"Your saved strategy is not valid any more")
+    assert "trailing stop (trail) 150" in notice["text"] and "below 100" in notice["text"]
+    assert "I did not send it to LaserSell" in notice["text"] and "/strategy" in notice["text"]
+    # the notice is written where the stream would have been started: it was not
+    assert stream.connection_attempts[trader.api_key] == attempts
+
+    await trader.chat.send("/strategy trail 15", expect=r"Saved")
+
+    def configured() -> dict | None:
+        session = stream.session_for(trader.api_key)
+        sent = [m for m in (session.received if session else []) if m.get("type") == "configure"]
+        return sent[-1] if sent and stream.connection_attempts[trader.api_key] > attempts else None
+
+    configure = await trader.chat.wait_for(lambda _: configured(), what="the stream configured again")
+    assert configure["strategy"]["trailing_stop_pct"] == 15
+    assert all(m.get("strategy", {}).get("trailing_stop_pct") != 150
+               for s in [stream.session_for(trader.api_key)] if s for m in s.received)
+    notices = [m for m in trader.chat.bot_messages() if "not valid any more" in (m.get("text") or "")]
+    assert len(notices) == 1

@@ -5,39 +5,21 @@ test_sell_paths.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 
 from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
-from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import Harness, Trader, take_profit
+from tests.e2e.harness import holding as hold
 
 STRATEGY = "tp 20 sl 90 deadline 0"
 
 
-async def pump(h: Harness, rounds: int = 3) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
 async def holding(h: Harness, symbol: str, **mint: Any) -> tuple[Trader, Any]:
-    trader = await setup_trader(h, "Ann", strategy=STRATEGY)
-    chain = h.services.chain
-    token = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(), **mint)
-    chain.outside_buy(trader.wallet, token, 0.4 if mint.get("quote") != "USD1" else 20.0)
-    await pump(h)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return trader, token
-
-
-async def take_profit(h: Harness, trader: Trader, mint: Any) -> dict[str, Any]:
-    h.services.chain.market_move(mint, 40)
-    await pump(h)
-    return await trader.chat.wait_text(r"Take profit reached")
+    sol = 20.0 if mint.get("quote") == "USD1" else 0.4  # quote units: USD1 pools take dollars
+    return await hold(h, "Ann", symbol, strategy=STRATEGY, sol=sol, **mint)
 
 
 async def test_a_router_exit_with_fee_tip_and_lookup_table_is_sold(harness: Harness) -> None:

@@ -4,12 +4,11 @@ what the transaction tried. Every hostile kind the sandbox's control API can sen
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import Harness, Trader, pump, sends, setup_trader
 
 STRATEGY = "tp 20 sl 90 deadline 0"
 
@@ -30,13 +29,6 @@ HOSTILE = {
 }
 
 
-async def pump(h: Harness, rounds: int = 3) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
 async def holding(h: Harness, *, other_token: bool = False) -> tuple[Trader, Any]:
     trader = await setup_trader(h, "Ann", strategy=STRATEGY)
     chain = h.services.chain
@@ -47,11 +39,6 @@ async def holding(h: Harness, *, other_token: bool = False) -> tuple[Trader, Any
     await pump(h)
     await trader.chat.wait_text(r"New position: PEPE")
     return trader, mint
-
-
-def sends(h: Harness) -> int:
-    """sendTransaction calls that reached the sandbox RPC: a signed transaction is always sent."""
-    return h.services.rpc.calls["sendTransaction"]
 
 
 def balances(h: Harness, trader: Trader) -> tuple[int, dict[Any, int]]:

@@ -5,14 +5,15 @@ positions. Each test reads the chat and the stand-ins (chain balances, landed tr
 
 from __future__ import annotations
 
-import asyncio
 import re
+from functools import partial
 from typing import Any
 
 import httpx
 from solders.message import MessageV0
 
-from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import Harness, Trader, sell_part, sends, setup_trader, until
+from tests.e2e.harness import pump as pump_rounds
 
 QUIET = "tp 500 sl 90 deadline 0"  # nothing fires on its own unless a test says so
 # The docs' fee table (pricing/fee-structure.mdx), written out here so the test does not read it
@@ -22,12 +23,7 @@ SOL_MINIMUM_FEE = 10_000_000
 ONE_TOKEN = 10**6  # every mint here has 6 decimals
 
 
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    """Advance sandbox time and let the stream flush (time moves by clock, not by sleeping)."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 async def control(h: Harness, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +52,6 @@ def curve_proceeds(h: Harness, mint: str, tokens: int) -> int:
     return pool.sol_reserve * tokens // (pool.token_reserve + tokens)
 
 
-def sends(h: Harness) -> int:
-    return h.services.rpc.calls["sendTransaction"]
-
-
 def session_messages(h: Harness, trader: Trader, kind: str) -> list[dict[str, Any]]:
     session = h.services.stream.session_for(trader.api_key)
     assert session is not None
@@ -80,19 +72,6 @@ def said(trader: Trader, pattern: str) -> list[dict[str, Any]]:
     return [m for m in trader.chat.bot_messages() if re.search(pattern, m.get("text") or "")]
 
 
-async def wait_until(check: Any, what: str, timeout: float = 10) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_router_exit_with_a_helius_tip_and_a_lookup_table_sells_on_one_tap_for_the_proceeds_less_fee_and_tip(
     harness: Harness,
 ) -> None:
@@ -106,7 +85,7 @@ async def test_a_router_exit_with_a_helius_tip_and_a_lookup_table_sells_on_one_t
         session = h.services.stream.session_for(trader.api_key)
         return session is not None and session.effective_send_mode() == "helius_sender" and session.effective_tip() == tip
 
-    await wait_until(configured_for_helius, "the stream configured for Helius Sender with the trader's tip")
+    await until(configured_for_helius, "the stream configured for Helius Sender with the trader's tip")
     mint = await buy(h, trader, "PEPE")
     chain.market_move(mint, 40)
     await pump(h)
@@ -232,9 +211,7 @@ async def test_a_failed_sell_25_percent_is_retried_for_25_percent_and_three_quar
     chain.market_move(mint, 5)
     await pump(h)
     before = chain.token_balance(trader.wallet, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    signal = await sell_part(trader)
     assert "25% of the position" in signal["text"]
     built = h.services.api.calls["/v1/sell"]
     # the market moves between the quote and the landing: the transaction's minimum out is no longer met
@@ -267,7 +244,7 @@ async def test_a_session_in_use_refusal_during_a_reconnect_is_retried_and_new_po
     dropped = await control(h, "/sim/faults", {"drop_connections": True})
     assert dropped["applied"]["drop_connections"]
 
-    await wait_until(lambda: stream.session_for(trader.api_key) not in (None, first), "a new session")
+    await until(lambda: stream.session_for(trader.api_key) not in (None, first), "a new session")
     assert stream.connection_attempts[trader.api_key] - attempts == 4  # three refusals, then the session
     mint = await buy(h, trader, "WIF")
     opened = await trader.chat.wait_text(r"New position: WIF")
@@ -303,7 +280,7 @@ async def test_after_a_reconnect_renumbers_positions_the_override_and_the_deadli
         return (session not in (None, first) and bool(session.configured)
                 and bool([m for m in session.received if m.get("type") == "update_position_strategy"]))
 
-    await wait_until(renumbered, "the override re-sent on the new session")
+    await until(renumbered, "the override re-sent on the new session")
     ids_after = {p.token_account: p.position_id for p in stream.positions(trader.api_key)}
     assert ids_after != ids_before  # the sandbox renumbered the positions
     second = stream.session_for(trader.api_key)

@@ -12,15 +12,12 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import base58
-import pytest
 from mnemonic import Mnemonic
 from solders.keypair import Keypair
 
-from bot import logs
 from bot.app import BotRunner
 from bot.logs import setup_logging
 from bot.vault import write_new_master_key
@@ -28,28 +25,6 @@ from tests.e2e.harness import ChatUser, Harness, setup_trader, start_harness, st
 
 ROOT = Path(__file__).parents[2]
 B58_KEY_RE = re.compile(r"[1-9A-HJ-NP-Za-km-z]{85,90}")
-
-
-@pytest.fixture
-def isolated_logging() -> Iterator[None]:
-    """setup_logging changes process-wide state: put it all back after the test."""
-    root = logging.getLogger()
-    factory = logging.getLogRecordFactory()
-    handlers = list(root.handlers)
-    level = root.level
-    httpx_level = logging.getLogger("httpx").level
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        logs._installed_handlers.clear()
-        logging.setLogRecordFactory(factory)
-        root.setLevel(level)
-        logging.getLogger("httpx").setLevel(httpx_level)
-        logging.captureWarnings(False)
 
 
 def b58(keypair: Keypair) -> str:

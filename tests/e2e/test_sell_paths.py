@@ -1,71 +1,24 @@
 """Every path of the sell, end to end through the sandbox: double taps, foreign taps, stale blockhashes,
-slippage retries, guard refusals, empty wallets, crashes between submit and confirm, auto-sell, ladders
-and /history."""
+slippage retries, guard refusals, empty wallets, auto-sell, ladders and /history. A crash mid-sell is a real
+kill -9 (test_faults_kill9.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-import pytest
 
 from bot.exits import sell as sell_module
-from storage.positions import ExitSignal
-from tests.e2e.harness import Harness, Trader, setup_trader
-
-
-async def pump(h: Harness, rounds: int = 3) -> None:
-    """Let the sandbox stream evaluate and flush (time advances by clock, not by sleeping)."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
-async def holding(h: Harness, name: str, symbol: str, *, strategy: str = "tp 20 sl 50 deadline 0") -> tuple[Trader, Any]:
-    """A trader set up by chat who bought `symbol`; the bot has announced the position."""
-    trader = await setup_trader(h, name, strategy=strategy)
-    chain = h.services.chain
-    mint = chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title())
-    chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return trader, mint
-
-
-async def take_profit(h: Harness, trader: Trader, mint: Any, move: float = 40) -> dict[str, Any]:
-    """The price rises past take profit; returns the exit signal message."""
-    h.services.chain.market_move(mint, move)
-    await pump(h)
-    return await trader.chat.wait_text(r"Take profit reached")
-
-
-def signal_id(message: dict[str, Any]) -> str:
-    data = next(b["data"] for row in message.get("buttons") or [] for b in row if b.get("data", "").startswith("x:sell:"))
-    return data.split(":", 2)[2]
-
-
-async def stored(h: Harness, sid: str) -> ExitSignal:
-    services = h.runner.services
-    assert services is not None
-    signal = await services.inbox.signals.get(sid)
-    assert signal is not None
-    return signal
-
-
-def sends(h: Harness) -> int:
-    """sendTransaction calls that reached the sandbox RPC."""
-    return h.services.rpc.calls["sendTransaction"]
-
-
-def answers(trader: Trader) -> list[str]:
-    return [a["text"] or "" for a in trader.chat.tg.callback_answers(trader.chat.chat_id)]
-
-
-def exit_requests(h: Harness, trader: Trader) -> list[dict[str, Any]]:
-    session = h.services.stream.session_for(trader.api_key)
-    assert session is not None
-    return [m for m in session.received if m.get("type") in ("request_exit_signal", "sell_now")]
+from tests.e2e.harness import (
+    Harness,
+    age,
+    answers,
+    exit_requests,
+    holding,
+    pump,
+    sends,
+    signal_id,
+    stored,
+    take_profit,
+)
 
 
 async def test_twenty_concurrent_taps_submit_once(harness: Harness) -> None:
@@ -116,12 +69,9 @@ async def test_a_stale_blockhash_is_refreshed_and_lands(harness: Harness) -> Non
     trader, mint = await holding(h, "Ann", "PEPE")
     signal = await take_profit(h, trader, mint)
     sid = signal_id(signal)
-    old = await stored(h, sid)
-    services = h.runner.services
-    assert services is not None
     # the trader read the message for a while: the chain moved on past the blockhash's 150 slots
     h.services.chain.advance_slots(200)
-    await services.inbox.signals.set(sid, received_at_ms=old.received_at_ms - 60_000)
+    await age(h, sid, 60_000)
 
     await trader.chat.press("Sell", message=signal, expect=r"Refreshing")
     done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
@@ -187,43 +137,6 @@ async def test_a_wallet_without_sol_for_fees_is_told_so(harness: Harness) -> Non
     assert sends(h) == 0
     assert chain.token_balance(trader.wallet, mint) > 0
     assert (await stored(h, signal_id(signal))).state == "failed"
-
-
-@pytest.mark.parametrize("crash_at", ["submitted", "signing"])
-async def test_a_crash_between_submit_and_confirm_sells_once(harness: Harness, crash_at: str) -> None:
-    """The bot dies after storing the signed sell (before or after sending it); the restart settles it."""
-    h = harness
-    trader, mint = await holding(h, "Ann", "PEPE")
-    signal = await take_profit(h, trader, mint)
-    services = h.runner.services
-    assert services is not None
-    executor = services.seller.executor
-    reached = asyncio.Event()
-
-    async def die(*args: Any, **kwargs: Any) -> Any:
-        reached.set()
-        await asyncio.Event().wait()  # the process is gone: nothing after this runs
-
-    # crash right after the send (confirm never runs) or right before it (the send never happens)
-    monkeypatch_target = "confirm" if crash_at == "submitted" else "send"
-    setattr(executor, monkeypatch_target, die)
-    await trader.chat.press("Sell", message=signal)
-    await asyncio.wait_for(reached.wait(), 10)
-    sid = signal_id(signal)
-    left = await stored(h, sid)
-    assert left.state == crash_at and left.signature
-    expected_sends = 1 if crash_at == "submitted" else 0
-    assert sends(h) == expected_sends
-
-    await h.restart_bot()
-    done = await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
-    assert done["message_id"] == signal["message_id"]
-    assert (await stored(h, sid)).state == "landed"
-    assert h.services.chain.token_balance(trader.wallet, mint) == 0
-    assert sends(h) == 1  # the identical bytes, at most once
-    await trader.chat.wait_for(lambda ms: h.services.stream.session_for(trader.api_key) is not None,
-                               what="the stream back")
-    assert exit_requests(h, trader) == []  # no second sell asked for
 
 
 async def test_auto_sell_sells_without_a_tap(harness: Harness) -> None:

@@ -1,57 +1,67 @@
 """One stream per user: positions, live cards, liquidity alerts, reconnects, terminal errors, Telegram errors."""
 
 import asyncio
+from functools import partial
 
-from tests.e2e.harness import Harness, setup_trader
+from tests.e2e.harness import Harness, buys, setup_trader
+from tests.e2e.harness import pump as pump_rounds
 
-
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    """Advance sandbox time (8 slots = 3.2 s: one liquidity snapshot) and let the stream flush."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
-async def open_position(h: Harness, trader, symbol: str = "PEPE", sol: float = 0.5) -> str:
-    chain = h.services.chain
-    mint = str(chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0))
-    chain.outside_buy(trader.wallet, mint, sol)
-    await pump(h, 1)
-    await trader.chat.wait_text(rf"New position: {symbol}")
-    return mint
+def edit_calls_of(h: Harness) -> int:
+    """editMessageText calls that reached the sandbox Telegram, refused ones (an identical edit) included."""
+    return int(h.services.telegram.stats()["calls"].get("editMessageText", 0))
+
+
+async def taken_in(h: Harness, trader, slots: int = 8) -> None:
+    """One stream round; returns once the bot's stream client has received its frames and handed them all out."""
+    client = h.runner.services.streams.workers[trader.chat.user_id].client
+    received = client.messages_received
+    h.services.chain.advance_slots(slots)
+    h.services.stream.flush()
+    await trader.chat.wait_for(lambda _: client.messages_received > received and client.pending_count() == 0,
+                               what="the round's frames handed to the bot")
 
 
 async def test_price_moves_edit_the_position_card(harness: Harness) -> None:
     h = harness
     h.runner.services.alerts.card_interval_s = 0.2
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     card = await trader.chat.wait_text(r"New position: PEPE")
+    edit_calls = edit_calls_of(h)
     h.services.chain.market_move(mint, 25)
     await pump(h)
     edited = await trader.chat.wait_text(r"PnL \+0\.\d+ SOL \(\+2\d\.\d%\)")
     assert edited["message_id"] == card["message_id"] and edited["edits"] >= 1
     assert trader.chat.buttons(edited) == ["Sell now", "Stop tracking"]
-    # nothing new on the stream: no more edits
-    edits = edited["edits"]
+    # rounds with nothing new on the stream, taken in by the bot...
+    for _ in range(3):
+        await taken_in(h, trader)
+    # ...then a real move: once its edit shows, any edit the quiet rounds caused would have been made
+    h.services.chain.market_move(mint, 10)
     await pump(h)
-    await asyncio.sleep(0.4)
-    now = next(m for m in trader.chat.messages() if m["message_id"] == card["message_id"])
-    assert now["edits"] == edits
+    later = await trader.chat.wait_text(r"PnL \+0\.\d+ SOL \(\+3\d\.\d%\)")
+    assert later["message_id"] == card["message_id"]
+    # every editMessageText the bot made changed the card (an identical edit is refused, but counted)
+    assert edit_calls_of(h) - edit_calls == later["edits"], (edit_calls_of(h) - edit_calls, later["edits"])
 
 
 async def test_a_draining_pool_raises_one_liquidity_alert(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 95 deadline 0")
-    mint = await open_position(h, trader, sol=2.0)
+    mint = await buys(h, trader, sol=2.0)
     for _ in range(6):  # six snapshots while the pool keeps draining
         h.services.chain.drain(mint, 15)
         await pump(h, 1, slots=10)
     alert = await trader.chat.wait_text(r"Liquidity draining on PEPE")
     assert "sellable" in alert["text"] and "Sell now" in trader.chat.buttons(alert)
-    await pump(h, 3, slots=10)
-    await asyncio.sleep(0.3)
+    for _ in range(3):  # it keeps draining: no news
+        h.services.chain.drain(mint, 15)
+        await taken_in(h, trader, slots=10)
+    # a new position is announced after those snapshots (alerts go out in order): a second alert would be before it
+    await buys(h, trader, "WIF")
     alerts = [m for m in trader.chat.bot_messages() if "Liquidity draining" in (m.get("text") or "")]
     assert len(alerts) == 1
 
@@ -94,7 +104,14 @@ async def test_a_bad_key_is_told_once_and_not_retried(harness: Harness) -> None:
     await stream.drop_connections()
     notice = await trader.chat.wait_text(r"stream stopped")
     assert "API key" in notice["text"] and "/apikey" in notice["text"]
-    await asyncio.sleep(1.0)  # long enough for several backoff rounds if it were retrying
+    # another trader's stream is refused three times and comes back after three backoff rounds: by then a
+    # client that retried a refused key would have tried again too
+    bob = await setup_trader(h, "Bob", strategy="tp 25 sl 10 deadline 0")
+    bobs = stream.session_for(bob.api_key)
+    stream.refuse_sessions(3, "session_limit")
+    await stream.drop_connections()
+    await bob.chat.wait_for(lambda _: stream.session_for(bob.api_key) not in (None, bobs), what="Bob's stream back")
+    assert stream.connection_attempts[bob.api_key] >= 4
     assert stream.connection_attempts[trader.api_key] - before == 1
     notices = [m for m in trader.chat.bot_messages() if "stream stopped" in (m.get("text") or "")]
     assert len(notices) == 1
@@ -103,7 +120,7 @@ async def test_a_bad_key_is_told_once_and_not_retried(harness: Harness) -> None:
 async def test_a_429_delays_but_the_exit_signal_arrives(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.telegram.inject_fault("sendMessage", status=429, retry_after=1, count=1)
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -116,7 +133,7 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
     h = harness
     services = h.runner.services
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.telegram.block(trader.chat.user_id)
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -139,7 +156,7 @@ async def test_a_403_stops_the_stream_and_keeps_the_signal(harness: Harness) -> 
 async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 1")
-    await open_position(h, trader)
+    await buys(h, trader)
     signal = await trader.chat.wait_text(r"Deadline reached", timeout=10)
     assert "✅ Sell" in trader.chat.buttons(signal)
     received = [m["type"] for m in h.services.stream.session_for(trader.api_key).received]
@@ -149,7 +166,7 @@ async def test_the_deadline_asks_for_an_exit_and_says_why(harness: Harness) -> N
 async def test_an_unknown_market_type_still_brings_the_exit_signal(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 20 sl 50 deadline 0")
-    mint = await open_position(h, trader)
+    mint = await buys(h, trader)
     h.services.stream.use_unknown_market_type("moonshot_v9")
     h.services.chain.market_move(mint, 40)
     await pump(h)
@@ -160,7 +177,7 @@ async def test_an_unknown_market_type_still_brings_the_exit_signal(harness: Harn
 async def test_an_exit_asked_for_while_disconnected_arrives_after_the_reconnect(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 0")
-    await open_position(h, trader)
+    await buys(h, trader)
     stream = h.services.stream
     stream.refuse_connections_for(0.5)
     await stream.drop_connections()

@@ -4,22 +4,19 @@ per-position strategy that survives a dropped connection, Stop tracking, charts,
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from solders.pubkey import Pubkey
 
 from storage.positions import Position
-from tests.e2e.harness import Harness, Trader, setup_trader
+from tests.e2e.harness import Harness, Trader, sends, setup_trader
+from tests.e2e.harness import pump as pump_rounds
 
 STRATEGY = "tp 500 sl 90 deadline 0"  # nothing fires on its own: every sell here is asked for
 
 
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    """Advance sandbox time (8 slots = 3.2 s of stream time) and let the stream flush."""
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 async def holding(h: Harness, name: str = "Ann", symbol: str = "PEPE", sol: float = 0.5) -> tuple[Trader, Any]:
@@ -63,10 +60,6 @@ async def open_card(trader: Trader, symbol: str = "PEPE") -> dict[str, Any]:
     listing = await trader.chat.send("/positions", expect=r"Open positions")
     assert symbol in listing["text"]
     return await trader.chat.press(symbol, message=listing, expect=r"Holding .* tokens")
-
-
-def sends(h: Harness) -> int:
-    return h.services.rpc.calls["sendTransaction"]
 
 
 async def test_partial_sell_from_the_card_leaves_the_rest_tracked(harness: Harness) -> None:

@@ -17,19 +17,25 @@ async def run_check(env: dict[str, str], cwd: Path) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+def check_env(sandbox: SandboxServices, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """An operator's environment wired to the sandbox services, with `overrides`."""
+    return {
+        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
+        "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
+        "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
+        "SOLANA_RPC_URL": sandbox.urls["rpc"],
+        "LASERSELL_API_URL": sandbox.urls["api"],
+        "LASERSELL_STREAM_URL": sandbox.urls["stream"],
+        "BOT_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+        "DATABASE_PATH": str(tmp_path / "bot.db"),
+        **overrides,
+    }
+
+
 async def test_check_prints_ok_for_every_sandbox_service(tmp_path: Path) -> None:
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox:
-        env = {
-            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
-            "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
-            "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
-            "SOLANA_RPC_URL": sandbox.urls["rpc"],
-            "LASERSELL_API_URL": sandbox.urls["api"],
-            "LASERSELL_STREAM_URL": sandbox.urls["stream"],
-            "BOT_MASTER_KEY_FILE": str(tmp_path / "master.key"),
-            "DATABASE_PATH": str(tmp_path / "bot.db"),
-        }
+        env = check_env(sandbox, tmp_path)
         code, out = await run_check(env, tmp_path)
     assert code == 0, out
     for step in ("Telegram", "Solana RPC", "LaserSell API", "LaserSell stream", "Database", "Master key"):
@@ -40,16 +46,7 @@ async def test_check_prints_ok_for_every_sandbox_service(tmp_path: Path) -> None
 async def test_check_fails_with_exit_1_and_names_the_step(tmp_path: Path) -> None:
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox:
-        env = {
-            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
-            "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
-            "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
-            "SOLANA_RPC_URL": "http://127.0.0.1:9",  # nothing listens there
-            "LASERSELL_API_URL": sandbox.urls["api"],
-            "LASERSELL_STREAM_URL": sandbox.urls["stream"],
-            "BOT_MASTER_KEY_FILE": str(tmp_path / "master.key"),
-            "DATABASE_PATH": str(tmp_path / "bot.db"),
-        }
+        env = check_env(sandbox, tmp_path, SOLANA_RPC_URL="http://127.0.0.1:9")  # nothing listens there
         code, out = await run_check(env, tmp_path)
     assert code == 1
     assert "Telegram: OK" in out and "Solana RPC: FAIL" in out
@@ -60,17 +57,8 @@ async def test_check_verifies_the_operator_key_with_v1_account_without_a_stream_
 
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox, StandIn() as lasersell:
-        env = {
-            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
-            "TELEGRAM_BOT_TOKEN": sandbox.telegram.token,
-            "TELEGRAM_API_BASE_URL": sandbox.urls["telegram"],
-            "SOLANA_RPC_URL": sandbox.urls["rpc"],
-            "LASERSELL_API_URL": lasersell.url,
-            "LASERSELL_STREAM_URL": lasersell.url.replace("http", "ws") + "/v1/ws",
-            "LASERSELL_API_KEY": KEY,
-            "BOT_MASTER_KEY_FILE": str(tmp_path / "master.key"),
-            "DATABASE_PATH": str(tmp_path / "bot.db"),
-        }
+        env = check_env(sandbox, tmp_path, LASERSELL_API_URL=lasersell.url, LASERSELL_API_KEY=KEY,
+                        LASERSELL_STREAM_URL=lasersell.url.replace("http", "ws") + "/v1/ws")
         code, out = await run_check(env, tmp_path)
         lasersell.account_status = 401
         bad_code, bad_out = await run_check(env, tmp_path)

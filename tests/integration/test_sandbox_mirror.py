@@ -4,23 +4,14 @@ mirror_source on the resulting position, and mirror_buy_result recorded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from sandbox.chain import RouterOrder
+from tests.integration import test_sandbox_stream
 from tests.integration.test_sandbox_stream import World, router_order_of
+
+world = test_sandbox_stream.world  # the stream tests' fixture: a chain, a key and a running stream
 
 STRATEGY = {"target_profit_pct": 500.0, "stop_loss_pct": 90.0}
 AMOUNT = 100_000_000
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = World()
-    await w.stream.start()
-    yield w
-    await w.close()
 
 
 def watch(world: World, **auto: object) -> list[dict[str, object]]:

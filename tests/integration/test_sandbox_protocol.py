@@ -7,14 +7,16 @@ across sessions, tips built regardless of the send mode.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from sandbox.control import ControlApi
+from tests.integration import test_sandbox_stream
 from tests.integration.test_sandbox_stream import StreamProbe, World, profit_pct
+
+world = test_sandbox_stream.world  # the stream tests' fixture: a chain, a key and a running stream
 
 
 def held_profit_pct(world: World, opened: dict[str, Any]) -> float:
@@ -22,14 +24,6 @@ def held_profit_pct(world: World, opened: dict[str, Any]) -> float:
     tokens = world.chain.token_balance(world.wallet, world.mint)
     basis = opened["entry_quote_units"] * tokens / opened["tokens"]
     return (world.chain.quote_sell(world.mint, tokens) / basis - 1) * 100
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = World()
-    await w.stream.start()
-    yield w
-    await w.close()
 
 
 def exits(probe: StreamProbe) -> list[dict[str, Any]]:
@@ -306,9 +300,10 @@ async def test_free_tier_tracks_two_positions_and_says_when_full() -> None:
 # -- send mode and tips ----------------------------------------------------------------------------
 
 
-async def test_plain_rpc_exits_carry_no_tip(world: World) -> None:
+@pytest.mark.parametrize(("send_mode", "tip_paid"), [("rpc", 0), ("helius_sender", 300_000)])
+async def test_a_tipped_send_mode_adds_the_tip_and_plain_rpc_none(world: World, send_mode: str, tip_paid: int) -> None:
     probe = await world.session(
-        {"target_profit_pct": 100, "stop_loss_pct": 50}, send_mode="rpc", tip_lamports=300_000
+        {"target_profit_pct": 100, "stop_loss_pct": 50}, send_mode=send_mode, tip_lamports=300_000
     )
     opened = await world.position(probe)
     await probe.send({"type": "request_exit_signal", "position_id": opened["position_id"]})
@@ -316,7 +311,7 @@ async def test_plain_rpc_exits_carry_no_tip(world: World) -> None:
     before = {a: world.chain.balance(a) for a in tip_accounts(world)}
     world.land(signal)
     await probe.next("position_closed")
-    assert tips_paid(world, before) == 0
+    assert tips_paid(world, before) == tip_paid
 
 
 async def test_exits_default_to_rpc_and_a_named_sender_tips_1000(world: World) -> None:

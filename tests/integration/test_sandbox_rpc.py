@@ -69,6 +69,20 @@ def b64(tx: VersionedTransaction) -> str:
     return base64.b64encode(bytes(tx)).decode()
 
 
+def holder(
+    chain: Chain, symbol: str, decimals: int, sol_reserve: float, token_reserve: float, fund: float, sol_in: float
+) -> tuple[Keypair, Pubkey, int]:
+    """(wallet, mint, tokens): a new market, and a funded wallet that bought `sol_in` SOL of it."""
+    mint = chain.create_mint(symbol, decimals, sol_reserve, token_reserve)
+    wallet = Keypair()
+    chain.fund(wallet.pubkey(), fund)
+    return wallet, mint, chain.outside_buy(wallet.pubkey(), mint, sol_in)
+
+
+def signed_sell(chain: Chain, wallet: Keypair, mint: Pubkey, tokens: int, slippage_bps: int) -> VersionedTransaction:
+    return VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, slippage_bps).message, [wallet])
+
+
 async def test_cluster_state_answers(node: Node) -> None:
     node.chain.advance_slots(3)
     assert GetHealthResp.from_json(await node.call("getHealth")).value == "ok"
@@ -89,10 +103,7 @@ async def test_cluster_state_answers(node: Node) -> None:
 
 async def test_accounts_and_token_accounts(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("WIF", 6, 20, 500_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1.5)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.5)
+    wallet, mint, tokens = holder(chain, "WIF", 6, 20, 500_000_000, fund=1.5, sol_in=0.5)
     balance = GetBalanceResp.from_json(await node.call("getBalance", str(wallet.pubkey())))
     assert balance.value == 1_000_000_000
     ata = chain.ata(wallet.pubkey(), mint)
@@ -131,12 +142,9 @@ async def test_accounts_and_token_accounts(node: Node) -> None:
 
 async def test_send_land_and_confirm_in_both_encodings(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("BONK", 5, 30, 90_000_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.2)
+    wallet, mint, tokens = holder(chain, "BONK", 5, 30, 90_000_000_000, fund=1, sol_in=0.2)
     half = tokens // 2
-    first = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, half, 100).message, [wallet])
+    first = signed_sell(chain, wallet, mint, half, 100)
     simulated = SimulateTransactionResp.from_json(
         await node.call("simulateTransaction", b64(first), {"encoding": "base64", "sigVerify": True})
     )
@@ -192,11 +200,8 @@ async def test_send_land_and_confirm_in_both_encodings(node: Node) -> None:
 
 async def test_preflight_errors_have_node_shapes(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("DOGE", 6, 30, 1_000_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.3)
-    tx = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 200).message, [wallet])
+    wallet, mint, tokens = holder(chain, "DOGE", 6, 30, 1_000_000_000, fund=1, sol_in=0.3)
+    tx = signed_sell(chain, wallet, mint, tokens, 200)
     chain.market_move(mint, -15)
     refused = await node.raw(
         {"jsonrpc": "2.0", "id": 9, "method": "sendTransaction", "params": [b64(tx), {"encoding": "base64"}]}
@@ -209,7 +214,7 @@ async def test_preflight_errors_have_node_shapes(node: Node) -> None:
     )
     assert simulated.value.err is not None
     # Expired: refused with preflight, accepted and never landed without.
-    stale = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 5000).message, [wallet])
+    stale = signed_sell(chain, wallet, mint, tokens, 5000)
     chain.advance_slots(151)
     expired = await node.raw(
         {
@@ -258,11 +263,8 @@ async def test_protocol_errors_batches_and_fault_hook(node: Node) -> None:
     )
     assert batch[0] == {"jsonrpc": "2.0", "result": 0, "id": 1} and batch[1]["error"]["code"] == -32601
     assert GetSlotResp.from_json(json.dumps(batch[0])).value == 0
-    wallet = Keypair()
-    node.chain.fund(wallet.pubkey(), 1)
-    mint = node.chain.create_mint("F", 6, 10, 1000)
-    tokens = node.chain.outside_buy(wallet.pubkey(), mint, 0.1)
-    tx = VersionedTransaction(node.chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100).message, [wallet])
+    wallet, mint, tokens = holder(node.chain, "F", 6, 10, 1000, fund=1, sol_in=0.1)
+    tx = signed_sell(node.chain, wallet, mint, tokens, 100)
     node.rpc.fail_next_send({"code": -32005, "message": "Node is behind by 42 slots"})
     node.rpc.fail_next_send(RpcError(-32603, "Internal error"))
     params = [b64(tx), {"encoding": "base64", "skipPreflight": True}]
@@ -280,11 +282,8 @@ async def test_protocol_errors_batches_and_fault_hook(node: Node) -> None:
 
 async def test_simulate_with_accounts_shows_the_state_after_the_router_sell(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("POPCAT", 6, 30, 1_000_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.5)
-    tx = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100).message, [wallet])
+    wallet, mint, tokens = holder(chain, "POPCAT", 6, 30, 1_000_000_000, fund=1, sol_in=0.5)
+    tx = signed_sell(chain, wallet, mint, tokens, 100)
     ata = chain.ata(wallet.pubkey(), mint)
     nobody = Keypair().pubkey()
     config = {
@@ -328,10 +327,7 @@ async def test_simulate_with_accounts_shows_the_state_after_the_router_sell(node
 
 async def test_sig_verify_and_replace_recent_blockhash(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("MEW", 6, 30, 1_000_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.2)
+    wallet, mint, tokens = holder(chain, "MEW", 6, 30, 1_000_000_000, fund=1, sol_in=0.2)
     unsigned = chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100)
     bad = await node.raw(
         {
@@ -377,11 +373,8 @@ async def test_sig_verify_and_replace_recent_blockhash(node: Node) -> None:
 
 async def test_get_transaction_reports_the_lookup_table_and_loaded_addresses(node: Node) -> None:
     chain = node.chain
-    mint = chain.create_mint("SLERF", 6, 30, 1_000_000_000)
-    wallet = Keypair()
-    chain.fund(wallet.pubkey(), 1)
-    tokens = chain.outside_buy(wallet.pubkey(), mint, 0.2)
-    tx = VersionedTransaction(chain.build_sell_tx(wallet.pubkey(), mint, tokens, 100).message, [wallet])
+    wallet, mint, tokens = holder(chain, "SLERF", 6, 30, 1_000_000_000, fund=1, sol_in=0.2)
+    tx = signed_sell(chain, wallet, mint, tokens, 100)
     await node.call("sendTransaction", b64(tx), {"encoding": "base64"})
     pool = chain.pool(mint)
     raw = await node.raw(

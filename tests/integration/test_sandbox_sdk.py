@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 import httpx
@@ -18,9 +17,10 @@ from lasersell_sdk.tx import (
     send_transaction_b64_to,
     sign_unsigned_tx,
 )
-from solders.transaction import VersionedTransaction
+from solders.keypair import Keypair
 
 from sandbox.services import SandboxServices
+from tests.integration.test_sandbox_exit_api import network_fee
 
 WAIT_S = 10.0
 
@@ -38,23 +38,47 @@ async def next_event(session: StreamSession, kind: str, seen: list[StreamEvent])
     return await asyncio.wait_for(find(), WAIT_S)
 
 
+async def sim(control: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A sandbox control call that must succeed."""
+    response = await control.post(path, json=body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def trader_with_key(
+    sandbox: SandboxServices, control: httpx.AsyncClient, tier: str, name: str = "sdk-trader", **funds: float
+) -> tuple[str, Keypair, str]:
+    """(api key, keypair, wallet): a key of `tier`, its wallet registered and funded with `funds`."""
+    api_key = (await sim(control, "/sim/api_keys", {"tier": tier}))["api_key"]
+    trader = sandbox.chain.keypair(name)
+    wallet = str(trader.pubkey())
+    sandbox.accounts.register_wallet(api_key, wallet)
+    if funds:
+        await sim(control, "/sim/wallets/fund", {"pubkey": wallet, **funds})
+    return api_key, trader, wallet
+
+
+async def sdk_session(
+    sandbox: SandboxServices, api_key: str, wallet: str, target_profit_pct: float, **options: Any
+) -> StreamSession:
+    """The SDK's own session for one wallet, with a take-profit strategy and no stop loss."""
+    client = StreamClient(api_key).with_endpoint(sandbox.urls["stream"])
+    strategy = {"target_profit_pct": target_profit_pct, "stop_loss_pct": 0.0}
+    return await StreamSession.connect(client, StreamConfigure(wallet_pubkeys=[wallet], strategy=strategy, **options))
+
+
 async def test_official_sdk_runs_a_position_from_buy_to_sold() -> None:
     async with (
         SandboxServices(seed=11) as sandbox,
         httpx.AsyncClient(base_url=sandbox.urls["control"]) as control,
     ):
-
-        async def sim(path: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = await control.post(path, json=body)
-            assert response.status_code == 200, response.text
-            return response.json()
-
-        api_key = (await sim("/sim/api_keys", {"tier": "professional"}))["api_key"]
+        api_key = (await sim(control, "/sim/api_keys", {"tier": "professional"}))["api_key"]
         trader = sandbox.chain.keypair("sdk-trader")
         wallet = str(trader.pubkey())
-        await sim("/sim/wallets/fund", {"pubkey": wallet, "sol": 5})
+        await sim(control, "/sim/wallets/fund", {"pubkey": wallet, "sol": 5})
         mint = (
-            await sim("/sim/mints", {"symbol": "WIF", "decimals": 6, "sol_reserve": 80, "token_reserve": 1e9})
+            await sim(control, "/sim/mints", {"symbol": "WIF", "decimals": 6, "sol_reserve": 80, "token_reserve": 1e9})
         )["mint"]
         await (
             ExitApiClient.with_api_key(api_key)
@@ -72,7 +96,7 @@ async def test_official_sdk_runs_a_position_from_buy_to_sold() -> None:
             hello = await next_event(session, "hello_ok", seen)
             assert hello.message["limits"]["max_wallets_per_session"] == 5
 
-            await sim("/sim/buy", {"wallet": wallet, "mint": mint, "sol": 0.5})
+            await sim(control, "/sim/buy", {"wallet": wallet, "mint": mint, "sol": 0.5})
             balance = await next_event(session, "balance_update", seen)
             opened = await next_event(session, "position_opened", seen)
             assert opened.handle is not None and opened.handle.market_type == "pump_fun"
@@ -81,14 +105,14 @@ async def test_official_sdk_runs_a_position_from_buy_to_sold() -> None:
             await next_event(session, "pnl_update", seen)
             await next_event(session, "liquidity_snapshot", seen)
 
-            await sim("/sim/market", {"mint": mint, "pct": 10})
+            await sim(control, "/sim/market", {"mint": mint, "pct": 10})
             pnl = await next_event(session, "pnl_update", seen)
             assert pnl.message["profit_units"] > 0
-            await sim("/sim/clock", {"advance_slots": 10})
+            await sim(control, "/sim/clock", {"advance_slots": 10})
             snapshot = await next_event(session, "liquidity_snapshot", seen)
             assert [b["slippage_bps"] for b in snapshot.message["bands"]] == [100, 300, 500, 1000, 2000]
 
-            await sim("/sim/market", {"mint": mint, "pct": 25})
+            await sim(control, "/sim/market", {"mint": mint, "pct": 25})
             signal = await next_event(session, "exit_signal_with_tx", seen)
             assert signal.message["reason"] == "take_profit"
             assert signal.handle is not None and signal.handle.position_id == opened.message["position_id"]
@@ -119,17 +143,9 @@ async def test_official_sdk_survives_garbage_and_a_dropped_connection() -> None:
         SandboxServices(seed=12) as sandbox,
         httpx.AsyncClient(base_url=sandbox.urls["control"]) as control,
     ):
-        api_key = (await control.post("/sim/api_keys", json={"tier": "free"})).json()["api_key"]
-        trader = sandbox.chain.keypair("sdk-trader")
-        wallet = str(trader.pubkey())
-        sandbox.accounts.register_wallet(api_key, wallet)
-        await control.post("/sim/wallets/fund", json={"pubkey": wallet, "sol": 2})
+        api_key, trader, wallet = await trader_with_key(sandbox, control, "free", sol=2)
         mint = str(sandbox.chain.create_mint("BONK", 5, 60, 5e8))
-        client = StreamClient(api_key).with_endpoint(sandbox.urls["stream"])
-        configure = StreamConfigure(
-            wallet_pubkeys=[wallet], strategy={"target_profit_pct": 30.0, "stop_loss_pct": 0.0}
-        )
-        session = await StreamSession.connect(client, configure)
+        session = await sdk_session(sandbox, api_key, wallet, 30.0)
         seen: list[StreamEvent] = []
         try:
             await next_event(session, "hello_ok", seen)
@@ -182,32 +198,12 @@ async def next_message(receiver: Any, kind: str, seen: list[dict[str, Any]]) -> 
     return await asyncio.wait_for(find(), WAIT_S)
 
 
-def network_fee(unsigned_tx_b64: str) -> int:
-    """5000 lamports a signature plus the priority fee asked by the compute budget instructions."""
-    tx = VersionedTransaction.from_bytes(base64.b64decode(unsigned_tx_b64))
-    keys = tx.message.account_keys
-    limit, price = 200_000, 0
-    for ix in tx.message.instructions:
-        if str(keys[ix.program_id_index]) != "ComputeBudget111111111111111111111111111111":
-            continue
-        data = bytes(ix.data)
-        if data[0] == 2:
-            limit = int.from_bytes(data[1:5], "little")
-        elif data[0] == 3:
-            price = int.from_bytes(data[1:9], "little")
-    return 5000 * tx.message.header.num_required_signatures - (-price * limit // 1_000_000)
-
-
 async def test_official_sdk_parses_every_frame_the_sandbox_sends() -> None:
     async with (
         SandboxServices(seed=13) as sandbox,
         httpx.AsyncClient(base_url=sandbox.urls["control"]) as control,
     ):
-        api_key = (await control.post("/sim/api_keys", json={"tier": "professional"})).json()["api_key"]
-        trader = sandbox.chain.keypair("sdk-trader")
-        wallet = str(trader.pubkey())
-        sandbox.accounts.register_wallet(api_key, wallet)
-        await control.post("/sim/wallets/fund", json={"pubkey": wallet, "sol": 3, "usd1": 200})
+        api_key, _, wallet = await trader_with_key(sandbox, control, "professional", sol=3, usd1=200)
         sol_mint = (
             await control.post("/sim/mints", json={"symbol": "SOLX", "sol_reserve": 80, "token_reserve": 1e9})
         ).json()["mint"]
@@ -274,15 +270,8 @@ async def test_official_sdk_retries_a_session_refused_as_in_use() -> None:
         SandboxServices(seed=14) as sandbox,
         httpx.AsyncClient(base_url=sandbox.urls["control"]) as control,
     ):
-        api_key = (await control.post("/sim/api_keys", json={"tier": "professional"})).json()["api_key"]
-        trader = sandbox.chain.keypair("sdk-trader")
-        wallet = str(trader.pubkey())
-        sandbox.accounts.register_wallet(api_key, wallet)
-        client = StreamClient(api_key).with_endpoint(sandbox.urls["stream"])
-        configure = StreamConfigure(
-            wallet_pubkeys=[wallet], strategy={"target_profit_pct": 20.0, "stop_loss_pct": 0.0}
-        )
-        session = await StreamSession.connect(client, configure)
+        api_key, _, wallet = await trader_with_key(sandbox, control, "professional")
+        session = await sdk_session(sandbox, api_key, wallet, 20.0)
         seen: list[StreamEvent] = []
         try:
             first = await next_event(session, "hello_ok", seen)
@@ -325,22 +314,11 @@ async def test_official_sdk_lands_a_router_exit_net_of_routing_fee_and_tip() -> 
         SandboxServices(seed=16) as sandbox,
         httpx.AsyncClient(base_url=sandbox.urls["control"]) as control,
     ):
-        api_key = (await control.post("/sim/api_keys", json={"tier": "professional"})).json()["api_key"]
-        trader = sandbox.chain.keypair("sdk-seller")
-        wallet = str(trader.pubkey())
-        sandbox.accounts.register_wallet(api_key, wallet)
-        await control.post("/sim/wallets/fund", json={"pubkey": wallet, "sol": 2})
-        mint = (
-            await control.post("/sim/mints", json={"symbol": "EXIT", "sol_reserve": 60, "token_reserve": 1e9})
-        ).json()["mint"]
-        client = StreamClient(api_key).with_endpoint(sandbox.urls["stream"])
-        configure = StreamConfigure(
-            wallet_pubkeys=[wallet],
-            strategy={"target_profit_pct": 20.0, "stop_loss_pct": 0.0},
-            send_mode="helius_sender",
-            tip_lamports=300_000,
+        api_key, trader, wallet = await trader_with_key(sandbox, control, "professional", "sdk-seller", sol=2)
+        mint = (await sim(control, "/sim/mints", {"symbol": "EXIT", "sol_reserve": 60, "token_reserve": 1e9}))["mint"]
+        session = await sdk_session(
+            sandbox, api_key, wallet, 20.0, send_mode="helius_sender", tip_lamports=300_000
         )
-        session = await StreamSession.connect(client, configure)
         seen: list[StreamEvent] = []
         try:
             await next_event(session, "hello_ok", seen)

@@ -512,14 +512,3 @@ async def test_free_tier_session_closes_after_inactivity() -> None:
         await w.close()
 
 
-async def test_tipped_send_mode_adds_the_tip_to_the_exit(world: World) -> None:
-    probe = await world.session(
-        {"target_profit_pct": 100, "stop_loss_pct": 50}, send_mode="helius_sender", tip_lamports=300_000
-    )
-    opened = await world.position(probe)
-    await probe.send({"type": "request_exit_signal", "position_id": opened["position_id"]})
-    signal = await probe.next("exit_signal_with_tx")
-    before = {a: world.chain.balance(a) for a in world.chain.tip_accounts}
-    world.land(signal)
-    await probe.next("position_closed")
-    assert sum(world.chain.balance(a) - before[a] for a in before) == 300_000

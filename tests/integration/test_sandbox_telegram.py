@@ -246,6 +246,36 @@ async def test_identical_edit_is_not_modified(sandbox, client):
     assert "reply_markup" not in body["result"] and "edit_date" in body["result"]
     [entry] = sandbox.chat(chat_id)
     assert entry["edits"] == 1 and entry["buttons"] == []
+    # the refused edits are counted all the same, by method, chat and message
+    assert sandbox.calls("editMessageText", chat_id=chat_id, message_id=message_id) == 2
+    assert sandbox.refused("editMessageText", chat_id=chat_id, description="message is not modified") == 1
+    assert sandbox.refused("editMessageReplyMarkup", chat_id=chat_id) == 1
+    assert sandbox.calls("sendMessage", chat_id=chat_id, message_id=message_id) == 1
+    assert sandbox.refused(chat_id=chat_id) == 2 and sandbox.calls(chat_id=chat_id) == 4
+
+
+async def test_calls_are_counted_per_chat_with_faults_and_errors_as_refused(sandbox, client):
+    _, ada = sandbox.add_user("Ada", "ada")
+    _, bob = sandbox.add_user("Bob", "bob")
+    _, sent = await call(client, sandbox, "sendMessage", chat_id=ada, text="card")
+    card = sent["result"]["message_id"]
+    for _ in range(3):  # a redundant refresher
+        await call(client, sandbox, "editMessageText", chat_id=ada, message_id=card, text="card v2")
+    sandbox.inject_fault("editMessageText", status=502)
+    await call(client, sandbox, "editMessageText", chat_id=ada, message_id=card, text="card v3")
+    await call(client, sandbox, "sendMessage", form=True, chat_id="@bob", text="hi")
+    await call(client, sandbox, "sendMessage", chat_id=bob, text="")
+    assert sandbox.calls("editMessageText", chat_id=ada) == 4
+    assert sandbox.refused("editMessageText", chat_id=ada, description="not modified") == 2
+    assert sandbox.refused("editMessageText", chat_id=ada, description="Bad Gateway") == 1
+    assert sandbox.calls("editMessageText", chat_id=bob) == 0
+    assert (sandbox.calls("sendMessage", chat_id=bob), sandbox.refused("sendMessage", chat_id=bob)) == (2, 1)
+    assert [r.error_code for r in sandbox.call_log("editmessagetext")] == [None, 400, 400, 502]
+    assert sandbox.stats()["refused"] == {"editMessageText": 3, "sendMessage": 1}
+    over_http = (await client.get(f"{sandbox.url}/driver/calls", params={"method": "editMessageText",
+                                                                         "chat_id": ada})).json()
+    assert (over_http["calls"], over_http["refused"]) == (4, 3)
+    assert over_http["log"][1]["description"] == NOT_MODIFIED
 
 
 async def test_edit_or_delete_of_missing_message(sandbox, client):
@@ -358,7 +388,8 @@ async def test_flood_control_per_chat_with_a_burst(client):
 
 
 async def test_flood_control_global_and_switched_off(client):
-    server = SandboxTelegram(per_chat_rate=None, global_rate=5.0, global_burst=5)
+    server = SandboxTelegram(per_chat_rate=None, global_rate=0.01, global_burst=5)
+    # a burst of 5 that refills once in 100 s: the sixth is refused however slowly the machine sends
     await server.start()
     try:
         chats = [server.add_user(f"U{i}", f"u{i}")[1] for i in range(6)]

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.harness import Harness, start_harness, stop_harness
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
+from tests.e2e.harness import Harness
 
 
 async def test_strategy_the_readme_ladder_is_saved_and_told_as_shares_of_what_is_left(harness: Harness) -> None:

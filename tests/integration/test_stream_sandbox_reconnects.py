@@ -3,22 +3,7 @@ refuses a second session for a key (`session_limit`), through the real bot and t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.harness import Harness, setup_trader, start_harness, stop_harness
-from tests.e2e.test_streams import open_position
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
+from tests.e2e.harness import Harness, buys, setup_trader
 
 
 async def test_stream_refused_as_in_use_comes_back_without_bothering_the_trader(harness: Harness) -> None:
@@ -34,7 +19,7 @@ async def test_stream_refused_as_in_use_comes_back_without_bothering_the_trader(
     assert await worker.client.wait_connected(5)
     assert stream.connection_attempts[trader.api_key] - before == 4  # three refusals, then the session
     # the trader notices nothing of a blip: a sell they ask for still works
-    await open_position(h, trader)
+    await buys(h, trader)
     opened = await trader.chat.wait_text(r"New position: PEPE")
     await trader.chat.press("Sell now", message=opened)
     await trader.chat.wait_text(r"You asked to sell")
@@ -44,7 +29,7 @@ async def test_stream_refused_as_in_use_comes_back_without_bothering_the_trader(
 async def test_stream_a_deadline_fires_for_the_right_position_after_the_session_renumbers_it(harness: Harness) -> None:
     h = harness
     trader = await setup_trader(h, "Ann", strategy="tp 500 sl 90 deadline 2")
-    await open_position(h, trader, symbol="PEPE")
+    await buys(h, trader, symbol="PEPE")
     stream = h.services.stream
     first = stream.session_for(trader.api_key)
     await stream.drop_connections()  # the deadline runs out in the next session, where ids are new

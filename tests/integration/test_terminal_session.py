@@ -22,7 +22,7 @@ LINES = """/start
 !fund 2
 !mint PEPE
 !buy 0.5
-!wait 2
+!until New position
 !market 5
 !wait 2
 /positions

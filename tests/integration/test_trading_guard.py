@@ -4,48 +4,15 @@ while a hostile one is still refused before anything is signed. The real bot, th
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
-from tests.e2e.harness import Harness, Trader, setup_trader, start_harness, stop_harness
+from tests.e2e.harness import Harness, Trader, holding, pump, sends
 
 STRATEGY = "tp 20 sl 90 deadline 0"
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
-
-
-async def pump(h: Harness, rounds: int = 3) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(5)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
-
-
-async def holding(h: Harness) -> tuple[Trader, Any]:
-    trader = await setup_trader(h, "Ann", strategy=STRATEGY)
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE")
-    return trader, mint
-
-
-def sends(h: Harness) -> int:
-    return h.services.rpc.calls["sendTransaction"]
 
 
 async def hostile(h: Harness, trader: Trader, mint: Any, kind: str, **build: Any) -> dict[str, Any]:
@@ -59,7 +26,7 @@ async def hostile(h: Harness, trader: Trader, mint: Any, kind: str, **build: Any
 
 async def test_an_exit_through_the_unknown_router_with_lookup_tables_lands(harness: Harness) -> None:
     h = harness
-    trader, mint = await holding(h)
+    trader, mint = await holding(h, strategy=STRATEGY)
     h.services.chain.market_move(mint, 40)
     await pump(h)
     signal = await trader.chat.wait_text(r"Take profit reached")
@@ -79,7 +46,7 @@ async def test_an_exit_through_the_unknown_router_with_lookup_tables_lands(harne
 
 async def test_a_top_level_transfer_of_the_position_to_a_stranger_is_refused(harness: Harness) -> None:
     h = harness
-    trader, mint = await holding(h)
+    trader, mint = await holding(h, strategy=STRATEGY)
     held = h.services.chain.token_balance(trader.wallet, mint)
     signal = await hostile(h, trader, mint, "steal_position")
 
@@ -92,7 +59,7 @@ async def test_a_top_level_transfer_of_the_position_to_a_stranger_is_refused(har
 
 async def test_the_sol_out_cap_is_the_users_tip_for_their_send_mode(harness: Harness) -> None:
     h = harness
-    trader, mint = await holding(h)
+    trader, mint = await holding(h, strategy=STRATEGY)
     sol_before = h.services.chain.balance(trader.wallet)
     # a genuine router sell, but with twice the user's 0.001 SOL Helius Sender tip built in
     signal = await hostile(h, trader, mint, "tip_over_cap", tip_lamports=2_000_000)

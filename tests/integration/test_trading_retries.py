@@ -4,49 +4,25 @@ the slippage the way the official CLI does. Runs the real bot against the sandbo
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import pytest
-
-from tests.e2e.harness import Harness, Trader, setup_trader, start_harness, stop_harness
+from tests.e2e.harness import Harness, Trader, exit_requests, sell_part
+from tests.e2e.harness import holding as hold
+from tests.e2e.harness import pump as pump_rounds
 
 STRATEGY = "tp 500 sl 90 deadline 0"  # nothing fires on its own: every sell here is asked for
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
-
-
-async def pump(h: Harness, rounds: int = 3, slots: int = 8) -> None:
-    for _ in range(rounds):
-        h.services.chain.advance_slots(slots)
-        h.services.stream.flush()
-        await asyncio.sleep(0.05)
+pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquidity snapshot
 
 
 async def holding(h: Harness) -> tuple[Trader, Any]:
-    trader = await setup_trader(h, "Ann", strategy=STRATEGY)
-    mint = h.services.chain.create_mint("PEPE", 6, 30.0, 1_000_000_000.0, name="Pepe")
-    h.services.chain.outside_buy(trader.wallet, mint, 0.5)
-    await pump(h)
-    await trader.chat.wait_text(r"New position: PEPE")
+    """A trader holding PEPE, a little up (numbers on the card)."""
+    trader, mint = await hold(h, strategy=STRATEGY)
     h.services.chain.market_move(mint, 5)
     await pump(h)
     return trader, mint
-
-
-def exit_requests(h: Harness, trader: Trader) -> list[dict[str, Any]]:
-    session = h.services.stream.session_for(trader.api_key)
-    assert session is not None
-    return [m for m in session.received if m.get("type") in ("request_exit_signal", "sell_now")]
 
 
 async def test_a_failed_partial_sell_is_retried_for_the_same_amount(harness: Harness) -> None:
@@ -54,9 +30,7 @@ async def test_a_failed_partial_sell_is_retried_for_the_same_amount(harness: Har
     chain = h.services.chain
     trader, mint = await holding(h)
     before = chain.token_balance(trader.wallet, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    signal = await sell_part(trader)
     assert "25% of the position" in signal["text"]
     sells_built = h.services.api.calls["/v1/sell"]
     # the price slips 8% after the transaction was built: its 5% minimum out can no longer be met
@@ -82,9 +56,7 @@ async def test_a_stale_partial_sell_is_refreshed_for_the_same_amount(harness: Ha
     chain = h.services.chain
     trader, mint = await holding(h)
     before = chain.token_balance(trader.wallet, mint)
-    listing = await trader.chat.send("/positions", expect=r"Open positions")
-    card = await trader.chat.press("PEPE", message=listing, expect=r"Holding .* tokens")
-    signal = await trader.chat.press("Sell 25%", message=card, expect=r"You asked to sell")
+    signal = await sell_part(trader)
     services = h.runner.services
     assert services is not None
     (pending,) = await services.inbox.signals.for_user(trader.chat.user_id, ("pending",))

@@ -3,21 +3,7 @@ configured with the official CLI's defaults. The real bot against the sandbox.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.e2e.harness import Harness, setup_trader, start_harness, stop_harness
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await start_harness(tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_harness(h)
+from tests.e2e.harness import Harness, setup_trader
 
 
 async def test_onboarding_shows_the_tip_floor_and_a_tip_under_it_is_refused(harness: Harness) -> None:

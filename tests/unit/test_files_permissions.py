@@ -4,10 +4,12 @@ a key file others can read stops the bot with the fix, and the bot and a key rot
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +50,53 @@ async def test_a_database_left_world_readable_by_an_older_install_is_narrowed(tm
         await db.close()
 
 
-async def test_a_deleted_secret_leaves_no_bytes_in_the_database_file(tmp_path: Path) -> None:
+class SecureDeleteOff(sqlite3.Connection):
+    """A connection as an SQLite built without SQLITE_SECURE_DELETE opens it: freed pages keep their bytes.
+    (Debian's SQLite turns secure_delete on by default; other builds, Python's own on some systems, do not.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA secure_delete=OFF")
+
+
+@pytest.fixture
+def secure_delete_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection opened from here on (the bot's writer and reader too) starts with secure_delete off."""
+    connect = sqlite3.connect
+
+    def connect_off(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(*args, factory=SecureDeleteOff, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect_off)
+
+
+def write_then_delete(db: sqlite3.Connection, marker: str) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS t (v TEXT)")
+    db.execute("INSERT INTO t VALUES (?)", (marker,))
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("DELETE FROM t")
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def test_without_secure_delete_a_deleted_value_stays_in_the_file(tmp_path: Path, secure_delete_off_by_default: None) -> None:
+    """The case below can fail: where the default is off and nobody asks, the bytes stay."""
+    marker = os.urandom(24).hex()
+    db = sqlite3.connect(tmp_path / "plain.db")
+    try:
+        assert db.execute("PRAGMA secure_delete").fetchone()[0] == 0
+        write_then_delete(db, marker)
+    finally:
+        db.close()
+    assert marker.encode() in (tmp_path / "plain.db").read_bytes()
+
+
+async def test_a_deleted_secret_leaves_no_bytes_in_the_database_file(
+    tmp_path: Path, secure_delete_off_by_default: None
+) -> None:
+    """Even where SQLite's default is off, the bot's connections ask for secure_delete: /forget leaves nothing."""
     marker = os.urandom(24).hex()
     db = await Database.open(tmp_path / "bot.db")
     try:

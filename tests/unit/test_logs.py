@@ -26,25 +26,11 @@ from bot.logs import (
 
 
 @pytest.fixture(autouse=True)
-def isolated_logging() -> Iterator[None]:
-    """setup_logging changes process-wide state: put it all back after each test."""
-    root = logging.getLogger()
-    factory = logging.getLogRecordFactory()
-    handlers = list(root.handlers)
-    level = root.level
-    httpx_level = logging.getLogger("httpx").level
+def fresh_logging(isolated_logging: None) -> Iterator[None]:
+    """Each test starts with the process's logging as it was and no secret registered for redaction."""
     try:
         yield
     finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        logs._installed_handlers.clear()
-        logging.setLogRecordFactory(factory)
-        root.setLevel(level)
-        logging.getLogger("httpx").setLevel(httpx_level)
-        logging.captureWarnings(False)
         with logs._lock:
             logs._secrets.clear()
             logs._rebuild()

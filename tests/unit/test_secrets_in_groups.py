@@ -66,7 +66,7 @@ def group_update(body: str, *, deletable: bool = True, query: FakeQuery | None =
 
 def context(args: list[str] | None = None) -> Any:
     # no services: the group branch must refuse before anything is looked up or stored
-    return SimpleNamespace(user_data={}, args=args or [], application=SimpleNamespace(bot_data={}))
+    return SimpleNamespace(user_data={}, args=args or [], application=SimpleNamespace(bot_data={}), services=None)
 
 
 async def test_apikey_as_a_command_argument_in_a_group_is_deleted() -> None:
@@ -119,7 +119,7 @@ async def test_wallet_key_buttons_do_nothing_in_a_group() -> None:
         query = FakeQuery(data)
         update = group_update("", query=query)
         ctx = context()
-        ctx.application.bot_data["services"] = SimpleNamespace()  # touched only past the private-chat check
+        ctx.services = SimpleNamespace()  # touched only past the private-chat check
         await wallets.on_button(update, ctx)
         assert query.answers == [("Wallet keys are handled in a private chat with me only.", True)], data
         assert "awaiting" not in ctx.user_data

@@ -117,3 +117,25 @@ def test_json_round_trip_and_description() -> None:
     assert "at +25% sell 30% of what's left" in text and "Trailing stop: 5% below the peak" in text
     assert "Deadline: off" in text  # no deadline unless asked for (the SDK and CLI default)
     assert parse_ladder(s, ["off"]).ladder == ()
+
+
+@pytest.mark.parametrize(
+    ("stored", "words"),
+    [
+        # saved by versions that let these through: LaserSell refuses them, so they are never sent as they are
+        ('{"take_profit_pct":50,"stop_loss_pct":10,"trailing_stop_pct":150}', r"trailing stop \(trail\) 150.*below 100"),
+        ('{"take_profit_pct":0,"stop_loss_pct":0}', r"no exit condition is on"),
+        ('{"take_profit_pct":50,"stop_loss_pct":10,"ladder":[{"profit_pct":25,"sell_pct":30,"trailing_stop_pct":200}]}',
+         r"ladder level 1 trail 200.*below 100"),
+        ('{"take_profit_pct":50,"stop_loss_pct":10,"moon_mode":true}', r"this version cannot read it \(TypeError\)"),
+        ("tp 50", r"this version cannot read it \(JSONDecodeError\)"),
+    ],
+)
+def test_a_stored_strategy_is_checked_by_todays_rules_on_load(stored: str, words: str) -> None:
+    with pytest.raises(StrategyError, match=words):
+        Strategy.load(stored)
+
+
+def test_a_valid_stored_strategy_loads_as_saved() -> None:
+    strategy = Strategy(take_profit_pct=40, stop_loss_pct=15, trailing_stop_pct=5, ladder=(Level(20, 50),))
+    assert Strategy.load(strategy.to_json()) == strategy

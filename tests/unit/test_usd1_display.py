@@ -136,7 +136,7 @@ async def test_history_shows_a_usd1_exit_in_usd1(db: Database) -> None:
     services = SimpleNamespace(inbox=SimpleNamespace(signals=signals), streams=SimpleNamespace(positions=Positions(db)))
     message = _Message()
     update = SimpleNamespace(effective_user=SimpleNamespace(id=USER), effective_message=message)
-    context = SimpleNamespace(application=SimpleNamespace(bot_data={"services": services}))
+    context = SimpleNamespace(services=services)
     await history_command(update, context)  # type: ignore[arg-type]
     (text,) = message.replies
     assert "29.40 USD1" in text and "PnL +4.40 USD1" in text
