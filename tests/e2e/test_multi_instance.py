@@ -31,11 +31,12 @@ from sandbox.services import SandboxServices
 from storage.db import Database
 from storage.leases import Leases
 from tests.conftest import drop_pg_schema, fresh_pg_schema
-from tests.e2e.harness import Harness, Trader, pump, signal_id, until
+from tests.e2e.harness import ChatUser, Harness, Trader, pump, signal_id, until
 
 ROOT = Path(__file__).parents[2]
 INSTANCES = 3
 SECRET = "multi-instance-secret_0123456789"
+BROADCAST_RATE = 0.5
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Instance:
 @dataclass
 class Fleet:
     h: Harness
+    admin: ChatUser
     db: Database
     instances: list[Instance]
 
@@ -70,7 +72,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_instance(services: Any, data_dir: Path, db_url: str, name: str) -> Instance:
+def start_instance(services: Any, data_dir: Path, db_url: str, name: str, admin_id: int) -> Instance:
     """`python -m bot run --webhook`, wired to the sandbox and the shared database by environment."""
     urls = services.urls
     port = free_port()
@@ -82,6 +84,8 @@ def start_instance(services: Any, data_dir: Path, db_url: str, name: str) -> Ins
         "HELIUS_SENDER_URL": urls["rpc"], "ASTRALANE_URL": urls["rpc"],
         "BOT_MASTER_KEY_FILE": str(data_dir / "master.key"), "DATABASE_URL": db_url,
         "DATABASE_PATH": str(data_dir / f"{name}.db"), "TELEGRAM_CHAT_RATE": "10",
+        # a broadcast slow enough to be killed half way through
+        "ADMIN_USER_IDS": str(admin_id), "BROADCAST_RATE": str(BROADCAST_RATE),
         # the charts' font cache is built once per machine, not once per process start (slow on a busy one)
         "MPLCONFIGDIR": matplotlib.get_cachedir(),
         "WEBHOOK_URL": url, "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "WEBHOOK_SECRET": SECRET,
@@ -103,7 +107,7 @@ async def answers_http(instance: Instance) -> bool:
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    db_url, admin = await fresh_pg_schema()  # skips when no PostgreSQL server answers
+    db_url, pg_admin = await fresh_pg_schema()  # skips when no PostgreSQL server answers
     db = await Database.open(db_url)  # migrated once, before the instances start side by side
     await Leases(db).ensure_tables()
     write_new_master_key(tmp_path / "master.key")  # the instances share the master key, as they share the data
@@ -111,12 +115,14 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     await services.__aenter__()
     instances: list[Instance] = []
     try:
-        instances = [start_instance(services, tmp_path, db_url, f"bot{n}") for n in range(INSTANCES)]
+        h = Harness(services, None, tmp_path)  # type: ignore[arg-type]
+        admin = await h.user("Boss")
+        instances = [start_instance(services, tmp_path, db_url, f"bot{n}", admin.user_id) for n in range(INSTANCES)]
         for instance in instances:
             await until(lambda i=instance: answers_http(i), f"{instance.name} serving its webhook", timeout=60)
             assert instance.process.poll() is None, instance.log.read_text(errors="replace")
         services.telegram.set_webhook_instances([i.url for i in instances])
-        yield Fleet(Harness(services, None, tmp_path), db, instances)  # type: ignore[arg-type]
+        yield Fleet(h, admin, db, instances)
     finally:
         for instance in instances:
             if instance.process.poll() is None:
@@ -129,7 +135,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                 await asyncio.to_thread(instance.process.wait, 5)
         await services.__aexit__(None, None, None)
         await db.close()
-        await drop_pg_schema(db_url, admin)
+        await drop_pg_schema(db_url, pg_admin)
 
 
 async def setup_trader_by_chat(h: Harness, name: str, strategy: str, via: Instance) -> Trader:
@@ -182,6 +188,17 @@ async def signal_reaches(h: Harness, trader: Trader, timeout: float = 30) -> dic
     return await until(arrived, f"{trader.chat.user_id}'s exit signal", timeout=timeout)
 
 
+BROADCAST = "Markets open"
+
+
+def copies_of(trader: Trader) -> int:
+    return sum(BROADCAST in (m.get("text") or "") for m in trader.chat.bot_messages())
+
+
+def received(traders: list[Trader]) -> int:
+    return sum(copies_of(t) > 0 for t in traders)
+
+
 def sold_messages(trader: Trader, symbol: str) -> int:
     return sum("Sold" in (m.get("text") or "") and symbol in (m.get("text") or "") for m in trader.chat.bot_messages())
 
@@ -224,6 +241,11 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
     counts = Counter(o.name for o in [await f.owner_of(t) for t in traders] if o)
     victim = next(i for i in f.instances if i.name == counts.most_common(1)[0][0])
     moved = [t for t in traders if (await f.owner_of(t)) is victim]
+    # ... and which is sending a broadcast: the admin's Send tap goes to it, and it has sent some of it
+    h.services.telegram.set_webhook_instances([victim.url])
+    await f.admin.send("/broadcast Markets open 🚀", expect=r"Send it to <?b?>?4")
+    await f.admin.press("Send")
+    await until(lambda: 1 <= received(traders) < len(traders), "the broadcast half way", timeout=20)
     os.kill(victim.process.pid, signals.SIGKILL)
     await asyncio.to_thread(victim.process.wait, 10)
     h.services.telegram.set_webhook_instances([i.url for i in f.instances if i is not victim])
@@ -246,5 +268,11 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
     await target.chat.wait_text(r"Sold .* for", timeout=30, after=0)
     await until(lambda: chain.token_balance(target.wallet, mints[index]) == 0, "the late sell landed", 30)
     assert rpc.calls["sendTransaction"] == 2  # two sells, each sent once
+    # the broadcast was resumed elsewhere: it finished, and nobody got it twice
+    await f.admin.wait_text(r"Broadcast #\d+ finished", timeout=40)
+    copies = [copies_of(t) for t in traders]
+    assert max(copies) == 1, copies
+    assert sum(copies) >= len(traders) - 1  # one cut off mid-send by the kill is never retried (never twice)
+
     sold = {t.chat.user_id: sold_messages(t, "") for t in traders}
     assert sold == {t.chat.user_id: int(t in (first, target)) + int(t is first is target) for t in traders}, f.logs()
