@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal as signals
 import socket
@@ -119,7 +120,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         admin = await h.user("Boss")
         instances = [start_instance(services, tmp_path, db_url, f"bot{n}", admin.user_id) for n in range(INSTANCES)]
         for instance in instances:
-            await until(lambda i=instance: answers_http(i), f"{instance.name} serving its webhook", timeout=60)
+            await until(functools.partial(answers_http, instance), f"{instance.name} serving its webhook", timeout=60)
             assert instance.process.poll() is None, instance.log.read_text(errors="replace")
         services.telegram.set_webhook_instances([i.url for i in instances])
         yield Fleet(h, admin, db, instances)
@@ -229,12 +230,23 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
     assert owner is not None
     others = [i.url for i in f.instances if i is not owner]
     h.services.telegram.set_webhook_instances(others)
+    before = len(h.services.telegram.webhook_deliveries())
     first.chat.tg.press(first.chat.user_id, signal["message_id"], f"x:sell:{signal_id(signal)}")
     await first.chat.wait_text(r"Sold .* PEPE for", timeout=30)
-    deliveries = [d for d in h.services.telegram.webhook_deliveries() if d["error"] is None]
-    assert deliveries[-1]["url"] != owner.url or len(deliveries) == 0
+    served = [d["url"] for d in h.services.telegram.webhook_deliveries()[before:] if d["error"] is None]
+    assert served and owner.url not in served  # the tap was served by an instance not owning the stream
     assert chain.token_balance(first.wallet, mints[0]) == 0
     assert rpc.calls["sendTransaction"] == 1
+    # ... and so does Stop tracking, which only the stream's owner can pass on to the stream
+    extra = await holds_token(h, first, "TRUMP")
+    alert = next(m for m in reversed(first.chat.bot_messages()) if "Stop tracking" in first.chat.buttons(m))
+    await first.chat.press("Stop tracking", message=alert, expect=r"Stop tracking TRUMP\?")
+    await first.chat.press("Yes, stop tracking", expect=r"Stopped tracking TRUMP")
+    session = stream.session_for(first.api_key)
+    assert session is not None
+    closes = [m for m in session.received if m.get("type") == "close_position"]
+    assert len(closes) == 1, session.received
+    assert chain.token_balance(first.wallet, extra) > 0  # stopped, not sold
     h.services.telegram.set_webhook_instances([i.url for i in f.instances])
 
     # kill -9 the instance holding the most streams; a signal comes while its streams move
@@ -258,8 +270,8 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
 
     late = await signal_reaches(h, target, timeout=40)
     for t in moved:  # every stream of the killed instance runs again, on a live instance
-        await until(lambda t=t: stream.session_for(t.api_key) is not None, f"{t.chat.user_id}'s stream back", 30)
-        new_owner = await until(lambda t=t: f.owner_of(t), "a new owner", 30)
+        await until(functools.partial(stream.session_for, t.api_key), f"{t.chat.user_id}'s stream back", 30)
+        new_owner = await until(functools.partial(f.owner_of, t), "a new owner", 30)
         assert new_owner is not victim and new_owner.process.poll() is None
     keys = session_keys(stream)
     assert sorted(Counter(keys).values()) == [1] * len(traders)
