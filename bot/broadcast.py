@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from bot.notify.outbox import INVOKE, Delivery, DeliveryFailed, Outbox, OutboxCall, Priority
+from bot.notify.render import esc
 from storage.admin import (
     BLOCKED,
     CANCELLED,
@@ -383,5 +383,5 @@ def report_text(job: Broadcast, reasons: list[tuple[str, int]]) -> str:
         lines.append("❔ unknown: the send was cut off mid-call; to never send twice these were not retried.")
     if reasons:
         lines.append("<b>Top failure reasons</b>")
-        lines.extend(f"• {html.escape(reason, quote=False)}: {count:,}" for reason, count in reasons)
+        lines.extend(f"• {esc(reason)}: {count:,}" for reason, count in reasons)
     return "\n".join(lines)

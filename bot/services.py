@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from telegram import Bot
 
 from bot.accounts import AccountService
+from bot.admin import Admin
 from bot.broadcast import Broadcasts
 from bot.config import ConfigError, Settings
 from bot.copy import Copier
@@ -86,6 +87,7 @@ class Services:
     buyer: Buyer
     copier: Copier  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Broadcasts
+    admin: Admin  # the audit log and the operator's numbers (/stats)
 
     async def start(self) -> None:
         """Start what talks to Telegram and LaserSell, once the bot can send: outbox, recovery, streams."""

@@ -15,6 +15,7 @@ from typing import Any
 from telegram import ReplyParameters
 
 from bot.accounts import AccountService
+from bot.admin import Admin
 from bot.application import build_application
 from bot.broadcast import Broadcasts
 from bot.config import Settings
@@ -101,7 +102,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
     services = Services(
         core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
         outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
-        seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts,
+        seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts, admin=Admin(db),
     )
     app.bot_data["services"] = services
     return services, app
