@@ -22,7 +22,6 @@ from bot.services import Services
 from handlers import errors
 from handlers.common import answer
 from handlers.registry import Button, Callback, Command, Router
-from storage.admin import Broadcast
 
 USAGE = (
     "Send <code>/broadcast your message</code> (HTML formatting works), or reply <code>/broadcast</code> to a "
@@ -56,7 +55,7 @@ async def broadcast_command(update: Update, context: BotContext) -> None:
     assert message is not None and user is not None and chat is not None
     services = context.services
     broadcasts = services.broadcasts
-    running = await broadcasts.jobs.running()
+    running = await broadcasts.running()
     if running:
         job = running[0]
         await message.reply_text(
@@ -78,9 +77,9 @@ async def broadcast_command(update: Update, context: BotContext) -> None:
         await message.reply_text(f"Telegram refused this message, nothing was sent: {esc(exc.message)}\n\n{USAGE}")
         return
     if source is not None:
-        draft = await broadcasts.jobs.create_draft(user.id, chat.id, source=(chat.id, source.message_id))
+        draft = await broadcasts.draft(user.id, chat.id, source=(chat.id, source.message_id))
     else:
-        draft = await broadcasts.jobs.create_draft(user.id, chat.id, text=body)
+        draft = await broadcasts.draft(user.id, chat.id, text=body)
     count = await broadcasts.recipient_count(exclude=(user.id,))
     numbers = await services.admin.users()
     await services.admin.record(user.id, "broadcast_preview", f"#{draft.id} {draft.kind} to {count} users")
@@ -105,7 +104,7 @@ async def on_broadcast_button(update: Update, context: BotContext) -> None:
         message_id = query.message.message_id if query.message is not None else None
         job = await broadcasts.send(broadcast_id, progress_message_id=message_id, exclude=(user.id,))
         if job is None:
-            draft = await broadcasts.jobs.get(broadcast_id)
+            draft = await broadcasts.get(broadcast_id)
             why = "another broadcast is sending" if draft is not None and draft.state == "draft" else "it was already sent or cancelled"
             await answer(update, f"Not sent: {why}.", alert=True)
             return
@@ -113,7 +112,7 @@ async def on_broadcast_button(update: Update, context: BotContext) -> None:
         await answer(update, "Sending…")
         # the job edits this message with its progress from now on
         await query.edit_message_text(progress_text(job))
-    elif await broadcasts.jobs.discard(broadcast_id):
+    elif await broadcasts.discard(broadcast_id):
         await services.admin.record(user.id, "broadcast_discard", f"#{broadcast_id}")
         await answer(update, "Cancelled")
         await query.edit_message_text(f"Broadcast #{broadcast_id} cancelled: nothing was sent.")
@@ -125,13 +124,7 @@ async def broadcast_cancel(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     services = context.services
-    broadcasts = services.broadcasts
-    stopped: list[Broadcast] = []
-    for job in await broadcasts.jobs.running():
-        cancelled = await broadcasts.cancel(job.id)
-        if cancelled is not None:
-            stopped.append(cancelled)
-    dropped = [d.id for d in await broadcasts.jobs.drafts_of(user.id) if await broadcasts.jobs.discard(d.id)]
+    stopped, dropped = await services.broadcasts.cancel_all(user.id)
     if not stopped and not dropped:
         await services.admin.record(user.id, "broadcast_cancel", "nothing to cancel")
         await message.reply_text("No broadcast is sending.")
@@ -184,15 +177,11 @@ async def stats_text(services: Services, now: float | None = None) -> str:
         f"· skipped {sells.skipped:,} · auto {sells.auto:,}",
         f"<b>Median tap to submit</b> {_ms(sells.median_tap_to_submit_ms)}",
     ]
-    broadcasts = services.broadcasts
-    last = await broadcasts.jobs.last_started() if broadcasts is not None else None
-    if last is None:
+    report = await services.broadcasts.last_report()
+    if report is None:
         lines.append("<b>Last broadcast</b> none yet")
     else:
-        if last.state == "running":
-            last = await broadcasts.jobs.refresh_counts(last.id) or last
-        reasons = await broadcasts.jobs.failure_reasons(last.id, limit=3)
-        lines.append("<b>Last broadcast</b>\n" + report_text(last, reasons))
+        lines.append("<b>Last broadcast</b>\n" + report_text(*report))
     return "\n".join(lines)
 
 

@@ -9,12 +9,11 @@ from telegram import InlineKeyboardMarkup, Update
 
 from bot.callbacks import CopyModeTap, CopyTap, keyboard
 from bot.context import BotContext
-from bot.copy import USD1_UNITS, Copier, CopyError, NotWatched, amount_words
+from bot.copy import DEFAULT_LIMITS, USD1_UNITS, Copier, CopyError, NotWatched, amount_words
 from bot.exits.buy import LAMPORTS_PER_SOL
 from bot.notify import render
 from handlers.common import answer, user_id_of
 from handlers.registry import Button, Command, Router
-from storage.copy import DEFAULT_LIMITS
 
 LIMIT_WORDS: dict[str, str] = {
     "max_positions_per_wallet": "open copies per watched wallet; more buys from it are skipped",
