@@ -56,7 +56,7 @@ def _limit_value(limits: dict[str, Any], name: str) -> str:
 
 def parse_limit(name: str, text: str) -> Any:
     if name not in DEFAULT_LIMITS:
-        raise CopyInputError(f"there is no limit called {name!r}; the limits are: {', '.join(DEFAULT_LIMITS)}")
+        raise CopyInputError(f"there is no limit called {render.esc(name)!r}; the limits are: {', '.join(DEFAULT_LIMITS)}")
     lowered = text.strip().lower()
     if name == "skip_creator_tokens":
         if lowered not in ("on", "off"):
@@ -85,11 +85,11 @@ def parse_amount(words: list[str]) -> tuple[int, str]:
         raise CopyInputError("write the amount like <code>/copy amount alice 0.1</code> or <code>25 usd1</code>")
     quote = words[1].upper() if len(words) == 2 else "SOL"
     if quote not in ("SOL", "USD1"):
-        raise CopyInputError(f"{words[1]!r} is not SOL or USD1")
+        raise CopyInputError(f"{render.esc(words[1])!r} is not SOL or USD1")
     try:
         amount = Decimal(words[0].replace(",", "."))
     except InvalidOperation:
-        raise CopyInputError(f"{words[0]!r} is not an amount: write it like 0.1") from None
+        raise CopyInputError(f"{render.esc(words[0])!r} is not an amount: write it like 0.1") from None
     if not amount.is_finite() or amount <= 0:
         raise CopyInputError("the amount must be more than 0")
     if amount > 10_000:
