@@ -57,7 +57,7 @@ from storage.positions import Positions
 from storage.users import Users
 
 FIRST_POSITION_ID = 10_001
-# Not used on this path (no sells, no registrations): nothing listens there.
+# Not used on this path (no sells): nothing listens there.
 UNUSED_URL = "http://127.0.0.1:9"
 # deadline off: a deadline firing would ask the server for an exit on its own
 STRATEGY = Strategy(take_profit_pct=50.0, stop_loss_pct=20.0, deadline_s=0)
@@ -196,7 +196,7 @@ async def run(
             keypairs = [Keypair() for _ in range(users)]
             wallets = [str(k.pubkey()) for k in keypairs]
             keys = (await stream.call("keys", count=users, wallets=wallets))["keys"]
-            urls = {"telegram": telegram.info["url"], "stream": stream.info["url"], "api": UNUSED_URL, "rpc": UNUSED_URL}
+            urls = {"telegram": telegram.info["url"], "stream": stream.info["url"], "api": stream.info["api_url"], "rpc": UNUSED_URL}
             settings = sandbox_settings(urls, token, Path(tmp))
             position_ids = await seed_users(settings, telegram_ids, keys, keypairs)
             setup = {"keys": keys, "telegram_ids": telegram_ids, "wallets": wallets, "position_ids": position_ids}

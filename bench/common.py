@@ -296,12 +296,17 @@ async def _stream_role() -> None:
 
     from sandbox.accounts import Accounts
     from sandbox.chain import Chain
+    from sandbox.exit_api import ExitApi
     from sandbox.stream import StreamServer
 
     accounts = Accounts(seed=5)
-    server = StreamServer(Chain(seed=5), accounts)
+    chain = Chain(seed=5)
+    server = StreamServer(chain, accounts)
     await server.start("127.0.0.1", 0)
-    _reply({"url": server.url})
+    # The REST API beside it: the bot registers every wallet before each stream connect, as the CLI does.
+    api = ExitApi(chain, accounts)
+    await api.start("127.0.0.1", 0)
+    _reply({"url": server.url, "api_url": api.url})
 
     def transport_of(key: str) -> tuple[Any, int]:
         session = server.session_for(key)

@@ -55,6 +55,8 @@ from bot.exits.sell import FRESH_S
 from bot.exits.signer import decode_unsigned, sign_transaction
 from bot.services import open_vault
 from bot.stream.events import StreamEvent
+from sandbox.chain import Chain
+from sandbox.services import SandboxServices
 from sandbox.terminal import sandbox_settings
 from storage.accounts import Wallets
 from storage.db import Database
@@ -72,7 +74,6 @@ SIGN_ROUNDS = 2000
 
 
 async def _serve() -> None:
-    from sandbox.services import SandboxServices
 
     services = SandboxServices(seed=SEED)
     await services.start()
@@ -304,7 +305,6 @@ def measure_ed25519(keypair: Keypair, rounds: int) -> float:
 
 def signing_sample() -> tuple[str, Keypair]:
     """An unsigned sell as the stream sends it, built by the sandbox chain in this process."""
-    from sandbox.chain import Chain
 
     chain = Chain(seed=SEED)
     keypair = Keypair()

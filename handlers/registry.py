@@ -1,6 +1,6 @@
 """Feature routers: each handlers module declares its commands, buttons and typed-input answers in one `Router`.
 
-The app lists the routers (bot/app.py) and `include_routers` installs them; this module imports no feature,
+The app lists the routers (`bot/application.py` ROUTERS) and `include_routers` installs them; this module imports no feature,
 so no feature module imports the list that imports it. The commands drive handler registration,
 `set_my_commands` and /help.
 """

@@ -198,7 +198,9 @@ class Alerts:
                 chat_id, p.card_message_id, render.position_opened(p) + "\n\n" + render.position_closed(p, msg),
                 priority=Priority.CARD, coalesce_key=f"card:{p.position_id}",
             )
-            if await self._level(user_id, "position") != "on":
+            # A sale has its own message (the sell's outcome, or the trader's own doing): the card says
+            # the rest. Any other ending is news worth a message of its own.
+            if msg.get("reason") == "sold" or await self._level(user_id, "position") != "on":
                 return
         self.outbox.send_message(chat_id, render.position_closed(p, msg), priority=Priority.ALERT)
 

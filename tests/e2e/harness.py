@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import base58
+from solders.keypair import Keypair
+
 from bot.app import BotRunner
+from sandbox.services import SandboxServices
 from sandbox.terminal import sandbox_settings
 from storage.positions import ExitSignal
 
@@ -139,7 +143,6 @@ async def start_harness(
     **services_kwargs: Any,
 ) -> Harness:
     """Start the sandbox services and the real bot against them; the caller stops both (see conftest)."""
-    from sandbox.services import SandboxServices
 
     # Tests keep Telegram's rules but not its pace: a chat may take 20 messages a second here, and the
     # bot is set to 10, so a test walks through onboarding in well under a second.
@@ -181,8 +184,6 @@ class Trader:
 async def setup_trader(h: Harness, name: str = "Ann", *, tier: str = "professional", sol: float = 1.0,
                        strategy: str | None = None) -> Trader:
     """A user set up entirely by chat: LaserSell key, an imported wallet, the strategy; the stream connected."""
-    import base58
-    from solders.keypair import Keypair
 
     chat = await h.user(name)
     key = h.services.accounts.issue(tier).key

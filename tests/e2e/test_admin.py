@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 
 from bot.app import BotRunner
@@ -211,7 +212,6 @@ async def test_rows_caught_mid_send_by_a_crash_are_reported_not_resent(admin_har
 
 
 async def _rows_after_stop(h: Harness) -> list[dict[str, Any]]:
-    import aiosqlite
 
     async with aiosqlite.connect(h.runner.settings.database_path) as conn:
         conn.row_factory = aiosqlite.Row
@@ -220,7 +220,6 @@ async def _rows_after_stop(h: Harness) -> list[dict[str, Any]]:
 
 
 async def _set_state(h: Harness, telegram_id: int, state: str) -> None:
-    import aiosqlite
 
     async with aiosqlite.connect(h.runner.settings.database_path) as conn:
         await conn.execute("UPDATE broadcast_recipients SET state=? WHERE telegram_id=?", (state, telegram_id))

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
+from sandbox.control import write_mint_risk
 from tests.e2e.harness import Harness, Trader, setup_trader, until
 from tests.e2e.harness import pump as pump_rounds
 
@@ -23,7 +24,6 @@ pump = partial(pump_rounds, slots=8)  # 3.2 s of stream time a round: one liquid
 
 def new_mint(h: Harness, symbol: str, risk: list[str] | None = None) -> Any:
     """A launchpad-like mint: both authorities revoked, unless `risk` names the flags it keeps."""
-    from sandbox.control import write_mint_risk
 
     mint = h.services.chain.create_mint(symbol, 6, 30.0, 1_000_000_000.0, name=symbol.title(),
                                         token_2022=bool(risk and "permanent_delegate" in risk))

@@ -28,3 +28,11 @@ async def test_take_profit_signal_is_sold_by_a_tap(harness: Harness) -> None:
     assert chain.token_balance(trader.wallet, mint) == 0
     assert chain.balance(trader.wallet) > sol_before
     await trader.chat.wait_for(lambda ms: any(m.get("photo") for m in ms), what="the PnL card")
+    # The position's card says it closed; the sale already has its own message, so no third one repeats it
+    # (the separate message would go out at a higher priority than the card's edit, so it would be here).
+    await trader.chat.wait_for(
+        lambda ms: any(m["message_id"] == opened["message_id"] and "closed: sold" in (m.get("text") or "") for m in ms),
+        what="the card marked closed",
+    )
+    closed_messages = [m for m in trader.chat.bot_messages() if "closed: sold" in (m.get("text") or "")]
+    assert [m["message_id"] for m in closed_messages] == [opened["message_id"]]

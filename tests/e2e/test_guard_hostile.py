@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot.exits.sell import AUTO_SIGN_PER_MINUTE
 from tests.e2e.harness import Harness, Trader, pump, sends, setup_trader
 
 STRATEGY = "tp 20 sl 90 deadline 0"
@@ -104,7 +105,6 @@ async def test_a_repeated_signal_burst_under_auto_sell_signs_one_sell(harness: H
 
 
 async def test_auto_sell_signs_at_most_its_cap_a_minute_and_holds_the_rest_for_a_tap(harness: Harness) -> None:
-    from bot.exits.sell import AUTO_SIGN_PER_MINUTE
 
     h = harness
     chain = h.services.chain

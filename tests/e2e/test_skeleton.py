@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from handlers.registry import user_commands
 from tests.e2e.harness import Harness
 
 ROOT = Path(__file__).parents[2]
@@ -26,7 +27,6 @@ async def test_unknown_command_gets_a_clear_reply(harness: Harness) -> None:
 
 
 async def test_commands_menu_comes_from_the_registry(harness: Harness) -> None:
-    from handlers.registry import user_commands
 
     ann = await harness.user("Ann")
     await ann.send("/start", expect="Hi Ann")

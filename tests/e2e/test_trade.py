@@ -9,6 +9,8 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
+from handlers.trade import current_position, held_tokens
+from storage.history import PnlHistory
 from storage.positions import Position
 from tests.e2e.harness import Harness, Trader, sends, setup_trader
 from tests.e2e.harness import pump as pump_rounds
@@ -29,7 +31,6 @@ async def holding(h: Harness, name: str = "Ann", symbol: str = "PEPE", sol: floa
     await pump(h)
     services = h.runner.services
     assert services is not None
-    from handlers.trade import current_position
 
     async def priced() -> bool:
         stored = await services.streams.positions.open_for(trader.chat.user_id)
@@ -47,7 +48,6 @@ async def holding(h: Harness, name: str = "Ann", symbol: str = "PEPE", sol: floa
 async def open_position(h: Harness, trader: Trader) -> Position:
     services = h.runner.services
     assert services is not None
-    from handlers.trade import current_position
 
     positions = await services.streams.positions.open_for(trader.chat.user_id)
     assert len(positions) == 1
@@ -91,7 +91,6 @@ async def test_partial_sell_from_the_card_leaves_the_rest_tracked(harness: Harne
     assert refreshed["message_id"] == card["message_id"]
     services = h.runner.services
     assert services is not None
-    from handlers.trade import held_tokens
 
     assert await held_tokens(services, position) == left
 
@@ -207,7 +206,6 @@ async def test_charts_from_the_card(harness: Harness) -> None:
     card = await open_card(trader)
     services = h.runner.services
     assert services is not None
-    from storage.history import PnlHistory
 
     history = PnlHistory.for_db(services.db)
     position = await open_position(h, trader)

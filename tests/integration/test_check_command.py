@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bot.vault import write_new_master_key
 from sandbox.services import SandboxServices
+from tests.integration.test_keys_api import KEY, StandIn
 
 
 async def run_check(env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -53,7 +54,6 @@ async def test_check_fails_with_exit_1_and_names_the_step(tmp_path: Path) -> Non
 
 
 async def test_check_verifies_the_operator_key_with_v1_account_without_a_stream_session(tmp_path: Path) -> None:
-    from tests.integration.test_keys_api import KEY, StandIn
 
     write_new_master_key(tmp_path / "master.key")
     async with SandboxServices(seed=3) as sandbox, StandIn() as lasersell:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from PIL import Image
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.request import HTTPXRequest
 
@@ -307,9 +309,7 @@ async def test_fire_and_forget_failures_are_logged_not_left_unretrieved(caplog: 
 
 
 async def test_photos_copies_markup_edits_and_deletes_go_through() -> None:
-    import io
 
-    from PIL import Image
 
     image = io.BytesIO()
     Image.new("RGB", (64, 32), "green").save(image, format="PNG")

@@ -1,7 +1,9 @@
 import asyncio
 
+from aiohttp import web
+
 from bot.exits.confirm import SignatureWatcher
-from bot.solana_rpc import RpcError, SignatureStatus
+from bot.solana_rpc import RpcError, SignatureStatus, SolanaRpc
 
 
 class FakeRpc:
@@ -38,9 +40,7 @@ async def test_a_failed_round_reads_as_unknown_and_the_next_one_answers() -> Non
 
 
 async def test_balances_wanted_together_are_one_call() -> None:
-    from aiohttp import web
 
-    from bot.solana_rpc import SolanaRpc
 
     calls: list[dict] = []
 

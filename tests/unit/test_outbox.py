@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from telegram.error import Forbidden, TimedOut
 
-from bot.notify.outbox import DeliveryFailed, Outbox, Priority
+from bot.notify.outbox import DeliveryFailed, Outbox, OutboxCall, Priority
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -157,7 +157,6 @@ async def test_a_cancelled_call_is_not_sent() -> None:
 
 
 async def test_an_unknown_method_is_refused_at_once() -> None:
-    from bot.notify.outbox import OutboxCall
 
     outbox = fast_outbox(RecordingBot())
     with pytest.raises(ValueError, match="no method"):

@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from lasersell_sdk.stream.proto import server_message_from_obj
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -679,7 +680,6 @@ async def test_unknown_market_type_unknown_messages_and_garbage() -> None:
 
 
 def test_pnl_fast_path_agrees_with_the_sdk() -> None:
-    from lasersell_sdk.stream.proto import server_message_from_obj
 
     good = dict(pnl(1, -5), token_price_quote=3, watched=True)
     event = parse_event(json.dumps(good), 1.0)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import base58
 import pytest
 from solders.keypair import Keypair
 
@@ -79,7 +80,6 @@ async def seed(tmp_path: Path, key_file: Path) -> Seeded:
 
 
 def _b58(keypair: Keypair) -> str:
-    import base58
 
     return base58.b58encode(bytes(keypair)).decode()
 
