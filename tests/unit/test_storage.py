@@ -1,8 +1,12 @@
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from storage.db import LATEST_VERSION, Database, SchemaError
+from bot.stream.events import quote_of
+from storage.db import LATEST_VERSION, Database, SchemaError, migrations
+from storage.positions import Positions
 from storage.users import Users
 
 
@@ -78,8 +82,6 @@ async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
 
 
 async def test_writes_from_other_tasks_wait_for_an_open_transaction(tmp_path: Path) -> None:
-    import asyncio
-
     db = await Database.open(tmp_path / "bot.db")
     try:
         users = Users(db)
@@ -125,8 +127,6 @@ def opened_msg(stream_id: int, account: str, **extra: object) -> dict[str, objec
 
 
 async def test_a_position_announced_again_with_a_new_stream_id_keeps_its_number(tmp_path: Path) -> None:
-    from storage.positions import Positions
-
     db = await Database.open(tmp_path / "bot.db")
     try:
         await Users(db).seen(7, 7, "Ann")
@@ -150,9 +150,6 @@ async def test_a_position_announced_again_with_a_new_stream_id_keeps_its_number(
 
 
 async def test_the_quote_comes_from_the_market_contexts_quote_mint(tmp_path: Path) -> None:
-    from bot.stream.events import quote_of
-    from storage.positions import Positions
-
     db = await Database.open(tmp_path / "bot.db")
     try:
         await Users(db).seen(7, 7, "Ann")
@@ -172,11 +169,6 @@ async def test_the_quote_comes_from_the_market_contexts_quote_mint(tmp_path: Pat
 
 
 async def test_the_upgrade_keeps_positions_and_merges_copies_a_reconnect_left(tmp_path: Path) -> None:
-    import sqlite3
-
-    from storage.db import migrations
-    from storage.positions import Positions
-
     path = tmp_path / "bot.db"
     raw = sqlite3.connect(path)
     for version, _name, sql in migrations():
