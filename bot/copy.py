@@ -250,7 +250,8 @@ class Copier:
         """A watched wallet by nickname (any case) or address."""
         return await self.store.find(user_id, name_or_address)
 
-    async def _get(self, user_id: int, name_or_address: str) -> WatchedWallet:
+    async def get(self, user_id: int, name_or_address: str) -> WatchedWallet:
+        """Like `find`, but a wallet not watched raises `NotWatched`, with the words to reply."""
         found = await self.store.find(user_id, name_or_address)
         if found is None:
             raise NotWatched(f"you watch no wallet called {render.esc(name_or_address)!r}; /copy lists them")
@@ -293,14 +294,14 @@ class Copier:
         """What each copy of a watched wallet's buy spends, in SOL lamports or USD1 units."""
         if quote not in ("SOL", "USD1") or units <= 0:
             raise CopyError("the amount must be more than 0, in SOL or USD1")
-        w = await self._get(user_id, name)
+        w = await self.get(user_id, name)
         await self.store.update(user_id, w.address, amount_units=units, quote=quote)
         await self.changed(user_id)
-        return await self._get(user_id, w.address)
+        return await self.get(user_id, w.address)
 
     async def set_buy_wallet(self, user_id: int, name: str, wanted: str) -> tuple[WatchedWallet, Wallet]:
         """Which of the user's registered wallets (by name or address) buys the copies of a watched wallet."""
-        w = await self._get(user_id, name)
+        w = await self.get(user_id, name)
         mine = [x for x in await self.core.accounts.wallets.list(user_id) if x.registered_at]
         chosen = next((x for x in mine if x.label.lower() == wanted.lower() or x.address == wanted), None)
         if chosen is None:
@@ -314,20 +315,20 @@ class Copier:
         """"ask" (Copy / Skip on each buy) or "auto"; the stream builds the buy either way, so it is not told."""
         if mode not in ("ask", "auto"):
             raise CopyError("the mode is <code>ask</code> (Copy / Skip on each buy) or <code>auto</code>")
-        w = await self._get(user_id, name)
+        w = await self.get(user_id, name)
         await self.store.update(user_id, w.address, mode=mode)
         return w
 
     async def enable(self, user_id: int, name: str, on: bool) -> WatchedWallet:
         """Turn copying of a watched wallet on or off (on clears why it was turned off)."""
-        w = await self._get(user_id, name)
+        w = await self.get(user_id, name)
         await self.store.update(user_id, w.address, enabled=int(on), disabled_reason=None)
         await self.changed(user_id)
         return w
 
     async def remove(self, user_id: int, name: str) -> WatchedWallet:
         """Stop watching a wallet; returns the one removed."""
-        w = await self._get(user_id, name)
+        w = await self.get(user_id, name)
         await self.store.remove(user_id, w.address)
         await self.changed(user_id)
         return w

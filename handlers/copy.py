@@ -182,9 +182,7 @@ async def _mode(copier: Copier, user_id: int, nickname: str, rest: list[str]) ->
         w = await copier.set_mode(user_id, nickname, "ask")
         return f"Saved: each buy of <b>{render.esc(w.nickname)}</b> waits for your Copy / Skip."
     if choice == "auto":  # asked first: nothing changes until Yes
-        found = await copier.find(user_id, nickname)
-        if found is None:
-            raise CopyInputError(f"you watch no wallet called {render.esc(nickname)!r}; /copy lists them")
+        found = await copier.get(user_id, nickname)
         text = (f"⚠️ <b>Auto-copy {render.esc(found.nickname)}?</b> Every buy it makes is copied for "
                 f"{amount_words(found)} without asking, within your limits (daily budget, fee reserve, cooldown, "
                 "exposure). Flagged or odd transactions are still refused by the guard.")
