@@ -9,6 +9,7 @@ from telegram import Update
 
 from bot.config import Settings
 from bot.context import BotApplication
+from bot.miniapp.hook import start_miniapp, stop_miniapp
 from bot.services import Services
 from bot.wiring import build_services
 from storage.db import Database, ProcessLock
@@ -47,6 +48,7 @@ class BotRunner:
             await self.app.post_init(self.app)
         await self.app.start()
         await self.services.start()
+        await start_miniapp(self.services)  # the dashboard Mini App (bot/miniapp)
         assert self.app.updater is not None
         await self.app.updater.start_polling(
             timeout=self.poll_timeout,
@@ -56,6 +58,7 @@ class BotRunner:
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:
+        await stop_miniapp(self.services)  # the dashboard Mini App (bot/miniapp)
         if self.services is not None:
             await self.services.stop()
         if self.app is not None:

@@ -25,6 +25,7 @@ from bot.notify.limiter import OutboxRateLimiter
 from handlers import (
     admin,
     copy,
+    dashboard,
     errors,
     home,
     onboarding,
@@ -44,7 +45,7 @@ log = logging.getLogger("lasersell_bot.app")
 # The feature routers, in menu order (as aiogram's include_routers): each handlers module declares its commands,
 # buttons and prompts; none imports this list.
 ROUTERS = [start.router, onboarding.router, home.router, wallets.router, strategy.router, settings.router,
-           positions.router, trade.router, copy.router, signals.router, text.router, admin.router]
+           positions.router, trade.router, copy.router, dashboard.router, signals.router, text.router, admin.router]
 
 # Handler groups: lower runs first, and only the first matching handler of a group runs, so screening for
 # secrets, recording the user (every update) and gating admin commands (commands only) each need a group of

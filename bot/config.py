@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 TELEGRAM_TOKEN_RE = re.compile(r"^\d{5,12}:[A-Za-z0-9_-]{30,}$")
@@ -37,6 +38,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TELEGRAM_CHAT_RATE": ("1", "Messages per second the bot sends to one chat, sustained (Telegram asks for about 1)."),
     "BROADCAST_RATE": ("25", "Messages per second an admin broadcast may use at most."),
     "GUARD_EXTRA_PROGRAMS": ("", "Comma-separated program ids the transaction guard allows besides the built-in list."),
+    # --- the dashboard Mini App (bot/miniapp) ---
+    "MINIAPP_LISTEN": ("", "host:port the dashboard Mini App's web server listens on (port 0: any free port). Empty: no dashboard."),
+    "MINIAPP_PUBLIC_URL": ("", "The dashboard's public HTTPS address, as Telegram clients reach it (e.g. behind a reverse proxy). Empty: http://MINIAPP_LISTEN."),
+    "MINIAPP_INITDATA_MAX_AGE_S": ("3600", "Seconds a dashboard session's signed Telegram initData stays valid."),
+    "MINIAPP_SECURITY_DELAY_S": ("86400", "Seconds before a new withdrawal address or a PIN change takes effect (the user is told in the chat)."),
+    "MINIAPP_PIN_ATTEMPTS": ("5", "Wrong PINs in a row that lock the PIN."),
+    "MINIAPP_PIN_LOCKOUT_S": ("900", "Seconds the PIN stays locked after too many wrong tries."),
 }
 
 
@@ -68,6 +76,13 @@ class Settings:
     guard_extra_programs: tuple[str, ...] = field(default_factory=tuple)
     helius_sender_url: str = "https://sender.helius-rpc.com/fast"
     astralane_url: str = "https://fr.gateway.astralane.io/iris"
+    # the dashboard Mini App
+    miniapp_listen: str | None = None
+    miniapp_public_url: str | None = None
+    miniapp_initdata_max_age_s: int = 3600
+    miniapp_security_delay_s: int = 86400
+    miniapp_pin_attempts: int = 5
+    miniapp_pin_lockout_s: int = 900
 
     @property
     def sandbox_mode(self) -> bool:
@@ -221,7 +236,34 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
         guard_extra_programs=extra_programs,
         helius_sender_url=_url(merged, "HELIUS_SENDER_URL", ("http", "https")),
         astralane_url=_url(merged, "ASTRALANE_URL", ("http", "https")),
+        **_miniapp_settings(merged),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = env.get(name, "").strip() or VARIABLES[name][0]
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(name, f"{raw!r} is out of range", f"Use a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _miniapp_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    listen = env.get("MINIAPP_LISTEN", "").strip() or None
+    if listen is not None:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError("MINIAPP_LISTEN", f"{listen!r} is not host:port", "Use e.g. 127.0.0.1:8088")
+    public = env.get("MINIAPP_PUBLIC_URL", "").strip() or None
+    if public is not None:
+        public = _url(env, "MINIAPP_PUBLIC_URL", ("http", "https"))
+    return {
+        "miniapp_listen": listen,
+        "miniapp_public_url": public,
+        "miniapp_initdata_max_age_s": _seconds(env, "MINIAPP_INITDATA_MAX_AGE_S", 60, 86400),
+        "miniapp_security_delay_s": _seconds(env, "MINIAPP_SECURITY_DELAY_S", 0, 30 * 86400),
+        "miniapp_pin_attempts": _seconds(env, "MINIAPP_PIN_ATTEMPTS", 1, 100),
+        "miniapp_pin_lockout_s": _seconds(env, "MINIAPP_PIN_LOCKOUT_S", 1, 7 * 86400),
+    }
 
 
 def env_example() -> str:

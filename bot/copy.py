@@ -12,11 +12,9 @@ answered with `mirror_buy_result` (true only when the transaction was signed and
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +29,8 @@ from bot.exits.guard import BuyIntent, GuardRefusal
 from bot.exits.signer import SigningError, decode_unsigned
 from bot.notify import render
 from bot.notify.outbox import Priority
-from bot.solana_rpc import TOKEN_2022_PROGRAM, RpcError, SignatureStatus
+from bot.risk import read_risk_flags
+from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
 from storage.accounts import Wallet
 from storage.copy import DEFAULT_LIMITS, SERVER_LIMITS, CopyStore, WatchedWallet
@@ -61,39 +60,6 @@ FAILED_WORDS = {
     "entry_drift_exceeded": "the price moved too far since the wallet bought (/copy limit max_entry_drift_pct)",
     "creator_token": "the wallet created this token (/copy limit skip_creator_tokens)",
 }
-
-
-_EXTENSION_FLAGS = {
-    1: "transfer fee: every transfer of it pays a fee",
-    12: "permanent delegate: someone can move or burn your tokens at any time",
-    14: "transfer hook: a program the creator chose runs on every transfer",
-}
-
-
-def mint_risk_flags(data: bytes, owner: str) -> list[str]:
-    """Risk flags of a mint account's bytes (SPL Token layout, Token-2022 extensions as TLV)."""
-    if len(data) < 82:
-        return ["the mint account is not a token mint"]
-    flags = []
-    if struct.unpack_from("<I", data, 0)[0] == 1 and any(data[4:36]):
-        flags.append("mint authority kept: more of it can be minted")
-    if struct.unpack_from("<I", data, 46)[0] == 1 and any(data[50:82]):
-        flags.append("freeze authority kept: your tokens can be frozen")
-    if owner == TOKEN_2022_PROGRAM and len(data) > 166:
-        offset = 166  # after the base mint padded to a token account's size and the account-type byte
-        while offset + 4 <= len(data):
-            kind, length = struct.unpack_from("<HH", data, offset)
-            value = data[offset + 4: offset + 4 + length]
-            offset += 4 + length
-            if kind == 0:
-                break
-            if kind == 12 and not any(value[:32]):
-                continue  # a permanent delegate of nobody
-            if kind == 14 and not any(value[32:64]):
-                continue  # a hook that runs no program
-            if kind in _EXTENSION_FLAGS:
-                flags.append(_EXTENSION_FLAGS[kind])
-    return flags
 
 
 def plan_of(info: dict[str, Any]) -> str:
@@ -429,13 +395,7 @@ class Copier:
 
     async def risk_flags(self, mint: str) -> list[str]:
         """Read from the chain before any copy buy; a mint that cannot be read counts as flagged."""
-        try:
-            result = await self.core.rpc.call("getAccountInfo", [mint, {"encoding": "base64"}])
-            value = result["value"]
-            data = base64.b64decode(value["data"][0])
-            return mint_risk_flags(data, str(value["owner"]))
-        except (RpcError, KeyError, TypeError, ValueError, IndexError):
-            return ["its mint account could not be read, so its risks are unknown"]
+        return await read_risk_flags(self.core.rpc, mint)
 
     async def _own_limits(self, user_id: int, w: WatchedWallet) -> str | None:
         """The bot's limits on top of the server's: the daily budget and the reserve kept for exit fees."""

@@ -19,6 +19,7 @@ from bot.exits.executor import Executor
 from bot.exits.inbox import SignalInbox
 from bot.exits.sell import Seller
 from bot.lasersell_api import LaserSellApi
+from bot.miniapp.server import MiniAppServer
 from bot.notify.alerts import Alerts
 from bot.notify.outbox import Outbox
 from bot.rotation import CHECK_KEY, rotation_note
@@ -88,6 +89,7 @@ class Services:
     copier: Copier  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Broadcasts
     admin: Admin  # the audit log and the operator's numbers (/stats)
+    dashboard: MiniAppServer | None = None  # the dashboard Mini App (bot/miniapp), when MINIAPP_LISTEN is set
 
     async def start(self) -> None:
         """Start what talks to Telegram and LaserSell, once the bot can send: outbox, recovery, streams."""

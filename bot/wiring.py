@@ -9,6 +9,7 @@ nothing calls it before `Services.start`, by when every part exists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,11 @@ from bot.exits.executor import Executor
 from bot.exits.inbox import SignalInbox
 from bot.exits.sell import Seller
 from bot.lasersell_api import LaserSellApi
+from bot.miniapp.server import MiniAppServer
 from bot.notify.alerts import Alerts
 from bot.notify.limiter import OutboxRateLimiter
 from bot.notify.outbox import Outbox
+from bot.risk import read_risk_flags
 from bot.services import Services, open_vault
 from bot.solana_rpc import SolanaRpc
 from bot.stream.events import StreamEvent
@@ -90,6 +93,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         users=users, accounts=accounts, alerts=alerts, positions=positions, history=history, pnl=pnl,
         stream_url=settings.lasersell_stream_url, on_exit_signal=exit_signal, copy=_CopyRelay(lambda: copier),
         register_wallets=accounts.register_for_stream, wallet_changed=executor.holdings.forget,
+        risk_flags=functools.partial(read_risk_flags, rpc),
     )
     seller = Seller(core, executor, streams)
     inbox = SignalInbox(
@@ -103,6 +107,8 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
         outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
         seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts, admin=Admin(db),
+        # the dashboard Mini App: reaches the services it serves through a callback, like the copy relay
+        dashboard=MiniAppServer(settings, db, lambda: services) if settings.miniapp_listen else None,
     )
     app.bot_data["services"] = services
     return services, app

@@ -10,6 +10,7 @@ from bot.accounts import MAX_LABEL, AccountError, label_was_cut
 from bot.callbacks import WalletTap, keyboard
 from bot.context import BotContext
 from bot.keys import short_address
+from bot.miniapp.hook import export_needs_dashboard
 from bot.notify import cards
 from bot.notify.render import esc
 from handlers.common import (
@@ -175,6 +176,11 @@ async def on_button(update: Update, context: BotContext) -> None:
         await answer(update, "Wallet keys are handled in a private chat with me only.", alert=True)
         return
     try:
+        if tap.action in ("exp", "expok") and (pinned := await export_needs_dashboard(context.services,
+                                                                                     user_id_of(update))):
+            await answer(update)  # dashboard Mini App: with a PIN set, exports happen there, behind the PIN
+            await edit_or_reply(update, *pinned)
+            return
         await _act(update, context, tap)
     except AccountError as exc:
         await answer(update)

@@ -20,6 +20,8 @@ import string
 import time
 from typing import Any
 
+from solders.pubkey import Pubkey
+
 from sandbox.accounts import Accounts
 from sandbox.chain import Chain
 from sandbox.control import BURST, HOSTILE_KINDS, ControlApi
@@ -166,12 +168,21 @@ class SandboxServices:
 
     async def _cmd_buy(self, args: list[str], chat: Any) -> str:
         amount = _float_arg(args, 0, "AMOUNT")
-        wallets = self.trader_wallets(chat)
-        index = int(args[1]) if len(args) > 1 and args[1].isdigit() else 1
-        if not 1 <= index <= len(wallets):
-            raise ValueError(f"no wallet #{index}; there are {len(wallets)}")
         mint = self._current_mint(chat)
-        tokens = self.chain.outside_buy(wallets[index - 1], mint, amount)
+        if len(args) > 1 and not args[1].isdigit():
+            # any other wallet: a wallet someone copies (the stream mirrors its buys to them)
+            buyer = args[1]
+            try:
+                Pubkey.from_string(buyer)
+            except ValueError:
+                raise ValueError(f"{buyer} is neither a wallet number nor a wallet address") from None
+        else:
+            wallets = self.trader_wallets(chat)
+            index = int(args[1]) if len(args) > 1 else 1
+            if not 1 <= index <= len(wallets):
+                raise ValueError(f"no wallet #{index}; there are {len(wallets)}")
+            buyer = wallets[index - 1]
+        tokens = self.chain.outside_buy(buyer, mint, amount)
         self.stream.flush()
         pool = self.chain.pool(mint)
         quote = pool.quote
@@ -294,7 +305,8 @@ _HELP = {
     "key": "[TIER]: issue a sandbox LaserSell API key (free, professional, advanced); $KEY stands for it",
     "fund": "AMOUNT [SOL|USD1]: add SOL (default) or USD1 to your sandbox wallets",
     "mint": "SYMBOL [SOL|USD1]: create a token with a SOL (default) or USD1 pool; it becomes the current token",
-    "buy": "AMOUNT [WALLET#]: an outside buy of the current token, paid in its pool's SOL or USD1",
+    "buy": "AMOUNT [WALLET# | ADDRESS]: an outside buy of the current token, paid in its pool's SOL or USD1, by "
+    "your wallet # (default 1) or by any ADDRESS, e.g. a wallet you copy (the stream mirrors its buy)",
     "market": "PCT: move the current token's price by PCT percent",
     "drain": "PCT: pull PCT percent of the current token's liquidity",
     "graduate": "graduate the current token to its AMM pool",

@@ -26,6 +26,7 @@ from bot.config import LOG_LEVELS, Settings, load_settings
 from bot.logs import setup_logging
 from bot.vault import write_new_master_key
 from sandbox.services import SandboxServices
+from sandbox.webapp_host import WebAppHost
 
 log = logging.getLogger("lasersell_bot.sandbox")
 
@@ -288,6 +289,16 @@ class TerminalChat:
             self.print("  " + result.replace("\n", "\n  "))
 
 
+async def _open_dashboard(runner: Any, chat: TerminalChat) -> Any:
+    """The dashboard Mini App as the sandbox Telegram client opens it: a page to open in a browser."""
+    if runner.services.dashboard is None or runner.settings.telegram_bot_token is None:
+        return None
+    host = WebAppHost(runner.settings.telegram_bot_token, runner.services.dashboard.url)
+    await host.start()
+    chat.print(f"Dashboard (Mini App) for this chat: {host.page_url(chat.user_id, 'You')}")
+    return host
+
+
 async def _run_chat(chat: TerminalChat, script: Path | None) -> int:
     if script is not None:
         for line in script.read_text(encoding="utf-8").splitlines():
@@ -348,12 +359,16 @@ async def run_sandbox(script: Path | None = None, seed: int = 7, data_dir: Path 
         async with SandboxServices(seed=seed, realtime=True) as services:
             chat = TerminalChat(services, pictures=pictures)
             await chat.open()
-            settings = sandbox_settings(services.urls, services.telegram.token, data_dir, (chat.user_id,))
+            settings = sandbox_settings(services.urls, services.telegram.token, data_dir, (chat.user_id,),
+                                        MINIAPP_LISTEN="127.0.0.1:0")  # the dashboard Mini App
             runner = BotRunner(settings, poll_timeout=1)
             await runner.start()
+            host = await _open_dashboard(runner, chat)
             try:
                 return await _run_chat(chat, script)
             finally:
+                if host is not None:
+                    await host.stop()
                 await runner.stop()
     finally:
         if tmp is not None:

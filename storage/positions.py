@@ -51,6 +51,7 @@ class Position:
     updated_at: int
     stream_position_id: int | None = None  # the stream's id for it in the latest session that announced it
     quote: str = "SOL"  # "USD1" in a USD1-quoted market: quote units are then USD1 base units (6 decimals)
+    risk_flags: str | None = None  # JSON list of the token's risk flags, read when the position opened
 
     @property
     def label(self) -> str:
@@ -59,6 +60,10 @@ class Position:
     @property
     def bands(self) -> list[dict[str, Any]]:
         return json.loads(self.bands_json) if self.bands_json else []
+
+    @property
+    def risks(self) -> list[str]:
+        return [str(flag) for flag in json.loads(self.risk_flags)] if self.risk_flags else []
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def position_opened(p: Position) -> str:
         f"{tokens(p.tokens, p.decimals)} tokens for {money(p.entry_quote_units, quote_of(p))} on "
         f"{market_words(p.market_type)}\n"
         f"Wallet <code>{short(p.wallet)}</code> · mint <code>{esc(p.mint)}</code>"
-    )
+    ) + "".join(f"\n⚠️ {esc(flag)}" for flag in p.risks)
 
 
 def position_card(p: Position, now_ms: int | None = None) -> str:

@@ -8,6 +8,7 @@ delay it; PnL and liquidity numbers go to the PnL batcher (written in batches, n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,6 +31,7 @@ log = logging.getLogger("lasersell_bot.streams")
 ExitHandler = Callable[[int, StreamEvent], Awaitable[object]]
 CopyEventHandler = Callable[[int, int, dict[str, Any]], Awaitable[None]]
 LoadPosition = Callable[[int, int], Awaitable[Position | None]]
+RiskFlags = Callable[[str], Awaitable[list[str]]]  # a mint's risk flags, read from the chain
 
 # The documented stream error codes (and a refused session), shown with what the trader can do about them.
 ACTIONABLE_ERRORS = frozenset({"invalid_strategy", "wallet_not_registered", "too_many_wallets", "session_limit"})
@@ -94,8 +96,10 @@ class EventRouter:
         on_exit_signal: ExitHandler | None = None,
         copy: CopyEvents | None = None,
         wallet_changed: Callable[[str], None] | None = None,
+        risk_flags: RiskFlags | None = None,
         error_repeat_s: float = 600.0,
     ) -> None:
+        self.risk_flags = risk_flags  # read from the mint when a position opens, shown on its message
         self.positions = positions
         self.alerts = alerts
         self.pnl = pnl
@@ -170,6 +174,10 @@ class EventRouter:
         worker.remember(position.position_id, position.token_account or event.token_account)
         self.deadlines.arm(worker, position.position_id, position.opened_at_ms, position.first_seen_ms, position.watched)
         if is_new and position.card_message_id is None:
+            if self.risk_flags is not None and position.risk_flags is None:
+                flags = json.dumps(await self.risk_flags(position.mint))
+                await self.positions.update(user_id, position.position_id, risk_flags=flags)
+                position = dataclasses.replace(position, risk_flags=flags)
             await self.alerts.position_opened(user_id, worker.chat_id, position)
             if self.copy is not None:
                 await self.copy.position_opened(user_id, worker.chat_id, msg)

@@ -35,7 +35,7 @@ from bot.stream.client import (
 )
 from bot.stream.deadlines import DeadlineTimers
 from bot.stream.pnl import PnlBatcher
-from bot.stream.router import CopyEvents, EventRouter, ExitHandler, StreamAlerts
+from bot.stream.router import CopyEvents, EventRouter, ExitHandler, RiskFlags, StreamAlerts
 from bot.stream.worker import Wanted, Worker
 from bot.tasks import BackgroundTasks
 from storage.history import PnlHistory
@@ -116,6 +116,7 @@ class UserStreams:
         copy: CopyTrading | None = None,
         register_wallets: RegisterWallets | None = None,
         wallet_changed: Callable[[str], None] | None = None,
+        risk_flags: RiskFlags | None = None,
         start_jitter_s: float = 2.0,
         client_options: dict[str, Any] | None = None,
         down_notice_after_s: float = 60.0,
@@ -139,7 +140,8 @@ class UserStreams:
         self.deadlines = DeadlineTimers(positions)
         self.router = EventRouter(
             positions=positions, alerts=alerts, pnl=self.pnl, deadlines=self.deadlines, history=history,
-            on_exit_signal=on_exit_signal, copy=copy, wallet_changed=wallet_changed, error_repeat_s=error_repeat_s,
+            on_exit_signal=on_exit_signal, copy=copy, wallet_changed=wallet_changed, risk_flags=risk_flags,
+            error_repeat_s=error_repeat_s,
         )
         self.workers: dict[int, Worker] = {}
         self._locks: dict[int, asyncio.Lock] = {}

@@ -39,6 +39,12 @@ async def test_services_answer_and_terminal_commands_drive_the_chain() -> None:
         assert chat.current_mint is not None
         await sandbox.control("buy", ["0.5"], chat)
         assert sandbox.chain.token_balance(wallet, chat.current_mint) > 0
+        # a wallet someone copies buys by its address (the terminal's line for a watched wallet)
+        watched = str(sandbox.chain.keypair("a-wallet-someone-copies").pubkey())
+        assert "bought" in await sandbox.control("buy", ["0.25", watched], chat)
+        assert sandbox.chain.token_balance(watched, chat.current_mint) > 0
+        with pytest.raises(ValueError, match="neither a wallet number nor a wallet address"):
+            await sandbox.control("buy", ["0.25", "not-a-wallet"], chat)
         assert "+20%" in await sandbox.control("market", ["20"], chat)
         assert "slot 3" == await sandbox.control("clock", ["3"], chat)
         assert wallet[:6] in await sandbox.control("state", [], chat)

@@ -8,7 +8,8 @@ import struct
 import pytest
 from solders.pubkey import Pubkey
 
-from bot.copy import SLOTS, mint_risk_flags, plan_of
+from bot.copy import SLOTS, plan_of
+from bot.risk import mint_risk_flags
 from bot.solana_rpc import TOKEN_2022_PROGRAM
 from handlers.copy import CopyInputError, parse_amount, parse_limit
 
