@@ -168,12 +168,22 @@ class Broadcasts:
         """At start: continue every job a restart interrupted; rows caught mid-call are not resent."""
         resumed = []
         for job in await self.jobs.running():
-            interrupted = await self.jobs.interrupted(job.id, INTERRUPTED)
-            if interrupted:
-                log.warning("broadcast %s: %d recipients were mid-send at the restart; not resending", job.id, interrupted)
-            self._launch(job, resumed=True, interrupted=interrupted)
+            await self.resume_job(job)
             resumed.append(job.id)
         return resumed
+
+    async def resume_job(self, job: Broadcast) -> None:
+        """Continue one interrupted job here (at start, or claimed from an instance that died)."""
+        if job.id in self._runs:
+            return
+        interrupted = await self.jobs.interrupted(job.id, INTERRUPTED)
+        if interrupted:
+            log.warning("broadcast %s: %d recipients were mid-send at the restart; not resending", job.id, interrupted)
+        self._launch(job, resumed=True, interrupted=interrupted)
+
+    def running_here(self) -> set[int]:
+        """The jobs this process is sending."""
+        return set(self._runs)
 
     def _launch(self, job: Broadcast, *, resumed: bool = False, interrupted: int = 0) -> None:
         run = _Run(job, self._clock(), resumed=resumed, interrupted=interrupted)

@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.lasersell_api import InvalidApiKey, LaserSellApi
 from bot.rotation import CHECK_KEY
 from bot.vault import Vault, load_master_key
-from storage.db import Database
+from storage.db import Database, describe
 from storage.meta import Meta
 
 TIMEOUT_S = 5.0
@@ -70,9 +70,9 @@ async def _lasersell_stream(settings: Settings) -> str:
 
 
 async def _database(settings: Settings) -> str:
-    db = await Database.open(settings.database_path)
+    db = await Database.open(settings.database)
     try:
-        return f"{settings.database_path} at schema version {await db.schema_version()}"
+        return f"{describe(settings.database)} ({db.backend}) at schema version {await db.schema_version()}"
     finally:
         await db.close()
 
@@ -80,7 +80,7 @@ async def _database(settings: Settings) -> str:
 async def _master_key(settings: Settings) -> str:
     settings.require_master_key()
     vault = Vault(load_master_key(settings.bot_master_key, settings.bot_master_key_file))
-    db = await Database.open(settings.database_path)
+    db = await Database.open(settings.database)
     try:
         check = await Meta(db).get(CHECK_KEY)
     finally:

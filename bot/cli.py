@@ -17,8 +17,9 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.logs import register_secret, setup_logging
 from bot.rotation import CHECK_KEY, RotationError, rotate_master_key
 from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key, write_new_master_key
-from storage.db import Database, DatabaseBusy, ProcessLock, SchemaError
+from storage.db import Database, DatabaseBusy, ProcessLock, SchemaError, describe, is_postgres
 from storage.meta import Meta
+from storage.pg import PgProcessLock
 
 EXIT_CONFIG = 2
 
@@ -30,7 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         "With no TELEGRAM_BOT_TOKEN, `run` starts the sandbox demo.",
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the bot (default); the sandbox demo when no token is configured")
+    run = sub.add_parser("run", help="run the bot (default); the sandbox demo when no token is configured")
+    run.add_argument(
+        "--webhook", action="store_true",
+        help="receive updates by webhook (WEBHOOK_URL, WEBHOOK_LISTEN, WEBHOOK_SECRET) instead of polling; "
+        "for several instances behind a reverse proxy, with DATABASE_URL=postgresql://...",
+    )
     sandbox = sub.add_parser("sandbox", help="chat with the bot in this terminal, against local stand-ins")
     sandbox.add_argument("--script", type=Path, help="play a file of lines and print the transcript")
     sandbox.add_argument("--seed", type=int, default=7, help="seed for the sandbox (default 7)")
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             print("No TELEGRAM_BOT_TOKEN set: starting the sandbox demo (local stand-ins, no accounts).")
             script = None if sys.stdin.isatty() else _demo_script()
             return asyncio.run(run_sandbox(script=script))
-        return _run(settings)
+        if getattr(args, "webhook", False):
+            settings.require_webhook()  # a missing URL or secret is a configuration error, before anything starts
+        return _run(settings, webhook=getattr(args, "webhook", False))
     except ConfigError as exc:
         print(f"lasersell-bot: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -92,13 +100,13 @@ def _gen_master_key(out: Path) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    db = await Database.open(settings.database_path, migrate=False)
+    db = await Database.open(settings.database, migrate=False, check=False)
     try:
         applied = await db.migrate()
         version = await db.schema_version()
     finally:
         await db.close()
-    print(f"Database {settings.database_path}: schema version {version}" + (f" (applied {applied})" if applied else ""))
+    print(f"Database {describe(settings.database)}: schema version {version}" + (f" (applied {applied})" if applied else ""))
     return 0
 
 
@@ -117,6 +125,13 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
     # A running bot holds the old key in memory: rotating under it would leave it unable to open any key.
     # Rotation therefore refuses while the bot holds the database, and the bot cannot start meanwhile.
     try:
+        if is_postgres(settings.database):  # every instance holds it shared: rotation waits for all to stop
+
+            pg_lock = await PgProcessLock.acquire(str(settings.database), "rotate-master-key", shared=False)
+            try:
+                return await _rotate_locked(settings, old, new, new_key_file)
+            finally:
+                await pg_lock.release()
         lock = ProcessLock.acquire(settings.database_path, "rotate-master-key")
     except DatabaseBusy as exc:
         print(
@@ -133,7 +148,7 @@ async def _rotate_master_key(settings: Settings, new_key_file: Path) -> int:
 
 async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_file: Path) -> int:
     try:
-        db = await Database.open(settings.database_path, migrate=False)
+        db = await Database.open(settings.database, migrate=False)
     except SchemaError as exc:
         print(f"lasersell-bot: {exc}", file=sys.stderr)
         return 1
@@ -145,7 +160,8 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
             except WrongMasterKey:
                 pass
             else:
-                print(f"Nothing to do: {settings.database_path} is already sealed with the new key (id {new.key_id}).")
+                where = describe(settings.database)
+                print(f"Nothing to do: {where} is already sealed with the new key (id {new.key_id}).")
                 return 0
         try:
             report = await rotate_master_key(db, old, new, now_ms=int(time.time() * 1000))
@@ -156,7 +172,7 @@ async def _rotate_locked(settings: Settings, old: Vault, new: Vault, new_key_fil
         await db.close()
     counts = report.resealed
     print(
-        f"Re-sealed {report.total} secret(s) in {settings.database_path} in one transaction: "
+        f"Re-sealed {report.total} secret(s) in {describe(settings.database)} in one transaction: "
         f"{counts.get('wallets', 0)} wallet key(s), {counts.get('lasersell_keys', 0)} LaserSell key(s), "
         f"{counts.get('user_settings', 0)} Astralane key(s), and the master key check value."
     )
@@ -177,7 +193,7 @@ def _check_master_key(settings: Settings) -> None:
         raise ConfigError(variable, str(exc).rstrip("."), "Nothing was started") from None
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, *, webhook: bool = False) -> int:
     settings.require_master_key()
     _check_master_key(settings)
     setup_logging(settings.log_level, settings.log_format)
@@ -190,7 +206,7 @@ def _run(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await BotRunner(settings).run_until(stop)
+        await BotRunner(settings, webhook=webhook).run_until(stop)
 
     try:
         asyncio.run(serve())

@@ -31,6 +31,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "BOT_MASTER_KEY": ("", "Base64 of 32 random bytes that encrypts every stored secret. Set this or BOT_MASTER_KEY_FILE."),
     "BOT_MASTER_KEY_FILE": ("", "Path of a file holding the master key (written by `lasersell-bot gen-master-key`)."),
     "DATABASE_PATH": ("data/bot.db", "SQLite database file (created with its folder)."),
+    "DATABASE_URL": ("", "Empty: SQLite at DATABASE_PATH. Or postgresql://user:password@host:5432/db, shared by several instances."),
+    "WEBHOOK_URL": ("", "`run --webhook`: the public HTTPS URL Telegram posts updates to (your reverse proxy, e.g. https://bot.example.com/telegram)."),
+    "WEBHOOK_LISTEN": ("127.0.0.1:8080", "`run --webhook`: the address this instance serves the webhook, /healthz and /metrics on."),
+    "WEBHOOK_SECRET": ("", "`run --webhook`: 1-256 letters, digits, _ or -; Telegram sends it with every update and others are refused."),
     "ADMIN_USER_IDS": ("", "Comma-separated Telegram user ids allowed to use admin commands."),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     "LOG_FORMAT": ("text", "`text` for people, `json` for log collectors (one object a line)."),
@@ -83,6 +87,15 @@ class Settings:
     miniapp_security_delay_s: int = 86400
     miniapp_pin_attempts: int = 5
     miniapp_pin_lockout_s: int = 900
+    database_url: str = ""  # sqlite:///... or postgresql://...; empty: SQLite at database_path
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1:8080"
+    webhook_secret: str = ""
+
+    @property
+    def database(self) -> str | Path:
+        """What `Database.open` takes: the DATABASE_URL, else the SQLite file at DATABASE_PATH."""
+        return self.database_url or self.database_path
 
     @property
     def sandbox_mode(self) -> bool:
@@ -94,7 +107,18 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
-        return [s for s in (self.telegram_bot_token, self.lasersell_api_key, self.bot_master_key) if s]
+        password = urlparse(self.database_url).password if self.database_url else None
+        return [s for s in (self.telegram_bot_token, self.lasersell_api_key, self.bot_master_key, password,
+                            self.webhook_secret) if s]
+
+    def require_webhook(self) -> tuple[str, int]:
+        """For `run --webhook`: the URL and secret must be set; returns the (host, port) to listen on."""
+        if not self.webhook_url:
+            raise ConfigError("WEBHOOK_URL", "is not set", "Set the public HTTPS URL of your reverse proxy, e.g. https://bot.example.com/telegram")
+        if not self.webhook_secret:
+            raise ConfigError("WEBHOOK_SECRET", "is not set", "Set 32 or more random letters and digits (e.g. `openssl rand -hex 32`)")
+        host, _, port = self.webhook_listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
 
     def require_master_key(self) -> None:
         if not self.bot_master_key and not self.bot_master_key_file:
@@ -186,9 +210,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             "Create it with `lasersell-bot gen-master-key --out FILE` or fix the path",
         )
 
-    db_raw = merged.get("DATABASE_PATH", "").strip() or VARIABLES["DATABASE_PATH"][0]
-    if db_raw.endswith(("/", os.sep)):
-        raise ConfigError("DATABASE_PATH", f"{db_raw!r} is a folder", "Give a file path such as data/bot.db")
+    db_raw, db_url = _database_settings(merged)
+    webhook_url, webhook_listen, webhook_secret = _webhook_settings(merged)
 
     admins: set[int] = set()
     for part in merged.get("ADMIN_USER_IDS", "").split(","):
@@ -237,7 +260,45 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
         helius_sender_url=_url(merged, "HELIUS_SENDER_URL", ("http", "https")),
         astralane_url=_url(merged, "ASTRALANE_URL", ("http", "https")),
         **_miniapp_settings(merged),
+        database_url=db_url,
+        webhook_url=webhook_url,
+        webhook_listen=webhook_listen,
+        webhook_secret=webhook_secret,
     )
+
+
+def _database_settings(merged: Mapping[str, str]) -> tuple[str, str]:
+    """DATABASE_PATH and DATABASE_URL: (the SQLite path, the PostgreSQL URL or "")."""
+    db_raw = merged.get("DATABASE_PATH", "").strip() or VARIABLES["DATABASE_PATH"][0]
+    if db_raw.endswith(("/", os.sep)):
+        raise ConfigError("DATABASE_PATH", f"{db_raw!r} is a folder", "Give a file path such as data/bot.db")
+
+    db_url = merged.get("DATABASE_URL", "").strip()
+    if db_url.startswith("sqlite:///"):
+        db_raw, db_url = db_url[len("sqlite:///"):] or db_raw, ""
+    elif db_url and (urlparse(db_url).scheme not in ("postgresql", "postgres") or not urlparse(db_url).hostname):
+        raise ConfigError(
+            "DATABASE_URL",
+            "is neither sqlite:///path nor a postgresql://host/database URL",
+            "Leave it empty for SQLite at DATABASE_PATH, or set e.g. postgresql://bot:secret@127.0.0.1:5432/lasersell",
+        )
+    return db_raw, db_url
+
+
+def _webhook_settings(merged: Mapping[str, str]) -> tuple[str, str, str]:
+    """WEBHOOK_URL, WEBHOOK_LISTEN and WEBHOOK_SECRET, checked."""
+    webhook_url = merged.get("WEBHOOK_URL", "").strip()
+    if webhook_url and (urlparse(webhook_url).scheme not in ("https", "http") or not urlparse(webhook_url).netloc):
+        raise ConfigError("WEBHOOK_URL", f"{webhook_url!r} is not a URL", "Set e.g. https://bot.example.com/telegram")
+    webhook_listen = merged.get("WEBHOOK_LISTEN", "").strip() or VARIABLES["WEBHOOK_LISTEN"][0]
+    if not re.fullmatch(r"[^\s:]*:\d{1,5}", webhook_listen) or not 0 < int(webhook_listen.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError("WEBHOOK_LISTEN", f"{webhook_listen!r} is not host:port", "Set e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+    webhook_secret = merged.get("WEBHOOK_SECRET", "").strip()
+    if webhook_secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", webhook_secret):
+        raise ConfigError(
+            "WEBHOOK_SECRET", "may hold only 1-256 letters, digits, _ and -", "Use e.g. the output of `openssl rand -hex 32`"
+        )
+    return webhook_url, webhook_listen, webhook_secret
 
 
 def _seconds(env: Mapping[str, str], name: str, low: int, high: int) -> int:

@@ -99,7 +99,8 @@ class Services:
         self.deletions.start()
         await self.seller.recover()
         await self.streams.start_all()
-        await self.broadcasts.resume()
+        if self.streams.ownership is None:  # several instances: a broadcast is claimed by one (bot/ownership.py)
+            await self.broadcasts.resume()
 
     async def stop(self) -> None:
         """Stop what `start` started, within bounds: broadcasts, streams, trade paths, then the outbox."""

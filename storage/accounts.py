@@ -154,7 +154,7 @@ class Wallets:
             cur = await conn.execute("SELECT 1 FROM wallets WHERE telegram_id=? AND id=?", (telegram_id, wallet_id))
             if await cur.fetchone() is None:
                 return False
-            await conn.execute("UPDATE wallets SET is_default=(id=?) WHERE telegram_id=?", (wallet_id, telegram_id))
+            await conn.execute("UPDATE wallets SET is_default=CASE WHEN id=? THEN 1 ELSE 0 END WHERE telegram_id=?", (wallet_id, telegram_id))
         return True
 
     async def remove(self, telegram_id: int, wallet_id: int) -> bool:

@@ -291,11 +291,11 @@ class OperatorNumbers:
         # since the onboarding marker stays behind when the steps were done by command.
         row = await self.db.fetchone(
             """SELECT COUNT(*),
-                 COALESCE(SUM(s.onboarding_step = 'done'
+                 COALESCE(SUM(CASE WHEN s.onboarding_step = 'done'
                               OR EXISTS (SELECT 1 FROM lasersell_keys k WHERE k.telegram_id = u.telegram_id)
                               AND EXISTS (SELECT 1 FROM wallets w WHERE w.telegram_id = u.telegram_id)
-                              AND s.strategy_json IS NOT NULL), 0),
-                 COALESCE(SUM(u.last_seen_at >= ?), 0),
+                              AND s.strategy_json IS NOT NULL THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN u.last_seen_at >= ? THEN 1 ELSE 0 END), 0),
                  COALESCE(SUM(u.blocked), 0)
                FROM users u LEFT JOIN user_settings s ON s.telegram_id = u.telegram_id""",
             (now - 7 * DAY_MS,),
@@ -310,10 +310,10 @@ class OperatorNumbers:
     async def sells_since(self, since_ms: int) -> SellNumbers:
         row = await self.db.fetchone(
             """SELECT COUNT(*),
-                 COALESCE(SUM(e.state = 'landed'), 0),
-                 COALESCE(SUM(e.state = 'failed'), 0),
-                 COALESCE(SUM(e.state = 'skipped'), 0),
-                 COALESCE(SUM(e.state IN ('landed', 'failed') AND s.auto_sell = 1), 0)
+                 COALESCE(SUM(CASE WHEN e.state = 'landed' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN e.state = 'failed' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN e.state = 'skipped' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN e.state IN ('landed', 'failed') AND s.auto_sell = 1 THEN 1 ELSE 0 END), 0)
                FROM exit_signals e LEFT JOIN user_settings s ON s.telegram_id = e.telegram_id
                WHERE e.received_at_ms >= ?""",
             (since_ms,),

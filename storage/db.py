@@ -1,4 +1,8 @@
-"""The SQLite database: one connection, WAL, foreign keys, numbered migrations.
+"""The database: SQLite (one connection, WAL, foreign keys) or PostgreSQL (storage/pg.py), numbered migrations.
+
+`Database.open(target)` takes a file path or a URL: `sqlite:///path/to/bot.db` or `postgresql://...`.
+The repositories write their SQL once, in SQLite's dialect with `?` placeholders; the PostgreSQL backend
+translates it (see storage/pg.py). SQLite stays the embedded default and its hot path is untouched.
 
 Migrations are the files `migrations/NNNN_name.sql`, applied in order, each in one transaction together
 with the bump of `schema_version`. The code refuses a database newer than it knows.
@@ -52,6 +56,27 @@ def migrations() -> list[tuple[int, str, str]]:
 LATEST_VERSION = len(migrations())
 
 
+def is_postgres(target: Path | str) -> bool:
+    return isinstance(target, str) and target.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def sqlite_path(target: Path | str) -> Path:
+    """The file of a SQLite target: a path, or `sqlite:///relative/path` / `sqlite:////absolute/path`."""
+    if isinstance(target, str) and target.startswith("sqlite://"):
+        rest = target[len("sqlite://"):]
+        if rest.startswith("/"):
+            rest = rest[1:]
+        return Path(rest or ":memory:")
+    return Path(target)
+
+
+def describe(target: Path | str) -> str:
+    """The target for messages: a PostgreSQL URL without its password."""
+    if is_postgres(target):
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", str(target))
+    return str(sqlite_path(target))
+
+
 class Database:
     """The application's single SQLite connection (SQLite allows one writer; WAL lets readers in)."""
 
@@ -84,9 +109,19 @@ class Database:
         # inside its own transaction a task reads through the writer, which sees the transaction's writes
         return None if _IN_TRANSACTION.get() is self else self.reader
 
+    @property
+    def backend(self) -> str:
+        return "sqlite"
+
     @classmethod
-    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
-        path = Path(path)
+    async def open(cls, path: Path | str, *, migrate: bool = True, check: bool = True) -> Database:
+        """Open (and by default migrate) the database at a file path or a `sqlite://` / `postgresql://` URL."""
+        if is_postgres(path):
+            # only when PostgreSQL is asked for (asyncpg and its driver stay unloaded); storage.pg imports this module
+            from storage.pg import PostgresDatabase  # noqa: PLC0415
+
+            return await PostgresDatabase.connect(str(path), migrate=migrate, check=check)
+        path = sqlite_path(path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
             private_files(path)
@@ -104,7 +139,8 @@ class Database:
         try:
             if migrate:
                 await db.migrate()
-            await db.check_schema()
+            if check:  # `lasersell-bot migrate` opens without: it is there to bring an old schema up
+                await db.check_schema()
             db._open_reader()
         except BaseException:
             await conn.close()
@@ -121,6 +157,9 @@ class Database:
         async with self.conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def set_schema_version(self, version: int) -> None:
+        await self.execute(f"PRAGMA user_version={int(version)}")
 
     async def check_schema(self) -> None:
         version = await self.schema_version()

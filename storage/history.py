@@ -138,14 +138,18 @@ class PnlHistory:
 
     async def _thin(self, key: tuple[int, int], track: _Track) -> None:
         rows = await self.db.fetchall(
-            "SELECT rowid FROM pnl_samples WHERE telegram_id=? AND position_id=? ORDER BY t_ms LIMIT ?",
+            "SELECT t_ms FROM pnl_samples WHERE telegram_id=? AND position_id=? ORDER BY t_ms LIMIT ?",
             (*key, track.count // 2),
         )
         # keep the very first sample (the entry) and every other one after it
         doomed = [int(r[0]) for r in rows[1::2]]
         for start in range(0, len(doomed), 500):
             chunk = doomed[start:start + 500]
-            await self.db.execute(f"DELETE FROM pnl_samples WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            # by time (one sample per time a position), not rowid: the same SQL serves PostgreSQL
+            await self.db.execute(
+                f"DELETE FROM pnl_samples WHERE telegram_id=? AND position_id=? AND t_ms IN ({','.join('?' * len(chunk))})",
+                (*key, *chunk),
+            )
         track.count -= len(doomed)
 
     async def mark(self, user_id: int, position_id: int, kind: str, label: str, t_ms: int | None = None) -> None:
@@ -153,7 +157,7 @@ class PnlHistory:
             # no time from the stream: now on its clock, but never before what is already recorded
             row = await self.db.fetchone(
                 """SELECT MAX(t) FROM (SELECT MAX(t_ms) AS t FROM pnl_samples WHERE telegram_id=? AND position_id=?
-                   UNION ALL SELECT MAX(t_ms) FROM position_marks WHERE telegram_id=? AND position_id=?)""",
+                   UNION ALL SELECT MAX(t_ms) FROM position_marks WHERE telegram_id=? AND position_id=?) AS latest""",
                 (user_id, position_id, user_id, position_id),
             )
             t_ms = max(self.stream_now_ms(user_id), int(row[0]) if row and row[0] is not None else 0)

@@ -20,7 +20,10 @@ class Meta:
 
     async def get_text(self, key: str) -> str | None:
         row = await self.db.fetchone("SELECT value FROM meta WHERE key=?", (key,))
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        value = row[0]  # PostgreSQL keeps the column's bytes (BYTEA), SQLite the text as written
+        return bytes(value).decode() if isinstance(value, bytes | bytearray | memoryview) else str(value)
 
     async def insert(self, key: str, value: bytes | str) -> None:
         """Store a value that must not exist yet (raises on a duplicate key)."""

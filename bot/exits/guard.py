@@ -50,6 +50,8 @@ from solders.pubkey import Pubkey
 from solders.token.state import TokenAccount
 from solders.transaction import VersionedTransaction
 
+from bot.metrics import guard_refused  # /metrics: refusals by rule
+
 COMPUTE_BUDGET_PROGRAM = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
@@ -141,6 +143,8 @@ class GuardRefusal(Exception):
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(f"Refused to sign: {detail}")
         self.rule = rule
+
+        guard_refused(rule)
         self.detail = detail
 
 

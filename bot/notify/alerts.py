@@ -19,6 +19,7 @@ from typing import Any
 from telegram import InlineKeyboardMarkup
 
 from bot.callbacks import CallbackData, PositionTap, SignalTap, keyboard
+from bot.metrics import exit_signal_sent
 from bot.notify import render
 from bot.notify.outbox import DeliveryFailed, Outbox, Priority
 from bot.tasks import BackgroundTasks
@@ -215,6 +216,7 @@ class Alerts:
             chat_id, render.exit_signal(s, p, slippage_bps=s.slippage_bps), priority=Priority.URGENT,
             reply_markup=signal_buttons(s.id), disable_notification=level == "silent",
         )
+        exit_signal_sent(s.received_at_ms)  # /metrics: exit-signal-to-message latency
         return int(message.message_id)
 
     def text(self, chat_id: int, text: str, priority: Priority = Priority.ALERT) -> asyncio.Future[Any]:

@@ -488,6 +488,24 @@ class Outbox:
                 else:
                     yield Delivery(call, result=future.result())
 
+    # ------------------------------------------------------------------ shared budget
+
+    def set_global_rate(self, rate: float) -> None:
+        """This instance's share of the bot's budget (several instances divide Telegram's ~30/s between them)."""
+        if rate <= 0:
+            raise ValueError("rates must be positive (messages per second)")
+        now = self._clock()
+        self._global.take(now)  # bring the bucket up to now at the old rate, then give the token back
+        self._global.tokens += 1
+        self._global.rate = rate
+        self._global.burst = max(1.0, rate)
+        self._global.tokens = min(self._global.tokens, self._global.burst)
+        self.wake()
+
+    @property
+    def global_rate(self) -> float:
+        return self._global.rate
+
     # ------------------------------------------------------------------ introspection
 
     def queue_depth(self) -> dict[Priority, int]:

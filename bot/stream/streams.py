@@ -47,6 +47,10 @@ log = logging.getLogger("lasersell_bot.streams")
 __all__ = ["CopyConfig", "CopyTrading", "StreamAccounts", "UserStreams", "Wanted", "Worker"]
 
 
+class _Ownership(Protocol):
+    def holds(self, user_id: int) -> bool: ...
+
+
 class _StreamSettings(Protocol):
     @property
     def paused(self) -> bool: ...
@@ -144,6 +148,8 @@ class UserStreams:
             error_repeat_s=error_repeat_s,
         )
         self.workers: dict[int, Worker] = {}
+        # several instances (PostgreSQL): a stream runs only where its lease is held (bot/ownership.py)
+        self.ownership: _Ownership | None = None
         self._locks: dict[int, asyncio.Lock] = {}
         self._starting = BackgroundTasks()
         self._timers = BackgroundTasks()  # re-asks after a reconnect
@@ -191,6 +197,8 @@ class UserStreams:
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         async with lock:
             wanted = await self.wanted(user_id)
+            if self.ownership is not None and not self.ownership.holds(user_id):
+                wanted = None  # another instance runs this stream (or nobody yet): never two sessions
             worker = self.workers.get(user_id)
             if wanted is None:
                 if worker is not None:

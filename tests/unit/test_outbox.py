@@ -166,3 +166,12 @@ async def test_an_unknown_method_is_refused_at_once() -> None:
 async def test_rates_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Outbox(RecordingBot(), global_rate=0)
+
+
+async def test_an_instance_share_of_the_budget_changes_the_pace_not_the_messages() -> None:
+
+    outbox = Outbox(object(), global_rate=25.0)
+    outbox.set_global_rate(25.0 / 3)
+    assert abs(outbox.global_rate - 25.0 / 3) < 1e-9
+    with pytest.raises(ValueError, match="positive"):
+        outbox.set_global_rate(0)

@@ -10,11 +10,18 @@ from storage.positions import Positions
 from storage.users import Users
 
 
-async def test_migrations_apply_once_and_set_the_version(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_migrations_apply_once_and_set_the_version(db_target: Path | str) -> None:
+    db = await Database.open(db_target)
     try:
         assert await db.schema_version() == LATEST_VERSION
         assert await db.migrate() == []
+    finally:
+        await db.close()
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "bot.db")
+    try:
         async with db.conn.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
         async with db.conn.execute("PRAGMA foreign_keys") as cur:
@@ -23,21 +30,21 @@ async def test_migrations_apply_once_and_set_the_version(tmp_path: Path) -> None
         await db.close()
 
 
-async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
-    await db.execute(f"PRAGMA user_version={LATEST_VERSION + 1}")
+async def test_a_newer_database_is_refused(db_target: Path | str) -> None:
+    db = await Database.open(db_target)
+    await db.set_schema_version(LATEST_VERSION + 1)
     await db.close()
     with pytest.raises(SchemaError, match="upgrade"):
-        await Database.open(tmp_path / "bot.db")
+        await Database.open(db_target)
 
 
-async def test_an_old_database_without_migrate_asks_for_it(tmp_path: Path) -> None:
+async def test_an_old_database_without_migrate_asks_for_it(db_target: Path | str) -> None:
     with pytest.raises(SchemaError, match="lasersell-bot migrate"):
-        await Database.open(tmp_path / "bot.db", migrate=False)
+        await Database.open(db_target, migrate=False)
 
 
-async def test_users_are_recorded_and_blocked(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_users_are_recorded_and_blocked(db_target: Path | str) -> None:
+    db = await Database.open(db_target)
     try:
         users = Users(db)
         first = await users.seen(42, 42, "Ann", None, "ann")
@@ -52,8 +59,8 @@ async def test_users_are_recorded_and_blocked(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_reads_see_every_committed_write_and_a_transaction_its_own(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_reads_see_every_committed_write_and_a_transaction_its_own(db_target: Path | str) -> None:
+    db = await Database.open(db_target)
     try:
         users = Users(db)
         await users.seen(1, 1, "A")
@@ -67,8 +74,8 @@ async def test_reads_see_every_committed_write_and_a_transaction_its_own(tmp_pat
         await db.close()
 
 
-async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_a_failed_transaction_changes_nothing(db_target: Path | str) -> None:
+    db = await Database.open(db_target)
     try:
         users = Users(db)
         await users.seen(1, 1, "A")
@@ -81,8 +88,9 @@ async def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_writes_from_other_tasks_wait_for_an_open_transaction(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_writes_from_other_tasks_wait_for_an_open_transaction(db_target: Path | str) -> None:
+
+    db = await Database.open(db_target)
     try:
         users = Users(db)
         await users.seen(1, 1, "A")
@@ -126,8 +134,9 @@ def opened_msg(stream_id: int, account: str, **extra: object) -> dict[str, objec
     }
 
 
-async def test_a_position_announced_again_with_a_new_stream_id_keeps_its_number(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_a_position_announced_again_with_a_new_stream_id_keeps_its_number(db_target: Path | str) -> None:
+
+    db = await Database.open(db_target)
     try:
         await Users(db).seen(7, 7, "Ann")
         positions = Positions(db)
@@ -149,8 +158,9 @@ async def test_a_position_announced_again_with_a_new_stream_id_keeps_its_number(
         await db.close()
 
 
-async def test_the_quote_comes_from_the_market_contexts_quote_mint(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "bot.db")
+async def test_the_quote_comes_from_the_market_contexts_quote_mint(db_target: Path | str) -> None:
+
+    db = await Database.open(db_target)
     try:
         await Users(db).seen(7, 7, "Ann")
         positions = Positions(db)
@@ -169,6 +179,8 @@ async def test_the_quote_comes_from_the_market_contexts_quote_mint(tmp_path: Pat
 
 
 async def test_the_upgrade_keeps_positions_and_merges_copies_a_reconnect_left(tmp_path: Path) -> None:
+
+
     path = tmp_path / "bot.db"
     raw = sqlite3.connect(path)
     for version, _name, sql in migrations():
