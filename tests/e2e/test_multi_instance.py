@@ -277,7 +277,9 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
     assert sorted(Counter(keys).values()) == [1] * len(traders)
 
     target.chat.tg.press(target.chat.user_id, late["message_id"], f"x:sell:{signal_id(late)}")
-    await target.chat.wait_text(r"Sold .* for", timeout=30, after=0)
+    await target.chat.wait_for(  # the signal's own message turns into the result
+        lambda ms: any(m["message_id"] == late["message_id"] and "Sold" in (m.get("text") or "") for m in ms),
+        timeout=30, what="the late signal sold")
     await until(lambda: chain.token_balance(target.wallet, mints[index]) == 0, "the late sell landed", 30)
     assert rpc.calls["sendTransaction"] == 2  # two sells, each sent once
     # the broadcast was resumed elsewhere: it finished, and nobody got it twice
