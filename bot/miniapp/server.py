@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.accounts import AccountError
-from bot.exits.withdraw import WithdrawalError, Withdrawer
+from bot.exits.withdraw import WithdrawalError, Withdrawer, token_units
 from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
 from bot.notify.outbox import Priority
@@ -495,6 +495,8 @@ class MiniAppServer:
         wallet = self._text(body, "wallet", 64)
         destination = self._text(body, "destination", 64)
         sweep = body.get("sweep") is True
+        if body.get("mint") is not None:
+            return await self._withdraw_token(body, user_id, wallet, destination, sweep)
         lamports: int | None = None
         if not sweep:
             amount = body.get("amount_sol")
@@ -504,6 +506,23 @@ class MiniAppServer:
         await self.security.usable_address(user_id, destination)  # before the PIN: a locked address costs no try
         await self.security.verify(user_id, self._text(body, "pin", 32))
         outcome = await self.withdrawer.withdraw(user_id, wallet, destination, lamports)
+        if outcome.kind == "landed":
+            await self.tell(user_id, f"💸 Withdrawal from your dashboard: {outcome.words}")
+        return {"kind": outcome.kind, "message": outcome.words, "signature": outcome.signature}
+
+    async def _withdraw_token(
+        self, body: dict[str, Any], user_id: int, wallet: str, destination: str, sweep: bool
+    ) -> dict[str, Any]:
+        """A token withdrawal: `mint` and `amount` (tokens as typed, e.g. "12.5"), or `sweep` for the whole balance."""
+        mint = self._text(body, "mint", 64)
+        amount = body.get("amount")
+        if not sweep and (isinstance(amount, bool) or not isinstance(amount, str | int | float) or amount == ""):
+            raise ApiError(400, "amount is the number of tokens to send, e.g. \"12.5\" (or choose Sweep).")
+        if not sweep:
+            token_units(amount, 18)  # the shape of the number, before the PIN; the decimals are checked on the chain
+        await self.security.usable_address(user_id, destination)  # before the PIN: a locked address costs no try
+        await self.security.verify(user_id, self._text(body, "pin", 32))
+        outcome = await self.withdrawer.withdraw_token(user_id, wallet, destination, mint, None if sweep else amount)
         if outcome.kind == "landed":
             await self.tell(user_id, f"💸 Withdrawal from your dashboard: {outcome.words}")
         return {"kind": outcome.kind, "message": outcome.words, "signature": outcome.signature}
