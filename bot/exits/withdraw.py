@@ -224,7 +224,7 @@ class Withdrawer:
         units = holding.amount if amount is None else token_units(amount, holding.decimals)
         if units > holding.amount:
             raise WithdrawalError(
-                f"This wallet holds {_units_text(holding.amount, holding.decimals)} of that token: send less, or use Sweep."
+                f"This wallet holds {token_amount_text(holding.amount, holding.decimals)} of that token: send less, or use Sweep."
             )
         intent = TokenWithdrawIntent(wallet_key, mint_key, Pubkey.from_string(holding.program), destination_key, units,
                                      holding.decimals)
@@ -237,12 +237,13 @@ class Withdrawer:
             record_id=record.id, label="the token",
         )
         result: WithdrawalOutcome = await self.services.executor.execute(
-            trade, _WithdrawHooks(self, record, _units_text(units, holding.decimals) + " tokens")
+            trade, _WithdrawHooks(self, record, token_amount_text(units, holding.decimals) + " tokens")
         )
         return result
 
 
-def _units_text(units: int, decimals: int) -> str:
+def token_amount_text(units: int, decimals: int) -> str:
+    """Base units as a number of tokens: 12500000 with 6 decimals is "12.5"."""
     text = format(Decimal(units).scaleb(-decimals), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
@@ -292,4 +293,4 @@ class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
 
 
 __all__ = ["KEEP_LAMPORTS", "WithdrawalError", "WithdrawalOutcome", "Withdrawer", "build_token_transfer", "build_transfer",
-           "check_withdrawal", "parse_address", "token_units"]
+           "check_withdrawal", "parse_address", "token_amount_text", "token_units"]

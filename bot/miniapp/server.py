@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.accounts import AccountError
-from bot.exits.withdraw import WithdrawalError, Withdrawer, token_units
+from bot.exits.withdraw import WithdrawalError, Withdrawer, token_amount_text, token_units
 from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
 from bot.notify.outbox import Priority
+from bot.solana_rpc import RpcError
 from bot.strategy import Level, Strategy, StrategyError
 from storage.copy import CopyStore
 from storage.db import Database
@@ -125,6 +126,7 @@ class MiniAppServer:
             ("POST", "/api/allowlist", self.allowlist_add),
             ("POST", "/api/allowlist/{id}/remove", self.allowlist_remove),
             ("POST", "/api/withdraw", self.withdraw),
+            ("GET", "/api/tokens", self.tokens),
         ):
             r.add_route(method, path, self._api(handler))
         static = static_dir()
@@ -489,6 +491,22 @@ class MiniAppServer:
     async def allowlist_remove(self, request: web.Request, user_id: int) -> dict[str, Any]:
         await self.security.remove_address(user_id, request.match_info["id"])
         return {"message": "Removed."}
+
+    async def tokens(self, request: web.Request, user_id: int) -> dict[str, Any]:
+        """The tokens a wallet of the user holds (`?wallet=ADDRESS`), to pick one to withdraw."""
+        wallet = request.query.get("wallet", "")
+        if wallet not in {w.address for w in await self.services.accounts.wallets.list(user_id)}:
+            raise ApiError(400, "wallet must be the address of one of your wallets.")
+        try:
+            holdings = await self.services.rpc.get_token_holdings(wallet)
+        except RpcError as exc:
+            raise ApiError(502, f"The Solana node did not answer ({exc}). Try again.") from None
+        labels = {p.mint: p.label for p in await self.services.streams.positions.open_for(user_id) if p.wallet == wallet}
+        return {"tokens": [
+            {"mint": t.mint, "label": labels.get(t.mint), "amount": token_amount_text(t.amount, t.decimals),
+             "decimals": t.decimals}
+            for t in holdings if t.amount > 0
+        ]}
 
     async def withdraw(self, request: web.Request, user_id: int) -> dict[str, Any]:
         body = await self._body(request)

@@ -158,6 +158,9 @@ async def test_a_token_is_withdrawn_to_an_allow_listed_address_only_after_the_de
     status, _ = await call(h, "POST", "/api/allowlist", now_signed(),
                            {"address": str(destination), "label": "Cold", "pin": "482916"})
     assert status == 200
+    status, body = await call(h, "GET", f"/api/tokens?wallet={wallet}", now_signed())
+    assert status == 200 and [(t["mint"], t["decimals"]) for t in body["tokens"]] == [(str(mint), 6)]
+    assert float(body["tokens"][0]["amount"]) * 10**6 == pytest.approx(held)
     half = held // 2
     ask = {"wallet": str(wallet), "destination": str(destination), "mint": str(mint),
            "amount": format(half / 10**6, "f"), "pin": "482916"}
