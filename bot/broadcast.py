@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from bot.notify.outbox import INVOKE, Delivery, DeliveryFailed, Outbox, OutboxCall, Priority
+from bot.notify.render import esc
 from storage.admin import (
     BLOCKED,
     CANCELLED,
@@ -113,6 +113,40 @@ class Broadcasts:
         # has little to wind down
         self.window = max(4, min(100, math.ceil(rate / 2)))
         self._runs: dict[int, _Run] = {}
+
+    # --- what the admin commands read and change ----------------------------------------------------------
+    async def running(self) -> list[Broadcast]:
+        """The jobs sending now (at most one is started at a time)."""
+        return await self.jobs.running()
+
+    async def get(self, broadcast_id: int) -> Broadcast | None:
+        return await self.jobs.get(broadcast_id)
+
+    async def draft(
+        self, admin_id: int, admin_chat_id: int, *, text: str | None = None, source: tuple[int, int] | None = None
+    ) -> Broadcast:
+        """A draft of HTML `text`, or of a copy of the admin's message `source` = (chat id, message id)."""
+        return await self.jobs.create_draft(admin_id, admin_chat_id, text=text, source=source)
+
+    async def discard(self, broadcast_id: int) -> bool:
+        """Drop a draft that was never sent; False when it is no longer a draft."""
+        return await self.jobs.discard(broadcast_id)
+
+    async def cancel_all(self, admin_id: int) -> tuple[list[Broadcast], list[int]]:
+        """Stop every running job and discard this admin's drafts: the jobs stopped (final counts), the drafts
+        dropped."""
+        stopped = [job for job in [await self.cancel(j.id) for j in await self.jobs.running()] if job is not None]
+        dropped = [d.id for d in await self.jobs.drafts_of(admin_id) if await self.jobs.discard(d.id)]
+        return stopped, dropped
+
+    async def last_report(self, reasons: int = 3) -> tuple[Broadcast, list[tuple[str, int]]] | None:
+        """The last job started, with fresh counts while it runs, and its most common failure reasons."""
+        last = await self.jobs.last_started()
+        if last is None:
+            return None
+        if last.state == RUNNING:
+            last = await self.jobs.refresh_counts(last.id) or last
+        return last, await self.jobs.failure_reasons(last.id, limit=reasons)
 
     # --- starting -------------------------------------------------------------------------------------------
     async def recipient_count(self, exclude: tuple[int, ...] = ()) -> int:
@@ -393,5 +427,5 @@ def report_text(job: Broadcast, reasons: list[tuple[str, int]]) -> str:
         lines.append("❔ unknown: the send was cut off mid-call; to never send twice these were not retried.")
     if reasons:
         lines.append("<b>Top failure reasons</b>")
-        lines.extend(f"• {html.escape(reason, quote=False)}: {count:,}" for reason, count in reasons)
+        lines.extend(f"• {esc(reason)}: {count:,}" for reason, count in reasons)
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
@@ -31,7 +32,8 @@ from bot.notify.outbox import Priority
 from bot.risk import read_risk_flags
 from bot.solana_rpc import RpcError, SignatureStatus
 from bot.tasks import BackgroundTasks
-from storage.copy import SERVER_LIMITS, CopyStore, WatchedWallet
+from storage.accounts import Wallet
+from storage.copy import DEFAULT_LIMITS, SERVER_LIMITS, CopyStore, WatchedWallet
 from storage.history import BuyOrder, BuyOrders
 
 log = logging.getLogger("lasersell_bot.copy")
@@ -39,6 +41,8 @@ log = logging.getLogger("lasersell_bot.copy")
 SIGNAL_TTL_MS = 60_000  # like a buy quote: an older transaction is not signed (its price and blockhash are gone)
 COALESCE_S = 600.0  # the same skip reason for the same watched wallet is told once in this long
 USD1_UNITS = 1_000_000
+DEFAULT_AMOUNT = LAMPORTS_PER_SOL // 10  # per copy buy of a newly watched wallet
+MAX_NICKNAME = 24
 TIPPED_SEND_MODES = ("helius_sender", "astralane")
 
 # Watch-wallet slots per plan (desktop/mirror-trading.mdx).
@@ -75,6 +79,29 @@ def amount_words(w: WatchedWallet) -> str:
     if w.quote == "USD1":
         return f"{w.amount_units / USD1_UNITS:g} USD1"
     return render.sol(w.amount_units)
+
+
+class CopyError(Exception):
+    """A copy-trading change refused, nothing changed; `str()` (HTML) says what was wrong and how to do it right."""
+
+
+class NotWatched(CopyError):
+    """The user watches no wallet by that nickname or address."""
+
+
+@dataclass(frozen=True)
+class WatchedRow:
+    wallet: WatchedWallet
+    buyer_label: str | None  # the label of the user's wallet that buys its copies; None: the default wallet
+    stats: str
+
+
+@dataclass(frozen=True)
+class CopyOverview:
+    plan: str
+    slots: int
+    rows: list[WatchedRow]
+    limits: dict[str, Any]
 
 
 class CopyStreams(StreamClients, Protocol):
@@ -167,6 +194,110 @@ class Copier:
             await self.streams.refresh(user_id)
             return
         await client.update_watch_wallets(await self.watch_entries(user_id))
+
+    # --- what the user changes (/copy) -----------------------------------------------------------------------
+    async def overview(self, user_id: int) -> CopyOverview:
+        """Everything /copy shows: the plan's slots, each watched wallet with its buyer and stats, the limits."""
+        wallets = await self.store.wallets(user_id)
+        plan, slots = await self.slots(user_id)
+        own = {w.address: w.label for w in await self.core.accounts.wallets.list(user_id)}
+        rows = [WatchedRow(w, own.get(w.buy_wallet, "?") if w.buy_wallet else None, await self.stats_line(user_id, w))
+                for w in wallets]
+        return CopyOverview(plan, slots, rows, await self.store.limits(user_id))
+
+    async def watched(self, user_id: int) -> list[WatchedWallet]:
+        return await self.store.wallets(user_id)
+
+    async def limits(self, user_id: int) -> dict[str, Any]:
+        """The user's limits, each at its default unless changed."""
+        return await self.store.limits(user_id)
+
+    async def find(self, user_id: int, name_or_address: str) -> WatchedWallet | None:
+        """A watched wallet by nickname (any case) or address."""
+        return await self.store.find(user_id, name_or_address)
+
+    async def get(self, user_id: int, name_or_address: str) -> WatchedWallet:
+        """Like `find`, but a wallet not watched raises `NotWatched`, with the words to reply."""
+        found = await self.store.find(user_id, name_or_address)
+        if found is None:
+            raise NotWatched(f"you watch no wallet called {render.esc(name_or_address)!r}; /copy lists them")
+        return found
+
+    async def watch(self, user_id: int, address: str, nickname: str) -> WatchedWallet:
+        """Start watching someone else's wallet, within the plan's slots, at the default amount, asking first."""
+        try:
+            address = str(Pubkey.from_string(address))
+        except ValueError:
+            raise CopyError(f"{render.esc(address)!r} is not a Solana wallet address (base58, 32 to 44 characters)") from None
+        if len(nickname) > MAX_NICKNAME or not nickname.replace("_", "").replace("-", "").isalnum():
+            raise CopyError(f"a nickname is up to {MAX_NICKNAME} letters, digits, - or _")
+        own = {w.address for w in await self.core.accounts.wallets.list(user_id)}
+        if address in own:
+            raise CopyError("that is one of your own wallets; watch someone else's")
+        wallets = await self.store.wallets(user_id)
+        if any(w.address == address for w in wallets):
+            raise CopyError("you already watch that wallet")
+        if any(w.nickname.lower() == nickname.lower() for w in wallets):
+            raise CopyError(f"the nickname {nickname!r} is taken; choose another")
+        plan, slots = await self.slots(user_id)
+        if len(wallets) >= slots:
+            raise CopyError(f"your {plan} plan has {slots} watch-wallet slots and all are used; "
+                            "remove one (/copy remove &lt;nickname&gt;) or upgrade your LaserSell plan")
+        w = await self.store.add(user_id, address, nickname, DEFAULT_AMOUNT)
+        await self.changed(user_id, limits=len(wallets) == 0)  # the first one: the limits travel with it
+        return w
+
+    async def set_limit(self, user_id: int, name: str, value: Any) -> Any:
+        """Save one limit; one the server applies reaches a running stream by a fresh configure."""
+        if name not in DEFAULT_LIMITS:
+            raise CopyError(f"there is no limit called {render.esc(name)!r}; the limits are: {', '.join(DEFAULT_LIMITS)}")
+        await self.store.set_limit(user_id, name, value)
+        if name in SERVER_LIMITS:
+            await self.changed(user_id, limits=True)
+        return (await self.store.limits(user_id))[name]
+
+    async def set_amount(self, user_id: int, name: str, units: int, quote: str) -> WatchedWallet:
+        """What each copy of a watched wallet's buy spends, in SOL lamports or USD1 units."""
+        if quote not in ("SOL", "USD1") or units <= 0:
+            raise CopyError("the amount must be more than 0, in SOL or USD1")
+        w = await self.get(user_id, name)
+        await self.store.update(user_id, w.address, amount_units=units, quote=quote)
+        await self.changed(user_id)
+        return await self.get(user_id, w.address)
+
+    async def set_buy_wallet(self, user_id: int, name: str, wanted: str) -> tuple[WatchedWallet, Wallet]:
+        """Which of the user's registered wallets (by name or address) buys the copies of a watched wallet."""
+        w = await self.get(user_id, name)
+        mine = [x for x in await self.core.accounts.wallets.list(user_id) if x.registered_at]
+        chosen = next((x for x in mine if x.label.lower() == wanted.lower() or x.address == wanted), None)
+        if chosen is None:
+            names = ", ".join(x.label for x in mine) or "none yet (/wallets)"
+            raise CopyError(f"you have no wallet called {render.esc(wanted)!r}; yours: {render.esc(names)}")
+        await self.store.update(user_id, w.address, buy_wallet=chosen.address)
+        await self.changed(user_id)
+        return w, chosen
+
+    async def set_mode(self, user_id: int, name: str, mode: str) -> WatchedWallet:
+        """"ask" (Copy / Skip on each buy) or "auto"; the stream builds the buy either way, so it is not told."""
+        if mode not in ("ask", "auto"):
+            raise CopyError("the mode is <code>ask</code> (Copy / Skip on each buy) or <code>auto</code>")
+        w = await self.get(user_id, name)
+        await self.store.update(user_id, w.address, mode=mode)
+        return w
+
+    async def enable(self, user_id: int, name: str, on: bool) -> WatchedWallet:
+        """Turn copying of a watched wallet on or off (on clears why it was turned off)."""
+        w = await self.get(user_id, name)
+        await self.store.update(user_id, w.address, enabled=int(on), disabled_reason=None)
+        await self.changed(user_id)
+        return w
+
+    async def remove(self, user_id: int, name: str) -> WatchedWallet:
+        """Stop watching a wallet; returns the one removed."""
+        w = await self.get(user_id, name)
+        await self.store.remove(user_id, w.address)
+        await self.changed(user_id)
+        return w
 
     # --- events -------------------------------------------------------------------------------------------
     async def on_event(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None:

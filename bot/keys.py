@@ -369,6 +369,8 @@ def _loose_key(text: str, window: list[tuple[int, int]], spare_signatures: bool)
         return False  # two addresses side by side (an exact keypair was caught above)
     if max(len(p) for p in parts) < 20:
         return False
+    if spare_signatures and any(len(p) >= 80 and could_be_signature(p) for p in parts):
+        return False  # a signature with short words beside it ("in tx <signature>") is still a signature
     has_digit = any(c.isdigit() for c in compact)
     return has_digit and any(c.isupper() for c in compact) and any(c.islower() for c in compact)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from telegram import Bot
 
 from bot.accounts import AccountService
+from bot.admin import Admin
 from bot.broadcast import Broadcasts
 from bot.config import ConfigError, Settings
 from bot.copy import Copier
@@ -87,6 +88,7 @@ class Services:
     buyer: Buyer
     copier: Copier  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Broadcasts
+    admin: Admin  # the audit log and the operator's numbers (/stats)
     dashboard: MiniAppServer | None = None  # the dashboard Mini App (bot/miniapp), when MINIAPP_LISTEN is set
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from telegram import ReplyParameters
 
 from bot.accounts import AccountService
+from bot.admin import Admin
 from bot.application import build_application
 from bot.broadcast import Broadcasts
 from bot.config import Settings
@@ -105,7 +106,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
     services = Services(
         core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
         outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
-        seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts,
+        seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts, admin=Admin(db),
         # the dashboard Mini App: reaches the services it serves through a callback, like the copy relay
         dashboard=MiniAppServer(settings, db, lambda: services) if settings.miniapp_listen else None,
     )

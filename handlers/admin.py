@@ -22,16 +22,11 @@ from bot.services import Services
 from handlers import errors
 from handlers.common import answer
 from handlers.registry import Button, Callback, Command, Router
-from storage.admin import AuditLog, Broadcast, OperatorNumbers
 
 USAGE = (
     "Send <code>/broadcast your message</code> (HTML formatting works), or reply <code>/broadcast</code> to a "
     "message (a photo, formatted text…) to send a copy of it. You get a preview first."
 )
-
-
-def _audit(services: Services) -> AuditLog:
-    return AuditLog(services.db)
 
 
 def admin_only(callback: Callback) -> Callback:
@@ -60,7 +55,7 @@ async def broadcast_command(update: Update, context: BotContext) -> None:
     assert message is not None and user is not None and chat is not None
     services = context.services
     broadcasts = services.broadcasts
-    running = await broadcasts.jobs.running()
+    running = await broadcasts.running()
     if running:
         job = running[0]
         await message.reply_text(
@@ -82,12 +77,12 @@ async def broadcast_command(update: Update, context: BotContext) -> None:
         await message.reply_text(f"Telegram refused this message, nothing was sent: {esc(exc.message)}\n\n{USAGE}")
         return
     if source is not None:
-        draft = await broadcasts.jobs.create_draft(user.id, chat.id, source=(chat.id, source.message_id))
+        draft = await broadcasts.draft(user.id, chat.id, source=(chat.id, source.message_id))
     else:
-        draft = await broadcasts.jobs.create_draft(user.id, chat.id, text=body)
+        draft = await broadcasts.draft(user.id, chat.id, text=body)
     count = await broadcasts.recipient_count(exclude=(user.id,))
-    numbers = await OperatorNumbers(services.db).users()
-    await _audit(services).record(user.id, "broadcast_preview", f"#{draft.id} {draft.kind} to {count} users")
+    numbers = await services.admin.users()
+    await services.admin.record(user.id, "broadcast_preview", f"#{draft.id} {draft.kind} to {count} users")
     await message.reply_text(
         f"☝️ That is the preview of broadcast #{draft.id}.\nSend it to <b>{count:,}</b> users?\n"
         f"{audience_words(numbers.total, numbers.blocked, count)}",
@@ -109,16 +104,16 @@ async def on_broadcast_button(update: Update, context: BotContext) -> None:
         message_id = query.message.message_id if query.message is not None else None
         job = await broadcasts.send(broadcast_id, progress_message_id=message_id, exclude=(user.id,))
         if job is None:
-            draft = await broadcasts.jobs.get(broadcast_id)
+            draft = await broadcasts.get(broadcast_id)
             why = "another broadcast is sending" if draft is not None and draft.state == "draft" else "it was already sent or cancelled"
             await answer(update, f"Not sent: {why}.", alert=True)
             return
-        await _audit(services).record(user.id, "broadcast_send", f"#{job.id} to {job.total} users")
+        await services.admin.record(user.id, "broadcast_send", f"#{job.id} to {job.total} users")
         await answer(update, "Sending…")
         # the job edits this message with its progress from now on
         await query.edit_message_text(progress_text(job))
-    elif await broadcasts.jobs.discard(broadcast_id):
-        await _audit(services).record(user.id, "broadcast_discard", f"#{broadcast_id}")
+    elif await broadcasts.discard(broadcast_id):
+        await services.admin.record(user.id, "broadcast_discard", f"#{broadcast_id}")
         await answer(update, "Cancelled")
         await query.edit_message_text(f"Broadcast #{broadcast_id} cancelled: nothing was sent.")
     else:
@@ -129,19 +124,13 @@ async def broadcast_cancel(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     services = context.services
-    broadcasts = services.broadcasts
-    stopped: list[Broadcast] = []
-    for job in await broadcasts.jobs.running():
-        cancelled = await broadcasts.cancel(job.id)
-        if cancelled is not None:
-            stopped.append(cancelled)
-    dropped = [d.id for d in await broadcasts.jobs.drafts_of(user.id) if await broadcasts.jobs.discard(d.id)]
+    stopped, dropped = await services.broadcasts.cancel_all(user.id)
     if not stopped and not dropped:
-        await _audit(services).record(user.id, "broadcast_cancel", "nothing to cancel")
+        await services.admin.record(user.id, "broadcast_cancel", "nothing to cancel")
         await message.reply_text("No broadcast is sending.")
         return
     detail = ", ".join([f"#{j.id} stopped at {j.done}/{j.total}" for j in stopped] + [f"draft #{d}" for d in dropped])
-    await _audit(services).record(user.id, "broadcast_cancel", detail)
+    await services.admin.record(user.id, "broadcast_cancel", detail)
     lines = [f"🛑 Broadcast #{j.id} cancelled: {j.done:,} of {j.total:,} done, the rest will not be sent." for j in stopped]
     lines += [f"Draft #{d} discarded." for d in dropped]
     await message.reply_text("\n".join(lines))
@@ -165,7 +154,7 @@ def audience_words(total: int, blocked: int, recipients: int) -> str:
 async def stats_text(services: Services, now: float | None = None) -> str:
     """The operator's numbers: users, streams, positions, today's exit signals and sells, last broadcast."""
     now = time.time() if now is None else now
-    numbers = OperatorNumbers(services.db)
+    numbers = services.admin
     users = await numbers.users(int(now * 1000))
     day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     sells = await numbers.sells_since(int(day_start.timestamp() * 1000))
@@ -188,15 +177,11 @@ async def stats_text(services: Services, now: float | None = None) -> str:
         f"· skipped {sells.skipped:,} · auto {sells.auto:,}",
         f"<b>Median tap to submit</b> {_ms(sells.median_tap_to_submit_ms)}",
     ]
-    broadcasts = services.broadcasts
-    last = await broadcasts.jobs.last_started() if broadcasts is not None else None
-    if last is None:
+    report = await services.broadcasts.last_report()
+    if report is None:
         lines.append("<b>Last broadcast</b> none yet")
     else:
-        if last.state == "running":
-            last = await broadcasts.jobs.refresh_counts(last.id) or last
-        reasons = await broadcasts.jobs.failure_reasons(last.id, limit=3)
-        lines.append("<b>Last broadcast</b>\n" + report_text(last, reasons))
+        lines.append("<b>Last broadcast</b>\n" + report_text(*report))
     return "\n".join(lines)
 
 
@@ -204,7 +189,7 @@ async def stats(update: Update, context: BotContext) -> None:
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     services = context.services
-    await _audit(services).record(user.id, "stats")
+    await services.admin.record(user.id, "stats")
     await message.reply_text(await stats_text(services))
 
 

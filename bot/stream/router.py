@@ -9,7 +9,6 @@ delay it; PnL and liquidity numbers go to the PnL batcher (written in batches, n
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import logging
 import time
@@ -65,10 +64,6 @@ class CopyEvents(Protocol):
     async def on_event(self, user_id: int, chat_id: int, msg: dict[str, Any]) -> None: ...
 
 
-def esc(text: str) -> str:
-    return html.escape(text, quote=False)
-
-
 class StoredStrategies:
     """Stored strategies, checked by today's rules before they go to the stream: one an older version saved that
     LaserSell would now refuse is never sent as it is, and the trader is told once (per stored text) what is wrong."""
@@ -84,8 +79,8 @@ class StoredStrategies:
             if self._told.get((user_id, what)) != stored:
                 self._told[(user_id, what)] = stored
                 log.warning("user %s: %s is not valid any more (%s); not sent to the stream", user_id, what, exc)
-                self.alerts.text(chat_id, f"⚠️ {esc(what)} is not valid any more: {esc(str(exc))}. "
-                                 f"I did not send it to LaserSell. Set it again, for example {esc(fix)}")
+                self.alerts.text(chat_id, f"⚠️ {render.esc(what)} is not valid any more: {render.esc(str(exc))}. "
+                                 f"I did not send it to LaserSell. Set it again, for example {render.esc(fix)}")
             return None
 
 
@@ -290,6 +285,6 @@ class EventRouter:
         worker.errors_shown[kind] = now
         if code in ACTIONABLE_ERRORS:
             # documented codes: say what to do about it, not only what LaserSell said
-            self.alerts.text(worker.chat_id, "⚠️ " + esc(describe_error(code, str(msg.get("message") or ""))))
+            self.alerts.text(worker.chat_id, "⚠️ " + render.esc(describe_error(code, str(msg.get("message") or ""))))
         else:
             self.alerts.text(worker.chat_id, render.stream_error(msg))

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from bot.notify.outbox import Priority
+from bot.notify.render import esc
 from bot.strategy import Strategy
 from bot.stream.client import (
     CONNECTED,
@@ -34,7 +35,7 @@ from bot.stream.client import (
 )
 from bot.stream.deadlines import DeadlineTimers
 from bot.stream.pnl import PnlBatcher
-from bot.stream.router import CopyEvents, EventRouter, ExitHandler, RiskFlags, StreamAlerts, esc
+from bot.stream.router import CopyEvents, EventRouter, ExitHandler, RiskFlags, StreamAlerts
 from bot.stream.worker import Wanted, Worker
 from bot.tasks import BackgroundTasks
 from storage.history import PnlHistory

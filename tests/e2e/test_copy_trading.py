@@ -211,6 +211,12 @@ async def test_slots_are_shown_and_one_past_the_plan_is_refused(harness: Harness
         "/copy mode alice sometimes": r"ask.*or.*auto",
         "/copy frobnicate": r"does not know",
         "/copy wallet alice Savings": r"no wallet called 'Savings'; yours: Wallet 1",
+        # what the user typed comes back escaped, so the reply is sent and not refused for its HTML
+        "/copy amount a<b 0.1": r"no wallet called 'a<b'",
+        "/copy amount alice 1<2": r"'1<2' is not an amount",
+        "/copy limit a&b 3": r"no limit called 'a&b'",
+        "/copy add <i>x</i> dave": r"'<i>x</i>' is not a Solana wallet address",
+        "/copy x<y": r"does not know 'x<y'",
     }.items():
         await trader.chat.send(bad, expect=words)
     await trader.chat.send("/copy wallet alice Wallet 1", expect=r"copies of alice buy with Wallet 1")

@@ -180,6 +180,15 @@ def test_public_data_is_left_alone() -> None:
     assert redact(line) == line
 
 
+def test_signatures_beside_short_words_are_left_alone() -> None:
+    # "in tx <signature>": short base58 words joined with a signature once added up to a key's shape
+    # (about one line in thirteen); a signature is public and stays readable in the logs
+    for i in range(300):
+        keypair, _ = generate_wallet()
+        line = f"sold 1.5 SOL from {keypair.pubkey()} in tx {keypair.sign_message(b'tx%d' % i)} at 12:34:56"
+        assert redact(line) == line
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="log level"):
         setup_logging("LOUD")
