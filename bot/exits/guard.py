@@ -29,6 +29,14 @@ intent built from the bot's own records and the chain (never from the frame that
    (or spend plus tip), the wallet stays a plain System account, a sell pays something back, and the
    simulation succeeded. An unknown program therefore passes exactly when its effect is that trade.
 
+A token withdrawal to an allow-listed address has its own intent (`TokenWithdrawIntent`): its structure
+(`check_token_withdrawal`) is compute-budget instructions, at most one idempotent creation of the destination's
+associated token account paid by the wallet, and exactly one SPL / Token-2022 `TransferChecked` of the stated
+mint and amount from the wallet's associated token account to it; its effect (`check_withdrawal_effect`) is
+exactly that: the wallet's token balance falls by the amount, the destination's rises by it, the wallet's SOL
+falls by no more than the fee and that account's rent, and no other account changes. It is signed only on a
+simulation: the executor never waives the effect check for it.
+
 When the simulation cannot run, a transaction that calls only known programs may pass on the structural
 check; any other is "could not be verified" and nothing is signed (see the executor).
 
