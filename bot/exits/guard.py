@@ -1070,9 +1070,9 @@ def _withdrawn_tokens(sim: Simulated, intent: TokenWithdrawIntent, label: str) -
     wallet, source, destination = intent.wallet, intent.source_account, intent.destination_account
     old_source, new_source = _token_of(sim.before.get(source)), _token_of(sim.after.get(source))
     if old_source is None or new_source is None or old_source.owner != wallet or new_source.owner != wallet:
-        raise GuardRefusal("token_account_owner_change", f"the transaction would close or hand over your {label} account")
+        raise GuardRefusal("token_account_owner_change", "the transaction would close or hand over your token account")
     if (new_source.delegate, new_source.close_authority) != (old_source.delegate, old_source.close_authority):
-        raise GuardRefusal("token_delegate", f"the transaction would change who may spend or close your {label} account")
+        raise GuardRefusal("token_delegate", "the transaction would change who may spend or close your token account")
     if new_source.mint != intent.mint or old_source.amount - new_source.amount != intent.amount:
         raise GuardRefusal(
             "withdrawal_amount",
