@@ -63,6 +63,7 @@ class Withdrawal:
     error: str | None
     created_at: int
     updated_at: int
+    mint: str | None = None  # None: SOL; else `lamports` is the token's base units
 
 
 def _row(cls: Any, row: sqlite3.Row) -> Any:
@@ -197,19 +198,23 @@ class Withdrawals:
     """The withdrawal state machine the executor persists in (see `bot.exits.executor.TradeRecords`)."""
 
     _COLUMNS = ("id, telegram_id, wallet, destination, lamports, state, signed_tx_b64, signature, error, "
-                "created_at, updated_at")
+                "created_at, updated_at, mint")
     _SETTABLE = frozenset({"state", "signed_tx_b64", "signature", "error"})
 
     def __init__(self, db: Database, clock_ms: Any) -> None:
         self.db = db
         self.clock_ms = clock_ms
 
-    async def create(self, telegram_id: int, wallet: str, destination: str, lamports: int) -> Withdrawal:
+    async def create(
+        self, telegram_id: int, wallet: str, destination: str, lamports: int, mint: str | None = None
+    ) -> Withdrawal:
+        """A new withdrawal of `lamports` SOL, or (with `mint`) of that many base units of the token."""
         now = self.clock_ms()
-        record = Withdrawal(new_id(), telegram_id, wallet, destination, lamports, "approved", None, None, None, now, now)
+        record = Withdrawal(new_id(), telegram_id, wallet, destination, lamports, "approved", None, None, None, now, now,
+                            mint)
         await self.db.execute(
-            f"INSERT INTO withdrawals ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, 'approved', NULL, NULL, NULL, ?, ?)",
-            (record.id, telegram_id, wallet, destination, lamports, now, now),
+            f"INSERT INTO withdrawals ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, 'approved', NULL, NULL, NULL, ?, ?, ?)",
+            (record.id, telegram_id, wallet, destination, lamports, now, now, mint),
         )
         return record
 

@@ -45,10 +45,13 @@ from bot.exits.guard import (
     LoadedAddresses,
     SellIntent,
     Simulated,
+    TokenWithdrawIntent,
     Unverifiable,
     check_buy,
     check_effect,
     check_sell,
+    check_token_withdrawal,
+    check_withdrawal_effect,
     resolve_lookup_tables,
 )
 from bot.exits.signer import SigningError, sign_transaction
@@ -82,7 +85,7 @@ class Trade:
     user_id: int
     wallet: str
     tx: VersionedTransaction
-    intent: SellIntent | BuyIntent
+    intent: SellIntent | BuyIntent | TokenWithdrawIntent
     send_mode: str
     records: TradeRecords
     record_id: str
@@ -249,6 +252,11 @@ class Executor:
 
     async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None]:
         loaded = await self._lookup_tables(trade.tx)
+        if isinstance(trade.intent, TokenWithdrawIntent):
+            # a token withdrawal is signed only on its simulated effect: Unverifiable is never waived here
+            report = check_token_withdrawal(trade.tx, trade.intent, loaded=loaded)
+            simulated = await self.simulate(trade.tx, trade.intent.wallet, report, loaded)
+            return report, check_withdrawal_effect(simulated, trade.intent, report, label=trade.label)
         if isinstance(trade.intent, SellIntent):
             report = check_sell(trade.tx, trade.intent, extra_programs=self.extra_programs, loaded=loaded)
         else:

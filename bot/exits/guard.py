@@ -29,6 +29,14 @@ intent built from the bot's own records and the chain (never from the frame that
    (or spend plus tip), the wallet stays a plain System account, a sell pays something back, and the
    simulation succeeded. An unknown program therefore passes exactly when its effect is that trade.
 
+A token withdrawal to an allow-listed address has its own intent (`TokenWithdrawIntent`): its structure
+(`check_token_withdrawal`) is compute-budget instructions, at most one idempotent creation of the destination's
+associated token account paid by the wallet, and exactly one SPL / Token-2022 `TransferChecked` of the stated
+mint and amount from the wallet's associated token account to it; its effect (`check_withdrawal_effect`) is
+exactly that: the wallet's token balance falls by the amount, the destination's rises by it, the wallet's SOL
+falls by no more than the fee and that account's rent, and no other account changes. It is signed only on a
+simulation: the executor never waives the effect check for it.
+
 When the simulation cannot run, a transaction that calls only known programs may pass on the structural
 check; any other is "could not be verified" and nothing is signed (see the executor).
 
@@ -168,6 +176,27 @@ class BuyIntent:
     mint: Pubkey
     max_sol_lamports: int
     max_tip_lamports: int
+
+
+@dataclass(frozen=True)
+class TokenWithdrawIntent:
+    """What the user agreed to: send exactly ``amount`` base units of ``mint`` from the wallet's associated token
+    account to ``destination``'s (an allow-listed owner), creating that account if it is missing."""
+
+    wallet: Pubkey
+    mint: Pubkey
+    token_program: Pubkey
+    destination: Pubkey
+    amount: int
+    decimals: int
+
+    @property
+    def source_account(self) -> Pubkey:
+        return associated_token_address(self.wallet, self.mint, self.token_program)
+
+    @property
+    def destination_account(self) -> Pubkey:
+        return associated_token_address(self.destination, self.mint, self.token_program)
 
 
 @dataclass(frozen=True)
@@ -784,6 +813,81 @@ def check_buy(
     return _report(review, tx, keys, loaded)
 
 
+def check_token_withdrawal(
+    tx: VersionedTransaction | bytes,
+    intent: TokenWithdrawIntent,
+    *,
+    max_priority_fee_lamports: int = DEFAULT_MAX_PRIORITY_FEE_LAMPORTS,
+    loaded: LoadedAddresses | None = None,
+) -> GuardReport:
+    """Check that ``tx`` is a token withdrawal and nothing else: compute-budget instructions, at most one
+    idempotent creation of the destination's associated token account paid by the wallet, and exactly one
+    ``TransferChecked`` of ``intent.amount`` of ``intent.mint`` from the wallet's account to that account,
+    authorised by the wallet alone. Raise :class:`GuardRefusal` otherwise."""
+    tx = _decode(tx)
+    message = tx.message
+    if not isinstance(message, Message | MessageV0):
+        raise GuardRefusal("malformed", "the transaction message is of an unknown kind")
+    review = _Review(side="withdraw", wallet=intent.wallet, mint=intent.mint, extra_programs=frozenset())
+    static = list(message.account_keys)
+    keys = _account_keys(message, static, loaded)
+    _check_signers(tx, message, static, keys, review)
+    source, destination = intent.source_account, intent.destination_account
+    creates = transfers = 0
+    for program, data, accounts in _instructions(message, static, keys, review):
+        review.note_program(program)
+        if program == COMPUTE_BUDGET_PROGRAM:
+            review.compute_budget(data)
+        elif program == ASSOCIATED_TOKEN_PROGRAM:
+            expected = [intent.wallet, destination, intent.destination, intent.mint, SYSTEM_PROGRAM, intent.token_program]
+            if data != b"\x01" or accounts != expected:
+                raise GuardRefusal(
+                    "withdrawal_destination",
+                    "the transaction would create a token account other than the one of the address you chose",
+                )
+            creates += 1
+        elif program == intent.token_program and data[:1] == b"\x0c":
+            if len(data) != 10 or len(accounts) != 4:
+                raise GuardRefusal("malformed", "the token transfer instruction is malformed")
+            if accounts[1] != intent.mint or data[9] != intent.decimals:
+                raise GuardRefusal(
+                    "withdrawal_wrong_mint",
+                    f"the transfer moves another token ({_short(accounts[1])}) than the one you chose",
+                )
+            if accounts[0] != source or accounts[3] != intent.wallet:
+                raise GuardRefusal(
+                    "withdrawal_source", f"the transfer takes tokens from {_short(accounts[0])}, not your wallet's account"
+                )
+            if accounts[2] != destination:
+                raise GuardRefusal(
+                    "withdrawal_destination",
+                    f"the transfer goes to {_short(accounts[2])}, not the token account of the address you chose",
+                )
+            amount = _u64(data, 1, "token transfer")
+            if amount != intent.amount:
+                raise GuardRefusal(
+                    "withdrawal_amount",
+                    f"the transfer moves {amount:,} token units, not the {intent.amount:,} you chose",
+                )
+            transfers += 1
+        else:
+            raise GuardRefusal(
+                "withdrawal_shape",
+                f"a token withdrawal is one token transfer; this one also calls {PROGRAM_NAMES.get(program, _short(program))}",
+            )
+    if transfers != 1 or creates > 1:
+        raise GuardRefusal("withdrawal_shape", "a token withdrawal is exactly one token transfer")
+    fee = review.priority_fee()
+    if fee > max_priority_fee_lamports:
+        raise GuardRefusal(
+            "priority_fee_too_high",
+            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
+            f"{format_sol(max_priority_fee_lamports)} limit",
+        )
+    review.tokens_out = intent.amount
+    return _report(review, tx, keys, loaded)
+
+
 # ---- the effect check: what the simulated transaction does to the wallet ---------------------------------
 
 
@@ -923,6 +1027,70 @@ def check_effect(
     if tally.closed_lamports and sol_change + allowed < tally.closed_lamports:
         raise GuardRefusal("close_account_foreign", "the transaction would close a token account of yours and keep its SOL")
     return Effect(sol_change=sol_change, tokens_out=tally.tokens_out if sell else tally.tokens_in, quote_in=tally.quote_in)
+
+
+def check_withdrawal_effect(
+    sim: Simulated, intent: TokenWithdrawIntent, report: GuardReport, *, label: str = "this token"
+) -> Effect:
+    """Refuse (GuardRefusal) unless the simulated effect is exactly the withdrawal: the wallet's token account
+    falls by the amount, the destination's account (created if it was missing) rises by it, the wallet's SOL
+    falls by no more than the fee and that account's rent, and no other account changes at all."""
+    wallet, source, destination = intent.wallet, intent.source_account, intent.destination_account
+    if sim.err is not None:
+        raise SimulationFailed(sim.err)
+    before_wallet, after_wallet = sim.before.get(wallet), sim.after.get(wallet)
+    if after_wallet is None or before_wallet is None:
+        raise GuardRefusal("wallet_closed", "the transaction would empty and close your wallet")
+    if after_wallet.owner != SYSTEM_PROGRAM or after_wallet.data:
+        raise GuardRefusal(
+            "wallet_reassigned", f"the transaction would hand your wallet over to the program {_short(after_wallet.owner)}"
+        )
+    rent = _withdrawn_tokens(sim, intent, label)
+    for address in sim.after:
+        if address not in (wallet, source, destination) and sim.after[address] != sim.before.get(address):
+            raise GuardRefusal(
+                "withdrawal_other_change", f"the transaction would also change the account {_short(address)}"
+            )
+    for src, dst, lamports in sim.sol_transfers:
+        if src == wallet and dst not in (wallet, destination):
+            raise GuardRefusal("sol_out", f"the transaction would send {format_sol(lamports)} to {_short(dst)}")
+    sol_change = after_wallet.lamports - before_wallet.lamports
+    allowed = report.fee_lamports + rent
+    if -sol_change > allowed:
+        raise GuardRefusal(
+            "sol_out",
+            f"the transaction would take {format_sol(-sol_change)} from your wallet, more than the "
+            f"{format_sol(allowed)} fee and rent",
+        )
+    return Effect(sol_change=sol_change, tokens_out=intent.amount, quote_in=0)
+
+
+def _withdrawn_tokens(sim: Simulated, intent: TokenWithdrawIntent, label: str) -> int:
+    """The withdrawal's token move, checked on both accounts; returns the rent of the destination's new account."""
+    wallet, source, destination = intent.wallet, intent.source_account, intent.destination_account
+    old_source, new_source = _token_of(sim.before.get(source)), _token_of(sim.after.get(source))
+    if old_source is None or new_source is None or old_source.owner != wallet or new_source.owner != wallet:
+        raise GuardRefusal("token_account_owner_change", "the transaction would close or hand over your token account")
+    if (new_source.delegate, new_source.close_authority) != (old_source.delegate, old_source.close_authority):
+        raise GuardRefusal("token_delegate", "the transaction would change who may spend or close your token account")
+    if new_source.mint != intent.mint or old_source.amount - new_source.amount != intent.amount:
+        raise GuardRefusal(
+            "withdrawal_amount",
+            f"the transaction would take {old_source.amount - new_source.amount:,} units of {label}, "
+            f"not the {intent.amount:,} you chose",
+        )
+    before_dest, after_dest = sim.before.get(destination), sim.after.get(destination)
+    old_dest, new_dest = _token_of(before_dest), _token_of(after_dest)
+    if new_dest is None or new_dest.owner != intent.destination or new_dest.mint != intent.mint:
+        raise GuardRefusal("withdrawal_destination", "the tokens would not arrive in the account of the address you chose")
+    if new_dest.amount - (old_dest.amount if old_dest is not None else 0) != intent.amount:
+        raise GuardRefusal("withdrawal_destination", f"the address you chose would not receive {intent.amount:,} units")
+    rent = 0
+    if before_dest is None and after_dest is not None:
+        rent = after_dest.lamports
+        if rent > _rent_exempt(MAX_TOKEN_ACCOUNT_SPACE):
+            raise GuardRefusal("sol_out", f"the new token account would cost {format_sol(rent)} in rent")
+    return rent
 
 
 @dataclass
@@ -1072,7 +1240,10 @@ __all__ = [
     "LoadedAddresses",
     "GuardReport",
     "SellIntent",
+    "TokenWithdrawIntent",
     "associated_token_address",
+    "check_token_withdrawal",
+    "check_withdrawal_effect",
     "check_buy",
     "check_sell",
     "format_sol",

@@ -1,10 +1,14 @@
-"""Withdraw or sweep SOL from a wallet to an address on the user's allow-list.
+"""Withdraw or sweep SOL, or a token, from a wallet to an address on the user's allow-list.
 
 The transfer is built here, then goes the one way everything the bot signs goes: the executor's guard
 (structure and the simulated effect on the wallet, as for a buy whose spend is the amount and whose tip is
 zero), then sign, persist, send and confirm. One rule only a withdrawal needs is checked first, in this
 file: the transaction is exactly one System transfer of the amount from the wallet to the allow-listed
 address (and, optionally, a compute-budget instruction), so the guard's "spend" can go nowhere else.
+
+A token withdrawal (`Withdrawer.withdraw_token`) is one `TransferChecked` of the amount from the wallet's
+associated token account to the destination's (created idempotently first, the wallet paying its rent). It goes
+through the guard as a `TokenWithdrawIntent`: that structure only, and a simulated effect of exactly that move.
 
 The allow-list and the PIN are the caller's (the dashboard): `Withdrawer.withdraw` trusts that they were
 checked and that `destination` is an allow-listed, unlocked address.
@@ -14,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -25,12 +31,16 @@ from solders.transaction import VersionedTransaction
 
 from bot.exits.executor import Checked, Trade, TradeHooks
 from bot.exits.guard import (
+    ASSOCIATED_TOKEN_PROGRAM,
     COMPUTE_BUDGET_PROGRAM,
     LAMPORTS_PER_SIGNATURE,
     NATIVE_MINT,
     SYSTEM_PROGRAM,
+    TOKEN_PROGRAMS,
     BuyIntent,
     GuardRefusal,
+    TokenWithdrawIntent,
+    associated_token_address,
     format_sol,
 )
 from bot.exits.signer import SigningError
@@ -75,6 +85,43 @@ def build_transfer(wallet: Pubkey, destination: Pubkey, lamports: int, blockhash
     ix = transfer(TransferParams(from_pubkey=wallet, to_pubkey=destination, lamports=lamports))
     message = MessageV0.try_compile(wallet, [ix], [], blockhash)
     return VersionedTransaction.populate(message, [Signature.default()])
+
+
+def build_token_transfer(intent: TokenWithdrawIntent, blockhash: Hash) -> VersionedTransaction:
+    """The unsigned v0 transaction of a token withdrawal: create the destination's associated token account if it
+    is missing (CreateIdempotent, the wallet paying), then one TransferChecked of the amount."""
+    wallet, dest_account = intent.wallet, intent.destination_account
+    create = Instruction(ASSOCIATED_TOKEN_PROGRAM, bytes([1]), [
+        AccountMeta(wallet, is_signer=True, is_writable=True),
+        AccountMeta(dest_account, is_signer=False, is_writable=True),
+        AccountMeta(intent.destination, is_signer=False, is_writable=False),
+        AccountMeta(intent.mint, is_signer=False, is_writable=False),
+        AccountMeta(SYSTEM_PROGRAM, is_signer=False, is_writable=False),
+        AccountMeta(intent.token_program, is_signer=False, is_writable=False),
+    ])
+    move = Instruction(intent.token_program, bytes([12]) + intent.amount.to_bytes(8, "little") + bytes([intent.decimals]), [
+        AccountMeta(intent.source_account, is_signer=False, is_writable=True),
+        AccountMeta(intent.mint, is_signer=False, is_writable=False),
+        AccountMeta(dest_account, is_signer=False, is_writable=True),
+        AccountMeta(wallet, is_signer=True, is_writable=True),
+    ])
+    message = MessageV0.try_compile(wallet, [create, move], [], blockhash)
+    return VersionedTransaction.populate(message, [Signature.default()])
+
+
+def token_units(text: object, decimals: int) -> int:
+    """A token amount as typed ("12.5") in base units; WithdrawalError when it is not a positive number of at most
+    `decimals` decimal places."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        value = Decimal(-1)
+    if isinstance(text, bool) or not value.is_finite() or value <= 0:
+        raise WithdrawalError("The amount must be a number of tokens above 0, like 12.5 (or choose Sweep).")
+    units = value.scaleb(decimals)
+    if units != units.to_integral_value():
+        raise WithdrawalError(f"This token has {decimals} decimal places: the amount cannot be finer than that.")
+    return int(units)
 
 
 def check_withdrawal(tx: VersionedTransaction, wallet: Pubkey, destination: Pubkey, lamports: int) -> None:
@@ -146,10 +193,66 @@ class Withdrawer:
         return result
 
 
+    async def withdraw_token(
+        self, user_id: int, wallet: str, destination: str, mint: str, amount: object | None
+    ) -> WithdrawalOutcome:
+        """Send `amount` tokens of `mint` as typed (None: sweep the whole balance) from `wallet` to `destination`."""
+        owned = {w.address for w in await self.services.accounts.wallets.list(user_id)}
+        if wallet not in owned:
+            raise WithdrawalError("That wallet is not one of yours any more: reload the dashboard.")
+        wallet_key, destination_key = Pubkey.from_string(wallet), parse_address(destination)
+        if wallet_key == destination_key:
+            raise WithdrawalError("The address is this wallet itself: choose another wallet or address.")
+        try:
+            mint_key = Pubkey.from_string(mint.strip())
+        except ValueError:
+            raise WithdrawalError("That is not a token mint address: pick a token this wallet holds.") from None
+        rpc = self.services.rpc
+        try:
+            holdings = await rpc.get_token_holdings(wallet)
+            balance = int(await rpc.get_balance(wallet))
+            blockhash, _height = await rpc.get_latest_blockhash()
+        except RpcError as exc:
+            raise WithdrawalError(f"The Solana node did not answer ({exc}); nothing was sent. Try again.") from None
+        holding = next((
+            h for h in holdings
+            if h.mint == str(mint_key) and Pubkey.from_string(h.program) in TOKEN_PROGRAMS
+            and h.token_account == str(associated_token_address(wallet_key, mint_key, Pubkey.from_string(h.program)))
+        ), None)
+        if holding is None or holding.amount <= 0:
+            raise WithdrawalError("This wallet holds none of that token: pick a token it holds.")
+        units = holding.amount if amount is None else token_units(amount, holding.decimals)
+        if units > holding.amount:
+            raise WithdrawalError(
+                f"This wallet holds {token_amount_text(holding.amount, holding.decimals)} of that token: send less, or use Sweep."
+            )
+        intent = TokenWithdrawIntent(wallet_key, mint_key, Pubkey.from_string(holding.program), destination_key, units,
+                                     holding.decimals)
+        if balance < LAMPORTS_PER_SIGNATURE:
+            raise WithdrawalError(f"This wallet holds {format_sol(balance)}: it needs SOL for the network fee.")
+        tx = build_token_transfer(intent, blockhash)
+        record = await self.records.create(user_id, wallet, destination, units, str(mint_key))
+        trade = Trade(
+            user_id=user_id, wallet=wallet, tx=tx, intent=intent, send_mode="rpc", records=self.records,
+            record_id=record.id, label="the token",
+        )
+        result: WithdrawalOutcome = await self.services.executor.execute(
+            trade, _WithdrawHooks(self, record, token_amount_text(units, holding.decimals) + " tokens")
+        )
+        return result
+
+
+def token_amount_text(units: int, decimals: int) -> str:
+    """Base units as a number of tokens: 12500000 with 6 decimals is "12.5"."""
+    text = format(Decimal(units).scaleb(-decimals), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
-    def __init__(self, withdrawer: Withdrawer, record: Withdrawal) -> None:
+    def __init__(self, withdrawer: Withdrawer, record: Withdrawal, what: str | None = None) -> None:
         self.records = withdrawer.records
         self.record = record
+        self.what = what  # the amount in words ("12.5 tokens"); None: the record's SOL
 
     async def _end(self, kind: str, words: str, state: str, signature: str | None = None) -> WithdrawalOutcome:
         await self.records.set(self.record.id, state=state, error=None if state == "landed" else words[:200])
@@ -180,7 +283,7 @@ class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
 
     async def settled(self, verdict: str, status: SignatureStatus | None, raw: bytes, signature: str) -> WithdrawalOutcome:
         if verdict == "landed":
-            sol = format_sol(self.record.lamports)
+            sol = self.what or format_sol(self.record.lamports)
             return await self._end("landed", f"Sent {sol} to {self.record.destination[:4]}…{self.record.destination[-4:]}.",
                                    "landed", signature)
         if verdict == "unknown":
@@ -189,5 +292,5 @@ class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
         return await self._end("failed", f"It did not land ({err}).", "failed", signature)
 
 
-__all__ = ["KEEP_LAMPORTS", "WithdrawalError", "WithdrawalOutcome", "Withdrawer", "build_transfer", "check_withdrawal",
-           "parse_address"]
+__all__ = ["KEEP_LAMPORTS", "WithdrawalError", "WithdrawalOutcome", "Withdrawer", "build_token_transfer", "build_transfer",
+           "check_withdrawal", "parse_address", "token_amount_text", "token_units"]

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot.accounts import AccountError
-from bot.exits.withdraw import WithdrawalError, Withdrawer
+from bot.exits.withdraw import WithdrawalError, Withdrawer, token_amount_text, token_units
 from bot.miniapp.initdata import InitDataError, WebAppUser, verify_init_data
 from bot.miniapp.security import PinLocked, Security, SecurityError
 from bot.notify.outbox import Priority
+from bot.solana_rpc import RpcError
 from bot.strategy import Level, Strategy, StrategyError
 from storage.copy import CopyStore
 from storage.db import Database
@@ -125,6 +126,7 @@ class MiniAppServer:
             ("POST", "/api/allowlist", self.allowlist_add),
             ("POST", "/api/allowlist/{id}/remove", self.allowlist_remove),
             ("POST", "/api/withdraw", self.withdraw),
+            ("GET", "/api/tokens", self.tokens),
         ):
             r.add_route(method, path, self._api(handler))
         static = static_dir()
@@ -490,11 +492,29 @@ class MiniAppServer:
         await self.security.remove_address(user_id, request.match_info["id"])
         return {"message": "Removed."}
 
+    async def tokens(self, request: web.Request, user_id: int) -> dict[str, Any]:
+        """The tokens a wallet of the user holds (`?wallet=ADDRESS`), to pick one to withdraw."""
+        wallet = request.query.get("wallet", "")
+        if wallet not in {w.address for w in await self.services.accounts.wallets.list(user_id)}:
+            raise ApiError(400, "wallet must be the address of one of your wallets.")
+        try:
+            holdings = await self.services.rpc.get_token_holdings(wallet)
+        except RpcError as exc:
+            raise ApiError(502, f"The Solana node did not answer ({exc}). Try again.") from None
+        labels = {p.mint: p.label for p in await self.services.streams.positions.open_for(user_id) if p.wallet == wallet}
+        return {"tokens": [
+            {"mint": t.mint, "label": labels.get(t.mint), "amount": token_amount_text(t.amount, t.decimals),
+             "decimals": t.decimals}
+            for t in holdings if t.amount > 0
+        ]}
+
     async def withdraw(self, request: web.Request, user_id: int) -> dict[str, Any]:
         body = await self._body(request)
         wallet = self._text(body, "wallet", 64)
         destination = self._text(body, "destination", 64)
         sweep = body.get("sweep") is True
+        if body.get("mint") is not None:
+            return await self._withdraw_token(body, user_id, wallet, destination, sweep)
         lamports: int | None = None
         if not sweep:
             amount = body.get("amount_sol")
@@ -504,6 +524,23 @@ class MiniAppServer:
         await self.security.usable_address(user_id, destination)  # before the PIN: a locked address costs no try
         await self.security.verify(user_id, self._text(body, "pin", 32))
         outcome = await self.withdrawer.withdraw(user_id, wallet, destination, lamports)
+        if outcome.kind == "landed":
+            await self.tell(user_id, f"💸 Withdrawal from your dashboard: {outcome.words}")
+        return {"kind": outcome.kind, "message": outcome.words, "signature": outcome.signature}
+
+    async def _withdraw_token(
+        self, body: dict[str, Any], user_id: int, wallet: str, destination: str, sweep: bool
+    ) -> dict[str, Any]:
+        """A token withdrawal: `mint` and `amount` (tokens as typed, e.g. "12.5"), or `sweep` for the whole balance."""
+        mint = self._text(body, "mint", 64)
+        amount = body.get("amount")
+        if not sweep and (isinstance(amount, bool) or not isinstance(amount, str | int | float) or amount == ""):
+            raise ApiError(400, "amount is the number of tokens to send, e.g. \"12.5\" (or choose Sweep).")
+        if not sweep:
+            token_units(amount, 18)  # the shape of the number, before the PIN; the decimals are checked on the chain
+        await self.security.usable_address(user_id, destination)  # before the PIN: a locked address costs no try
+        await self.security.verify(user_id, self._text(body, "pin", 32))
+        outcome = await self.withdrawer.withdraw_token(user_id, wallet, destination, mint, None if sweep else amount)
         if outcome.kind == "landed":
             await self.tell(user_id, f"💸 Withdrawal from your dashboard: {outcome.words}")
         return {"kind": outcome.kind, "message": outcome.words, "signature": outcome.signature}

@@ -1,5 +1,5 @@
 """The dashboard's security screens: a key imported without the chat ever seeing it, a PIN, an allow-listed
-address locked until the delay passes, a withdrawal after it, and a lockout after wrong PINs."""
+address locked until the delay passes, a withdrawal after it (SOL, then a token), and a lockout after wrong PINs."""
 
 import re
 
@@ -90,6 +90,23 @@ async def test_import_pin_allow_list_withdraw_and_lockout(dash: Dashboard) -> No
     assert chain.balance(destination) == 250_000_000 + held - KEEP_LAMPORTS - 5000
     await f.locator("#withdraw-sweep").uncheck()
     swept = chain.balance(destination)
+
+    # --- a token the wallet holds, picked from its holdings and swept to the same allow-listed address
+    mint = chain.create_mint("BOBT", 6, 50.0, 1_000_000_000.0)
+    chain.fund(keypair.pubkey(), 0.1)
+    tokens = chain.outside_buy(keypair.pubkey(), mint, 0.01)
+    await dash.open(chat.user_id, "Bob", page="security")
+    await expect(f.locator("#withdraw-token option")).to_have_count(2)
+    await f.locator("#withdraw-token").select_option(str(mint))
+    await f.locator("#withdraw-to").fill(destination)
+    await f.locator("#withdraw-sweep").check()
+    await f.locator("#withdraw-pin").fill(PIN)
+    await f.get_by_role("button", name="Withdraw").click()
+    await expect(f.locator("#withdraw-note")).to_contain_text(re.compile(r"Sent [\d.]+ tokens to"), timeout=15_000)
+    assert chain.token_balance(destination, mint) == tokens and chain.token_balance(keypair.pubkey(), mint) == 0
+    await expect(f.locator("#withdraw-token option")).to_have_count(1)  # nothing of it left to pick
+    await f.locator("#withdraw-sweep").uncheck()
+    await f.locator("#withdraw-amount").fill("0.25")
 
     # --- wrong PINs lock it, and then even the right PIN sends nothing
     note = f.locator("#withdraw-note")

@@ -496,6 +496,8 @@ async def test_ladder_happy_path_and_errors(harness: Harness) -> None:
         ("25:0", r"ladder level 1 sell 0% is out of range: use more than 0 and at most 100"),
         ("25:150", r"ladder level 1 sell 150% is out of range"),
         ("25:x", r"ladder level 1 'x' is not a number"),
+        # the server refuses a trail of 100 % or more: refused here, never saved and sent
+        ("25:30:200", r"ladder level 1 trail 200% is out of range: use more than 0 and below 100"),
         ("", r"give the levels"),
     ]
     for args, error in errors:

@@ -177,6 +177,40 @@ async def test_a_second_buy_inside_the_cooldown_is_skipped_and_told_once(harness
     assert len(events(h, trader, "mirror_buy_signal")) == 1
 
 
+@pytest.mark.parametrize(
+    ("limits", "why"),
+    [
+        ({"max_positions_per_wallet": 1}, r"as many copies of this wallet as allowed"),
+        ({"max_positions_per_wallet": 5, "max_active_sol": 0.15}, r"over your SOL exposure cap"),
+    ],
+    ids=["max-positions", "max-exposure"],
+)
+async def test_max_positions_and_max_exposure_hold_and_say_why(
+    harness: Harness, limits: dict[str, float], why: str
+) -> None:
+    h = harness
+    chain = h.services.chain
+    trader = await setup_trader(h, strategy=STRATEGY)
+    alice = await watching(h, trader)
+    await trader.chat.send("/copy amount alice 0.1", expect=r"0\.1 SOL")
+    await until(lambda: amount_on_stream(h, trader, alice) == SOL // 10, "the amount on the stream")
+    for name, value in {"cooldown_sec": 0, **limits}.items():
+        await trader.chat.send(f"/copy limit {name} {value:g}", expect=r"is now")
+        await until(lambda n=name, v=value: h.services.stream.books[trader.api_key].mirror_config.get(n) == v,
+                    f"{name} on the stream")
+    first, _ = await alice_buys(h, trader, alice, "ONE")
+    signal = await trader.chat.wait_text(r"alice.*bought.*Tap Copy")
+    await trader.chat.press("Copy", message=signal, expect=r"Copied")
+    await pump(h)
+    await trader.chat.wait_text(r"New position")
+    assert chain.token_balance(trader.wallet, first) > 0
+    # the second buy would pass the limit: the stream skips it, and the trader is told why
+    second, before = await alice_buys(h, trader, alice, "TWO")
+    await trader.chat.wait_text(rf"Not copied[\s\S]*{why}")
+    assert chain.token_balance(trader.wallet, second) == 0
+    assert len(events(h, trader, "mirror_buy_signal")) == 1
+
+
 @pytest.mark.parametrize("hostile", ["overspend", "steal_sol"])
 async def test_a_hostile_mirror_buy_is_refused_by_the_guard_and_reported(harness: Harness, hostile: str) -> None:
     h = harness

@@ -130,3 +130,74 @@ async def test_dashboard_command_gives_a_web_app_button_to_the_dashboard(dash: H
     assert [b["web_app"]["url"] for b in buttons] == [h.runner.services.dashboard.url + "/"]
     async with aiohttp.ClientSession() as session, session.get(buttons[0]["web_app"]["url"]) as page:
         assert page.status == 200 and '<div id="toast"' in await page.text()
+
+
+async def test_a_token_is_withdrawn_to_an_allow_listed_address_only_after_the_delay(dash: Harness) -> None:
+    h = dash
+    chain = h.services.chain
+    server = h.runner.services.dashboard
+    offset = [0.0]
+    server.clock = lambda: time.time() + offset[0]
+
+    def now_signed() -> str:
+        return init_data_for(cat.user_id, "Cat", h.runner.settings.telegram_bot_token, int(server.clock()))
+
+    cat = await h.user("Cat")
+    await cat.send("/start", expect=r"1/3")
+    keypair = Keypair()
+    wallet = keypair.pubkey()
+    chain.fund(wallet, 1.0)
+    mint = chain.create_mint("CAT", 6, 50.0, 1_000_000_000.0)
+    held = chain.outside_buy(wallet, mint, 0.5)
+    assert held > 0
+    status, _ = await call(h, "POST", "/api/wallets/import", now_signed(),
+                           {"secret": base58.b58encode(bytes(keypair)).decode(), "label": "Main"})
+    assert status == 200
+    assert (await call(h, "POST", "/api/pin", now_signed(), {"pin": "482916"}))[0] == 200
+    destination = Keypair().pubkey()
+    status, _ = await call(h, "POST", "/api/allowlist", now_signed(),
+                           {"address": str(destination), "label": "Cold", "pin": "482916"})
+    assert status == 200
+    status, body = await call(h, "GET", f"/api/tokens?wallet={wallet}", now_signed())
+    assert status == 200 and [(t["mint"], t["decimals"]) for t in body["tokens"]] == [(str(mint), 6)]
+    assert float(body["tokens"][0]["amount"]) * 10**6 == pytest.approx(held)
+    half = held // 2
+    ask = {"wallet": str(wallet), "destination": str(destination), "mint": str(mint),
+           "amount": format(half / 10**6, "f"), "pin": "482916"}
+
+    # a new address is locked: nothing moves
+    status, body = await call(h, "POST", "/api/withdraw", now_signed(), ask)
+    assert status == 400 and "This address is new" in body["error"]
+    # an address not on the list is refused, however right the PIN
+    stranger = Keypair().pubkey()
+    status, body = await call(h, "POST", "/api/withdraw", now_signed(), {**ask, "destination": str(stranger)})
+    assert status == 400
+    assert chain.token_balance(destination, mint) == 0 and chain.token_balance(wallet, mint) == held
+
+    offset[0] += 86_400 + 1
+    # bad input after the delay: said what was wrong, nothing moved
+    for bad, words in ((dict(amount="lots"), "number of tokens"), (dict(amount=format((held + 1) / 10**6, "f")),
+                       "holds"), (dict(mint=str(Keypair().pubkey())), "holds none of that token")):
+        status, body = await call(h, "POST", "/api/withdraw", now_signed(), {**ask, **bad})
+        assert status == 400 and words in body["error"], bad
+    assert chain.token_balance(wallet, mint) == held
+
+    sol_before = chain.balance(wallet)
+    status, body = await call(h, "POST", "/api/withdraw", now_signed(), ask)
+    assert status == 200 and body["kind"] == "landed", body
+    assert chain.token_balance(destination, mint) == half
+    assert chain.token_balance(wallet, mint) == held - half
+    rent = chain.rent_exempt_minimum(165)
+    assert chain.balance(wallet) == sol_before - 5000 - rent  # the fee and the new account's rent, nothing else
+    await cat.wait_text(r"Withdrawal from your dashboard: Sent [\d.]+ tokens to")
+
+    # a sweep sends the rest; the destination's account exists now, so only the fee is paid
+    sol_before = chain.balance(wallet)
+    status, body = await call(h, "POST", "/api/withdraw", now_signed(),
+                              {**ask, "amount": None, "sweep": True})
+    assert status == 200 and body["kind"] == "landed", body
+    assert chain.token_balance(destination, mint) == held and chain.token_balance(wallet, mint) == 0
+    assert chain.balance(wallet) == sol_before - 5000
+    records = await server.withdrawals.for_user(cat.user_id)
+    assert [(r.mint, r.lamports, r.state) for r in records] == [(str(mint), held - half, "landed"),
+                                                                 (str(mint), half, "landed")]

@@ -597,17 +597,48 @@ async function allowListSection(m: Me): Promise<HTMLElement> {
   );
 }
 
+interface TokenHolding {
+  mint: string;
+  label: string | null;
+  amount: string;
+  decimals: number;
+}
+
 function withdrawSection(m: Me): HTMLElement {
   const wallet = h("select", { id: "withdraw-wallet", "aria-label": "From wallet" }, ...m.wallets.map((w) => h("option", { value: w.address }, `${w.label} (${sol(w.sol)})`)));
+  const token = h("select", { id: "withdraw-token", "aria-label": "What to send" }, h("option", { value: "" }, "SOL"));
   const destination = h("input", { id: "withdraw-to", placeholder: "To (an address on your list)", autocomplete: "off" });
   const amount = h("input", { id: "withdraw-amount", placeholder: "SOL", inputmode: "decimal" });
   const sweep = h("input", { type: "checkbox", id: "withdraw-sweep" });
+  const sweepWords = h("span", {}, " Sweep (all but what keeps the wallet open)");
   const pin = pinInput("withdraw-pin");
   const note = h("p", { class: "note", id: "withdraw-note" });
+  const chosen = (): void => {
+    const isToken = token.value !== "";
+    amount.placeholder = isToken ? "Tokens" : "SOL";
+    sweepWords.textContent = isToken ? " Sweep (the whole balance of this token)" : " Sweep (all but what keeps the wallet open)";
+  };
+  // the tokens the chosen wallet holds, to pick one; SOL is always offered
+  const loadTokens = async (): Promise<void> => {
+    token.replaceChildren(h("option", { value: "" }, "SOL"));
+    chosen();
+    if (!wallet.value) return;
+    try {
+      const data = await api.get<{ tokens: TokenHolding[] }>(`/api/tokens?wallet=${encodeURIComponent(wallet.value)}`);
+      for (const t of data.tokens) {
+        token.append(h("option", { value: t.mint }, `${t.label ?? shortAddress(t.mint)} (${t.amount})`));
+      }
+    } catch (error) {
+      say(note, failure(error), true);
+    }
+  };
+  wallet.addEventListener("change", () => void loadTokens());
+  token.addEventListener("change", chosen);
+  void loadTokens();
   return h(
     "section",
     { class: "card" },
-    h("h3", {}, "Withdraw SOL"),
+    h("h3", {}, "Withdraw SOL or a token"),
     h(
       "form",
       {
@@ -616,21 +647,27 @@ function withdrawSection(m: Me): HTMLElement {
           e.preventDefault();
           say(note, "Checking and sending…");
           try {
+            const base = { wallet: wallet.value, destination: destination.value.trim(), pin: pin.value };
+            const mint = token.value;
             const body = sweep.checked
-              ? { wallet: wallet.value, destination: destination.value.trim(), sweep: true, pin: pin.value }
-              : { wallet: wallet.value, destination: destination.value.trim(), amount_sol: readNumber(amount.value), pin: pin.value };
+              ? { ...base, sweep: true, ...(mint ? { mint } : {}) }
+              : mint
+                ? { ...base, mint, amount: amount.value.trim() }
+                : { ...base, amount_sol: readNumber(amount.value) };
             const answer = await api.post<{ kind: string; message: string }>("/api/withdraw", body);
             pin.value = "";
             say(note, answer.message, answer.kind !== "landed");
+            if (answer.kind === "landed" && mint) await loadTokens();
           } catch (error) {
             say(note, failure(error), true);
           }
         },
       },
       wallet,
+      token,
       destination,
       amount,
-      h("label", { class: "check" }, sweep, " Sweep (all but what keeps the wallet open)"),
+      h("label", { class: "check" }, sweep, sweepWords),
       pin,
       h("button", { class: "primary", type: "submit" }, "Withdraw"),
     ),
