@@ -3,7 +3,8 @@
 Starts INSTANCES processes that share one PostgreSQL database and own USERS streams by lease
 (bot/ownership.py, the production code and timings). A stand-in for LaserSell holds each user's exit
 signals until an owner of that user's stream takes them (as the stream re-sends pending exits after a
-reconnect): the owner claims each one with one atomic UPDATE and "messages" it. The bench then emits
+reconnect): the owner claims each one with one atomic UPDATE and "messages" it, at its share of Telegram's
+per-bot budget (`bot.ownership.budget_share`, as the outbox paces several instances). The bench then emits
 signals at a steady rate, SIGKILLs the instance holding the most streams in the middle, keeps emitting
 through the takeover, and waits until every stream has an owner and every signal a message.
 
@@ -30,10 +31,12 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from bot.ownership import Ownership
+from bot.ownership import Ownership, budget_share
 from storage.db import Database
 from storage.leases import Leases
 
+# Telegram's ~30 messages/s per bot, the default TELEGRAM_GLOBAL_RATE: one budget for every instance
+TELEGRAM_RATE = 30.0
 DEFAULT_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SIGNALS_TABLE = """CREATE TABLE IF NOT EXISTS bench_signals (
     id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, emitted_at DOUBLE PRECISION NOT NULL,
@@ -58,20 +61,35 @@ async def child(url: str, name: str, users: int) -> None:
     async def lost(user_id: int) -> None:
         emit("down", user_id)
 
-    ownership = Ownership(db, owner=name, candidates=candidates, on_acquired=acquired, on_lost=lost)
+    live = [1]
+
+    async def tick(count: int) -> None:
+        live[0] = count
+
+    ownership = Ownership(db, owner=name, candidates=candidates, on_acquired=acquired, on_lost=lost, on_tick=tick)
     await ownership.start()
     emit("ready", 0)
+    # Telegram's per-bot budget, shared as the outbox shares it (bot.ownership.budget_share, a bucket of one)
+    tokens, refilled = 1.0, time.monotonic()
     try:
         while True:  # the streams this instance owns hand it their pending exit signals
             held = [u for u in list(ownership.held) if ownership.holds(u)]
-            for start in range(0, len(held), 500):
-                chunk = held[start:start + 500]
-                await db.execute(
-                    f"UPDATE bench_signals SET delivered_by=?, delivered_at=?, deliveries=deliveries+1 "
-                    f"WHERE delivered_by IS NULL AND user_id IN ({','.join('?' * len(chunk))})",
-                    (name, time.monotonic(), *chunk),
-                )
-            await asyncio.sleep(0.1)
+            rate = budget_share(TELEGRAM_RATE, live[0])
+            now = time.monotonic()
+            tokens, refilled = min(1.0, tokens + (now - refilled) * rate), now
+            if not held or tokens < 1:
+                await asyncio.sleep(max(0.01, (1 - tokens) / rate) if held else 0.1)
+                continue
+            row = await db.fetchone(
+                f"UPDATE bench_signals SET delivered_by=?, delivered_at=?, deliveries=deliveries+1 WHERE id = ("
+                f"SELECT id FROM bench_signals WHERE delivered_by IS NULL AND user_id IN ({','.join('?' * len(held))}) "
+                f"ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+                (name, time.monotonic(), *held),
+            )
+            if row is None:
+                await asyncio.sleep(0.1)
+                continue
+            tokens -= 1
     finally:
         await ownership.stop()
         await db.close()

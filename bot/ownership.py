@@ -47,6 +47,16 @@ def instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+
+def budget_share(total_rate: float, live: int) -> float:
+    """One instance's share of the bot's Telegram budget (messages/s) when `live` instances share it.
+
+    Each instance's bucket holds one message (`Outbox.set_global_rate`): in any one second it sends at most
+    its rate plus one, so the shares leave one message a second per instance for that, and together the
+    instances stay within `total_rate`."""
+    live = max(1, live)
+    return max(0.5, (total_rate - live) / live)
+
 class Ownership:
     def __init__(
         self,
@@ -387,7 +397,7 @@ class OwnedStreams:
         settings = getattr(self.services, "settings", None)
         if outbox is None or settings is None or not hasattr(outbox, "set_global_rate"):
             return
-        share = settings.telegram_global_rate / max(1, live)
+        share = budget_share(settings.telegram_global_rate, live)
         if abs(outbox.global_rate - share) > 1e-9:
             log.info("%d live instance(s): this one sends at most %.1f messages/s", live, share)
             outbox.set_global_rate(share)
@@ -415,8 +425,6 @@ class OwnedStreams:
     async def start(self) -> None:
         self.services.ownership = self.ownership
         if self.services.db.backend == "postgresql":
-
-
             loop = asyncio.get_running_loop()
 
             def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:

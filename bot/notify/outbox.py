@@ -498,7 +498,7 @@ class Outbox:
         self._global.take(now)  # bring the bucket up to now at the old rate, then give the token back
         self._global.tokens += 1
         self._global.rate = rate
-        self._global.burst = max(1.0, rate)
+        self._global.burst = 1.0  # shared: no burst above the share, or the instances together would pass it
         self._global.tokens = min(self._global.tokens, self._global.burst)
         self.wake()
 
