@@ -24,6 +24,7 @@ from bot.context import BotApplication, BotContext
 from bot.notify.limiter import OutboxRateLimiter
 from handlers import (
     admin,
+    common,
     copy,
     dashboard,
     errors,
@@ -50,6 +51,7 @@ ROUTERS = [start.router, onboarding.router, home.router, wallets.router, strateg
 # Handler groups: lower runs first, and only the first matching handler of a group runs, so screening for
 # secrets, recording the user (every update) and gating admin commands (commands only) each need a group of
 # their own. The screen is first: a pasted secret is deleted before anything else reads it.
+RECALL_GROUP = -4
 SECRET_GROUP = -3
 RECORD_GROUP = -2
 GATE_GROUP = -1
@@ -116,6 +118,8 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
         .build()
     )
     commands = all_commands(ROUTERS)
+    # several instances: the open conversation comes from the database before anything reads it
+    app.add_handler(TypeHandler(Update, _as_handler(common.recall)), group=RECALL_GROUP)
     app.add_handler(TypeHandler(Update, _as_handler(text.screen_secrets)), group=SECRET_GROUP)
     app.add_handler(TypeHandler(Update, record_user), group=RECORD_GROUP)
     app.add_handler(

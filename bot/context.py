@@ -16,6 +16,11 @@ class BotContext(CallbackContext[BotExt, dict[Any, Any], dict[Any, Any], dict[An
     """Built by PTB for each update (the Application is made with `ContextTypes(context=BotContext)`)."""
 
     @property
+    def user_id(self) -> int | None:
+        """The id of the user whose update this is (PTB sets it when it builds the context)."""
+        return self._user_id
+
+    @property
     def services(self) -> Services:
         services = self.application.bot_data["services"]
         if not isinstance(services, Services):

@@ -11,6 +11,7 @@ from bot.accounts import AccountService
 from bot.admin import Admin
 from bot.broadcast import Broadcasts
 from bot.config import ConfigError, Settings
+from bot.conversations import ConversationStates
 from bot.copy import Copier
 from bot.core import Core
 from bot.deletions import ScheduledDeletions
@@ -89,6 +90,7 @@ class Services:
     copier: Copier  # copy trading: watch wallets on the stream, mirror buys through the executor
     broadcasts: Broadcasts
     admin: Admin  # the audit log and the operator's numbers (/stats)
+    conversations: ConversationStates  # what a user's next message answers, shared by instances
     dashboard: MiniAppServer | None = None  # the dashboard Mini App (bot/miniapp), when MINIAPP_LISTEN is set
 
     async def start(self) -> None:
@@ -115,6 +117,7 @@ class Services:
 
     async def close(self) -> None:
         """Release what building the services opened (after `stop`, and also when `start` never ran)."""
+        await self.conversations.close()
         await self.users.close()
         await self.deletions.stop()
         await self.api.close()

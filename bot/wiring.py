@@ -21,6 +21,7 @@ from bot.application import build_application
 from bot.broadcast import Broadcasts
 from bot.config import Settings
 from bot.context import BotApplication
+from bot.conversations import ConversationStates
 from bot.copy import Copier
 from bot.core import Core
 from bot.deletions import ScheduledDeletions
@@ -39,6 +40,7 @@ from bot.solana_rpc import SolanaRpc
 from bot.stream.events import StreamEvent
 from bot.stream.pnl import PnlBatcher
 from bot.stream.streams import UserStreams
+from storage.conversations import Conversations
 from storage.db import Database
 from storage.history import PnlHistory
 from storage.positions import ExitSignals, Positions
@@ -107,6 +109,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         core=core, settings=settings, db=db, users=users, vault=vault, api=api, rpc=rpc, accounts=accounts,
         outbox=outbox, bot=bot, deletions=deletions, alerts=alerts, executor=executor, streams=streams,
         seller=seller, inbox=inbox, buyer=buyer, copier=copier, broadcasts=broadcasts, admin=Admin(db),
+        conversations=ConversationStates(Conversations(db), shared=db.backend == "postgresql"),
         # the dashboard Mini App: reaches the services it serves through a callback, like the copy relay
         dashboard=MiniAppServer(settings, db, lambda: services) if settings.miniapp_listen else None,
     )

@@ -11,10 +11,12 @@ from telegram.error import TelegramError
 
 from bot.context import BotContext
 from bot.deletions import DELETED, REFUSED, RETRYING
+from bot.strategy import Strategy
 
 log = logging.getLogger("lasersell_bot.handlers")
 
 AWAITING = "awaiting"
+DRAFT = "strategy_draft"  # a strategy being edited with the editor's buttons
 
 
 def user_id_of(update: Update) -> int:
@@ -27,6 +29,7 @@ def expect_input(context: BotContext, what: str, **extra: Any) -> None:
     """The user's next plain message answers `what` (apikey, import, rename, astralane)."""
     assert context.user_data is not None
     context.user_data[AWAITING] = {"what": what, **extra}
+    remember(context)
 
 
 def awaiting(context: BotContext) -> dict[str, Any] | None:
@@ -34,8 +37,31 @@ def awaiting(context: BotContext) -> dict[str, Any] | None:
 
 
 def clear_input(context: BotContext) -> None:
-    if context.user_data is not None:
-        context.user_data.pop(AWAITING, None)
+    if context.user_data is not None and context.user_data.pop(AWAITING, None) is not None:
+        remember(context)
+
+
+def remember(context: BotContext) -> None:
+    """Share the open conversation (typed input awaited, strategy draft) with the other instances, if any."""
+    user_data, user_id = context.user_data, context.user_id
+    if user_data is None or user_id is None:
+        return
+    draft = user_data.get(DRAFT)
+    state = {"awaiting": user_data.get(AWAITING), "draft": draft.to_json() if draft is not None else None}
+    context.services.conversations.save_soon(user_id, state if any(state.values()) else None)
+
+
+async def recall(update: Update, context: BotContext) -> None:
+    """Before an update is handled: the open conversation as the instance that last changed it left it."""
+    user_data, user_id = context.user_data, context.user_id
+    if user_data is None or user_id is None or not context.services.conversations.shared:
+        return
+    state = await context.services.conversations.load(user_id) or {}
+    for key, value in ((AWAITING, state.get("awaiting")), (DRAFT, state.get("draft"))):
+        if value is None:
+            user_data.pop(key, None)
+        else:
+            user_data[key] = Strategy.load(value) if key == DRAFT else value
 
 
 def is_private(update: Update) -> bool:

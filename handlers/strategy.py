@@ -11,11 +11,18 @@ from bot.callbacks import StrategyTap, keyboard
 from bot.context import BotContext
 from bot.notify.render import esc
 from bot.strategy import LADDER_USAGE, ONE_LINE_USAGE, Strategy, StrategyError, apply_one_line, parse_ladder
-from handlers.common import PCT_LADDER, SECONDS_LADDER, answer, edit_or_reply, ladder_step, user_id_of
+from handlers.common import (
+    DRAFT,
+    PCT_LADDER,
+    SECONDS_LADDER,
+    answer,
+    edit_or_reply,
+    ladder_step,
+    remember,
+    user_id_of,
+)
 from handlers.onboarding import continue_setup
 from handlers.registry import Button, Command, Router
-
-DRAFT = "strategy_draft"
 
 # editor rows: key -> (field, label, step, lowest on-value, highest, default when turned on)
 STEPPERS: dict[str, tuple[str, str, float, float, float, float]] = {
@@ -156,6 +163,7 @@ async def _save(update: Update, context: BotContext, draft: Strategy) -> None:
         )
         return
     user_data.pop(DRAFT, None)
+    remember(context)
     await answer(update, "Saved")
     await edit_or_reply(update, "✅ Saved and sent to your stream.\n" + describe(saved))
     await continue_setup(update, context)
@@ -172,12 +180,14 @@ async def on_button(update: Update, context: BotContext) -> None:
         return
     if tap.action == "cancel":
         context.user_data.pop(DRAFT, None)
+        remember(context)
         await answer(update, "Nothing was changed")
         current = await services.accounts.strategy(user_id)
         await edit_or_reply(update, describe(current) + "\n(Unchanged.)", keyboard([("Edit", StrategyTap("edit"))]))
         return
     if tap.action == "edit" or draft is None:
         draft = context.user_data[DRAFT] = await services.accounts.strategy(user_id)
+        remember(context)
         if tap.action != "edit":
             await answer(update, "The editor was reopened with your saved strategy.")
             await edit_or_reply(update, describe(draft, "Editing your strategy"), editor_markup(draft))
@@ -187,6 +197,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         return
     draft, note = await _apply(draft, tap)
     context.user_data[DRAFT] = draft
+    remember(context)
     await answer(update, note[:190] if note else None)
     await edit_or_reply(update, describe(draft, "Editing your strategy (not saved yet)"), editor_markup(draft))
 

@@ -139,13 +139,11 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         await drop_pg_schema(db_url, pg_admin)
 
 
-async def setup_trader_by_chat(h: Harness, name: str, strategy: str, via: Instance) -> Trader:
-    """A user set up by chat through one instance; returns once the user's stream has a session (anywhere).
-
-    Setup is pinned to one instance because "send X as your next message" is remembered by the instance that
-    asked (handlers/common.py keeps it in PTB's user_data), so a wallet secret posted to another instance is
-    refused; everything after setup goes round-robin."""
-    h.services.telegram.set_webhook_instances([via.url])
+async def setup_trader_by_chat(h: Harness, name: str, strategy: str, instances: list[Instance]) -> Trader:
+    """A user set up by chat, each update to the next instance in turn; returns once the user's stream has a
+    session (anywhere). "Send the secret as your next message" is asked by one instance and answered at
+    another: the open conversation is shared through the database."""
+    h.services.telegram.set_webhook_instances([i.url for i in instances])
     chat = await h.user(name)
     key = h.services.accounts.issue("professional").key
     await chat.send("/start", expect=r"1/3")
@@ -208,7 +206,7 @@ async def test_streams_have_one_owner_taps_sell_once_anywhere_and_a_killed_insta
     h, f = fleet.h, fleet
     rpc, chain, stream = h.services.rpc, h.services.chain, h.services.stream
     names = ["Ann", "Bob", "Cy", "Di"]
-    traders = [await setup_trader_by_chat(h, n, "tp 20 sl 50 deadline 0", f.instances[k % len(f.instances)])
+    traders = [await setup_trader_by_chat(h, n, "tp 20 sl 50 deadline 0", f.instances[k:] + f.instances[:k])
                for k, n in enumerate(names)]
     h.services.telegram.set_webhook_instances([i.url for i in f.instances])
     symbols = ["PEPE", "WIF", "BONK", "MEW"]
