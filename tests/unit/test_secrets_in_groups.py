@@ -66,7 +66,7 @@ def group_update(body: str, *, deletable: bool = True, query: FakeQuery | None =
 
 def context(args: list[str] | None = None) -> Any:
     # no services: the group branch must refuse before anything is looked up or stored
-    return SimpleNamespace(user_data={}, args=args or [], application=SimpleNamespace(bot_data={}), services=None)
+    return SimpleNamespace(user_data={}, user_id=None, args=args or [], application=SimpleNamespace(bot_data={}), services=None)
 
 
 async def test_apikey_as_a_command_argument_in_a_group_is_deleted() -> None:

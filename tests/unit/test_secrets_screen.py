@@ -62,7 +62,7 @@ def update_with(message: FakeMessage, field: str = "message") -> Any:
 
 
 def context(deletions: FakeDeletions) -> Any:
-    return SimpleNamespace(user_data={}, services=SimpleNamespace(deletions=deletions))
+    return SimpleNamespace(user_data={}, user_id=None, services=SimpleNamespace(deletions=deletions))
 
 
 SECRET = base58.b58encode(bytes(Keypair())).decode()
