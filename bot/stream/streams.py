@@ -105,6 +105,10 @@ class CopyTrading(CopyEvents, CopyConfig, Protocol):
 RegisterWallets = Callable[[int, str], Coroutine[Any, Any, object]]
 
 
+# Streams (re)started at once when the bot starts, on average per second: each is a handshake, a configure and
+# a registration of its wallets with LaserSell's REST API.
+START_CONNECTS_PER_S = 50.0
+
 class UserStreams:
     def __init__(
         self,
@@ -178,13 +182,15 @@ class UserStreams:
         return Wanted(found[0], wallets, strategy, settings.send_mode, settings.tip_lamports)
 
     async def start_all(self) -> None:
-        """Resume every eligible user, spreading the connects over `start_jitter_s` (no thundering herd)."""
+        """Resume every eligible user, spreading the connects over `start_jitter_s`, or longer for many users
+        (at most START_CONNECTS_PER_S on average): no thundering herd of handshakes and registrations."""
         user_ids = await self.accounts.store.unpaused_ids()
+        spread = max(self.start_jitter_s, len(user_ids) / START_CONNECTS_PER_S)
         for user_id in user_ids:
-            delay = random.uniform(0, self.start_jitter_s)
+            delay = random.uniform(0, spread)
             self._starting.spawn(self._delayed_refresh(user_id, delay), name=f"stream-start-{user_id}")
         if user_ids:
-            asyncio.get_running_loop().call_later(self.start_jitter_s + 5.0, _freeze_heap)
+            asyncio.get_running_loop().call_later(spread + 5.0, _freeze_heap)
 
     async def _delayed_refresh(self, user_id: int, delay: float) -> None:
         await asyncio.sleep(delay)
