@@ -626,13 +626,7 @@ def _review(
         raise review.foreign_account
     review.settle_seed_accounts()
 
-    fee = review.priority_fee()
-    if fee > max_priority_fee_lamports:
-        raise GuardRefusal(
-            "priority_fee_too_high",
-            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
-            f"{format_sol(max_priority_fee_lamports)} limit",
-        )
+    _check_priority_fee(review, max_priority_fee_lamports)
     return keys
 
 
@@ -877,13 +871,7 @@ def check_token_withdrawal(
             )
     if transfers != 1 or creates > 1:
         raise GuardRefusal("withdrawal_shape", "a token withdrawal is exactly one token transfer")
-    fee = review.priority_fee()
-    if fee > max_priority_fee_lamports:
-        raise GuardRefusal(
-            "priority_fee_too_high",
-            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
-            f"{format_sol(max_priority_fee_lamports)} limit",
-        )
+    _check_priority_fee(review, max_priority_fee_lamports)
     review.tokens_out = intent.amount
     return _report(review, tx, keys, loaded)
 
@@ -1249,3 +1237,14 @@ __all__ = [
     "format_sol",
     "resolve_lookup_tables",
 ]
+
+
+def _check_priority_fee(review: _Review, max_priority_fee_lamports: int) -> None:
+    """Refuse a transaction whose priority fee is above the cap (every kind of trade has the same cap)."""
+    fee = review.priority_fee()
+    if fee > max_priority_fee_lamports:
+        raise GuardRefusal(
+            "priority_fee_too_high",
+            f"the transaction would pay {format_sol(fee)} in priority fees, more than the "
+            f"{format_sol(max_priority_fee_lamports)} limit",
+        )

@@ -152,15 +152,20 @@ class Withdrawer:
         self.services = services
         self.records = records
 
-    async def withdraw(self, user_id: int, wallet: str, destination: str, lamports: int | None) -> WithdrawalOutcome:
-        """Send `lamports` (None: sweep all but what keeps the wallet open) from `wallet` to `destination`."""
-        executor = self.services.executor
+    async def _endpoints(self, user_id: int, wallet: str, destination: str) -> tuple[Pubkey, Pubkey]:
+        """The user's own wallet and a different destination address, or a WithdrawalError saying why not."""
         owned = {w.address for w in await self.services.accounts.wallets.list(user_id)}
         if wallet not in owned:
             raise WithdrawalError("That wallet is not one of yours any more: reload the dashboard.")
         wallet_key, destination_key = Pubkey.from_string(wallet), parse_address(destination)
         if wallet_key == destination_key:
             raise WithdrawalError("The address is this wallet itself: choose another wallet or address.")
+        return wallet_key, destination_key
+
+    async def withdraw(self, user_id: int, wallet: str, destination: str, lamports: int | None) -> WithdrawalOutcome:
+        """Send `lamports` (None: sweep all but what keeps the wallet open) from `wallet` to `destination`."""
+        executor = self.services.executor
+        wallet_key, destination_key = await self._endpoints(user_id, wallet, destination)
         rpc = self.services.rpc
         try:
             balance = int(await rpc.get_balance(wallet))
@@ -197,12 +202,7 @@ class Withdrawer:
         self, user_id: int, wallet: str, destination: str, mint: str, amount: object | None
     ) -> WithdrawalOutcome:
         """Send `amount` tokens of `mint` as typed (None: sweep the whole balance) from `wallet` to `destination`."""
-        owned = {w.address for w in await self.services.accounts.wallets.list(user_id)}
-        if wallet not in owned:
-            raise WithdrawalError("That wallet is not one of yours any more: reload the dashboard.")
-        wallet_key, destination_key = Pubkey.from_string(wallet), parse_address(destination)
-        if wallet_key == destination_key:
-            raise WithdrawalError("The address is this wallet itself: choose another wallet or address.")
+        wallet_key, destination_key = await self._endpoints(user_id, wallet, destination)
         try:
             mint_key = Pubkey.from_string(mint.strip())
         except ValueError:
