@@ -29,6 +29,7 @@ from bot.stream.streams import UserStreams
 from bot.vault import Vault, VaultError, WrongMasterKey, load_master_key
 from storage.db import Database
 from storage.meta import Meta
+from storage.positions import ExitSignals
 from storage.users import Users
 
 __all__ = ["CHECK_KEY", "Services", "open_vault"]
@@ -117,6 +118,7 @@ class Services:
 
     async def close(self) -> None:
         """Release what building the services opened (after `stop`, and also when `start` never ran)."""
+        await ExitSignals.release(self.db)  # the signals' rows are written before the database closes
         await self.conversations.close()
         await self.users.close()
         await self.deletions.stop()

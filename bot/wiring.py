@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from telegram import ReplyParameters
@@ -41,7 +42,7 @@ from bot.stream.events import StreamEvent
 from bot.stream.pnl import PnlBatcher
 from bot.stream.streams import UserStreams
 from storage.conversations import Conversations
-from storage.db import Database
+from storage.db import Database, is_postgres, sqlite_path
 from storage.history import PnlHistory
 from storage.positions import ExitSignals, Positions
 from storage.users import Users
@@ -53,6 +54,9 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
     Raises `ConfigError` (before anything else is built) when the master key does not open this database.
     """
     vault = await open_vault(settings, db)
+    journal = signal_journal_base(settings)
+    if journal is not None:  # before anything can receive a signal: what a crash left is written first
+        await ExitSignals.recover(db, journal)
     users = Users(db)
     api = LaserSellApi(settings.lasersell_api_url, settings.lasersell_stream_url)
     rpc = SolanaRpc(settings.solana_rpc_url)
@@ -115,6 +119,16 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
     )
     app.bot_data["services"] = services
     return services, app
+
+
+def signal_journal_base(settings: Settings) -> Path | None:
+    """Where this database's exit-signal journals live (storage/signal_journal.py): beside the SQLite file, or
+    beside DATABASE_PATH on this machine with PostgreSQL. None for an in-memory database (nothing outlives it)."""
+    target = settings.database
+    base = settings.database_path if is_postgres(target) else sqlite_path(target)
+    if str(base) == ":memory:":
+        return None
+    return Path(f"{base}.signals")
 
 
 class _CopyRelay:

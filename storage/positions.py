@@ -8,15 +8,22 @@ restarts) by its token account; `stream_position_id` is the id the latest sessio
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 import sqlite3
-from dataclasses import dataclass, fields
+import weakref
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from storage.db import Database
+from storage.signal_journal import SignalJournal
 from storage.trades import TradeStates
 from storage.users import now_ms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,44 @@ class Positions:
         return await self.get(telegram_id, position_id)
 
 
+_SIGNAL_COLUMNS = (
+    "id", "telegram_id", "position_id", "wallet", "mint", "token_account", "reason", "profit_units", "position_tokens",
+    "sell_tokens", "level_index", "triggered_at_ms", "received_at_ms", "market_type", "unsigned_tx_b64",
+    "slippage_bps", "updated_at",
+)
+_INSERT_SIGNAL = (
+    f"INSERT INTO exit_signals ({', '.join(_SIGNAL_COLUMNS)}) VALUES ({','.join('?' for _ in _SIGNAL_COLUMNS)})"
+)
+# what the table's defaults give a new signal
+_NEW_SIGNAL: dict[str, Any] = {
+    "state": "pending", "chat_id": None, "message_id": None, "attempt": 0, "signed_tx_b64": None, "signature": None,
+    "submitted_at_ms": None, "tapped_at_ms": None, "outcome_json": None, "error": None,
+}
+
+
+def _signal_params(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row.get(column) for column in _SIGNAL_COLUMNS)
+
+
+@dataclass
+class _Lane:
+    """One database's exit-signal journal and the rows being written behind it (shared by every ExitSignals)."""
+
+    journal: SignalJournal | None = None
+    writing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    failed: bool = False  # a row could not be written: the journal is kept for the next start
+
+
+_LANES: weakref.WeakKeyDictionary[Database, _Lane] = weakref.WeakKeyDictionary()
+
+
+def _lane(db: Database) -> _Lane:
+    lane = _LANES.get(db)
+    if lane is None:
+        lane = _LANES[db] = _Lane()
+    return lane
+
+
 class ExitSignals(TradeStates[ExitSignal]):
     table = "exit_signals"
     order_by = "received_at_ms"
@@ -278,27 +323,82 @@ class ExitSignals(TradeStates[ExitSignal]):
     def __init__(self, db: Database) -> None:
         super().__init__(db, _signal)
 
+    @classmethod
+    async def recover(cls, db: Database, journal_base: Path) -> int:
+        """Take this process's exit-signal journal and write what a crashed run left in journals to the
+        database; from now on `store` journals each signal and writes its row in the background. Returns
+        how many journaled rows were written (rows already in the database are left as they are)."""
+        journal, rows = SignalJournal.open(journal_base)
+        try:
+            for row in rows:
+                await db.write(_INSERT_SIGNAL.replace("INSERT", "INSERT OR IGNORE", 1), _signal_params(row))
+        except BaseException:
+            journal.close()
+            raise
+        journal.clear()
+        lane = _lane(db)
+        if lane.journal is not None:
+            lane.journal.close()
+        lane.journal = journal
+        return len(rows)
+
+    @classmethod
+    async def release(cls, db: Database) -> None:
+        """Wait for the rows being written, then give the journal up (before the database closes)."""
+        lane = _lane(db)
+        if lane.writing:
+            await asyncio.gather(*lane.writing.values(), return_exceptions=True)
+        if lane.journal is not None:
+            lane.journal.close()
+            lane.journal = None
+
     async def store(self, telegram_id: int, msg: dict[str, Any], received_at_ms: int, slippage_bps: int | None = None) -> ExitSignal:
-        signal_id = secrets.token_urlsafe(9)  # 12 characters: callback data stays short and unguessable
-        market = (msg.get("market_context") or {}).get("market_type")
+        """Keep a new exit signal; returns it as stored, state `pending`.
+
+        With a journal (`recover`), the signal is on disk when this returns without waiting for the
+        database, whose row follows in the background; every read or write of the signal here waits for that row.
+        """
         now = now_ms()
-        await self.db.write(
-            """INSERT INTO exit_signals (id, telegram_id, position_id, wallet, mint, token_account, reason, profit_units,
-                 position_tokens, sell_tokens, level_index, triggered_at_ms, received_at_ms, market_type,
-                 unsigned_tx_b64, slippage_bps, updated_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-            (
-                signal_id, telegram_id, int(msg["position_id"]), msg["wallet_pubkey"], msg["mint"],
-                msg.get("token_account"), str(msg.get("reason", "")), int(msg["profit_units"]),
-                int(msg["position_tokens"]), msg.get("sell_tokens"), msg.get("level_index"),
-                int(msg["triggered_at_ms"]), received_at_ms, market, msg["unsigned_tx_b64"], slippage_bps, now,
-            ),
-        )
-        signal = await self.get(signal_id)
-        assert signal is not None
-        return signal
+        row = {
+            "id": secrets.token_urlsafe(9),  # 12 characters: callback data stays short and unguessable
+            "telegram_id": telegram_id, "position_id": int(msg["position_id"]), "wallet": msg["wallet_pubkey"],
+            "mint": msg["mint"], "token_account": msg.get("token_account"), "reason": str(msg.get("reason", "")),
+            "profit_units": int(msg["profit_units"]), "position_tokens": int(msg["position_tokens"]),
+            "sell_tokens": msg.get("sell_tokens"), "level_index": msg.get("level_index"),
+            "triggered_at_ms": int(msg["triggered_at_ms"]), "received_at_ms": received_at_ms,
+            "market_type": (msg.get("market_context") or {}).get("market_type"),
+            "unsigned_tx_b64": msg["unsigned_tx_b64"], "slippage_bps": slippage_bps, "updated_at": now,
+        }
+        lane = _lane(self.db)
+        if lane.journal is None:
+            await self.db.write(_INSERT_SIGNAL, _signal_params(row))
+        else:
+            lane.journal.append(row)
+            lane.writing[row["id"]] = asyncio.ensure_future(self._write_row(lane, row))
+        return ExitSignal(**{**_NEW_SIGNAL, **row})
+
+    async def _write_row(self, lane: _Lane, row: dict[str, Any]) -> None:
+        try:
+            await self.db.write(_INSERT_SIGNAL.replace("INSERT", "INSERT OR IGNORE", 1), _signal_params(row))
+        except Exception:
+            # kept in the journal: the next start writes it
+            lane.failed = True
+            log.exception("an exit signal could not be written to the database; it stays in the journal")
+        finally:
+            lane.writing.pop(row["id"], None)
+            if not lane.writing and not lane.failed and lane.journal is not None:
+                lane.journal.clear()
+
+    async def _settled(self, record_id: str | None = None) -> None:
+        writing = _lane(self.db).writing
+        if not writing:
+            return
+        tasks = list(writing.values()) if record_id is None else [writing[record_id]] if record_id in writing else []
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
 
     async def for_user(self, telegram_id: int, states: tuple[str, ...] | None = None, limit: int = 50) -> list[ExitSignal]:
+        await self._settled()
         if states:
             marks = ",".join("?" for _ in states)
             rows = await self.db.fetchall(
@@ -313,6 +413,7 @@ class ExitSignals(TradeStates[ExitSignal]):
 
     async def supersede_pending(self, telegram_id: int, position_id: int, keep: str) -> list[ExitSignal]:
         """A newer signal for the same position replaces older pending ones (their buttons then say so)."""
+        await self._settled()
         rows = await self.db.fetchall(
             "SELECT * FROM exit_signals WHERE telegram_id=? AND position_id=? AND state='pending' AND id<>?",
             (telegram_id, position_id, keep),

@@ -28,7 +28,11 @@ class TradeStates(Generic[Row]):
         self.db = db
         self._read = read
 
+    async def _settled(self, record_id: str | None = None) -> None:
+        """Wait until the record (or, without an id, every record) being written in the background is in the table."""
+
     async def get(self, record_id: str) -> Row | None:
+        await self._settled(record_id)
         row = await self.db.fetchone(f"SELECT * FROM {self.table} WHERE id=?", (record_id,))
         return self._read(row) if row else None
 
@@ -36,12 +40,14 @@ class TradeStates(Generic[Row]):
         if "outcome" in values:
             values["outcome_json"] = json.dumps(values.pop("outcome"), separators=(",", ":"))
         assignments = ", ".join(f"{k}=?" for k in values)
+        await self._settled(record_id)
         await self.db.write(
             f"UPDATE {self.table} SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), record_id)
         )
 
     async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
         """Move the record to `to_state` only if it is in one of `from_states`: atomic, so one caller wins."""
+        await self._settled(record_id)
         marks = ",".join("?" for _ in from_states)
         extra = "".join(f", {k}=?" for k in values)
         changed = await self.db.write(
@@ -51,6 +57,7 @@ class TradeStates(Generic[Row]):
         return changed == 1
 
     async def in_states(self, states: tuple[str, ...]) -> list[Row]:
+        await self._settled()
         marks = ",".join("?" for _ in states)
         rows = await self.db.fetchall(
             f"SELECT * FROM {self.table} WHERE state IN ({marks}) ORDER BY {self.order_by}", states

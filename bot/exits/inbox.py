@@ -36,7 +36,7 @@ class InboxAlerts(Protocol):
 class InboxSeller(Protocol):
     """What the inbox asks of the sell path (`bot.exits.sell.Seller`)."""
 
-    async def keep_reason(self, signal: ExitSignal) -> ExitSignal: ...
+    def kept_reason(self, user_id: int, position_id: int, reason: str) -> str: ...
 
     def prefetch(self, signal: ExitSignal) -> None: ...
 
@@ -68,11 +68,14 @@ class SignalInbox:
         if not msg.get("token_account") and event.token_account:
             # the signal may omit it; the stream client knows it from this session's position_opened
             msg = {**msg, "token_account": event.token_account}
-        settings = await self.settings.get(user_id)
-        signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
-        # stored before anything is shown: a crash from here on never loses the signal
         if self.seller is not None:
-            signal = await self.seller.keep_reason(signal)
+            reason = self.seller.kept_reason(user_id, int(msg["position_id"]), str(msg.get("reason", "")))
+            if reason != msg.get("reason"):
+                msg = {**msg, "reason": reason}
+        settings = await self.settings.get(user_id)
+        # Stored before anything is shown, so a crash from here on never loses the signal: in the journal, a write
+        # nothing else can hold up; the database row follows while the message goes out (storage/signal_journal.py).
+        signal = await self.signals.store(user_id, msg, int(time.time() * 1000), settings.slippage_bps)
         user = await self.users.get(user_id)
         position = await self.positions.get(user_id, signal.position_id)
         if self.seller is not None:

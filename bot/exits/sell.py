@@ -264,14 +264,10 @@ class Seller:
             return "Your stream is not running right now."
         return "Asked LaserSell for a fresh exit; it arrives as a new message."
 
-    async def keep_reason(self, signal: ExitSignal) -> ExitSignal:
+    def kept_reason(self, user_id: int, position_id: int, reason: str) -> str:
         """A fresh exit that a Refresh asked for answers the old trigger: it keeps that signal's reason
         (a requested exit would otherwise read "You asked to sell" in the message, the card and /history)."""
-        reason = self._refreshing.pop((signal.telegram_id, signal.position_id), None)
-        if reason is None or reason == signal.reason:
-            return signal
-        await self.signals.set(signal.id, reason=reason)
-        return await self.signals.get(signal.id) or signal
+        return self._refreshing.pop((user_id, position_id), None) or reason
 
     async def _retry_button(self, signal: ExitSignal) -> str:
         if signal.state == "skipped" and signal.error == UNTRACKED:

@@ -487,9 +487,9 @@ def _freeze_heap() -> None:
     """Move what start-up built (a thousand streams' connections, the app) out of the collector's reach.
 
     A full collection walks every live object: with a thousand streams open that stalled the event
-    loop for up to half a second, and an exit signal read meanwhile waited as long.
+    loop for up to half a second, and an exit signal read meanwhile waited as long. No collection
+    first, for the same reason (it was that half second): the little garbage start-up left is kept.
     """
-    gc.collect()
     gc.freeze()
 
 

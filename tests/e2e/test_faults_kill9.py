@@ -103,3 +103,45 @@ async def test_a_killed_sell_settles_even_when_the_node_fails_right_after_the_re
     assert done["message_id"] == signal["message_id"]
     assert (await stored(h, signal_id(signal))).state == "landed"
     assert sends(h) == 1
+
+
+async def test_an_exit_signal_goes_out_while_the_database_is_locked_and_survives_a_kill(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Another process holds the database's write lock when the exit signal arrives. The message still goes
+    out (the signal is in its journal, a write nothing else holds up); the bot is then killed -9 before the
+    database row could land. After the restart the signal is in the database and its Sell button sells."""
+    h = harness
+    trader, mint = await holding(h, "Ann", "PEPE")
+    await h.runner.stop()
+    process = bot_process(h, tmp_path / "bot.log")
+    blocker = sqlite3.connect(h.data_dir / "bot.db", isolation_level=None, timeout=30)
+    try:
+        first = h.services.stream.session_for(trader.api_key)
+
+        def reconnected(_ms: object) -> bool:
+            session = h.services.stream.session_for(trader.api_key)
+            return session is not None and session is not first and session.configured and not session.closed
+
+        await trader.chat.wait_for(reconnected, timeout=30, what="the bot process's stream")
+        blocker.execute("BEGIN IMMEDIATE")  # a long write elsewhere: every write of the bot waits for it
+        signal = await take_profit(h, trader, mint)
+        sid = signal_id(signal)
+        assert blocker.execute("SELECT count(*) FROM exit_signals WHERE id=?", (sid,)).fetchone()[0] == 0
+    finally:
+        os.kill(process.pid, signals.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+        blocker.close()  # its transaction ends with it
+    assert process.returncode == -signals.SIGKILL
+    with sqlite3.connect(h.data_dir / "bot.db") as db:  # what the killed process left in the database
+        assert db.execute("SELECT count(*) FROM exit_signals WHERE id=?", (sid,)).fetchone()[0] == 0
+
+    await h.restart_bot()
+    recovered = await stored(h, sid)
+    assert (recovered.state, recovered.message_id) == ("pending", None)  # from the journal; its message id was never stored
+    trader.chat.tg.press(trader.chat.user_id, signal["message_id"], f"x:sell:{sid}")
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=30)
+
+    assert (await stored(h, sid)).state == "landed"
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+    assert sends(h) == 1
