@@ -44,6 +44,7 @@ from bench.common import (
     raise_fd_limit,
 )
 from bench.inbound_throughput import measure_sdk
+from bot import runtime
 from bot.accounts import API_KEY_KIND, WALLET_KIND, key_hash, key_hint
 from bot.app import BotRunner
 from bot.config import Settings
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     pnl_per_s = args.pnl_per_s or (2000.0 if args.quick else 10_000.0)
     signals = args.signals or (20 if args.quick else 100)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
-    figures = asyncio.run(
+    figures = runtime.run(
         run(
             users, pnl_per_s, signals, seconds, step_s=args.step_seconds, step_signals=args.step_signals,
             max_rate=args.max_rate, sdk_frames=20_000 if args.quick else 50_000,

@@ -26,6 +26,7 @@ from telegram import Bot
 from telegram.request import HTTPXRequest
 
 from bench.common import ServiceProcess, percentile, print_figures, print_table
+from bot import runtime
 from bot.broadcast import Broadcasts
 from bot.config import VARIABLES
 from bot.notify.outbox import Outbox, Priority
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     users = args.users or (300 if args.quick else 2000)
     alerts = args.alerts or (20 if args.quick else 50)
-    figures = asyncio.run(run(users, alerts, args.rate, args.global_rate))
+    figures = runtime.run(run(users, alerts, args.rate, args.global_rate))
     print_figures(figures)
     return 0
 

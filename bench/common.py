@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bot import runtime
+
 # Everything a bench prints for people goes to stdout before its last line, the JSON figures.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -476,9 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     role = args[0] if args else ""
     if role == "stream":
-        asyncio.run(_stream_role())
+        runtime.run(_stream_role())
     elif role == "telegram":
-        asyncio.run(_telegram_role(args[1]))
+        runtime.run(_telegram_role(args[1]))
     else:
         print("usage: python -m bench.common stream | telegram TOKEN", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from bot import runtime
 from bot.ownership import Ownership, budget_share
 from storage.db import Database
 from storage.leases import Leases
@@ -275,9 +276,9 @@ def main() -> None:
     if args.child:
         with contextlib.suppress(KeyboardInterrupt):
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            asyncio.run(child(args.url, args.child, args.users))
+            runtime.run(child(args.url, args.child, args.users))
         return
-    figures = asyncio.run(run(args.url, args.instances, args.users, args.rate, args.seconds))
+    figures = runtime.run(run(args.url, args.instances, args.users, args.rate, args.seconds))
     print(json.dumps(figures))
 
 

@@ -30,6 +30,7 @@ from bench.common import (
     raise_fd_limit,
     settled_rss_kib,
 )
+from bot import runtime
 from bot.stream.client import StreamClient, StreamClosed, StreamConfig
 
 CONNECT_BATCH = 100  # the server's listen backlog is about this size: connect in waves
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     streams = args.streams or (200 if args.quick else 1000)
     sdk_streams = args.sdk_streams or (50 if args.quick else 100)
     seconds = args.seconds or (5.0 if args.quick else 30.0)
-    print_figures(asyncio.run(run(streams, sdk_streams, seconds)))
+    print_figures(runtime.run(run(streams, sdk_streams, seconds)))
     return 0
 
 

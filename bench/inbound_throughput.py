@@ -23,6 +23,7 @@ from lasersell_sdk.stream.client import StreamClient as SdkStreamClient
 from lasersell_sdk.stream.client import StreamConfigure
 
 from bench.common import BENCH_STRATEGY, ServiceProcess, print_figures, print_table
+from bot import runtime
 from bot.stream.client import StreamClient, StreamConfig
 
 POSITIONS = 50
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     frames = args.frames or (20_000 if args.quick else 100_000)
     rounds = args.rounds or (1 if args.quick else 3)
-    print_figures(asyncio.run(run(frames, rounds)))
+    print_figures(runtime.run(run(frames, rounds)))
     return 0
 
 

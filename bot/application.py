@@ -22,6 +22,7 @@ from telegram.ext import (
 from bot.config import Settings
 from bot.context import BotApplication, BotContext
 from bot.notify.limiter import OutboxRateLimiter
+from bot.telegram_http import AiohttpRequest
 from handlers import (
     admin,
     common,
@@ -107,10 +108,10 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
         .base_url(f"{base}/bot")
         .base_file_url(f"{base}/file/bot")
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=None))
-        # httpx's pool scans every connection for each queued request: a small pool stays fast under a burst
-        # of taps. The outbox keeps at most ~13 calls in flight; replies and callback answers use the rest.
-        .connection_pool_size(32)
-        .pool_timeout(10.0)
+        # Bot API calls over aiohttp (bot/telegram_http.py). The outbox keeps at most ~13 calls in flight;
+        # replies and callback answers use the rest of the 32 connections.
+        .request(AiohttpRequest(32, pool_timeout=10.0))
+        .get_updates_request(AiohttpRequest(1))
         .rate_limiter(limiter)
         .post_init(_post_init)
         .concurrent_updates(True)

@@ -11,6 +11,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from bot import runtime
 from bot.app import BotRunner
 from bot.check import run_checks
 from bot.config import ConfigError, Settings, load_settings
@@ -61,20 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         if command == "sandbox":
             from sandbox.terminal import run_sandbox  # noqa: PLC0415 - the sandbox is a development tool the bot does not need to run
 
-            return asyncio.run(run_sandbox(script=args.script, seed=args.seed, data_dir=args.data))
+            return runtime.run(run_sandbox(script=args.script, seed=args.seed, data_dir=args.data))
         settings = load_settings()
         if command == "migrate":
-            return asyncio.run(_migrate(settings))
+            return runtime.run(_migrate(settings))
         if command == "rotate-master-key":
-            return asyncio.run(_rotate_master_key(settings, args.new_key_file))
+            return runtime.run(_rotate_master_key(settings, args.new_key_file))
         if command == "check":
-            return asyncio.run(run_checks(settings))
+            return runtime.run(run_checks(settings))
         if settings.sandbox_mode:
             from sandbox.terminal import run_sandbox  # noqa: PLC0415 - the sandbox is a development tool the bot does not need to run
 
             print("No TELEGRAM_BOT_TOKEN set: starting the sandbox demo (local stand-ins, no accounts).")
             script = None if sys.stdin.isatty() else _demo_script()
-            return asyncio.run(run_sandbox(script=script))
+            return runtime.run(run_sandbox(script=script))
         if getattr(args, "webhook", False):
             settings.require_webhook()  # a missing URL or secret is a configuration error, before anything starts
         return _run(settings, webhook=getattr(args, "webhook", False))
@@ -209,7 +210,7 @@ def _run(settings: Settings, *, webhook: bool = False) -> int:
         await BotRunner(settings, webhook=webhook).run_until(stop)
 
     try:
-        asyncio.run(serve())
+        runtime.run(serve())
     except DatabaseBusy as exc:
         print(f"lasersell-bot: cannot start: {exc}; wait for it to finish (or stop it) first.", file=sys.stderr)
         return 1

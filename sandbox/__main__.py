@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 
+from bot import runtime
 from sandbox.services import SandboxServices
 
 
@@ -37,7 +38,7 @@ async def serve(bind: str, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        asyncio.run(serve(args.bind, args.seed))
+        runtime.run(serve(args.bind, args.seed))
     return 0
 
 

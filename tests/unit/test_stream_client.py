@@ -750,3 +750,36 @@ async def test_stop_while_connected_ends_iteration() -> None:
         assert time.monotonic() - started < 2.5
         assert client.state == STOPPED
         assert await client.ping() is False
+
+
+async def test_frames_cut_off_the_socket_keep_their_order_and_the_library_keeps_every_other_frame() -> None:
+    """Unfragmented text frames are cut from the bytes by the client; a ping, a fragmented message, frames of
+    every length encoding and a close still behave as the library makes them, in order."""
+    big_tx = "A" * 70_000  # a 64-bit length
+    mid_tx = "B" * 300  # a 16-bit length
+
+    async def mixed(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send(HELLO)
+        await conn.send(pnl(1, 1))
+        await conn.send({**exit_signal(1), "unsigned_tx_b64": mid_tx})
+        pong = await conn.ws.ping(b"are you there")  # answered by the library, whichever path read the rest
+        await conn.send({"type": "trade_tick", "position_id": 9, "time_ms": 1, "side": "buy", "token_amount": 1,
+                         "quote_amount": 1, "price_quote": 1})
+        text = json.dumps({**exit_signal(2), "unsigned_tx_b64": big_tx})
+        await conn.ws.send([text[:10], text[10:5000], text[5000:]])  # one message in three fragments
+        await conn.send(exit_signal(3))
+        await asyncio.wait_for(pong, 5)
+        await conn.ws.close(1000, "done")
+
+    async with FakeStream(mixed) as server:
+        client = make_client(server, Trader(), ping_interval=None)
+        await client.start()
+        events = [await client.next_event() for _ in range(6)]
+        cut = client._ws.frames_cut if client._ws is not None else -1
+        await client.stop()
+    urgent = [(e.type, e.data.get("position_id"), len(e.data.get("unsigned_tx_b64", ""))) for e in events if e.urgent]
+    assert urgent == [("hello_ok", None, 0), ("exit_signal_with_tx", 1, 300), ("exit_signal_with_tx", 2, 70_000),
+                      ("exit_signal_with_tx", 3, 4)]
+    assert sorted(e.type for e in events if not e.urgent) == ["pnl_update", "trade_tick"]
+    assert cut >= 3  # the cut path was taken (the frames after the handshake that were not fragments)
