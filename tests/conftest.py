@@ -2,6 +2,7 @@
 that drive it by chat), process-wide logging put back after a test that sets it up, and the database backends
 the storage layer serves (SQLite, and PostgreSQL when a server answers)."""
 
+import asyncio
 import logging
 import os
 import uuid
@@ -11,8 +12,14 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from bot import logs
+from bot import logs, runtime
 from tests.e2e.harness import Harness, start_harness, stop_harness
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Every asynchronous test runs on the loop the bot runs on (bot/runtime.py: uvloop where installed)."""
+    factory = runtime.loop_factory()
+    return {"uvloop": factory} if factory is not None else {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture
