@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -27,8 +28,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import aiohttp
 import base58
-import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -216,6 +217,38 @@ def _sol_transfers(
     return tuple(found)
 
 
+class SendTargets:
+    """Helius Sender and Astralane: sendTransaction posted over one pooled aiohttp session.
+
+    httpx's pool rescans every connection for each queued request and opened one connection per send: in a
+    burst of a hundred sells that was about a millisecond of the event loop per send, paid by every sell
+    queued behind it. aiohttp's pool (the Solana RPC client's too) stays cheap at that load.
+    """
+
+    def __init__(self, timeout: float = 10.0, max_connections: int = 100) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # created lazily: a session belongs to the running event loop
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str]:
+        """(HTTP status, body text); raises aiohttp.ClientError or TimeoutError when there is no answer."""
+        async with self._client().post(url, data=json.dumps(body), headers={"Content-Type": "application/json",
+                                                                          **headers}) as reply:
+            return reply.status, await reply.text()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class Executor:
     def __init__(self, core: Core, *, poll_s: float = POLL_S) -> None:
         self.core = core
@@ -224,13 +257,13 @@ class Executor:
         self.holdings = Holdings(core.rpc)
         self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
-        self._http = httpx.AsyncClient(timeout=10.0)
+        self._senders = SendTargets()
         extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
         self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._senders.close()
         await self.watcher.close()
 
     # --- the guard -----------------------------------------------------------------------------------
@@ -447,17 +480,17 @@ class Executor:
             "params": [base64.b64encode(raw).decode(), {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}],
         }
         try:
-            reply = await self._http.post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+            status, text = await self._senders.post(url, body, headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
-        if reply.status_code == 429:
+        if status == 429:
             raise RpcError(f"{send_mode} is rate limiting us (HTTP 429)", 429)
         try:
-            data = reply.json()
+            data = json.loads(text)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise RpcError(f"{send_mode} answered HTTP {reply.status_code} without a JSON-RPC reply")
+            raise RpcError(f"{send_mode} answered HTTP {status} without a JSON-RPC reply")
         error = data.get("error")
         if error:
             if not isinstance(error, dict):
@@ -467,4 +500,4 @@ class Executor:
             raise RpcError(f"{send_mode} answered without a signature")
 
 
-__all__ = ["Checked", "Executor", "Holdings", "Trade", "TradeHooks", "TradeRecords"]
+__all__ = ["Checked", "Executor", "Holdings", "SendTargets", "Trade", "TradeHooks", "TradeRecords"]
