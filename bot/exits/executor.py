@@ -172,6 +172,14 @@ def _view(raw: dict[str, Any] | None) -> AccountView | None:
     return AccountView(int(raw["lamports"]), Pubkey.from_string(str(raw["owner"])), base64.b64decode(encoded))
 
 
+def _lamports_before(simulated: Simulated | None, wallet: Pubkey) -> int | None:
+    """The wallet's lamports as read just before the simulation (0 if it has no account); None if not read."""
+    if simulated is None or wallet not in simulated.before:
+        return None
+    view = simulated.before[wallet]
+    return view.lamports if view is not None else 0
+
+
 def _system_transfer(program: Pubkey | str, accounts: list[str], data: bytes) -> tuple[Pubkey, Pubkey, int] | None:
     if str(program) != str(SYSTEM_PROGRAM) or len(data) < 12 or len(accounts) < 2:
         return None
@@ -271,25 +279,28 @@ class Executor:
         """The guard beside the blockhash and balance checks. Raises GuardRefusal or Unverifiable."""
         started = time.perf_counter()
         fresh_task = asyncio.ensure_future(self.blockhash_valid(trade.tx)) if trade.check_blockhash else None
-        balance_task = asyncio.ensure_future(self._balance(trade.wallet)) if trade.check_balance else None
         try:
-            report, effect = await self._guard(trade)
+            report, effect, simulated = await self._guard(trade)
             self.guard_times.append(time.perf_counter() - started)
             fresh = await fresh_task if fresh_task is not None else True
-            balance = await balance_task if balance_task is not None else None
         finally:
-            for task in (fresh_task, balance_task):
-                if task is not None and not task.done():
-                    task.cancel()
+            if fresh_task is not None and not fresh_task.done():
+                fresh_task.cancel()
+        balance = None
+        if trade.check_balance:
+            # the simulation read the wallet just before it ran: its lamports are the balance, asked no second time
+            balance = _lamports_before(simulated, trade.intent.wallet)
+            if balance is None:  # the simulation could not run (known programs passed on structure): ask
+                balance = await self._balance(trade.wallet)
         return Checked(report, effect, fresh, balance)
 
-    async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None]:
+    async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None, Simulated | None]:
         loaded = await self._lookup_tables(trade.tx)
         if isinstance(trade.intent, TokenWithdrawIntent):
             # a token withdrawal is signed only on its simulated effect: Unverifiable is never waived here
             report = check_token_withdrawal(trade.tx, trade.intent, loaded=loaded)
             simulated = await self.simulate(trade.tx, trade.intent.wallet, report, loaded)
-            return report, check_withdrawal_effect(simulated, trade.intent, report, label=trade.label)
+            return report, check_withdrawal_effect(simulated, trade.intent, report, label=trade.label), simulated
         if isinstance(trade.intent, SellIntent):
             report = check_sell(trade.tx, trade.intent, extra_programs=self.extra_programs, loaded=loaded)
         else:
@@ -300,8 +311,8 @@ class Executor:
             if report.unknown_programs:
                 raise
             log.info("effect check could not run (%s); known programs only, structural check passed", reason)
-            return report, None
-        return report, check_effect(simulated, trade.intent, report, label=trade.label)
+            return report, None, None
+        return report, check_effect(simulated, trade.intent, report, label=trade.label), simulated
 
     async def simulate(
         self, tx: VersionedTransaction, wallet: Pubkey, report: GuardReport, loaded: LoadedAddresses | None
@@ -335,25 +346,38 @@ class Executor:
         of exits shares the router's tables)."""
 
         async def fetch(address: str) -> tuple[str, bytes] | None:
-            cached = self._tables.get(address)
-            if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
-                return await asyncio.shield(cached[1])
-            if len(self._tables) > 256:
-                self._tables.clear()
-            future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
-            self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
             try:
-                found = await self.rpc.get_account_data(address)
+                return await self._table(address)
             except RpcError as exc:
-                self._tables.pop(address, None)
-                refusal = GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})")
-                future.set_exception(refusal)
-                future.exception()
-                raise refusal from None
-            future.set_result(found)
-            return found
+                raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
 
         return await resolve_lookup_tables(tx, fetch)
+
+    async def _table(self, address: str) -> tuple[str, bytes] | None:
+        """One lookup table account (owner, data), read once for everyone who asks within LOOKUP_TABLE_CACHE_S."""
+        cached = self._tables.get(address)
+        if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
+            return await asyncio.shield(cached[1])
+        if len(self._tables) > 256:
+            self._tables.clear()
+        future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
+        self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
+        try:
+            found = await self.rpc.get_account_data(address)
+        except RpcError as exc:
+            self._tables.pop(address, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: the caller gets it below
+            raise
+        future.set_result(found)
+        return found
+
+    async def warm(self, tx: VersionedTransaction) -> None:
+        """Read the transaction's lookup tables before anyone taps (the trader reads the message first): the
+        guard then resolves them from the cache. The guard still checks every entry it uses."""
+        for lookup in getattr(tx.message, "address_table_lookups", None) or []:
+            with contextlib.suppress(RpcError):
+                await self._table(str(lookup.account_key))
 
     async def _balance(self, wallet: str) -> int | None:
         try:
