@@ -53,6 +53,7 @@ from bot.exits.guard import (
     check_sell,
     check_token_withdrawal,
     check_withdrawal_effect,
+    derive_ahead,
     resolve_lookup_tables,
 )
 from bot.exits.signer import SigningError, sign_transaction
@@ -372,12 +373,16 @@ class Executor:
         future.set_result(found)
         return found
 
-    async def warm(self, tx: VersionedTransaction) -> None:
-        """Read the transaction's lookup tables before anyone taps (the trader reads the message first): the
-        guard then resolves them from the cache. The guard still checks every entry it uses."""
-        for lookup in getattr(tx.message, "address_table_lookups", None) or []:
-            with contextlib.suppress(RpcError):
-                await self._table(str(lookup.account_key))
+    async def warm(self, tx: VersionedTransaction, wallet: Pubkey, mint: Pubkey) -> None:
+        """Before anyone taps (the trader reads the message first): read the transaction's lookup tables into the
+        cache and work out the wallet's token account addresses the structural check will derive. The guard
+        still reads, resolves and checks everything at the tap; it just finds these ready."""
+
+        async def fetch(address: str) -> tuple[str, bytes] | None:
+            return await self._table(address)
+
+        with contextlib.suppress(RpcError):
+            await derive_ahead(tx, wallet, mint, fetch)
 
     async def _balance(self, wallet: str) -> int | None:
         try:

@@ -262,8 +262,9 @@ class Seller:
         async def warm() -> None:
             with contextlib.suppress(RpcError):
                 await self.executor.holdings.of(signal.wallet)
-            with contextlib.suppress(SigningError):
-                await self.executor.warm(decode_unsigned(signal.unsigned_tx_b64))
+            with contextlib.suppress(SigningError, ValueError):
+                await self.executor.warm(decode_unsigned(signal.unsigned_tx_b64), Pubkey.from_string(signal.wallet),
+                                         Pubkey.from_string(signal.mint))
 
         self._spawn(warm())
 
@@ -789,8 +790,9 @@ class _SellHooks(TradeHooks[Outcome]):
 
     async def sent(self, checked: Checked) -> None:
         self._mark_sent()
-        await self.seller.signals.set(self.signal.id, submitted_at_ms=int(time.time() * 1000))
-        await self.seller.sends_first()  # the message edit is Telegram traffic: after the burst's sends
+        submitted_at_ms = int(time.time() * 1000)
+        await self.seller.sends_first()  # the write and the message edit wait for the burst's other sends
+        await self.seller.signals.set(self.signal.id, submitted_at_ms=submitted_at_ms)
         await self.seller._edit(self.signal, await self._text() + "\n\n⏳ Sent. Waiting for the network to confirm…")
 
     async def still_unknown(self) -> None:
