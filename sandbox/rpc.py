@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,7 @@ class SandboxRpc(JsonService):
         self.chain = chain
         self.calls: Counter[str] = Counter()
         self.sent: list[Signature] = []
+        self.received_at: dict[Signature, float] = {}  # when sendTransaction first received each (time.monotonic())
         # sendTransaction with skipPreflight answers at once and the chain lands the transaction right after
         # (a node forwards it to the leader and answers; it does not make the sender wait for the block), so
         # a burst of sends is received without each one waiting for the landing of those before it.
@@ -490,6 +492,7 @@ class SandboxRpc(JsonService):
         params = _params(params, 1)
         config = _config(params, 1)
         tx = decode_transaction(params[0], config.get("encoding", "base58"))
+        self.received_at.setdefault(tx.signatures[0], time.monotonic())
         max_retries = config.get("maxRetries")
         if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
             raise _invalid("Invalid params: maxRetries must be a non-negative integer")
