@@ -10,9 +10,10 @@ each (the refresh of a stale sell, the slippage retry, the PnL card, the buy's q
   (lookup-table ones included), compared with the same accounts read just before. An unknown program
   (the LaserSell Router's id is not published) passes exactly when that effect is the intended trade.
 
-The simulation runs beside the blockhash and balance checks. When it cannot run (the RPC is down, the
-simulation errors), a transaction that calls only known programs may pass on the structural check; any
-other is refused as "could not be verified", and the trader can retry.
+The simulation runs beside the blockhash check; the balance for the fee check is the wallet's account as read
+right before the simulation (asked separately only when the simulation could not run). When it cannot run (the
+RPC is down, the simulation errors), a transaction that calls only known programs may pass on the structural
+check; any other is refused as "could not be verified", and the trader can retry.
 """
 
 from __future__ import annotations
