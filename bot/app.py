@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from telegram import Update
@@ -18,6 +19,17 @@ from storage.db import Database, ProcessLock, is_postgres
 from storage.pg import PgProcessLock
 
 log = logging.getLogger("lasersell_bot.app")
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up built (modules, the app, the services) out of the cyclic collector's reach.
+
+    A full collection walks every tracked object: right after start-up that stalled the event loop for
+    about 100 ms in the middle of a burst of Sell taps, and every tap behind it waited as long. Frozen
+    objects are never collected, so this runs once, after a collection, on what is alive for good.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class BotRunner:
@@ -74,6 +86,7 @@ class BotRunner:
                 host=host, port=port,
             )
             await self.webhook_server.start()
+            freeze_startup_heap()
             log.info("bot started as @%s (webhook)", self.app.bot.username)
             return
         assert self.app.updater is not None
@@ -82,6 +95,7 @@ class BotRunner:
             drop_pending_updates=False,
             allowed_updates=Update.ALL_TYPES,
         )
+        freeze_startup_heap()
         log.info("bot started as @%s", self.app.bot.username)
 
     async def stop(self) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,11 @@ class SandboxRpc(JsonService):
         self.chain = chain
         self.calls: Counter[str] = Counter()
         self.sent: list[Signature] = []
+        self.received_at: dict[Signature, float] = {}  # when sendTransaction first received each (time.monotonic())
+        # sendTransaction with skipPreflight answers at once and the chain lands the transaction right after
+        # (a node forwards it to the leader and answers; it does not make the sender wait for the block), so
+        # a burst of sends is received without each one waiting for the landing of those before it.
+        self._landing: list[VersionedTransaction] = []
         self._send_faults: deque[dict[str, Any]] = deque()
         self._faults: dict[str, deque[str]] = {}
         self.hang_s = 15.0
@@ -208,6 +214,8 @@ class SandboxRpc(JsonService):
             rid = request.get("id") if isinstance(request, dict) else None
             return _error_response(rid, {"code": -32600, "message": "Invalid request"})
         rid, method = request.get("id"), request["method"]
+        if method != "sendTransaction":
+            self.land_sent()  # every read sees what was sent before it, as if it had landed at once
         self.calls[method] += 1
         handler = self._methods.get(method)
         if handler is None:
@@ -484,15 +492,39 @@ class SandboxRpc(JsonService):
         params = _params(params, 1)
         config = _config(params, 1)
         tx = decode_transaction(params[0], config.get("encoding", "base58"))
+        self.received_at.setdefault(tx.signatures[0], time.monotonic())
         max_retries = config.get("maxRetries")
         if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
             raise _invalid("Invalid params: maxRetries must be a non-negative integer")
         if self._send_faults:
             fault = self._send_faults.popleft()
             raise RpcError(fault["code"], fault["message"], fault.get("data"))
-        signature = self.chain.send_transaction(tx, skip_preflight=bool(config.get("skipPreflight", False)))
+        skip_preflight = bool(config.get("skipPreflight", False))
+        if skip_preflight and self.chain.get_transaction(tx.signatures[0]) is None:
+            # nothing left that could refuse it: the answer is the signature, the landing follows (land_sent)
+            self._land_soon(tx)
+            self.sent.append(tx.signatures[0])
+            return str(tx.signatures[0])
+        self.land_sent()
+        signature = self.chain.send_transaction(tx, skip_preflight=skip_preflight)
         self.sent.append(signature)
         return str(signature)
+
+    def _land_soon(self, tx: VersionedTransaction) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside an event loop (a direct `handle()`): land now
+            self.chain.send_transaction(tx, skip_preflight=True)
+            return
+        self._landing.append(tx)
+        if len(self._landing) == 1:
+            loop.call_soon(self.land_sent)
+
+    def land_sent(self) -> None:
+        """Land the transactions sendTransaction accepted and has not landed yet, in the order they came."""
+        landing, self._landing = self._landing, []
+        for tx in landing:
+            self.chain.send_transaction(tx, skip_preflight=True)
 
 
 def transaction_json(record: TxRecord, encoding: str = "json") -> dict[str, Any]:

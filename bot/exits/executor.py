@@ -10,9 +10,10 @@ each (the refresh of a stale sell, the slippage retry, the PnL card, the buy's q
   (lookup-table ones included), compared with the same accounts read just before. An unknown program
   (the LaserSell Router's id is not published) passes exactly when that effect is the intended trade.
 
-The simulation runs beside the blockhash and balance checks. When it cannot run (the RPC is down, the
-simulation errors), a transaction that calls only known programs may pass on the structural check; any
-other is refused as "could not be verified", and the trader can retry.
+The simulation runs beside the blockhash check; the balance for the fee check is the wallet's account as read
+right before the simulation (asked separately only when the simulation could not run). When it cannot run (the
+RPC is down, the simulation errors), a transaction that calls only known programs may pass on the structural
+check; any other is refused as "could not be verified", and the trader can retry.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -27,8 +29,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import aiohttp
 import base58
-import httpx
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -52,6 +54,7 @@ from bot.exits.guard import (
     check_sell,
     check_token_withdrawal,
     check_withdrawal_effect,
+    derive_ahead,
     resolve_lookup_tables,
 )
 from bot.exits.signer import SigningError, sign_transaction
@@ -171,6 +174,14 @@ def _view(raw: dict[str, Any] | None) -> AccountView | None:
     return AccountView(int(raw["lamports"]), Pubkey.from_string(str(raw["owner"])), base64.b64decode(encoded))
 
 
+def _lamports_before(simulated: Simulated | None, wallet: Pubkey) -> int | None:
+    """The wallet's lamports as read just before the simulation (0 if it has no account); None if not read."""
+    if simulated is None or wallet not in simulated.before:
+        return None
+    view = simulated.before[wallet]
+    return view.lamports if view is not None else 0
+
+
 def _system_transfer(program: Pubkey | str, accounts: list[str], data: bytes) -> tuple[Pubkey, Pubkey, int] | None:
     if str(program) != str(SYSTEM_PROGRAM) or len(data) < 12 or len(accounts) < 2:
         return None
@@ -216,6 +227,38 @@ def _sol_transfers(
     return tuple(found)
 
 
+class SendTargets:
+    """Helius Sender and Astralane: sendTransaction posted over one pooled aiohttp session.
+
+    httpx's pool rescans every connection for each queued request and opened one connection per send: in a
+    burst of a hundred sells that was about a millisecond of the event loop per send, paid by every sell
+    queued behind it. aiohttp's pool (the Solana RPC client's too) stays cheap at that load.
+    """
+
+    def __init__(self, timeout: float = 10.0, max_connections: int = 100) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # created lazily: a session belongs to the running event loop
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str]:
+        """(HTTP status, body text); raises aiohttp.ClientError or TimeoutError when there is no answer."""
+        async with self._client().post(url, data=json.dumps(body), headers={"Content-Type": "application/json",
+                                                                          **headers}) as reply:
+            return reply.status, await reply.text()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class Executor:
     def __init__(self, core: Core, *, poll_s: float = POLL_S) -> None:
         self.core = core
@@ -224,13 +267,13 @@ class Executor:
         self.holdings = Holdings(core.rpc)
         self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
         self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
-        self._http = httpx.AsyncClient(timeout=10.0)
+        self._senders = SendTargets()
         extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
         self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._senders.close()
         await self.watcher.close()
 
     # --- the guard -----------------------------------------------------------------------------------
@@ -238,25 +281,28 @@ class Executor:
         """The guard beside the blockhash and balance checks. Raises GuardRefusal or Unverifiable."""
         started = time.perf_counter()
         fresh_task = asyncio.ensure_future(self.blockhash_valid(trade.tx)) if trade.check_blockhash else None
-        balance_task = asyncio.ensure_future(self._balance(trade.wallet)) if trade.check_balance else None
         try:
-            report, effect = await self._guard(trade)
+            report, effect, simulated = await self._guard(trade)
             self.guard_times.append(time.perf_counter() - started)
             fresh = await fresh_task if fresh_task is not None else True
-            balance = await balance_task if balance_task is not None else None
         finally:
-            for task in (fresh_task, balance_task):
-                if task is not None and not task.done():
-                    task.cancel()
+            if fresh_task is not None and not fresh_task.done():
+                fresh_task.cancel()
+        balance = None
+        if trade.check_balance:
+            # the simulation read the wallet just before it ran: its lamports are the balance, asked no second time
+            balance = _lamports_before(simulated, trade.intent.wallet)
+            if balance is None:  # the simulation could not run (known programs passed on structure): ask
+                balance = await self._balance(trade.wallet)
         return Checked(report, effect, fresh, balance)
 
-    async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None]:
+    async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None, Simulated | None]:
         loaded = await self._lookup_tables(trade.tx)
         if isinstance(trade.intent, TokenWithdrawIntent):
             # a token withdrawal is signed only on its simulated effect: Unverifiable is never waived here
             report = check_token_withdrawal(trade.tx, trade.intent, loaded=loaded)
             simulated = await self.simulate(trade.tx, trade.intent.wallet, report, loaded)
-            return report, check_withdrawal_effect(simulated, trade.intent, report, label=trade.label)
+            return report, check_withdrawal_effect(simulated, trade.intent, report, label=trade.label), simulated
         if isinstance(trade.intent, SellIntent):
             report = check_sell(trade.tx, trade.intent, extra_programs=self.extra_programs, loaded=loaded)
         else:
@@ -267,8 +313,8 @@ class Executor:
             if report.unknown_programs:
                 raise
             log.info("effect check could not run (%s); known programs only, structural check passed", reason)
-            return report, None
-        return report, check_effect(simulated, trade.intent, report, label=trade.label)
+            return report, None, None
+        return report, check_effect(simulated, trade.intent, report, label=trade.label), simulated
 
     async def simulate(
         self, tx: VersionedTransaction, wallet: Pubkey, report: GuardReport, loaded: LoadedAddresses | None
@@ -302,25 +348,42 @@ class Executor:
         of exits shares the router's tables)."""
 
         async def fetch(address: str) -> tuple[str, bytes] | None:
-            cached = self._tables.get(address)
-            if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
-                return await asyncio.shield(cached[1])
-            if len(self._tables) > 256:
-                self._tables.clear()
-            future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
-            self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
             try:
-                found = await self.rpc.get_account_data(address)
+                return await self._table(address)
             except RpcError as exc:
-                self._tables.pop(address, None)
-                refusal = GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})")
-                future.set_exception(refusal)
-                future.exception()
-                raise refusal from None
-            future.set_result(found)
-            return found
+                raise GuardRefusal("address_lookup_table", f"the lookup table could not be read ({exc})") from None
 
         return await resolve_lookup_tables(tx, fetch)
+
+    async def _table(self, address: str) -> tuple[str, bytes] | None:
+        """One lookup table account (owner, data), read once for everyone who asks within LOOKUP_TABLE_CACHE_S."""
+        cached = self._tables.get(address)
+        if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
+            return await asyncio.shield(cached[1])
+        if len(self._tables) > 256:
+            self._tables.clear()
+        future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
+        self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
+        try:
+            found = await self.rpc.get_account_data(address)
+        except RpcError as exc:
+            self._tables.pop(address, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: the caller gets it below
+            raise
+        future.set_result(found)
+        return found
+
+    async def warm(self, tx: VersionedTransaction, wallet: Pubkey, mint: Pubkey) -> None:
+        """Before anyone taps (the trader reads the message first): read the transaction's lookup tables into the
+        cache and work out the wallet's token account addresses the structural check will derive. The guard
+        still reads, resolves and checks everything at the tap; it just finds these ready."""
+
+        async def fetch(address: str) -> tuple[str, bytes] | None:
+            return await self._table(address)
+
+        with contextlib.suppress(RpcError):
+            await derive_ahead(tx, wallet, mint, fetch)
 
     async def _balance(self, wallet: str) -> int | None:
         try:
@@ -447,17 +510,17 @@ class Executor:
             "params": [base64.b64encode(raw).decode(), {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}],
         }
         try:
-            reply = await self._http.post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+            status, text = await self._senders.post(url, body, headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
-        if reply.status_code == 429:
+        if status == 429:
             raise RpcError(f"{send_mode} is rate limiting us (HTTP 429)", 429)
         try:
-            data = reply.json()
+            data = json.loads(text)
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise RpcError(f"{send_mode} answered HTTP {reply.status_code} without a JSON-RPC reply")
+            raise RpcError(f"{send_mode} answered HTTP {status} without a JSON-RPC reply")
         error = data.get("error")
         if error:
             if not isinstance(error, dict):
@@ -467,4 +530,4 @@ class Executor:
             raise RpcError(f"{send_mode} answered without a signature")
 
 
-__all__ = ["Checked", "Executor", "Holdings", "Trade", "TradeHooks", "TradeRecords"]
+__all__ = ["Checked", "Executor", "Holdings", "SendTargets", "Trade", "TradeHooks", "TradeRecords"]

@@ -47,8 +47,9 @@ account it closes to someone else.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -213,12 +214,59 @@ class GuardReport:
     writable: tuple[Pubkey, ...] = ()  # every account the transaction may write, lookup-table ones included
 
 
+@functools.lru_cache(maxsize=8192)
 def associated_token_address(wallet: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_PROGRAM) -> Pubkey:
-    """The wallet's associated token account for ``mint`` under ``token_program``."""
+    """The wallet's associated token account for ``mint`` under ``token_program``.
+
+    Remembered: a derivation is a search over bumps with a SHA-256 each, and the guard asks for the same
+    few a dozen times per transaction (a burst of a hundred sells paid about 1,200 of them)."""
     address, _bump = Pubkey.find_program_address(
         [bytes(wallet), bytes(token_program), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
     )
     return address
+
+
+def _wallet_token_accounts(wallet: Pubkey, mint: Pubkey, listed: set[Pubkey]) -> Iterator[tuple[Pubkey, Pubkey]]:
+    """(other mint, the wallet's associated token account for it) for every account of an instruction that could
+    be another token's mint, under both token programs."""
+    for other_mint in listed - QUOTE_MINTS - {mint, wallet}:
+        for token_program in TOKEN_PROGRAMS:
+            yield other_mint, associated_token_address(wallet, other_mint, token_program)
+
+
+_NOT_DEX = frozenset({COMPUTE_BUDGET_PROGRAM, SYSTEM_PROGRAM, *TOKEN_PROGRAMS, ASSOCIATED_TOKEN_PROGRAM, MEMO_PROGRAM,
+                      MEMO_V1_PROGRAM})
+
+
+async def derive_ahead(tx: VersionedTransaction, wallet: Pubkey, mint: Pubkey, fetch: AccountFetcher) -> None:
+    """Work out now, into `associated_token_address`'s cache, the addresses the structural check derives for the
+    instructions of `tx` that are handed `wallet` (two per other account they list, a SHA-256 search each):
+    run while the trader reads the message, the check at the tap finds them ready. This checks nothing and
+    refuses nothing (the check does, at the tap); a table it cannot read or decode just leaves less derived."""
+    message = tx.message
+    static = list(message.account_keys)
+    keys = list(static)
+    if isinstance(message, MessageV0) and message.address_table_lookups:
+        writable: list[Pubkey] = []
+        readonly: list[Pubkey] = []
+        for lookup in message.address_table_lookups:
+            found = await fetch(str(lookup.account_key))
+            if found is None or found[0] != str(ADDRESS_LOOKUP_TABLE_PROGRAM):
+                return
+            try:
+                addresses = list(AddressLookupTable.deserialize(found[1]).addresses)
+            except Exception:  # solders raises its own error types for bad bytes: nothing to derive from it
+                return
+            for indexes, out in ((lookup.writable_indexes, writable), (lookup.readonly_indexes, readonly)):
+                out.extend(addresses[index] for index in bytes(indexes) if index < len(addresses))
+        keys += writable + readonly
+    for instruction in message.instructions:
+        if instruction.program_id_index >= len(static) or static[instruction.program_id_index] in _NOT_DEX:
+            continue
+        accounts = {keys[index] for index in bytes(instruction.accounts) if index < len(keys)}
+        if wallet in accounts:
+            for _derived in _wallet_token_accounts(wallet, mint, accounts):
+                pass
 
 
 def format_sol(lamports: int) -> str:
@@ -525,13 +573,12 @@ class _Review:
             raise GuardRefusal(
                 "dex_wrong_mint", f"the {name} instruction uses your wallet to trade a different token"
             )
-        for other_mint in listed - QUOTE_MINTS - {self.mint, self.wallet}:
-            for token_program in TOKEN_PROGRAMS:
-                if associated_token_address(self.wallet, other_mint, token_program) in listed:
-                    raise GuardRefusal(
-                        "dex_foreign_token_account",
-                        f"the {name} instruction touches your token account for another token ({_short(other_mint)})",
-                    )
+        for other_mint, address in _wallet_token_accounts(self.wallet, self.mint, listed):
+            if address in listed:
+                raise GuardRefusal(
+                    "dex_foreign_token_account",
+                    f"the {name} instruction touches your token account for another token ({_short(other_mint)})",
+                )
 
     # Helpers ---------------------------------------------------------------------------------
     @staticmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -145,7 +146,8 @@ class Seller:
         self.outbox = core.outbox
         self.executor = executor
         self._waiting: dict[tuple[int, int], asyncio.Future[ExitSignal]] = {}
-        self._sent: dict[str, asyncio.Event] = {}  # tapped sells not sent yet
+        self._unsent: set[str] = set()  # tapped sells not sent (nor settled) yet
+        self._after_sends: list[asyncio.Future[None]] = []  # who waits until none is left
         self._background = BackgroundTasks()
         self._auto: set[str] = set()  # signals sold by auto-sell, so their result says so
         self._in_flight: dict[tuple[int, int], str] = {}  # (user, position) -> the signal being sold
@@ -164,10 +166,15 @@ class Seller:
         self._background.spawn(coro)
 
     # --- taps -------------------------------------------------------------------------------------------
-    async def tap(self, user_id: int, signal_id: str, action: str) -> str:
+    async def tap(self, user_id: int, signal_id: str, action: str, shown_in: tuple[int, int] | None = None) -> str:
+        """A tap on Sell, Refresh or Retry; `shown_in` is the (chat, message) the button was in."""
         signal = await self.signals.get(signal_id)
         if signal is None or signal.telegram_id != user_id:
             return "This signal is not yours."
+        if shown_in is not None and signal.message_id is None:
+            # a tap can beat the write of the message id right after the signal was shown: the tapped message is it
+            await self.signals.set(signal.id, chat_id=shown_in[0], message_id=shown_in[1])
+            signal = dataclasses.replace(signal, chat_id=shown_in[0], message_id=shown_in[1])
         if action == "refresh":
             return await self._refresh_button(signal)
         if action == "retry":
@@ -185,24 +192,43 @@ class Seller:
                 await self._edit(signal, "⌛ This signal expired. Tap Refresh for a fresh exit transaction.",
                                  buttons([("🔄 Refresh", SignalTap("refresh", signal.id))]))
             return "Expired: tap Refresh."
-        if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=int(time.time() * 1000)):
+        tapped_at_ms = int(time.time() * 1000)
+        if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=tapped_at_ms):
             return "Already selling…"
-        sent = self._sent[signal.id] = asyncio.Event()
-        task = self._background.spawn(self.sell(signal.id))
-        def settled(_task: object) -> None:
-            sent.set()
-            self._sent.pop(signal.id, None)
-
-        task.add_done_callback(settled)
+        self._unsent.add(signal.id)
+        # the row as the approve left it: the sell need not read it again
+        approved = dataclasses.replace(signal, state="approved", tapped_at_ms=tapped_at_ms)
+        task = self._background.spawn(self.sell(signal.id, approved=approved))
+        task.add_done_callback(lambda _task: self.mark_sent(signal.id))
         return "Selling…"
 
+    def mark_sent(self, signal_id: str) -> None:
+        """A tapped sell was sent (or settled without a send); the last one wakes whoever waits (`sends_first`)."""
+        self._unsent.discard(signal_id)
+        if self._unsent:
+            return
+        woken, self._after_sends = self._after_sends, []
+        for future in woken:
+            if not future.done():
+                future.set_result(None)
+
     async def wait_sent(self, signal_id: str, timeout: float = 2.0) -> None:
-        """Wait (bounded) until the tapped sell is sent or settled: the tap's answer goes after the sell's own
-        requests, so a burst of taps puts the sells first."""
-        sent = self._sent.get(signal_id)
-        if sent is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sent.wait(), timeout)
+        """Wait (bounded) until this tapped sell, and every other one in flight, is sent or settled: a tap's
+        answer is Telegram traffic, and in a burst of taps it would take the event loop and the sandbox or
+        network from the sells still to be sent, so the answers go after them."""
+        await self.sends_first(timeout)
+
+    async def sends_first(self, timeout: float = 2.0) -> None:
+        """Wait (bounded by `timeout`) until no tapped sell is waiting to be sent. The taps of one burst reach
+        this one by one, each before the next has been approved, so waiting only for the sells tapped so far
+        would let the first answers out in front of the later sells; the bound keeps a stream of taps from
+        holding an answer back for long."""
+        if not self._unsent:
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._after_sends.append(woken)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken, timeout)
 
     async def auto_sell(self, signal_id: str, user_id: int) -> None:
         """Sell without a tap, within bounds: never while a sell of the same position is in flight, at most
@@ -230,11 +256,15 @@ class Seller:
             self._spawn(self.sell(signal_id, auto=True))
 
     def prefetch(self, signal: ExitSignal) -> None:
-        """Warm the wallet's holdings (the guard's intent reads them) while the trader reads the message."""
+        """Warm the wallet's holdings (the guard's intent reads them) and the transaction's lookup tables
+        while the trader reads the message."""
 
         async def warm() -> None:
             with contextlib.suppress(RpcError):
                 await self.executor.holdings.of(signal.wallet)
+            with contextlib.suppress(SigningError, ValueError):
+                await self.executor.warm(decode_unsigned(signal.unsigned_tx_b64), Pubkey.from_string(signal.wallet),
+                                         Pubkey.from_string(signal.mint))
 
         self._spawn(warm())
 
@@ -287,8 +317,9 @@ class Seller:
         return f"Retrying with {slippage / 100:g}% slippage…"
 
     # --- the sell ---------------------------------------------------------------------------------------
-    async def sell(self, signal_id: str, *, auto: bool = False) -> Outcome:
-        signal = await self.signals.get(signal_id)
+    async def sell(self, signal_id: str, *, auto: bool = False, approved: ExitSignal | None = None) -> Outcome:
+        """Sell an approved signal; `approved` is its row when the caller has it already (a tap just wrote it)."""
+        signal = approved if approved is not None and approved.id == signal_id else await self.signals.get(signal_id)
         assert signal is not None
         key = (signal.telegram_id, signal.position_id)
         if auto:
@@ -745,9 +776,7 @@ class _SellHooks(TradeHooks[Outcome]):
         return Outcome("failed", str(error))
 
     def _mark_sent(self) -> None:
-        sent = self.seller._sent.get(self.signal.id)
-        if sent is not None:
-            sent.set()
+        self.seller.mark_sent(self.signal.id)
 
     async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
         self._mark_sent()
@@ -757,7 +786,9 @@ class _SellHooks(TradeHooks[Outcome]):
 
     async def sent(self, checked: Checked) -> None:
         self._mark_sent()
-        await self.seller.signals.set(self.signal.id, submitted_at_ms=int(time.time() * 1000))
+        submitted_at_ms = int(time.time() * 1000)
+        await self.seller.sends_first()  # the write and the message edit wait for the burst's other sends
+        await self.seller.signals.set(self.signal.id, submitted_at_ms=submitted_at_ms)
         await self.seller._edit(self.signal, await self._text() + "\n\n⏳ Sent. Waiting for the network to confirm…")
 
     async def still_unknown(self) -> None:
