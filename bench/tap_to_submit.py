@@ -63,6 +63,7 @@ from lasersell_sdk.tx import sign_unsigned_tx
 from solders.keypair import Keypair
 
 from bench.common import PROJECT_ROOT, ServiceProcess, percentile, print_figures, print_table, raise_fd_limit
+from bot import runtime
 from bot.accounts import WALLET_KIND
 from bot.app import BotRunner
 from bot.exits.sell import FRESH_S
@@ -373,4 +374,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        runtime.run(main())

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+# The PnL chart needs two price samples in different 3-second spans of stream time (the demo's clock runs with
+# the wall clock): the position's first price and the move, so the script waits before the move.
 LINES = """/start
 !key professional
 /apikey $KEY
@@ -23,6 +25,7 @@ LINES = """/start
 !mint PEPE
 !buy 0.5
 !until New position
+!wait 3.5
 !market 5
 !wait 2
 /positions
