@@ -44,7 +44,10 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.USER_AGENT})
+            # trust_env: HTTPS_PROXY and the like apply, as they did with httpx
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": self.USER_AGENT}, trust_env=True
+            )
 
     async def shutdown(self) -> None:
         session, self._session = self._session, None
@@ -69,7 +72,7 @@ class AiohttpRequest(BaseRequest):
             self._connect_timeout if isinstance(connect_timeout, DefaultValue) and isinstance(pool_timeout, DefaultValue)
             else _sum(_given(connect_timeout, self._connect_timeout), _given(pool_timeout, None))
         )
-        # the write has no timeout of its own here: a body is written within the read timeout's request
+        # aiohttp has no write timeout: a stalled upload ends when no answer comes within the read timeout
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, connect=connect, sock_read=read)
         body: aiohttp.FormData | dict[str, str] | None = None
         if request_data is not None:
@@ -84,7 +87,8 @@ class AiohttpRequest(BaseRequest):
             elif fields:
                 body = fields
         try:
-            async with session.request(method, url, data=body, timeout=timeout) as response:
+            # no redirects, as with httpx: the Bot API answers in place (and a redirect's error would carry the URL)
+            async with session.request(method, url, data=body, timeout=timeout, allow_redirects=False) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut from exc

@@ -293,6 +293,17 @@ _NEW_SIGNAL: dict[str, Any] = {
 }
 
 
+_INSERT_KEEPING = _INSERT_SIGNAL.replace("INSERT", "INSERT OR IGNORE", 1)  # a row already there stays as it is
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """The database refused the row itself (a constraint), not the attempt: writing it again cannot help."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    # asyncpg's IntegrityConstraintViolationError and its kinds, by name: PostgreSQL's driver stays unloaded here
+    return any(cls.__name__ == "IntegrityConstraintViolationError" for cls in type(exc).__mro__)
+
+
 def _signal_params(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row.get(column) for column in _SIGNAL_COLUMNS)
 
@@ -327,11 +338,19 @@ class ExitSignals(TradeStates[ExitSignal]):
     async def recover(cls, db: Database, journal_base: Path) -> int:
         """Take this process's exit-signal journal and write what a crashed run left in journals to the
         database; from now on `store` journals each signal and writes its row in the background. Returns
-        how many journaled rows were written (rows already in the database are left as they are)."""
+        how many journaled rows were written (rows already in the database are left as they are; a row the
+        database refuses for good, a signal of a user forgotten meanwhile, is logged and dropped)."""
         journal, rows = SignalJournal.open(journal_base)
+        written = 0
         try:
             for row in rows:
-                await db.write(_INSERT_SIGNAL.replace("INSERT", "INSERT OR IGNORE", 1), _signal_params(row))
+                try:
+                    await db.write(_INSERT_KEEPING, _signal_params(row))
+                    written += 1
+                except Exception as exc:
+                    if not _refused_for_good(exc):
+                        raise  # the database is not there: start-up stops, the journal stays for the next one
+                    log.warning("a journaled exit signal was refused by the database (%s); dropped", type(exc).__name__)
         except BaseException:
             journal.close()
             raise
@@ -340,7 +359,8 @@ class ExitSignals(TradeStates[ExitSignal]):
         if lane.journal is not None:
             lane.journal.close()
         lane.journal = journal
-        return len(rows)
+        lane.failed = False
+        return written
 
     @classmethod
     async def release(cls, db: Database) -> None:
@@ -370,24 +390,43 @@ class ExitSignals(TradeStates[ExitSignal]):
             "unsigned_tx_b64": msg["unsigned_tx_b64"], "slippage_bps": slippage_bps, "updated_at": now,
         }
         lane = _lane(self.db)
-        if lane.journal is None:
+        journal = lane.journal
+        if journal is not None:
+            try:
+                journal.append(row)
+            except OSError:
+                log.exception("the exit-signal journal could not be written; the signal goes to the database first")
+                journal = None
+        if journal is None:
             await self.db.write(_INSERT_SIGNAL, _signal_params(row))
         else:
-            lane.journal.append(row)
             lane.writing[row["id"]] = asyncio.ensure_future(self._write_row(lane, row))
         return ExitSignal(**{**_NEW_SIGNAL, **row})
 
     async def _write_row(self, lane: _Lane, row: dict[str, Any]) -> None:
         try:
-            await self.db.write(_INSERT_SIGNAL.replace("INSERT", "INSERT OR IGNORE", 1), _signal_params(row))
-        except Exception:
-            # kept in the journal: the next start writes it
-            lane.failed = True
-            log.exception("an exit signal could not be written to the database; it stays in the journal")
+            await self.db.write(_INSERT_KEEPING, _signal_params(row))
+        except Exception as exc:
+            if _refused_for_good(exc):
+                # its user (or position) is gone: nothing will ever read it
+                log.warning("an exit signal was refused by the database (%s); dropped", type(exc).__name__)
+            else:
+                # kept in the journal, which is no longer emptied in this run: the next start writes it
+                lane.failed = True
+                log.exception("an exit signal could not be written to the database; it stays in the journal")
         finally:
             lane.writing.pop(row["id"], None)
             if not lane.writing and not lane.failed and lane.journal is not None:
                 lane.journal.clear()
+
+    async def get_tapped(self, signal_id: str, wait_s: float = 0.5) -> ExitSignal | None:
+        """The signal behind a tapped button. Its message goes out before its row is written, so a tap that
+        reaches another instance (several behind one webhook) can come before the row: look once more."""
+        signal = await self.get(signal_id)
+        if signal is None and wait_s > 0:
+            await asyncio.sleep(wait_s)
+            signal = await self.get(signal_id)
+        return signal
 
     async def _settled(self, record_id: str | None = None) -> None:
         writing = _lane(self.db).writing

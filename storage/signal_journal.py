@@ -52,6 +52,9 @@ class SignalJournal:
             except BlockingIOError:
                 os.close(fd)  # a live instance's journal
                 continue
+            if not _still_named(fd, path):
+                os.close(fd)  # another instance starting now adopted and removed it meanwhile
+                continue
             os.fchmod(fd, 0o600)
             rows = _read(fd, path)
             left.extend(rows)
@@ -61,9 +64,9 @@ class SignalJournal:
             # a crashed instance's rows now travel in ours until they are written
             for row in rows:
                 own.append(row)
-            os.close(fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                path.unlink()  # while still locked: nobody can take it as their own in between
+            os.close(fd)
         if own is None:
             raise RuntimeError(f"no free exit-signal journal slot beside {base} ({MAX_SLOTS} taken)")
         return own, left
@@ -71,8 +74,10 @@ class SignalJournal:
     def append(self, row: dict[str, Any]) -> None:
         """One line, one write: on disk (in the page cache) when this returns, whatever the database is doing."""
         if self._fd is None:
-            raise RuntimeError("the exit-signal journal is closed")
-        os.write(self._fd, (json.dumps(row, separators=(",", ":")) + "\n").encode())
+            raise OSError("the exit-signal journal is closed")
+        line = memoryview((json.dumps(row, separators=(",", ":")) + "\n").encode())
+        while line:  # a short write (a full disk) is finished, or raises: never half a line and the next glued on
+            line = line[os.write(self._fd, line):]
 
     def clear(self) -> None:
         """Every row written through the journal is in the database: start the file afresh."""
@@ -83,6 +88,13 @@ class SignalJournal:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock
             self._fd = None
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _read(fd: int, path: Path) -> list[dict[str, Any]]:

@@ -101,7 +101,7 @@ class SignalInbox:
             await self.signals.set(signal_id, chat_id=chat_id, message_id=message_id)
 
     async def skip(self, user_id: int, signal_id: str) -> tuple[bool, str]:
-        signal = await self.signals.get(signal_id)
+        signal = await self.signals.get_tapped(signal_id)
         if signal is None or signal.telegram_id != user_id:
             return False, "This signal is not yours."
         if not await self.signals.transition(signal_id, ("pending",), "skipped"):

@@ -168,7 +168,7 @@ class Seller:
     # --- taps -------------------------------------------------------------------------------------------
     async def tap(self, user_id: int, signal_id: str, action: str, shown_in: tuple[int, int] | None = None) -> str:
         """A tap on Sell, Refresh or Retry; `shown_in` is the (chat, message) the button was in."""
-        signal = await self.signals.get(signal_id)
+        signal = await self.signals.get_tapped(signal_id)
         if signal is None or signal.telegram_id != user_id:
             return "This signal is not yours."
         if shown_in is not None and signal.message_id is None:

@@ -136,9 +136,10 @@ class _TappedConnection(ClientConnection):
     Once the handshake is done and the library's parser stands between two frames (nothing buffered,
     no fragmented message open, no extension negotiated), complete unfragmented text frames are cut from
     the bytes here and tapped, without the library's frame objects and generator steps: they were a
-    fifth of the bot's time under a flood. Every other frame (ping, pong, close, a fragment, binary, one
-    over `max_size`, anything with a reserved bit) is handed to the library whole, so it always
-    parses from a frame boundary and answers pings, closes and protocol errors as it always does.
+    fifth of the bot's time under a flood. At any other frame (ping, pong, close, a fragment, binary, one
+    over `max_size`, anything masked or with a reserved bit) the library takes the bytes over from that
+    frame's first byte, so it always parses from a frame boundary and answers pings, closes and protocol
+    errors as it always does; the cutting resumes once its parser stands between frames again.
     """
 
     tap: Callable[[bytes], None] | None = None
@@ -192,8 +193,11 @@ class _TappedConnection(ClientConnection):
         limit = self.protocol.max_size
         end_of_data = len(buf)
         pos = 0
-        while end_of_data - pos >= 2:
-            first, second = buf[pos], buf[pos + 1]
+        while pos < end_of_data:
+            first = buf[pos]
+            if first == 0x81 and end_of_data - pos < 2:
+                break  # the rest of this frame's header is still to come
+            second = buf[pos + 1] if first == 0x81 else 0
             length, head = second & 0x7F, 2
             if length == 126:
                 if end_of_data - pos < 4:
@@ -203,23 +207,19 @@ class _TappedConnection(ClientConnection):
                 if end_of_data - pos < 10:
                     break
                 length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if first != 0x81 or second & 0x80 or (limit is not None and length > limit):
+                # not an unfragmented, unmasked text frame within the size limit: from this frame boundary on the
+                # library reads (it answers a ping, closes on a protocol error or an oversize frame at its header)
+                self._fast, self._partial = False, b""
+                super().data_received(buf[pos:])
+                self._fast = self._at_frame_boundary()
+                return
             end = pos + head + length
             if end > end_of_data:
                 break
-            if first == 0x81 and not second & 0x80 and (limit is None or length <= limit):  # FIN, text, unmasked
-                self.frames_cut += 1
-                tap(buf[pos + head : end])
-                pos = end
-                continue
-            # anything else goes to the library whole; it may leave the frame boundary (a fragment, a close)
-            super().data_received(buf[pos:end])
+            self.frames_cut += 1
+            tap(buf[pos + head : end])
             pos = end
-            if not self._at_frame_boundary():
-                self._fast, self._partial = False, b""
-                if pos < end_of_data:
-                    super().data_received(buf[pos:])
-                    self._fast = self._at_frame_boundary()
-                return
         self._partial = buf[pos:] if pos < end_of_data else b""
 
 

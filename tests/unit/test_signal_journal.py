@@ -56,12 +56,17 @@ async def test_what_a_crash_left_in_a_journal_is_written_at_the_next_start(tmp_p
                "level_index": None, "triggered_at_ms": 1, "received_at_ms": 2, "market_type": None,
                "unsigned_tx_b64": "AQID", "slippage_bps": 100, "updated_at": 3}
         Path(f"{base}.0").write_text(json.dumps(row) + "\n" + '{"id": "torn')
-        Path(f"{base}.3").write_text(json.dumps({**row, "id": "crashed-2"}) + "\n")
+        Path(f"{base}.3").write_text(
+            json.dumps({**row, "id": "crashed-2"}) + "\n"
+            # a signal of a user forgotten before its row was written: refused by the database, dropped, not fatal
+            + json.dumps({**row, "id": "forgotten", "telegram_id": 99}) + "\n"
+        )
         assert await ExitSignals.recover(db, base) == 2
         signals = ExitSignals(db)
         first, second = await signals.get("crashed-1"), await signals.get("crashed-2")
         assert first is not None and second is not None
         assert (first.state, first.reason, first.slippage_bps) == ("pending", "take_profit", 100)
+        assert await signals.get("forgotten") is None
         assert _rows(base) == [] and not Path(f"{base}.3").exists()
         # written once: a second start finds nothing left, and an already written row is not written again
         await ExitSignals.release(db)

@@ -783,3 +783,25 @@ async def test_frames_cut_off_the_socket_keep_their_order_and_the_library_keeps_
                       ("exit_signal_with_tx", 3, 4)]
     assert sorted(e.type for e in events if not e.urgent) == ["pnl_update", "trade_tick"]
     assert cut >= 3  # the cut path was taken (the frames after the handshake that were not fragments)
+
+
+async def test_a_frame_declared_over_the_size_limit_ends_the_connection_at_its_header() -> None:
+    """A text frame announcing a terabyte is refused as soon as its header is read (nothing waits for, or
+    keeps, its body); the client reconnects and reads the next session as usual."""
+
+    async def huge(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send(HELLO)
+        await conn.send(pnl(1, 1))
+        conn.ws.transport.write(b"\x81\x7f" + (2**40).to_bytes(8, "big") + b"{")
+        await conn.record_until_closed()
+
+    async with FakeStream(huge, configure_then_hello) as server:
+        client = make_client(server, Trader())
+        await client.start()
+        first = await server.conn(0)
+        await asyncio.wait_for(first.closed.wait(), 5)
+        await server.conn(1)
+        await until(lambda: client.state == CONNECTED and client.connection == 2)
+        assert client.frames_skipped == 0
+        await client.stop()
