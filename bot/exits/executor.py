@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -136,34 +136,68 @@ class TradeHooks(Generic[Outcome]):
         return None
 
 
+Key = TypeVar("Key")
+Value = TypeVar("Value")
+
+
+class SharedReads(Generic[Key, Value]):
+    """One chain read per key, shared: whoever asks while it is in flight, or within `ttl_s` after it
+    answered, gets the same answer (a burst of exits reads a wallet or a lookup table once). A read that
+    fails is forgotten, so the next caller asks again; an answer `lasting` says so is kept for good."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[Key, tuple[float, asyncio.Future[Value]]] = {}
+
+    def forget(self, key: Key) -> None:
+        self._entries.pop(key, None)
+
+    async def get(
+        self, key: Key, read: Callable[[], Awaitable[Value]], *, fresh: bool = False,
+        lasting: Callable[[Value], bool] | None = None,
+    ) -> Value:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if not fresh and entry is not None:
+            asked_at, answer = entry
+            if not answer.done() or now - asked_at < self.ttl_s or (
+                lasting is not None and not answer.cancelled() and answer.exception() is None
+                and lasting(answer.result())
+            ):
+                return await asyncio.shield(answer)
+        if len(self._entries) > self.max_entries:
+            self._entries.clear()
+        future: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
+        self._entries[key] = (now, future)
+        try:
+            value = await read()
+        except BaseException as exc:
+            if self._entries.get(key, (0.0, None))[1] is future:
+                del self._entries[key]
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()  # whoever shares it asks again rather than wait for ever
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: the caller gets it below
+            raise
+        future.set_result(value)
+        return value
+
+
 class Holdings:
     """The wallets' token accounts as the chain shows them (getTokenAccountsByOwner, both token programs):
     cached, refreshed on balance_update, asked once for many trades of the same wallet."""
 
     def __init__(self, rpc: SolanaRpc, ttl_s: float = HOLDINGS_CACHE_S) -> None:
         self.rpc = rpc
-        self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, asyncio.Future[list[TokenHolding]]]] = {}
+        self._reads: SharedReads[str, list[TokenHolding]] = SharedReads(ttl_s)
 
     def forget(self, wallet: str) -> None:
-        self._cache.pop(wallet, None)
+        self._reads.forget(wallet)
 
     async def of(self, wallet: str, *, fresh: bool = False) -> list[TokenHolding]:
-        now = time.monotonic()
-        entry = self._cache.get(wallet)
-        if not fresh and entry is not None and (not entry[1].done() or now - entry[0] < self.ttl_s):
-            return await asyncio.shield(entry[1])
-        future: asyncio.Future[list[TokenHolding]] = asyncio.get_running_loop().create_future()
-        self._cache[wallet] = (now, future)
-        try:
-            holdings = await self.rpc.get_token_holdings(wallet)
-        except BaseException as exc:
-            self._cache.pop(wallet, None)
-            future.set_exception(exc)
-            future.exception()  # retrieved: the caller gets it below
-            raise
-        future.set_result(holdings)
-        return holdings
+        return await self._reads.get(wallet, lambda: self.rpc.get_token_holdings(wallet), fresh=fresh)
 
 
 def _view(raw: dict[str, Any] | None) -> AccountView | None:
@@ -265,8 +299,9 @@ class Executor:
         self.rpc = core.rpc
         self.watcher = SignatureWatcher(core.rpc, poll_s)
         self.holdings = Holdings(core.rpc)
-        self._tables: dict[str, tuple[float, asyncio.Future[tuple[str, bytes] | None]]] = {}
-        self._blockhash_checks: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        # one read for a burst of exits sharing a lookup table, or a blockhash
+        self._tables: SharedReads[str, tuple[str, bytes] | None] = SharedReads(LOOKUP_TABLE_CACHE_S, 256)
+        self._blockhash_checks: SharedReads[str, bool] = SharedReads(BLOCKHASH_CACHE_S, 256)
         self._senders = SendTargets()
         extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
@@ -357,22 +392,7 @@ class Executor:
 
     async def _table(self, address: str) -> tuple[str, bytes] | None:
         """One lookup table account (owner, data), read once for everyone who asks within LOOKUP_TABLE_CACHE_S."""
-        cached = self._tables.get(address)
-        if cached is not None and (not cached[1].done() or time.monotonic() - cached[0] < LOOKUP_TABLE_CACHE_S):
-            return await asyncio.shield(cached[1])
-        if len(self._tables) > 256:
-            self._tables.clear()
-        future: asyncio.Future[tuple[str, bytes] | None] = asyncio.get_running_loop().create_future()
-        self._tables[address] = (time.monotonic(), future)  # one read for a burst of exits sharing the table
-        try:
-            found = await self.rpc.get_account_data(address)
-        except RpcError as exc:
-            self._tables.pop(address, None)
-            future.set_exception(exc)
-            future.exception()  # retrieved: the caller gets it below
-            raise
-        future.set_result(found)
-        return found
+        return await self._tables.get(address, lambda: self.rpc.get_account_data(address))
 
     async def warm(self, tx: VersionedTransaction, wallet: Pubkey, mint: Pubkey) -> None:
         """Before anyone taps (the trader reads the message first): read the transaction's lookup tables into the
@@ -398,25 +418,15 @@ class Executor:
         A "valid" answer is reused for BLOCKHASH_CACHE_S (a blockhash lives ~150 slots, so at worst a trade signed
         at the very edge is sent stale and the confirm loop reports it expired); "invalid" is final.
         """
-        key = str(tx.message.recent_blockhash)
-        now = time.monotonic()
-        entry = self._blockhash_checks.get(key)
-        if entry is not None:
-            asked_at, answer = entry
-            if not answer.done() or now - asked_at < BLOCKHASH_CACHE_S or answer.result() is False:
-                return await asyncio.shield(answer)
-        answer = asyncio.get_running_loop().create_future()
-        if len(self._blockhash_checks) > 256:
-            self._blockhash_checks.clear()
-        self._blockhash_checks[key] = (now, answer)
+        blockhash = tx.message.recent_blockhash
         try:
-            valid = await self.rpc.is_blockhash_valid(tx.message.recent_blockhash)
+            # an expired blockhash stays expired: that answer is kept for good
+            return await self._blockhash_checks.get(
+                str(blockhash), lambda: self.rpc.is_blockhash_valid(blockhash), lasting=lambda valid: not valid
+            )
         except RpcError as exc:
             log.info("isBlockhashValid failed (%s); treating as valid", exc)
-            self._blockhash_checks.pop(key, None)
-            valid = True
-        answer.set_result(valid)
-        return valid
+            return True
 
     # --- sign, persist, send, confirm ----------------------------------------------------------------
     async def execute(self, trade: Trade, hooks: TradeHooks[Outcome]) -> Outcome:

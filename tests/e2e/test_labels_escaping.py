@@ -74,6 +74,6 @@ async def test_token_names_and_wallet_labels_show_literally_in_every_message(har
     kept = await chat.press("Cancel", message=ask, expect=r"Still tracking")
     assert kept["text"] == f"Still tracking {SYMBOL}."
     ask = await chat.press("Stop tracking", message=alert, expect=rf"Stop tracking {symbol}\?")
-    stopped = await chat.press("Yes, stop tracking", message=ask, expect=r"Stopped tracking")
+    stopped = await chat.press("Yes, stop tracking", message=ask, expect=r"^Stopped tracking")
     assert stopped["text"].startswith(f"Stopped tracking {SYMBOL}.")
     assert "went wrong" not in chat.transcript()  # no message failed to parse on the way
