@@ -194,6 +194,11 @@ class Database:
             applied.append(version)
         return applied
 
+    async def ensure_tables(self, statements: Iterable[str]) -> None:
+        """Create operational tables and indexes (`CREATE ... IF NOT EXISTS`) outside the migrations."""
+        for sql in statements:
+            await self.execute(sql)
+
     # Small helpers so repositories read well.
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one statement (autocommit); return the number of rows it changed."""

@@ -70,8 +70,7 @@ class Leases:
         self._now = now_sql(db)
 
     async def ensure_tables(self) -> None:
-        for sql in TABLES:
-            await self.db.execute(sql)
+        await self.db.ensure_tables(TABLES)
 
     async def now_ms(self) -> int:
         row = await self.db.fetchone(f"SELECT {self._now}")

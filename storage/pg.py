@@ -314,6 +314,20 @@ class PostgresDatabase(Database):
             await self.reload_schema()
         return applied
 
+    async def ensure_tables(self, statements: Iterable[str]) -> None:
+        """`CREATE ... IF NOT EXISTS` is not safe against itself on PostgreSQL: two instances starting together
+        can both find the table missing and one fails on the catalog's unique index. Run under the migration
+        lock, one instance at a time."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                for sql in statements:
+                    text, _ = translate(sql, self.schema)
+                    if text:
+                        await conn.execute(text)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
     async def _param_types(self, conn: asyncpg.Connection, text: str) -> list[str]:
         types = self._types.get(text)
         if types is None:

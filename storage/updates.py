@@ -24,7 +24,7 @@ class SeenUpdates:
         self._last_prune = 0.0
 
     async def ensure_table(self) -> None:
-        await self.db.execute(TABLE)
+        await self.db.ensure_tables([TABLE])
 
     async def first_time(self, update_id: int) -> bool:
         """Record the id; True for exactly one caller across every instance, False for a re-delivery."""

@@ -127,3 +127,29 @@ async def test_a_stopping_instance_hands_its_streams_over_at_once(pg_url: str) -
         await a.ownership.stop()
         await db_a.close()
         await db_b.close()
+
+
+async def test_instances_starting_together_create_the_operational_tables_without_failing(pg_url: str) -> None:
+    """Instances start together on a new database: each ensures the lease and update tables at once. PostgreSQL's
+    `CREATE TABLE IF NOT EXISTS` races itself (a unique-index error from its catalog); every instance must
+    start, and the tables must work afterwards."""
+    from storage.updates import SeenUpdates
+
+    dbs = [await Database.open(pg_url) for _ in range(6)]
+    try:
+        for _ in range(3):  # the race is a matter of timing: give it several chances on fresh tables
+            await dbs[0].execute("DROP TABLE IF EXISTS stream_leases")
+            await dbs[0].execute("DROP TABLE IF EXISTS stream_instances")
+            await dbs[0].execute("DROP TABLE IF EXISTS telegram_updates")
+            results = await asyncio.gather(
+                *(Leases(db).ensure_tables() for db in dbs),
+                *(SeenUpdates(db).ensure_table() for db in dbs),
+                return_exceptions=True,
+            )
+            assert [r for r in results if isinstance(r, BaseException)] == []
+        seen = [SeenUpdates(db) for db in dbs]
+        firsts = await asyncio.gather(*(s.first_time(77) for s in seen))
+        assert sorted(firsts) == [False] * 5 + [True]
+    finally:
+        for db in dbs:
+            await db.close()
