@@ -95,8 +95,11 @@ def _admin_gate(admin_names: set[str]) -> HandlerCallback:
     return gate
 
 
-def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotApplication:
-    """The Application, its handlers registered; `bot.wiring.build_services` puts the services in its bot_data."""
+def build_application(
+    settings: Settings, limiter: OutboxRateLimiter, updates_request: AiohttpRequest | None = None
+) -> BotApplication:
+    """The Application, its handlers registered; `bot.wiring.build_services` puts the services in its bot_data.
+    `updates_request` carries getUpdates (the wiring hooks the early Sell taps on it)."""
     token = settings.telegram_bot_token
     if not token:
         raise ValueError("build_application needs a bot token (the sandbox supplies one)")
@@ -111,7 +114,7 @@ def build_application(settings: Settings, limiter: OutboxRateLimiter) -> BotAppl
         # Bot API calls over aiohttp (bot/telegram_http.py). The outbox keeps at most ~13 calls in flight;
         # replies and callback answers use the rest of the 32 connections.
         .request(AiohttpRequest(32, pool_timeout=10.0))
-        .get_updates_request(AiohttpRequest(1))
+        .get_updates_request(updates_request or AiohttpRequest(1))
         .rate_limiter(limiter)
         .post_init(_post_init)
         .concurrent_updates(True)

@@ -9,6 +9,8 @@ same timeouts, and network failures and timeouts raised as the library's `Networ
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
@@ -19,7 +21,7 @@ from telegram.request import BaseRequest, RequestData
 class AiohttpRequest(BaseRequest):
     """`BaseRequest` on one aiohttp session with at most `connection_pool_size` connections."""
 
-    __slots__ = ("_connect_timeout", "_pool_size", "_read_timeout", "_session", "_write_timeout")
+    __slots__ = ("_connect_timeout", "_pool_size", "_read_timeout", "_session", "_write_timeout", "on_answer")
 
     def __init__(
         self,
@@ -36,6 +38,8 @@ class AiohttpRequest(BaseRequest):
         # aiohttp counts the wait for a free connection as part of connecting
         self._connect_timeout = _sum(connect_timeout, pool_timeout)
         self._session: aiohttp.ClientSession | None = None
+        # sees every successful answer's body before the library does (getUpdates: bot/exits/early_taps.py)
+        self.on_answer: Callable[[bytes], Awaitable[None]] | None = None
 
     @property
     def read_timeout(self) -> float | None:
@@ -89,11 +93,14 @@ class AiohttpRequest(BaseRequest):
         try:
             # no redirects, as with httpx: the Bot API answers in place (and a redirect's error would carry the URL)
             async with session.request(method, url, data=body, timeout=timeout, allow_redirects=False) as response:
-                return response.status, await response.read()
+                status, content = response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{exc.__class__.__name__}: {exc}") from exc
+        if status == 200 and self.on_answer is not None:
+            await self.on_answer(content)
+        return status, content
 
 
 def _given(value: ODVInput[float], default: float | None) -> float | None:

@@ -96,6 +96,10 @@ class WebhookServer:
             self.duplicates += 1
             return web.json_response({"ok": True, "duplicate": True})
         self.received += 1
+        # a Sell tap starts before the library reads the update (bot/exits/early_taps.py)
+        seller = getattr(self.services, "seller", None)
+        if seller is not None:
+            seller.early.take(data)
         update = Update.de_json(data, self.app.bot)
         await self.app.update_queue.put(update)
         return web.json_response({"ok": True})

@@ -41,6 +41,7 @@ from bot.solana_rpc import SolanaRpc
 from bot.stream.events import StreamEvent
 from bot.stream.pnl import PnlBatcher
 from bot.stream.streams import UserStreams
+from bot.telegram_http import AiohttpRequest
 from storage.conversations import Conversations
 from storage.db import Database, is_postgres, sqlite_path
 from storage.history import PnlHistory
@@ -75,7 +76,8 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
     outbox = Outbox(
         global_rate=settings.telegram_global_rate, per_chat_rate=settings.telegram_chat_rate, on_blocked=blocked
     )
-    app = build_application(settings, OutboxRateLimiter(outbox))
+    updates_request = AiohttpRequest(1)
+    app = build_application(settings, OutboxRateLimiter(outbox), updates_request)
     bot = app.bot
 
     async def ask_to_delete(chat_id: int, message_id: int, note: str) -> object:
@@ -102,6 +104,7 @@ async def build_services(settings: Settings, db: Database) -> tuple[Services, Bo
         risk_flags=functools.partial(read_risk_flags, rpc),
     )
     seller = Seller(core, executor, streams)
+    updates_request.on_answer = seller.early.from_updates_body  # Sell taps start before the library parses
     inbox = SignalInbox(
         users=users, settings=accounts.store, signals=ExitSignals(db), positions=positions, alerts=alerts,
         seller=seller,

@@ -28,7 +28,11 @@ async def on_signal_button(update: Update, context: BotContext) -> None:
     if services.seller is None:
         await answer(update, "Selling is not available on this bot.", alert=True)
         return
-    words = await services.seller.tap(user_id, tap.signal_id, tap.action, shown_in=shown_in)
+    early = services.seller.early.started(query.id) if query is not None and tap.action == "sell" else None
+    if early is not None:  # read off Telegram's answer and started before this handler (bot/exits/early_taps.py)
+        words = await early
+    else:
+        words = await services.seller.tap(user_id, tap.signal_id, tap.action, shown_in=shown_in)
     await services.seller.wait_sent(tap.signal_id)  # the answer goes after the sells still to be sent
     await answer(update, words)
 

@@ -140,6 +140,7 @@ class SandboxRpc(JsonService):
         self.hangs: Counter[str] = Counter()  # hung requests per method, counted when the hang begins
         self.server = JsonHttpServer()
         self.server.route("POST", "/", self._http)
+        self.server.route("GET", "/ping", self._ping)  # Helius Sender's keep-warm ping (the sandbox's sender)
         self._methods: dict[str, Callable[[list[Any]], Any]] = {
             "getHealth": lambda p: "ok",
             "getVersion": lambda p: {"solana-core": API_VERSION, "feature-set": FEATURE_SET},
@@ -176,6 +177,10 @@ class SandboxRpc(JsonService):
         if pending and pending[0] in kinds:
             return pending.popleft()
         return None
+
+    async def _ping(self, request: Request) -> tuple[int, Any]:
+        self.calls["ping"] += 1
+        return 200, "ok"
 
     async def _http(self, request: Request) -> tuple[int, Any]:
         try:

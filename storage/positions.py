@@ -14,6 +14,7 @@ import logging
 import secrets
 import sqlite3
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,26 @@ def _refused_for_good(exc: BaseException) -> bool:
     return any(cls.__name__ == "IntegrityConstraintViolationError" for cls in type(exc).__mro__)
 
 
+def _transition_sql(op: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE a journaled transition stands for (a no-op once the row has moved on)."""
+    values: dict[str, Any] = op.get("values") or {}
+    unknown = set(values) - _TRANSITION_VALUES
+    if unknown:
+        raise ValueError(f"a journaled transition names unknown columns: {sorted(unknown)}")
+    from_states = list(op["from"])
+    extra = "".join(f", {k}=?" for k in values)
+    marks = ",".join("?" for _ in from_states)
+    return (
+        f"UPDATE exit_signals SET state=?{extra}, updated_at=? WHERE id=? AND state IN ({marks})",
+        (op["to"], *values.values(), int(op.get("at") or now_ms()), op["id"], *from_states),
+    )
+
+
+# the columns a transition may set besides the state (read back from journals: never a name from elsewhere)
+_TRANSITION_VALUES = frozenset({"tapped_at_ms", "signed_tx_b64", "signature", "error", "chat_id", "message_id",
+                                "slippage_bps", "attempt", "submitted_at_ms", "outcome_json"})
+
+
 def _signal_params(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row.get(column) for column in _SIGNAL_COLUMNS)
 
@@ -313,8 +334,19 @@ class _Lane:
     """One database's exit-signal journal and the rows being written behind it (shared by every ExitSignals)."""
 
     journal: SignalJournal | None = None
-    writing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    writing: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # id -> its latest write behind
+    states: dict[str, str] = field(default_factory=dict)  # id -> its state as journaled, until that is written
     failed: bool = False  # a row could not be written: the journal is kept for the next start
+    # what writes behind wait for before they start (the seller's: until a burst of tapped sells is sent, so the
+    # database's thread takes no turns from the sells; bounded by whoever supplies it)
+    hold: Callable[[], Awaitable[None]] | None = None
+    one_process: bool = False  # SQLite: this process is the only writer (its lock), so a journaled
+    # transition decides against `states` and the rows; several PostgreSQL instances decide in the database
+
+    def settle(self) -> None:
+        """Called when a write behind finishes: with nothing left behind, the journal is emptied."""
+        if not self.writing and not self.failed and self.journal is not None:
+            self.journal.clear()
 
 
 _LANES: weakref.WeakKeyDictionary[Database, _Lane] = weakref.WeakKeyDictionary()
@@ -345,6 +377,9 @@ class ExitSignals(TradeStates[ExitSignal]):
         try:
             for row in rows:
                 try:
+                    if row.get("op") == "transition":
+                        await db.write(*_transition_sql(row))
+                        continue
                     await db.write(_INSERT_KEEPING, _signal_params(row))
                     written += 1
                 except Exception as exc:
@@ -360,7 +395,13 @@ class ExitSignals(TradeStates[ExitSignal]):
             lane.journal.close()
         lane.journal = journal
         lane.failed = False
+        lane.one_process = db.backend == "sqlite"
         return written
+
+    @classmethod
+    def hold_writes(cls, db: Database, hold: Callable[[], Awaitable[None]] | None) -> None:
+        """Writes behind the journal wait for `hold()` before they start (None: they start at once)."""
+        _lane(db).hold = hold
 
     @classmethod
     async def release(cls, db: Database) -> None:
@@ -400,8 +441,28 @@ class ExitSignals(TradeStates[ExitSignal]):
         if journal is None:
             await self.db.write(_INSERT_SIGNAL, _signal_params(row))
         else:
-            lane.writing[row["id"]] = asyncio.ensure_future(self._write_row(lane, row))
+            self._behind(lane, row["id"], self._write_row(lane, row))
         return ExitSignal(**{**_NEW_SIGNAL, **row})
+
+    def _behind(self, lane: _Lane, record_id: str, write: Coroutine[Any, Any, None]) -> None:
+        """Run `write` after the record's earlier writes behind, as its latest one."""
+        earlier = lane.writing.get(record_id)
+
+        async def in_turn() -> None:
+            try:
+                if earlier is not None:
+                    await asyncio.gather(asyncio.shield(earlier), return_exceptions=True)
+                if lane.hold is not None:
+                    await lane.hold()
+                await write
+            finally:
+                if lane.writing.get(record_id) is task:
+                    del lane.writing[record_id]
+                    lane.states.pop(record_id, None)  # the table has the record's journaled state now
+                lane.settle()
+
+        task = asyncio.ensure_future(in_turn())
+        lane.writing[record_id] = task
 
     async def _write_row(self, lane: _Lane, row: dict[str, Any]) -> None:
         try:
@@ -414,10 +475,70 @@ class ExitSignals(TradeStates[ExitSignal]):
                 # kept in the journal, which is no longer emptied in this run: the next start writes it
                 lane.failed = True
                 log.exception("an exit signal could not be written to the database; it stays in the journal")
-        finally:
-            lane.writing.pop(row["id"], None)
-            if not lane.writing and not lane.failed and lane.journal is not None:
-                lane.journal.clear()
+
+    async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
+        """As `TradeStates.transition`. With a journal and this process the only writer (SQLite), the move is
+        decided here and journaled, and the row is updated behind: a tap's approve and the signed bytes
+        before a send wait for no commit. The state it is decided on is the last one journaled for the
+        record, or else the row's once every write behind for it has landed."""
+        lane = _lane(self.db)
+        if lane.journal is None or not lane.one_process:
+            return await super().transition(record_id, from_states, to_state, **values)
+        state = lane.states.get(record_id)
+        if state is None:
+            await self._settled(record_id)
+            state = lane.states.get(record_id)  # another transition journaled while this one waited
+            if state is None:
+                row = await self.db.fetchone("SELECT state FROM exit_signals WHERE id=?", (record_id,))
+                if row is None:
+                    return False
+                state = str(row[0])
+        if state not in from_states:
+            return False
+        op = {"op": "transition", "id": record_id, "from": list(from_states), "to": to_state, "values": values,
+              "at": now_ms()}
+        try:
+            lane.journal.append(op)
+        except OSError:
+            log.exception("the exit-signal journal could not be written; the transition goes to the database")
+            return await super().transition(record_id, from_states, to_state, **values)
+        lane.states[record_id] = to_state
+        self._behind(lane, record_id, self._write_transition(lane, op))
+        return True
+
+    async def set(self, record_id: str, **values: Any) -> None:
+        """As `TradeStates.set`; with journaled transitions (`transition`) it is written in turn behind them, and
+        a state it sets is the one the next transition decides on."""
+        lane = _lane(self.db)
+        if lane.journal is None or not lane.one_process:
+            await super().set(record_id, **values)
+            return
+        sql, params = self._set_sql(record_id, values)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def write() -> None:
+            try:
+                await self.db.write(sql, params)
+            except BaseException as exc:
+                written.set_exception(exc)
+            else:
+                written.set_result(None)
+
+        if "state" in values:
+            lane.states[record_id] = str(values["state"])
+        self._behind(lane, record_id, write())
+        await written
+
+    async def _write_transition(self, lane: _Lane, op: dict[str, Any]) -> None:
+        try:
+            changed = await self.db.write(*_transition_sql(op))
+        except Exception:
+            lane.failed = True  # the journal keeps it for the next start
+            log.exception("an exit signal's new state could not be written; it stays in the journal")
+            return
+        if changed != 1:
+            log.warning("exit signal %s was not in %s when its journaled move to %s was written",
+                        op["id"], op["from"], op["to"])
 
     async def get_tapped(self, signal_id: str, wait_s: float = 0.5) -> ExitSignal | None:
         """The signal behind a tapped button. Its message goes out before its row is written, so a tap that

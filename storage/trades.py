@@ -37,13 +37,15 @@ class TradeStates(Generic[Row]):
         return self._read(row) if row else None
 
     async def set(self, record_id: str, **values: Any) -> None:
-        if "outcome" in values:
-            values["outcome_json"] = json.dumps(values.pop("outcome"), separators=(",", ":"))
-        assignments = ", ".join(f"{k}=?" for k in values)
         await self._settled(record_id)
-        await self.db.write(
-            f"UPDATE {self.table} SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), record_id)
-        )
+        await self.db.write(*self._set_sql(record_id, values))
+
+    def _set_sql(self, record_id: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        if "outcome" in values:
+            values = {**values, "outcome_json": json.dumps(values["outcome"], separators=(",", ":"))}
+            del values["outcome"]
+        assignments = ", ".join(f"{k}=?" for k in values)
+        return f"UPDATE {self.table} SET {assignments}, updated_at=? WHERE id=?", (*values.values(), now_ms(), record_id)
 
     async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
         """Move the record to `to_state` only if it is in one of `from_states`: atomic, so one caller wins."""

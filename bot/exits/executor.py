@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -28,9 +29,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import base58
+from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -64,10 +67,14 @@ log = logging.getLogger("lasersell_bot.executor")
 
 POLL_S = 0.3
 BLOCKHASH_CACHE_S = 1.0
+AHEAD_S = 30.0  # a guard run ahead stands this long for a tap (same transaction, intent and accounts)
+MAX_AHEAD = 4096
 LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
 HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
 MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
-SEND_RETRY_PAUSES_S = (0.2, 0.8)  # before each resend of the same bytes after an answer that said nothing definite
+SEND_RETRY_PAUSES_S = (0.2, 0.8)
+WARM_S = 20.0  # sender connections warmed this recently are not warmed again (unless more are wanted)
+WARM_GATHER_S = 0.05  # a burst of signals asking for warm connections is answered once, this long after the first  # before each resend of the same bytes after an answer that said nothing definite
 
 
 Outcome = TypeVar("Outcome")
@@ -273,6 +280,9 @@ class SendTargets:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._warming: dict[str, asyncio.Future[None]] = {}
+        self._wanted: dict[str, int] = {}
+        self._warmed: dict[str, tuple[float, int]] = {}  # url -> (when, how many connections) last warmed
 
     def _client(self) -> aiohttp.ClientSession:
         # created lazily: a session belongs to the running event loop
@@ -287,10 +297,51 @@ class SendTargets:
                                                                           **headers}) as reply:
             return reply.status, await reply.text()
 
+    def warm(self, url: str, wanted: int) -> None:
+        """Have `wanted` connections to the sender at `url` open and idle in the pool, for as many sends at once:
+        that many concurrent pings (Helius Sender's documented `GET /ping`), made together shortly after the
+        first ask (a burst of signals asks once each) and not again for WARM_S unless more are wanted."""
+        wanted = min(wanted, self._max_connections)
+        at, warmed = self._warmed.get(url, (0.0, 0))
+        if wanted <= warmed and time.monotonic() - at < WARM_S:
+            return
+        self._wanted[url] = max(wanted, self._wanted.get(url, 0))
+        if url not in self._warming:
+            self._warming[url] = asyncio.ensure_future(self._warm(url))
+
+    async def _warm(self, url: str) -> None:
+        try:
+            await asyncio.sleep(WARM_GATHER_S)
+            wanted = self._wanted.pop(url, 1)
+            self._warmed[url] = (time.monotonic(), wanted)
+            parts = urlsplit(url)
+            ping = urlunsplit((parts.scheme, parts.netloc, "/ping", "", ""))
+            await asyncio.gather(*(self._ping(ping) for _ in range(wanted)))
+        finally:
+            self._warming.pop(url, None)
+
+    async def _ping(self, url: str) -> None:
+        try:
+            async with self._client().get(url) as reply:
+                await reply.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("sender ping failed: %s", type(exc).__name__)
+
     async def close(self) -> None:
+        for task in list(self._warming.values()):
+            task.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+@dataclass
+class _Ahead:
+    at: float  # time.monotonic() when the run began
+    message: bytes  # the transaction's message as checked: what would be signed
+    blockhash: Hash | None
+    intent: SellIntent | BuyIntent | TokenWithdrawIntent
+    result: asyncio.Future[tuple[GuardReport, Effect | None, Simulated | None] | None]
 
 
 class Executor:
@@ -306,30 +357,93 @@ class Executor:
         extra = getattr(core.settings, "guard_extra_programs", ())
         self.extra_programs = frozenset(Pubkey.from_string(p) for p in extra)
         self.guard_times: deque[float] = deque(maxlen=4096)  # seconds per guard run, for the benchmark
+        self.ahead_times: deque[float] = deque(maxlen=4096)  # seconds per guard run ahead of a tap
+        self.ahead_moved = 0  # runs ahead not used because an account had changed since
+        self._ahead: dict[str, _Ahead] = {}  # record id -> the guard run on it before the tap
 
     async def close(self) -> None:
         await self._senders.close()
         await self.watcher.close()
 
     # --- the guard -----------------------------------------------------------------------------------
+    async def check_ahead(self, trade: Trade) -> None:
+        """Run the guard (structure, simulation, effect) on a trade that may be signed soon, before anyone asks:
+        `check` takes it instead of simulating again when it comes within AHEAD_S for the very same transaction
+        and intent and every account the simulation read is unchanged (`_checked_ahead` reads them again: a
+        price moved by another trade, a balance changed, and the guard runs afresh). A run that refuses is not
+        kept: the check at signing time runs in full and says why."""
+        started = time.perf_counter()
+        ahead = _Ahead(time.monotonic(), bytes(trade.tx.message), trade.tx.message.recent_blockhash, trade.intent,
+                       asyncio.get_running_loop().create_future())
+        self._ahead.pop(trade.record_id, None)
+        while len(self._ahead) >= MAX_AHEAD:
+            del self._ahead[next(iter(self._ahead))]
+        self._ahead[trade.record_id] = ahead
+        try:
+            result = await self._guard(trade)
+        except (GuardRefusal, Unverifiable):
+            ahead.result.set_result(None)
+            if self._ahead.get(trade.record_id) is ahead:
+                del self._ahead[trade.record_id]
+            return
+        except BaseException:
+            ahead.result.set_result(None)
+            if self._ahead.get(trade.record_id) is ahead:
+                del self._ahead[trade.record_id]
+            raise
+        ahead.result.set_result(result)
+        self.ahead_times.append(time.perf_counter() - started)
+
+    async def _checked_ahead(self, trade: Trade) -> tuple[GuardReport, Effect | None, Simulated | None] | None:
+        """The guard's run ahead of this trade (waited for if still running), once, if it still stands: the same
+        transaction and intent within AHEAD_S, and every account it simulated (the wallet, the pool, the token
+        accounts) read again now exactly as it was then, so the simulation would answer the same. None when
+        the guard must run afresh (a market move, a balance change, no run ahead)."""
+        ahead = self._ahead.pop(trade.record_id, None)
+        if ahead is None or time.monotonic() - ahead.at > AHEAD_S or ahead.intent != trade.intent:
+            return None
+        if ahead.message != bytes(trade.tx.message):
+            return None
+        ran = await asyncio.shield(ahead.result)
+        simulated = ran[2] if ran is not None else None
+        if simulated is None or not simulated.before:
+            return None  # the simulation could not run then: it is tried now
+        addresses = list(simulated.before)
+        try:
+            now = [_view(raw) for raw in await self.rpc.get_accounts([str(a) for a in addresses])]
+        except (RpcError, KeyError, TypeError, ValueError):
+            return None
+        if any(simulated.before[address] != view for address, view in zip(addresses, now, strict=True)):
+            self.ahead_moved += 1
+            return None
+        return ran
+
     async def check(self, trade: Trade) -> Checked:
         """The guard beside the blockhash and balance checks. Raises GuardRefusal or Unverifiable."""
+        checked, fresh_task = await self._check(trade)
+        if fresh_task is None:
+            return checked
+        return dataclasses.replace(checked, fresh=await fresh_task)
+
+    async def _check(self, trade: Trade) -> tuple[Checked, asyncio.Future[bool] | None]:
+        """`check`, the blockhash answer left to come (None when it is not asked)."""
         started = time.perf_counter()
         fresh_task = asyncio.ensure_future(self.blockhash_valid(trade.tx)) if trade.check_blockhash else None
         try:
-            report, effect, simulated = await self._guard(trade)
+            ran = await self._checked_ahead(trade)
+            report, effect, simulated = ran if ran is not None else await self._guard(trade)
             self.guard_times.append(time.perf_counter() - started)
-            fresh = await fresh_task if fresh_task is not None else True
-        finally:
-            if fresh_task is not None and not fresh_task.done():
+        except BaseException:
+            if fresh_task is not None:
                 fresh_task.cancel()
+            raise
         balance = None
         if trade.check_balance:
             # the simulation read the wallet just before it ran: its lamports are the balance, asked no second time
             balance = _lamports_before(simulated, trade.intent.wallet)
             if balance is None:  # the simulation could not run (known programs passed on structure): ask
                 balance = await self._balance(trade.wallet)
-        return Checked(report, effect, fresh, balance)
+        return Checked(report, effect, True, balance), fresh_task
 
     async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None, Simulated | None]:
         loaded = await self._lookup_tables(trade.tx)
@@ -412,13 +526,29 @@ class Executor:
             log.info("getBalance failed (%s); sending without the fee check", exc)
             return None
 
+    def warm_sender(self, send_mode: str) -> None:
+        """A sell in this send mode may be sent soon: have connections to its sender ready, as many as there
+        are trades checked ahead (each may be tapped at the same moment)."""
+        if send_mode == "helius_sender":
+            self._senders.warm(self.core.settings.helius_sender_url, max(1, len(self._ahead)))
+
+    def tapped(self, record_id: str) -> None:
+        """A trade checked ahead (`check_ahead`) was tapped and is about to be checked: ask the chain about its
+        blockhash now, so the answer is there (shared, see `blockhash_valid`) by the time the sell needs it."""
+        ahead = self._ahead.get(record_id)
+        if ahead is not None and ahead.blockhash is not None:
+            task = asyncio.ensure_future(self._blockhash_valid(ahead.blockhash))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def blockhash_valid(self, tx: VersionedTransaction) -> bool:
+        return await self._blockhash_valid(tx.message.recent_blockhash)
+
+    async def _blockhash_valid(self, blockhash: Hash) -> bool:
         """isBlockhashValid, asked once for many trades of the same blockhash (a burst of taps shares one).
 
         A "valid" answer is reused for BLOCKHASH_CACHE_S (a blockhash lives ~150 slots, so at worst a trade signed
         at the very edge is sent stale and the confirm loop reports it expired); "invalid" is final.
         """
-        blockhash = tx.message.recent_blockhash
         try:
             # an expired blockhash stays expired: that answer is kept for good
             return await self._blockhash_checks.get(
@@ -430,29 +560,29 @@ class Executor:
 
     # --- sign, persist, send, confirm ----------------------------------------------------------------
     async def execute(self, trade: Trade, hooks: TradeHooks[Outcome]) -> Outcome:
+        fresh_task: asyncio.Future[bool] | None = None
         try:
-            checked = await self.check(trade)
-        except GuardRefusal as refusal:
-            log.warning("guard refused %s: %s (%s)", trade.record_id, refusal.rule, refusal)
-            return await hooks.refused(refusal)
-        except Unverifiable as reason:
-            log.warning("could not verify %s: %s", trade.record_id, reason)
-            return await hooks.unverified(str(reason))
-        if not checked.fresh:
-            return await hooks.stale()
-        needed = checked.report.fee_lamports + checked.report.sol_out
-        if checked.balance is not None and checked.balance < needed:
-            return await hooks.cannot_pay(needed, checked.balance)
-        try:
-            keypair = await self.core.accounts.keypair(trade.user_id, trade.wallet)
-        except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
-            return await hooks.signing_failed(SigningError(str(exc)))
-        try:
-            signed = sign_transaction(trade.tx, keypair)
-        except SigningError as exc:
-            return await hooks.signing_failed(exc)
+            try:
+                checked, fresh_task = await self._check(trade)
+            except GuardRefusal as refusal:
+                log.warning("guard refused %s: %s (%s)", trade.record_id, refusal.rule, refusal)
+                return await hooks.refused(refusal)
+            except Unverifiable as reason:
+                log.warning("could not verify %s: %s", trade.record_id, reason)
+                return await hooks.unverified(str(reason))
+            needed = checked.report.fee_lamports + checked.report.sol_out
+            if checked.balance is not None and checked.balance < needed:
+                return await hooks.cannot_pay(needed, checked.balance)
+            # signed while the chain is asked about the blockhash (if it is): sent only once it says it lives
+            signed_or_failed = await self._sign(trade)
+            if fresh_task is not None and not await fresh_task:
+                return await hooks.stale()
         finally:
-            del keypair
+            if fresh_task is not None and not fresh_task.done():
+                fresh_task.cancel()
+        if isinstance(signed_or_failed, SigningError):
+            return await hooks.signing_failed(signed_or_failed)
+        signed = signed_or_failed
         raw = bytes(signed)
         signature = str(signed.signatures[0])
         # Persist before sending: after a crash the signature is looked up instead of trading twice.
@@ -466,6 +596,19 @@ class Executor:
         await trade.records.transition(trade.record_id, ("signing",), "submitted")
         await hooks.sent(checked)
         return await self.confirm(raw, signature, hooks)
+
+    async def _sign(self, trade: Trade) -> VersionedTransaction | SigningError:
+        """The transaction signed with the wallet's key, decrypted for this and dropped at once."""
+        try:
+            keypair = await self.core.accounts.keypair(trade.user_id, trade.wallet)
+        except AccountError as exc:  # the wallet was removed after the signal came: say so, in words
+            return SigningError(str(exc))
+        try:
+            return sign_transaction(trade.tx, keypair)
+        except SigningError as exc:
+            return exc
+        finally:
+            del keypair
 
     async def confirm(self, raw: bytes, signature: str, hooks: TradeHooks[Outcome], timeout: float = 60.0,
                       spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None) -> Outcome:

@@ -33,6 +33,7 @@ from solders.transaction import VersionedTransaction
 from bot.accounts import api_failure_words
 from bot.callbacks import SignalTap
 from bot.core import Core
+from bot.exits.early_taps import EarlyTaps
 from bot.exits.executor import Checked, Executor, Holdings, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.inbox import UNTRACKED
@@ -154,12 +155,17 @@ class Seller:
         self._auto_signed: dict[int, deque[float]] = {}  # user -> when auto-sell signed, the last minute
         self._refreshing: dict[tuple[int, int], str] = {}  # (user, position) -> the refreshed signal's reason
         self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
+        self.early = EarlyTaps(self)  # Sell taps read off Telegram's answer before the library's handlers
+        # the journaled rows of exit signals are written once the tapped sells are sent (storage/positions.py)
+        if core.db is not None:
+            ExitSignals.hold_writes(core.db, self.sends_first)
 
     @property
     def holdings(self) -> Holdings:
         return self.executor.holdings
 
     async def close(self) -> None:
+        await self.early.close()
         await self._background.cancel_all()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -196,6 +202,8 @@ class Seller:
         if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=tapped_at_ms):
             return "Already selling…"
         self._unsent.add(signal.id)
+        if tapped_at_ms - signal.received_at_ms > FRESH_S * 1000:
+            self.executor.tapped(signal.id)  # the blockhash question goes out now, answered while the sell starts
         # the row as the approve left it: the sell need not read it again
         approved = dataclasses.replace(signal, state="approved", tapped_at_ms=tapped_at_ms)
         task = self._background.spawn(self.sell(signal.id, approved=approved))
@@ -256,8 +264,8 @@ class Seller:
             self._spawn(self.sell(signal_id, auto=True))
 
     def prefetch(self, signal: ExitSignal) -> None:
-        """Warm the wallet's holdings (the guard's intent reads them) and the transaction's lookup tables
-        while the trader reads the message."""
+        """Warm the wallet's holdings (the guard's intent reads them) and the transaction's lookup tables, and
+        run the guard ahead, while the trader reads the message."""
 
         async def warm() -> None:
             with contextlib.suppress(RpcError):
@@ -265,6 +273,7 @@ class Seller:
             with contextlib.suppress(SigningError, ValueError):
                 await self.executor.warm(decode_unsigned(signal.unsigned_tx_b64), Pubkey.from_string(signal.wallet),
                                          Pubkey.from_string(signal.mint))
+            await self.check_ahead(signal)
 
         self._spawn(warm())
 
@@ -394,13 +403,29 @@ class Seller:
             intent = await self.intent(signal, position, settings)
         except GuardRefusal as refusal:
             return await hooks.refused(refusal)
-        trade = Trade(
-            user_id=user_id, wallet=signal.wallet, tx=tx, intent=intent, send_mode=settings.send_mode,
+        return await self.executor.execute(self._trade(signal, tx, intent, position, settings), hooks)
+
+    def _trade(self, signal: ExitSignal, tx: VersionedTransaction, intent: SellIntent, position: Position | None,
+               settings: UserSettings) -> Trade:
+        return Trade(
+            user_id=signal.telegram_id, wallet=signal.wallet, tx=tx, intent=intent, send_mode=settings.send_mode,
             records=self.signals, record_id=signal.id, label=position.label if position else "this token",
             # an old transaction may carry an expired blockhash that would never land: ask the chain
             check_blockhash=time.time() * 1000 - signal.received_at_ms > FRESH_S * 1000,
         )
-        return await self.executor.execute(trade, hooks)
+
+    async def check_ahead(self, signal: ExitSignal) -> None:
+        """Run the guard on a shown signal's transaction before anyone taps (`Executor.check_ahead`): a tap
+        within AHEAD_S of it, on the same transaction for the same intent, is signed on this check."""
+        position = await self.positions.get(signal.telegram_id, signal.position_id)
+        settings = await self.core.accounts.store.get(signal.telegram_id)
+        try:
+            tx = decode_unsigned(signal.unsigned_tx_b64)
+            intent = await self.intent(signal, position, settings)
+        except (SigningError, GuardRefusal):
+            return  # the tap says why, with the full check
+        self.executor.warm_sender(settings.send_mode)
+        await self.executor.check_ahead(self._trade(signal, tx, intent, position, settings))
 
     async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
         """The tapped transaction was too old (or for more tokens than are held now): ask for a fresh one and sell

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal as signals
 import sqlite3
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from storage.db import Database
+from storage.positions import ExitSignals
 from tests.e2e.harness import Harness, exit_requests, holding, sends, signal_id, stored, take_profit
 
 ROOT = Path(__file__).parents[2]
@@ -41,6 +44,24 @@ def bot_process(h: Harness, log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=h.data_dir, env=env,
                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+async def left_on_disk(h: Harness, sid: str, copy_to: Path) -> tuple[str, str | None]:
+    """(state, signature) of the signal as the killed process left it on disk: its database with its exit-signal
+    journal written in, on a copy of the files (as the next start does; the real files stay for the restart)."""
+    copy_to.mkdir()
+    for path in h.data_dir.iterdir():
+        if path.name.startswith("bot.db"):
+            shutil.copy2(path, copy_to / path.name)
+    db = await Database.open(copy_to / "bot.db")
+    try:
+        await ExitSignals.recover(db, copy_to / "bot.db.signals")
+        row = await db.fetchone("SELECT state, signature FROM exit_signals WHERE id=?", (sid,))
+        assert row is not None
+        await ExitSignals.release(db)
+    finally:
+        await db.close()
+    return str(row[0]), row[1]
 
 
 async def kill_mid_sell(h: Harness, log: Path, method: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -71,8 +92,7 @@ async def test_a_sell_killed_mid_way_is_sold_once_after_restart(
     h = harness
     trader, mint, signal = await kill_mid_sell(h, tmp_path / "bot.log", method)
     sid = signal_id(signal)
-    with sqlite3.connect(h.data_dir / "bot.db") as db:  # what the killed process left behind
-        left_state, signature = db.execute("SELECT state, signature FROM exit_signals WHERE id=?", (sid,)).fetchone()
+    left_state, signature = await left_on_disk(h, sid, tmp_path / "left")  # what the killed process left behind
     assert left_state == state
     assert (signature is not None) == (state != "approved")  # signed bytes are stored before they are sent
     assert sends(h) == (1 if state == "submitted" else 0)

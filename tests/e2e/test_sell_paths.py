@@ -41,6 +41,30 @@ async def test_twenty_concurrent_taps_submit_once(harness: Harness) -> None:
     assert (await stored(h, signal_id(signal))).state == "landed"
 
 
+async def test_a_signal_is_checked_while_shown_and_a_tap_on_an_unchanged_market_sells_on_that_check(
+    harness: Harness,
+) -> None:
+    """The guard simulates the shown signal's transaction before anyone taps; the tap reads its accounts again
+    and, finding them as they were, signs and sends on that simulation: one simulation for the whole sell.
+    (A market that moved in between is simulated again: test_a_slippage_failure_is_retried_...)"""
+    h = harness
+    rpc = h.services.rpc
+    trader, mint = await holding(h, "Ann", "PEPE")
+    simulated_before = rpc.calls["simulateTransaction"]
+    signal = await take_profit(h, trader, mint)
+    await trader.chat.wait_for(lambda ms: rpc.calls["simulateTransaction"] > simulated_before,
+                               what="the signal's transaction simulated while it is shown")
+    reads_before = rpc.calls["getMultipleAccounts"]
+
+    await trader.chat.press("Sell", message=signal)
+    await trader.chat.wait_text(r"Sold .* PEPE for", timeout=15)
+
+    assert rpc.calls["simulateTransaction"] == simulated_before + 1
+    assert rpc.calls["getMultipleAccounts"] > reads_before  # its accounts were read again at the tap
+    assert sends(h) == 1
+    assert h.services.chain.token_balance(trader.wallet, mint) == 0
+
+
 async def test_a_foreign_tap_is_refused_and_changes_nothing(harness: Harness) -> None:
     h = harness
     trader, mint = await holding(h, "Ann", "PEPE")

@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.ownership import Ownership
 from storage.db import Database
 from storage.leases import Leases
+from storage.updates import SeenUpdates
 
 USERS = list(range(101, 111))
 _INSTANCES: list[Instance] = []
@@ -133,8 +134,6 @@ async def test_instances_starting_together_create_the_operational_tables_without
     """Instances start together on a new database: each ensures the lease and update tables at once. PostgreSQL's
     `CREATE TABLE IF NOT EXISTS` races itself (a unique-index error from its catalog); every instance must
     start, and the tables must work afterwards."""
-    from storage.updates import SeenUpdates
-
     dbs = [await Database.open(pg_url) for _ in range(6)]
     try:
         for _ in range(3):  # the race is a matter of timing: give it several chances on fresh tables

@@ -3,6 +3,7 @@ written at the next start (storage/signal_journal.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -89,3 +90,66 @@ def test_a_live_instance_keeps_its_journal_and_another_takes_the_next_slot(tmp_p
             second.close()
     finally:
         first.close()
+
+
+async def test_a_tap_and_the_signed_bytes_are_journaled_and_decided_on_before_the_database_has_them(
+    tmp_path: Path,
+) -> None:
+    """SQLite, one process: a transition is decided on the state last journaled and written behind; a second
+    approve of the same signal loses (a double tap signs once), and the row ends in the last state."""
+    db = await _db(tmp_path)
+    base = tmp_path / "bot.db.signals"
+    released = asyncio.Event()
+
+    async def hold() -> None:  # as the seller holds the writes until its sells are sent
+        await released.wait()
+
+    try:
+        await ExitSignals.recover(db, base)
+        signals = ExitSignals(db)
+        signal = await signals.store(42, MSG, 123, 300)
+        await signals.get(signal.id)  # the row is in
+        ExitSignals.hold_writes(db, hold)
+        assert await signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=5)
+        assert not await signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=6)
+        assert await signals.transition(signal.id, ("approved",), "signing", signed_tx_b64="AQID", signature="SIG")
+        ops = [r for r in _rows(base) if r.get("op") == "transition"]
+        assert [(o["from"], o["to"]) for o in ops] == [(["pending"], "approved"), (["approved"], "signing")]
+        row = await db.fetchone("SELECT state FROM exit_signals WHERE id=?", (signal.id,))
+        assert row is not None and row[0] == "pending"  # held: the database has not been written yet
+        released.set()
+        stored = await signals.get(signal.id)  # waits for the writes behind
+        assert stored is not None
+        assert (stored.state, stored.tapped_at_ms, stored.signature) == ("signing", 5, "SIG")
+        assert _rows(base) == []
+    finally:
+        ExitSignals.hold_writes(db, None)
+        await ExitSignals.release(db)
+        await db.close()
+
+
+async def test_journaled_transitions_a_crash_left_are_written_at_the_next_start(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    base = tmp_path / "bot.db.signals"
+    try:
+        await ExitSignals.recover(db, base)
+        signal = await ExitSignals(db).store(42, MSG, 123, 300)
+        await ExitSignals(db).get(signal.id)
+        await ExitSignals.release(db)
+        # the crashed run journaled the approve and the signed bytes; its database never saw them
+        ops = [
+            {"op": "transition", "id": signal.id, "from": ["pending"], "to": "approved", "values": {"tapped_at_ms": 7},
+             "at": 8},
+            {"op": "transition", "id": signal.id, "from": ["approved"], "to": "signing",
+             "values": {"signed_tx_b64": "AQID", "signature": "SIG"}, "at": 9},
+            {"op": "transition", "id": signal.id, "from": ["pending"], "to": "approved", "values": {}, "at": 10},
+        ]
+        Path(f"{base}.1").write_text("".join(json.dumps(op) + "\n" for op in ops))
+        await ExitSignals.recover(db, base)
+        stored = await ExitSignals(db).get(signal.id)
+        assert stored is not None
+        # replayed in order; the last approve finds the signal signing and changes nothing
+        assert (stored.state, stored.tapped_at_ms, stored.signed_tx_b64, stored.signature) == ("signing", 7, "AQID", "SIG")
+    finally:
+        await ExitSignals.release(db)
+        await db.close()
