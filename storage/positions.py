@@ -336,6 +336,7 @@ class _Lane:
     journal: SignalJournal | None = None
     writing: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # id -> its latest write behind
     states: dict[str, str] = field(default_factory=dict)  # id -> its state as journaled, until that is written
+    rush: dict[str, asyncio.Event] = field(default_factory=dict)  # id -> set when someone waits for its writes
     failed: bool = False  # a row could not be written: the journal is kept for the next start
     # what writes behind wait for before they start (the seller's: until a burst of tapped sells is sent, so the
     # database's thread takes no turns from the sells; bounded by whoever supplies it)
@@ -444,29 +445,49 @@ class ExitSignals(TradeStates[ExitSignal]):
             self._behind(lane, row["id"], self._write_row(lane, row))
         return ExitSignal(**{**_NEW_SIGNAL, **row})
 
-    def _behind(self, lane: _Lane, record_id: str, write: Coroutine[Any, Any, None]) -> None:
-        """Run `write` after the record's earlier writes behind, as its latest one."""
+    def _behind(self, lane: _Lane, record_id: str, write: Coroutine[Any, Any, bool]) -> asyncio.Future[None]:
+        """Run `write` (True once written) after the record's earlier writes behind, as its latest one. It waits
+        for the lane's hold (SQLite, one process) unless someone waits for the record (`_rush`)."""
         earlier = lane.writing.get(record_id)
+        rush = lane.rush.setdefault(record_id, asyncio.Event())
 
         async def in_turn() -> None:
+            written = False
             try:
                 if earlier is not None:
                     await asyncio.gather(asyncio.shield(earlier), return_exceptions=True)
-                if lane.hold is not None:
-                    await lane.hold()
-                await write
+                if lane.hold is not None and lane.one_process and not rush.is_set():
+                    waits = [asyncio.ensure_future(lane.hold()), asyncio.ensure_future(rush.wait())]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for wait in waits:
+                            wait.cancel()
+                written = await write
             finally:
+                write.close()  # never started (cancelled while waiting): not left unawaited
                 if lane.writing.get(record_id) is task:
                     del lane.writing[record_id]
-                    lane.states.pop(record_id, None)  # the table has the record's journaled state now
+                    lane.rush.pop(record_id, None)
+                    if written:  # the table has the record's journaled state now; if not, the state stays decided here
+                        lane.states.pop(record_id, None)
                 lane.settle()
 
         task = asyncio.ensure_future(in_turn())
         lane.writing[record_id] = task
+        return task
 
-    async def _write_row(self, lane: _Lane, row: dict[str, Any]) -> None:
+    def _rush(self, record_id: str | None = None) -> None:
+        """Someone waits for the record's writes (every record's, without an id): they stop waiting for the hold."""
+        lane = _lane(self.db)
+        events = lane.rush.values() if record_id is None else [lane.rush[record_id]] if record_id in lane.rush else []
+        for event in events:
+            event.set()
+
+    async def _write_row(self, lane: _Lane, row: dict[str, Any]) -> bool:
         try:
             await self.db.write(_INSERT_KEEPING, _signal_params(row))
+            return True
         except Exception as exc:
             if _refused_for_good(exc):
                 # its user (or position) is gone: nothing will ever read it
@@ -475,6 +496,7 @@ class ExitSignals(TradeStates[ExitSignal]):
                 # kept in the journal, which is no longer emptied in this run: the next start writes it
                 lane.failed = True
                 log.exception("an exit signal could not be written to the database; it stays in the journal")
+            return False
 
     async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
         """As `TradeStates.transition`. With a journal and this process the only writer (SQLite), the move is
@@ -514,31 +536,35 @@ class ExitSignals(TradeStates[ExitSignal]):
             await super().set(record_id, **values)
             return
         sql, params = self._set_sql(record_id, values)
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failure: list[BaseException] = []
 
-        async def write() -> None:
+        async def write() -> bool:
             try:
                 await self.db.write(sql, params)
-            except BaseException as exc:
-                written.set_exception(exc)
-            else:
-                written.set_result(None)
+                return True
+            except Exception as exc:
+                failure.append(exc)
+                return False
 
         if "state" in values:
             lane.states[record_id] = str(values["state"])
-        self._behind(lane, record_id, write())
-        await written
+        task = self._behind(lane, record_id, write())
+        self._rush(record_id)  # awaited here: no hold
+        await asyncio.shield(task)
+        if failure:
+            raise failure[0]
 
-    async def _write_transition(self, lane: _Lane, op: dict[str, Any]) -> None:
+    async def _write_transition(self, lane: _Lane, op: dict[str, Any]) -> bool:
         try:
             changed = await self.db.write(*_transition_sql(op))
         except Exception:
             lane.failed = True  # the journal keeps it for the next start
             log.exception("an exit signal's new state could not be written; it stays in the journal")
-            return
+            return False
         if changed != 1:
             log.warning("exit signal %s was not in %s when its journaled move to %s was written",
                         op["id"], op["from"], op["to"])
+        return True
 
     async def get_tapped(self, signal_id: str, wait_s: float = 0.5) -> ExitSignal | None:
         """The signal behind a tapped button. Its message goes out before its row is written, so a tap that
@@ -553,6 +579,7 @@ class ExitSignals(TradeStates[ExitSignal]):
         writing = _lane(self.db).writing
         if not writing:
             return
+        self._rush(record_id)
         tasks = list(writing.values()) if record_id is None else [writing[record_id]] if record_id in writing else []
         if tasks:
             await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)

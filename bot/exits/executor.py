@@ -433,16 +433,16 @@ class Executor:
             ran = await self._checked_ahead(trade)
             report, effect, simulated = ran if ran is not None else await self._guard(trade)
             self.guard_times.append(time.perf_counter() - started)
+            balance = None
+            if trade.check_balance:
+                # the simulation read the wallet just before it ran: its lamports are the balance, asked no second time
+                balance = _lamports_before(simulated, trade.intent.wallet)
+                if balance is None:  # the simulation could not run (known programs passed on structure): ask
+                    balance = await self._balance(trade.wallet)
         except BaseException:
             if fresh_task is not None:
                 fresh_task.cancel()
             raise
-        balance = None
-        if trade.check_balance:
-            # the simulation read the wallet just before it ran: its lamports are the balance, asked no second time
-            balance = _lamports_before(simulated, trade.intent.wallet)
-            if balance is None:  # the simulation could not run (known programs passed on structure): ask
-                balance = await self._balance(trade.wallet)
         return Checked(report, effect, True, balance), fresh_task
 
     async def _guard(self, trade: Trade) -> tuple[GuardReport, Effect | None, Simulated | None]:
