@@ -305,6 +305,9 @@ def _refused_for_good(exc: BaseException) -> bool:
     return any(cls.__name__ == "IntegrityConstraintViolationError" for cls in type(exc).__mro__)
 
 
+HOLD_MAX_S = 2.0  # the longest a write behind the journal waits for the hold
+
+
 def _transition_sql(op: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
     """The UPDATE a journaled transition stands for (a no-op once the row has moved on)."""
     values: dict[str, Any] = op.get("values") or {}
@@ -340,7 +343,7 @@ class _Lane:
     failed: bool = False  # a row could not be written: the journal is kept for the next start
     # what writes behind wait for before they start (the seller's: until a burst of tapped sells is sent, so the
     # database's thread takes no turns from the sells; bounded by whoever supplies it)
-    hold: Callable[[], Awaitable[None]] | None = None
+    hold: Callable[[], Awaitable[None] | None] | None = None
     one_process: bool = False  # SQLite: this process is the only writer (its lock), so a journaled
     # transition decides against `states` and the rows; several PostgreSQL instances decide in the database
 
@@ -400,8 +403,9 @@ class ExitSignals(TradeStates[ExitSignal]):
         return written
 
     @classmethod
-    def hold_writes(cls, db: Database, hold: Callable[[], Awaitable[None]] | None) -> None:
-        """Writes behind the journal wait for `hold()` before they start (None: they start at once)."""
+    def hold_writes(cls, db: Database, hold: Callable[[], Awaitable[None] | None] | None) -> None:
+        """Writes behind the journal wait (at most HOLD_MAX_S) for what `hold()` returns before they start;
+        a hold that returns None, or no hold, lets them start at once."""
         _lane(db).hold = hold
 
     @classmethod
@@ -456,13 +460,14 @@ class ExitSignals(TradeStates[ExitSignal]):
             try:
                 if earlier is not None:
                     await asyncio.gather(asyncio.shield(earlier), return_exceptions=True)
-                if lane.hold is not None and lane.one_process and not rush.is_set():
-                    waits = [asyncio.ensure_future(lane.hold()), asyncio.ensure_future(rush.wait())]
+                held = lane.hold() if lane.hold is not None and lane.one_process and not rush.is_set() else None
+                if held is not None:
+                    rushed = asyncio.ensure_future(rush.wait())
                     try:
-                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait([asyncio.ensure_future(held), rushed], timeout=HOLD_MAX_S,
+                                           return_when=asyncio.FIRST_COMPLETED)
                     finally:
-                        for wait in waits:
-                            wait.cancel()
+                        rushed.cancel()
                 written = await write
             finally:
                 write.close()  # never started (cancelled while waiting): not left unawaited

@@ -72,9 +72,9 @@ MAX_AHEAD = 4096
 LOOKUP_TABLE_CACHE_S = 30.0  # a table's entries at a given index only change if it is closed and made anew
 HOLDINGS_CACHE_S = 30.0  # refreshed sooner on every balance_update
 MAX_SIMULATED_ACCOUNTS = 100  # getMultipleAccounts' limit
-SEND_RETRY_PAUSES_S = (0.2, 0.8)
-WARM_S = 20.0  # sender connections warmed this recently are not warmed again (unless more are wanted)
-WARM_GATHER_S = 0.05  # a burst of signals asking for warm connections is answered once, this long after the first  # before each resend of the same bytes after an answer that said nothing definite
+SEND_RETRY_PAUSES_S = (0.2, 0.8)  # before each resend of the same bytes after an answer that said nothing definite
+WARM_S = 20.0  # sender connections are warmed at most this often
+WARM_GATHER_S = 0.05  # a burst of signals asking for warm connections is answered once, this long after the first
 
 
 Outcome = TypeVar("Outcome")
@@ -281,8 +281,7 @@ class SendTargets:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._warming: dict[str, asyncio.Future[None]] = {}
-        self._wanted: dict[str, int] = {}
-        self._warmed: dict[str, tuple[float, int]] = {}  # url -> (when, how many connections) last warmed
+        self._warmed: dict[str, float] = {}  # url -> when it was last warmed
 
     def _client(self) -> aiohttp.ClientSession:
         # created lazily: a session belongs to the running event loop
@@ -297,26 +296,22 @@ class SendTargets:
                                                                           **headers}) as reply:
             return reply.status, await reply.text()
 
-    def warm(self, url: str, wanted: int) -> None:
-        """Have `wanted` connections to the sender at `url` open and idle in the pool, for as many sends at once:
-        that many concurrent pings (Helius Sender's documented `GET /ping`), made together shortly after the
-        first ask (a burst of signals asks once each) and not again for WARM_S unless more are wanted."""
-        wanted = min(wanted, self._max_connections)
-        at, warmed = self._warmed.get(url, (0.0, 0))
-        if wanted <= warmed and time.monotonic() - at < WARM_S:
+    def warm(self, url: str, wanted: Callable[[], int]) -> None:
+        """Have `wanted()` connections to the sender at `url` open and idle in the pool, for as many sends at
+        once: that many concurrent pings (Helius Sender's documented `GET /ping`), made together WARM_GATHER_S
+        after the first ask (a burst of signals asks once each), at most once per WARM_S."""
+        if url in self._warming or time.monotonic() - self._warmed.get(url, -WARM_S) < WARM_S:
             return
-        self._wanted[url] = max(wanted, self._wanted.get(url, 0))
-        if url not in self._warming:
-            self._warming[url] = asyncio.ensure_future(self._warm(url))
+        self._warming[url] = asyncio.ensure_future(self._warm(url, wanted))
 
-    async def _warm(self, url: str) -> None:
+    async def _warm(self, url: str, wanted: Callable[[], int]) -> None:
         try:
             await asyncio.sleep(WARM_GATHER_S)
-            wanted = self._wanted.pop(url, 1)
-            self._warmed[url] = (time.monotonic(), wanted)
+            self._warmed[url] = time.monotonic()
+            count = max(1, min(wanted(), self._max_connections))
             parts = urlsplit(url)
             ping = urlunsplit((parts.scheme, parts.netloc, "/ping", "", ""))
-            await asyncio.gather(*(self._ping(ping) for _ in range(wanted)))
+            await asyncio.gather(*(self._ping(ping) for _ in range(count)))
         finally:
             self._warming.pop(url, None)
 
@@ -339,7 +334,7 @@ class SendTargets:
 class _Ahead:
     at: float  # time.monotonic() when the run began
     message: bytes  # the transaction's message as checked: what would be signed
-    blockhash: Hash | None
+    blockhash: Hash
     intent: SellIntent | BuyIntent | TokenWithdrawIntent
     result: asyncio.Future[tuple[GuardReport, Effect | None, Simulated | None] | None]
 
@@ -381,15 +376,12 @@ class Executor:
         self._ahead[trade.record_id] = ahead
         try:
             result = await self._guard(trade)
-        except (GuardRefusal, Unverifiable):
-            ahead.result.set_result(None)
+        except BaseException as exc:
+            ahead.result.set_result(None)  # a tap waiting for it runs the guard itself
             if self._ahead.get(trade.record_id) is ahead:
                 del self._ahead[trade.record_id]
-            return
-        except BaseException:
-            ahead.result.set_result(None)
-            if self._ahead.get(trade.record_id) is ahead:
-                del self._ahead[trade.record_id]
+            if isinstance(exc, GuardRefusal | Unverifiable):
+                return
             raise
         ahead.result.set_result(result)
         self.ahead_times.append(time.perf_counter() - started)
@@ -530,13 +522,13 @@ class Executor:
         """A sell in this send mode may be sent soon: have connections to its sender ready, as many as there
         are trades checked ahead (each may be tapped at the same moment)."""
         if send_mode == "helius_sender":
-            self._senders.warm(self.core.settings.helius_sender_url, max(1, len(self._ahead)))
+            self._senders.warm(self.core.settings.helius_sender_url, lambda: len(self._ahead))
 
     def tapped(self, record_id: str) -> None:
         """A trade checked ahead (`check_ahead`) was tapped and is about to be checked: ask the chain about its
         blockhash now, so the answer is there (shared, see `blockhash_valid`) by the time the sell needs it."""
         ahead = self._ahead.get(record_id)
-        if ahead is not None and ahead.blockhash is not None:
+        if ahead is not None:
             task = asyncio.ensure_future(self._blockhash_valid(ahead.blockhash))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 

@@ -158,7 +158,7 @@ class Seller:
         self.early = EarlyTaps(self)  # Sell taps read off Telegram's answer before the library's handlers
         # the journaled rows of exit signals are written once the tapped sells are sent (storage/positions.py)
         if core.db is not None:
-            ExitSignals.hold_writes(core.db, self.sends_first)
+            ExitSignals.hold_writes(core.db, self.sends_pending)
 
     @property
     def holdings(self) -> Holdings:
@@ -231,12 +231,19 @@ class Seller:
         this one by one, each before the next has been approved, so waiting only for the sells tapped so far
         would let the first answers out in front of the later sells; the bound keeps a stream of taps from
         holding an answer back for long."""
-        if not self._unsent:
+        woken = self.sends_pending()
+        if woken is None:
             return
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._after_sends.append(woken)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken, timeout)
+
+    def sends_pending(self) -> asyncio.Future[None] | None:
+        """A future done once no tapped sell is waiting to be sent; None when none is waiting now."""
+        if not self._unsent:
+            return None
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._after_sends.append(woken)
+        return woken
 
     async def auto_sell(self, signal_id: str, user_id: int) -> None:
         """Sell without a tap, within bounds: never while a sell of the same position is in flight, at most
