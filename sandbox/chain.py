@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -681,6 +682,8 @@ class Chain:
         self._holdings: dict[Pubkey, set[Pubkey]] = {}  # owner -> mints it has a token account for
         self._records: dict[Signature, TxRecord] = {}
         self._dropped: set[Signature] = set()  # accepted without preflight, will never land
+        self._accepted: list[VersionedTransaction] = []  # accepted (`accept`), landing at the next `settle`
+        self._accepted_signatures: set[Signature] = set()
         self.mint_authority = self.keypair("mint-authority")
         self.market_maker = self.keypair("market-maker")
         self.drainer = self.keypair("drainer")
@@ -1560,6 +1563,23 @@ class Chain:
 
     # -- sending -------------------------------------------------------------------------------
 
+    def accept(self, tx: VersionedTransaction) -> None:
+        """Take a transaction as a node takes a skipPreflight send: it lands at the next `settle`, which every
+        public method of the chain runs first, so nothing that reads or changes the chain can see it missing."""
+        self._accepted.append(tx)
+        self._accepted_signatures.add(tx.signatures[0])
+
+    def settle(self) -> None:
+        """Land the accepted transactions, in the order they came."""
+        accepted, self._accepted = self._accepted, []
+        self._accepted_signatures.clear()
+        for tx in accepted:
+            self.send_transaction(tx, skip_preflight=True)
+
+    def seen(self, signature: Signature) -> bool:
+        """Whether a transaction with this signature was accepted or landed already (settles nothing)."""
+        return signature in self._records or signature in self._accepted_signatures
+
     def send_transaction(self, tx: VersionedTransaction, skip_preflight: bool = False) -> Signature:
         """Submits a signed transaction as a node's sendTransaction does; raises RpcError."""
         signature = tx.signatures[0]
@@ -2135,6 +2155,26 @@ class Chain:
         """True for a transaction accepted without preflight that will never land (tests and the control API)."""
         sig = signature if isinstance(signature, Signature) else Signature.from_string(signature)
         return sig in self._dropped
+
+
+def _settling(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def settled_first(self: Chain, *args: Any, **kwargs: Any) -> Any:
+        if self._accepted:
+            self.settle()
+        return method(self, *args, **kwargs)
+
+    return settled_first
+
+
+# Every public method and property of the chain lands what was accepted before it runs (see `accept`).
+for _name, _member in list(vars(Chain).items()):
+    if _name.startswith("_") or _name in ("accept", "settle", "seen"):
+        continue
+    if isinstance(_member, property) and _member.fget is not None:
+        setattr(Chain, _name, property(_settling(_member.fget), _member.fset))
+    elif callable(_member) and not isinstance(_member, staticmethod | classmethod):
+        setattr(Chain, _name, _settling(_member))
 
 
 def _curve(reserve_out: int, reserve_in: int, amount_in: int) -> int:

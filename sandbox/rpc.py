@@ -120,6 +120,8 @@ def decode_transaction(data: Any, encoding: str) -> VersionedTransaction:
 
 
 FAULT_KINDS = ("garbage", "http500", "http429", "hang")
+LAND_QUIET_S = 0.005  # sent transactions land once sendTransaction has been quiet this long
+LAND_MAX_S = 0.2  # or this long after the first of them came (half a slot), whichever is sooner
 
 
 class SandboxRpc(JsonService):
@@ -130,10 +132,13 @@ class SandboxRpc(JsonService):
         self.calls: Counter[str] = Counter()
         self.sent: list[Signature] = []
         self.received_at: dict[Signature, float] = {}  # when sendTransaction first received each (time.monotonic())
-        # sendTransaction with skipPreflight answers at once and the chain lands the transaction right after
-        # (a node forwards it to the leader and answers; it does not make the sender wait for the block), so
-        # a burst of sends is received without each one waiting for the landing of those before it.
-        self._landing: list[VersionedTransaction] = []
+        # sendTransaction with skipPreflight answers at once and the chain lands the transaction after (a node
+        # forwards it to the leader and answers; it does not make the sender wait for the block): once sends
+        # pause for LAND_QUIET_S, or LAND_MAX_S after the first one waiting, as a leader packs a block. A burst
+        # of sends is received without each one waiting for the landing of those before it; any read lands
+        # what was sent before it first, so no caller ever sees a sent transaction missing.
+        self._landing_since = 0.0
+        self._land_timer: asyncio.TimerHandle | None = None
         self._send_faults: deque[dict[str, Any]] = deque()
         self._faults: dict[str, deque[str]] = {}
         self.hang_s = 15.0
@@ -161,6 +166,10 @@ class SandboxRpc(JsonService):
         }
 
     # -- serving -------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.land_sent()  # what was accepted lands, as it would have a moment later
 
     def fail_next_send(self, error: dict[str, Any] | RpcError) -> None:
         """The next sendTransaction answers with this JSON-RPC error ({"code", "message", "data"?})."""
@@ -505,7 +514,7 @@ class SandboxRpc(JsonService):
             fault = self._send_faults.popleft()
             raise RpcError(fault["code"], fault["message"], fault.get("data"))
         skip_preflight = bool(config.get("skipPreflight", False))
-        if skip_preflight and self.chain.get_transaction(tx.signatures[0]) is None:
+        if skip_preflight and not self.chain.seen(tx.signatures[0]):
             # nothing left that could refuse it: the answer is the signature, the landing follows (land_sent)
             self._land_soon(tx)
             self.sent.append(tx.signatures[0])
@@ -521,15 +530,21 @@ class SandboxRpc(JsonService):
         except RuntimeError:  # called outside an event loop (a direct `handle()`): land now
             self.chain.send_transaction(tx, skip_preflight=True)
             return
-        self._landing.append(tx)
-        if len(self._landing) == 1:
-            loop.call_soon(self.land_sent)
+        now = loop.time()
+        if self._land_timer is None:
+            self._landing_since = now
+        else:
+            self._land_timer.cancel()
+        self.chain.accept(tx)
+        wait = min(LAND_QUIET_S, max(0.0, self._landing_since + LAND_MAX_S - now))
+        self._land_timer = loop.call_later(wait, self.land_sent)
 
     def land_sent(self) -> None:
         """Land the transactions sendTransaction accepted and has not landed yet, in the order they came."""
-        landing, self._landing = self._landing, []
-        for tx in landing:
-            self.chain.send_transaction(tx, skip_preflight=True)
+        if self._land_timer is not None:
+            self._land_timer.cancel()
+            self._land_timer = None
+        self.chain.settle()
 
 
 def transaction_json(record: TxRecord, encoding: str = "json") -> dict[str, Any]:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import base58
 from solders.hash import Hash
 from solders.pubkey import Pubkey
@@ -60,8 +59,10 @@ from bot.exits.guard import (
     derive_ahead,
     resolve_lookup_tables,
 )
+from bot.exits.sender_http import HttpSender, SenderError
 from bot.exits.signer import SigningError, sign_transaction
 from bot.solana_rpc import RpcError, SignatureStatus, SolanaRpc, TokenHolding
+from bot.tasks import BackgroundTasks
 
 log = logging.getLogger("lasersell_bot.executor")
 
@@ -192,6 +193,56 @@ class SharedReads(Generic[Key, Value]):
         return value
 
 
+class AccountReads:
+    """Accounts read again for many trades at once: every address asked in the same moment (the taps of one
+    burst checking the accounts their checks ahead simulated) is read once, in getMultipleAccounts calls of up
+    to 100 addresses that leave together (one JSON-RPC batch) once the moment's callers are all in. The pool
+    the hundred sells share is read once, and every tap of the burst sees the chain as it was before any of
+    them was sent."""
+
+    def __init__(self, rpc: SolanaRpc) -> None:
+        self.rpc = rpc
+        self._wanted: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._reading = BackgroundTasks()
+
+    async def read(self, addresses: list[str]) -> list[dict[str, Any] | None]:
+        """The accounts as getMultipleAccounts answers them (None for a missing one); raises RpcError."""
+        loop = asyncio.get_running_loop()
+        if not self._wanted:
+            loop.call_soon(self._flush)
+        futures = []
+        for address in addresses:
+            future = self._wanted.get(address)
+            if future is None:
+                future = self._wanted[address] = loop.create_future()
+            futures.append(future)
+        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+
+    def _flush(self) -> None:
+        wanted, self._wanted = self._wanted, {}
+        addresses = list(wanted)
+        for start in range(0, len(addresses), MAX_SIMULATED_ACCOUNTS):
+            chunk = addresses[start : start + MAX_SIMULATED_ACCOUNTS]
+            self._reading.spawn(self._read_chunk(chunk, [wanted[a] for a in chunk]), name="account-reads")
+
+    async def _read_chunk(self, addresses: list[str], futures: list[asyncio.Future[dict[str, Any] | None]]) -> None:
+        try:
+            accounts = await self.rpc.get_accounts(addresses)
+        except Exception as exc:  # whatever went wrong, nobody is left waiting
+            error = exc if isinstance(exc, RpcError) else RpcError(f"getMultipleAccounts failed ({type(exc).__name__})")
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: each waiter gets it through its shield
+            return
+        for future, account in zip(futures, accounts, strict=True):
+            if not future.done():
+                future.set_result(account)
+
+    async def close(self) -> None:
+        await self._reading.cancel_all()
+
+
 class Holdings:
     """The wallets' token accounts as the chain shows them (getTokenAccountsByOwner, both token programs):
     cached, refreshed on balance_update, asked once for many trades of the same wallet."""
@@ -269,46 +320,54 @@ def _sol_transfers(
 
 
 class SendTargets:
-    """Helius Sender and Astralane: sendTransaction posted over one pooled aiohttp session.
-
-    httpx's pool rescans every connection for each queued request and opened one connection per send: in a
-    burst of a hundred sells that was about a millisecond of the event loop per send, paid by every sell
-    queued behind it. aiohttp's pool (the Solana RPC client's too) stays cheap at that load.
-    """
+    """Helius Sender and Astralane: sendTransaction posted over kept-alive connections per sender, each request
+    written to the socket in the step that makes it (`HttpSender`: a burst's first sells reach the sender while
+    the later ones are still being signed)."""
 
     def __init__(self, timeout: float = 10.0, max_connections: int = 100) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._senders: dict[tuple[str, str, int | None], HttpSender] = {}
         self._warming: dict[str, asyncio.Future[None]] = {}
         self._warmed: dict[str, float] = {}  # url -> when it was last warmed
+        self._warm_count: dict[str, int] = {}  # url -> how many connections that warm opened
 
-    def _client(self) -> aiohttp.ClientSession:
-        # created lazily: a session belongs to the running event loop
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
+    def _sender(self, url: str) -> tuple[HttpSender, str]:
+        """The connections to `url`'s host, and the request target (path and query) on it."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "", parts.port)
+        sender = self._senders.get(key)
+        if sender is None:
+            sender = self._senders[key] = HttpSender(url, timeout=self._timeout, max_connections=self._max_connections)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return sender, target
 
     async def post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str]:
-        """(HTTP status, body text); raises aiohttp.ClientError or TimeoutError when there is no answer."""
-        async with self._client().post(url, data=json.dumps(body), headers={"Content-Type": "application/json",
-                                                                          **headers}) as reply:
-            return reply.status, await reply.text()
+        """(HTTP status, body text); raises SenderError or TimeoutError when there is no answer."""
+        sender, target = self._sender(url)
+        status, text = await sender.request("POST", target, json.dumps(body).encode(),
+                                            {"Content-Type": "application/json", **headers})
+        return status, text.decode("utf-8", "replace")
 
     def warm(self, url: str, wanted: Callable[[], int]) -> None:
         """Have `wanted()` connections to the sender at `url` open and idle in the pool, for as many sends at
         once: that many concurrent pings (Helius Sender's documented `GET /ping`), made together WARM_GATHER_S
-        after the first ask (a burst of signals asks once each), at most once per WARM_S."""
-        if url in self._warming or time.monotonic() - self._warmed.get(url, -WARM_S) < WARM_S:
+        after the first ask (a burst of signals asks once each). Warmed again after WARM_S, or sooner when more
+        are wanted than were warmed (then at least twice as many, so a growing number warms a few times only)."""
+        if url in self._warming:
+            return
+        if time.monotonic() - self._warmed.get(url, -WARM_S) < WARM_S and wanted() <= self._warm_count.get(url, 0):
             return
         self._warming[url] = asyncio.ensure_future(self._warm(url, wanted))
 
     async def _warm(self, url: str, wanted: Callable[[], int]) -> None:
         try:
             await asyncio.sleep(WARM_GATHER_S)
-            self._warmed[url] = time.monotonic()
-            count = max(1, min(wanted(), self._max_connections))
+            now = time.monotonic()
+            had = self._warm_count.get(url, 0) if now - self._warmed.get(url, -WARM_S) < WARM_S else 0
+            count = max(1, min(max(wanted(), 2 * had), self._max_connections))
+            self._warmed[url] = now
+            self._warm_count[url] = count
             parts = urlsplit(url)
             ping = urlunsplit((parts.scheme, parts.netloc, "/ping", "", ""))
             await asyncio.gather(*(self._ping(ping) for _ in range(count)))
@@ -316,18 +375,18 @@ class SendTargets:
             self._warming.pop(url, None)
 
     async def _ping(self, url: str) -> None:
+        sender, target = self._sender(url)
         try:
-            async with self._client().get(url) as reply:
-                await reply.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            await sender.request("GET", target)
+        except (SenderError, TimeoutError) as exc:
             log.debug("sender ping failed: %s", type(exc).__name__)
 
     async def close(self) -> None:
         for task in list(self._warming.values()):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
 
 
 @dataclass
@@ -355,8 +414,10 @@ class Executor:
         self.ahead_times: deque[float] = deque(maxlen=4096)  # seconds per guard run ahead of a tap
         self.ahead_moved = 0  # runs ahead not used because an account had changed since
         self._ahead: dict[str, _Ahead] = {}  # record id -> the guard run on it before the tap
+        self._rereads = AccountReads(core.rpc)
 
     async def close(self) -> None:
+        await self._rereads.close()
         await self._senders.close()
         await self.watcher.close()
 
@@ -402,7 +463,7 @@ class Executor:
             return None  # the simulation could not run then: it is tried now
         addresses = list(simulated.before)
         try:
-            now = [_view(raw) for raw in await self.rpc.get_accounts([str(a) for a in addresses])]
+            now = [_view(raw) for raw in await self._rereads.read([str(a) for a in addresses])]
         except (RpcError, KeyError, TypeError, ValueError):
             return None
         if any(simulated.before[address] != view for address, view in zip(addresses, now, strict=True)):
@@ -656,7 +717,7 @@ class Executor:
         }
         try:
             status, text = await self._senders.post(url, body, headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (SenderError, TimeoutError) as exc:
             raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
         if status == 429:
             raise RpcError(f"{send_mode} is rate limiting us (HTTP 429)", 429)
