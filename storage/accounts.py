@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, user_written
 from storage.users import now_ms
 
 
@@ -255,6 +255,7 @@ class SettingsStore:
                     value = int(value)
                 values.append(value)
             assignments = ", ".join(f"{name}=?" for name in fields)
+            user_written(self.db, telegram_id)
             await self.db.execute(
                 f"UPDATE user_settings SET {assignments}, updated_at=? WHERE telegram_id=?",
                 (*values, now_ms(), telegram_id),

@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import stat
+import weakref
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,23 @@ _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 # the Database whose transaction the current task is inside, if any
+_USER_WRITES: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def user_written(db: object, telegram_id: int) -> None:
+    """What a sell of the user's depends on was just written through this process (`user_writes`)."""
+    counts = _USER_WRITES.setdefault(db, {})
+    counts[telegram_id] = counts.get(telegram_id, 0) + 1
+
+
+def user_writes(db: object, telegram_id: int) -> int:
+    """How many times this process wrote what a sell of the user's is built and checked on: their settings
+    (`SettingsStore.update`) and their positions' identity, status and amount (`Positions`), not the live PnL
+    columns nor a card's id. The same count later means none of that changed meanwhile, as far as this process
+    can tell: on SQLite it is the only writer."""
+    return _USER_WRITES.get(db, {}).get(telegram_id, 0)
+
+
 _IN_TRANSACTION: contextvars.ContextVar[Database | None] = contextvars.ContextVar("in_transaction", default=None)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, user_written
 from storage.signal_journal import SignalJournal
 from storage.trades import TradeStates
 from storage.users import now_ms
@@ -114,6 +114,9 @@ class ExitSignal:
 
 
 WRITE_CHUNK = 100
+# what a sell of the position is built and checked on (the rest, a card's id or a flag, is not): a write of
+# any of these is counted by `user_written`
+_SOLD_ON = frozenset({"status", "wallet", "mint", "token_account", "token_program", "tokens", "quote"})
 
 _BOOL_FIELDS = {"watched", "waiting_exit", "deadline_fired"}
 
@@ -153,11 +156,14 @@ class Positions:
                 values["quote"] = quote
             if isinstance(context, dict) and isinstance(context.get("market_type"), str):
                 values["market_type"] = context["market_type"]
-            await self.update(telegram_id, existing.position_id, **values)
+            # announced again after a reconnect: counted as written only if what a sell depends on changed
+            changed = {k for k, v in values.items() if getattr(existing, k, None) != v}
+            await self.update(telegram_id, existing.position_id, _counted=bool(_SOLD_ON & changed), **values)
             position = await self.get(telegram_id, existing.position_id)
             assert position is not None
             return position, False
         number = await self._new_number(telegram_id, stream_id)
+        user_written(self.db, telegram_id)
         now = now_ms()
         market = context.get("market_type") if isinstance(context, dict) else None
         await self.db.execute(
@@ -221,13 +227,15 @@ class Positions:
         row = await self.db.fetchone("SELECT COUNT(*) FROM positions WHERE status='open'")
         return int(row[0]) if row else 0
 
-    async def update(self, telegram_id: int, position_id: int, **values: Any) -> None:
+    async def update(self, telegram_id: int, position_id: int, *, _counted: bool | None = None, **values: Any) -> None:
         if not values:
             return
         for key, value in list(values.items()):
             if isinstance(value, bool):
                 values[key] = int(value)
         assignments = ", ".join(f"{k}=?" for k in values)
+        if _counted if _counted is not None else bool(_SOLD_ON.intersection(values)):
+            user_written(self.db, telegram_id)
         await self.db.write(
             f"UPDATE positions SET {assignments}, updated_at=? WHERE telegram_id=? AND position_id=?",
             (*values.values(), now_ms(), telegram_id, position_id),

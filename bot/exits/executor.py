@@ -202,42 +202,38 @@ class AccountReads:
 
     def __init__(self, rpc: SolanaRpc) -> None:
         self.rpc = rpc
-        self._wanted: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._readers: list[tuple[list[str], asyncio.Future[list[dict[str, Any] | None]]]] = []
         self._reading = BackgroundTasks()
 
-    async def read(self, addresses: list[str]) -> list[dict[str, Any] | None]:
-        """The accounts as getMultipleAccounts answers them (None for a missing one); raises RpcError."""
+    def read(self, addresses: list[str]) -> asyncio.Future[list[dict[str, Any] | None]]:
+        """The accounts as getMultipleAccounts answers them (None for a missing one), to come; RpcError if not."""
         loop = asyncio.get_running_loop()
-        if not self._wanted:
+        if not self._readers:
             loop.call_soon(self._flush)
-        futures = []
-        for address in addresses:
-            future = self._wanted.get(address)
-            if future is None:
-                future = self._wanted[address] = loop.create_future()
-            futures.append(future)
-        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+        future: asyncio.Future[list[dict[str, Any] | None]] = loop.create_future()
+        self._readers.append((addresses, future))
+        return future
 
     def _flush(self) -> None:
-        wanted, self._wanted = self._wanted, {}
-        addresses = list(wanted)
-        for start in range(0, len(addresses), MAX_SIMULATED_ACCOUNTS):
-            chunk = addresses[start : start + MAX_SIMULATED_ACCOUNTS]
-            self._reading.spawn(self._read_chunk(chunk, [wanted[a] for a in chunk]), name="account-reads")
+        readers, self._readers = self._readers, []
+        addresses = list(dict.fromkeys(a for wanted, _ in readers for a in wanted))
+        self._reading.spawn(self._read(addresses, readers), name="account-reads")
 
-    async def _read_chunk(self, addresses: list[str], futures: list[asyncio.Future[dict[str, Any] | None]]) -> None:
+    async def _read(self, addresses: list[str],
+                    readers: list[tuple[list[str], asyncio.Future[list[dict[str, Any] | None]]]]) -> None:
         try:
-            accounts = await self.rpc.get_accounts(addresses)
+            chunks = await asyncio.gather(*(self.rpc.get_accounts(addresses[start : start + MAX_SIMULATED_ACCOUNTS])
+                                            for start in range(0, len(addresses), MAX_SIMULATED_ACCOUNTS)))
         except Exception as exc:  # whatever went wrong, nobody is left waiting
             error = exc if isinstance(exc, RpcError) else RpcError(f"getMultipleAccounts failed ({type(exc).__name__})")
-            for future in futures:
+            for _, future in readers:
                 if not future.done():
                     future.set_exception(error)
-                    future.exception()  # retrieved: each waiter gets it through its shield
             return
-        for future, account in zip(futures, accounts, strict=True):
+        found = dict(zip(addresses, (account for chunk in chunks for account in chunk), strict=True))
+        for wanted, future in readers:
             if not future.done():
-                future.set_result(account)
+                future.set_result([found[a] for a in wanted])
 
     async def close(self) -> None:
         await self._reading.cancel_all()
@@ -264,6 +260,21 @@ def _view(raw: dict[str, Any] | None) -> AccountView | None:
     data = raw.get("data")
     encoded = data[0] if isinstance(data, list) else (data or "")
     return AccountView(int(raw["lamports"]), Pubkey.from_string(str(raw["owner"])), base64.b64decode(encoded))
+
+
+Fingerprint = tuple[int, str, str] | None
+
+
+def _fingerprint(raw: dict[str, Any] | None) -> Fingerprint:
+    """An account as getMultipleAccounts answers it (base64), as (lamports, owner, data): compared as it comes."""
+    if not raw:
+        return None
+    data = raw.get("data")
+    return int(raw["lamports"]), str(raw["owner"]), str(data[0] if isinstance(data, list) else (data or ""))
+
+
+def _fingerprint_of(view: AccountView | None) -> Fingerprint:
+    return None if view is None else (view.lamports, str(view.owner), base64.b64encode(view.data).decode())
 
 
 def _lamports_before(simulated: Simulated | None, wallet: Pubkey) -> int | None:
@@ -396,6 +407,8 @@ class _Ahead:
     blockhash: Hash
     intent: SellIntent | BuyIntent | TokenWithdrawIntent
     result: asyncio.Future[tuple[GuardReport, Effect | None, Simulated | None] | None]
+    reread: asyncio.Future[list[dict[str, Any] | None]] | None = None  # its accounts read again at the tap
+    fingerprints: list[Fingerprint] | None = None  # the simulated accounts as read before the run
 
 
 class Executor:
@@ -444,6 +457,8 @@ class Executor:
             if isinstance(exc, GuardRefusal | Unverifiable):
                 return
             raise
+        if result[2] is not None:
+            ahead.fingerprints = [_fingerprint_of(view) for view in result[2].before.values()]
         ahead.result.set_result(result)
         self.ahead_times.append(time.perf_counter() - started)
 
@@ -461,12 +476,12 @@ class Executor:
         simulated = ran[2] if ran is not None else None
         if simulated is None or not simulated.before:
             return None  # the simulation could not run then: it is tried now
-        addresses = list(simulated.before)
+        reread = ahead.reread or self._rereads.read([str(a) for a in simulated.before])
         try:
-            now = [_view(raw) for raw in await self._rereads.read([str(a) for a in addresses])]
+            now = [_fingerprint(raw) for raw in await reread]
         except (RpcError, KeyError, TypeError, ValueError):
             return None
-        if any(simulated.before[address] != view for address, view in zip(addresses, now, strict=True)):
+        if now != (ahead.fingerprints or [_fingerprint_of(view) for view in simulated.before.values()]):
             self.ahead_moved += 1
             return None
         return ran
@@ -585,13 +600,21 @@ class Executor:
         if send_mode == "helius_sender":
             self._senders.warm(self.core.settings.helius_sender_url, lambda: len(self._ahead))
 
-    def tapped(self, record_id: str) -> None:
-        """A trade checked ahead (`check_ahead`) was tapped and is about to be checked: ask the chain about its
-        blockhash now, so the answer is there (shared, see `blockhash_valid`) by the time the sell needs it."""
+    def tapped(self, record_id: str, *, ask_blockhash: bool) -> None:
+        """A trade checked ahead (`check_ahead`) was tapped and is about to be checked: read again now the accounts
+        its simulation read (`_checked_ahead` compares them), with every other tap of the moment (`AccountReads`),
+        and ask the chain about its blockhash if `ask_blockhash`, so the answers are there (shared, see
+        `blockhash_valid`) by the time the sell needs them."""
         ahead = self._ahead.get(record_id)
-        if ahead is not None:
+        if ahead is None:
+            return
+        if ask_blockhash:
             task = asyncio.ensure_future(self._blockhash_valid(ahead.blockhash))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        ran = ahead.result.result() if ahead.result.done() else None
+        if ran is not None and ran[2] is not None and ran[2].before and ahead.reread is None:
+            ahead.reread = self._rereads.read([str(a) for a in ran[2].before])
+            ahead.reread.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def blockhash_valid(self, tx: VersionedTransaction) -> bool:
         return await self._blockhash_valid(tx.message.recent_blockhash)

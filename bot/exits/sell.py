@@ -34,7 +34,7 @@ from bot.accounts import api_failure_words
 from bot.callbacks import SignalTap
 from bot.core import Core
 from bot.exits.early_taps import EarlyTaps
-from bot.exits.executor import Checked, Executor, Holdings, Trade, TradeHooks
+from bot.exits.executor import AHEAD_S, Checked, Executor, Holdings, Trade, TradeHooks
 from bot.exits.guard import GuardRefusal, SellIntent, SimulationFailed
 from bot.exits.inbox import UNTRACKED
 from bot.exits.signer import SigningError, decode_unsigned
@@ -48,6 +48,7 @@ from bot.solana_rpc import RpcError, SignatureStatus
 from bot.stream.events import StreamEvent
 from bot.tasks import BackgroundTasks
 from storage.accounts import UserSettings
+from storage.db import user_writes
 from storage.history import PnlHistory
 from storage.positions import ExitSignal, ExitSignals, Position, Positions
 
@@ -59,6 +60,7 @@ CONFIRM_TIMEOUT_S = 60.0
 SLIPPAGE_ERRORS = {6003, 6004}  # "too little SOL received" / "exceeded slippage" of the pump programs
 SIGNAL_TTL_MS = 10 * 60 * 1000
 RESUME_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a signed sell after a restart
+MAX_PREPARED = 4096  # signals checked ahead whose reads are kept for the tap
 AUTO_SIGN_PER_MINUTE = 6  # a user's auto-signed transactions a minute; beyond it signals wait for a tap
 # The official CLI's retry steps: +20 bps on the first retry, +40 bps on each one after, up to the cap.
 SLIPPAGE_BUMP_FIRST_BPS = 20
@@ -156,6 +158,9 @@ class Seller:
         self._refreshing: dict[tuple[int, int], str] = {}  # (user, position) -> the refreshed signal's reason
         self._amount_refreshing: set[tuple[int, int]] = set()  # positions refreshed for a changed amount
         self.early = EarlyTaps(self)  # Sell taps read off Telegram's answer before the library's handlers
+        # signal id -> what the check ahead read for it (position, settings, the decoded transaction), taken by
+        # the tap's sell when nothing of the user's was written since (one process on SQLite)
+        self._prepared: dict[str, _Prepared] = {}
         # the journaled rows of exit signals are written once the tapped sells are sent (storage/positions.py)
         if core.db is not None:
             ExitSignals.hold_writes(core.db, self.sends_pending)
@@ -202,8 +207,8 @@ class Seller:
         if not await self.signals.transition(signal.id, ("pending",), "approved", tapped_at_ms=tapped_at_ms):
             return "Already selling…"
         self._unsent.add(signal.id)
-        if tapped_at_ms - signal.received_at_ms > FRESH_S * 1000:
-            self.executor.tapped(signal.id)  # the blockhash question goes out now, answered while the sell starts
+        # the accounts read again, and the blockhash question if old enough, go out now, answered while the sell starts
+        self.executor.tapped(signal.id, ask_blockhash=tapped_at_ms - signal.received_at_ms > FRESH_S * 1000)
         # the row as the approve left it: the sell need not read it again
         approved = dataclasses.replace(signal, state="approved", tapped_at_ms=tapped_at_ms)
         task = self._background.spawn(self.sell(signal.id, approved=approved))
@@ -399,13 +404,18 @@ class Seller:
 
     async def _sell(self, signal: ExitSignal, *, auto: bool) -> Outcome:
         user_id = signal.telegram_id
-        position = await self.positions.get(user_id, signal.position_id)
-        settings = await self.core.accounts.store.get(user_id)
-        hooks = _SellHooks(self, signal, position, settings, auto)
-        try:
-            tx = decode_unsigned(signal.unsigned_tx_b64)
-        except SigningError as exc:
-            return await hooks.signing_failed(exc)
+        prepared = self._take_prepared(signal)
+        if prepared is not None:
+            position, settings, tx = prepared.position, prepared.settings, prepared.tx
+            hooks = _SellHooks(self, signal, position, settings, auto)
+        else:
+            position = await self.positions.get(user_id, signal.position_id)
+            settings = await self.core.accounts.store.get(user_id)
+            hooks = _SellHooks(self, signal, position, settings, auto)
+            try:
+                tx = decode_unsigned(signal.unsigned_tx_b64)
+            except SigningError as exc:
+                return await hooks.signing_failed(exc)
         try:
             intent = await self.intent(signal, position, settings)
         except GuardRefusal as refusal:
@@ -424,6 +434,7 @@ class Seller:
     async def check_ahead(self, signal: ExitSignal) -> None:
         """Run the guard on a shown signal's transaction before anyone taps (`Executor.check_ahead`): a tap
         within AHEAD_S of it, on the same transaction for the same intent, is signed on this check."""
+        writes = user_writes(self.core.db, signal.telegram_id)
         position = await self.positions.get(signal.telegram_id, signal.position_id)
         settings = await self.core.accounts.store.get(signal.telegram_id)
         try:
@@ -431,8 +442,24 @@ class Seller:
             intent = await self.intent(signal, position, settings)
         except (SigningError, GuardRefusal):
             return  # the tap says why, with the full check
+        if self.core.db is not None and self.core.db.backend == "sqlite":  # one process: it sees every write
+            while len(self._prepared) >= MAX_PREPARED:
+                del self._prepared[next(iter(self._prepared))]
+            self._prepared[signal.id] = _Prepared(time.monotonic(), writes, signal.unsigned_tx_b64, position, settings, tx)
         self.executor.warm_sender(settings.send_mode)
         await self.executor.check_ahead(self._trade(signal, tx, intent, position, settings))
+
+    def _take_prepared(self, signal: ExitSignal) -> _Prepared | None:
+        """What the check ahead read for this signal, once, if it still holds: the same transaction, within
+        AHEAD_S, and no write of the user's positions or settings since."""
+        prepared = self._prepared.pop(signal.id, None)
+        if (
+            prepared is None or time.monotonic() - prepared.at > AHEAD_S
+            or prepared.writes != user_writes(self.core.db, signal.telegram_id)
+            or prepared.unsigned_tx_b64 != signal.unsigned_tx_b64
+        ):
+            return None
+        return prepared
 
     async def _refresh_and_sell(self, signal: ExitSignal, position: Position | None, *, auto: bool) -> Outcome:
         """The tapped transaction was too old (or for more tokens than are held now): ask for a fresh one and sell
@@ -746,6 +773,16 @@ class Seller:
         if settings.auto_sell:
             return f"Selling {share}…"
         return f"Sell {share} ready: tap Sell to confirm."
+
+@dataclass(frozen=True)
+class _Prepared:
+    at: float  # time.monotonic() of the check ahead
+    writes: int  # storage.db.user_writes then
+    unsigned_tx_b64: str
+    position: Position | None
+    settings: UserSettings
+    tx: VersionedTransaction
+
 
 class _SellHooks(TradeHooks[Outcome]):
     """What a sell does at each step of the executor."""

@@ -1,8 +1,7 @@
 """Signing exit transactions with the wallet key.
 
-Same approach as the official SDK's ``sign_unsigned_tx``: decode the base64, parse the
-``VersionedTransaction`` and rebuild it from its message with the keypair, which signs the message
-bytes once. The guard (``bot.exits.guard``) must have passed the transaction before it gets here;
+As the official SDK's ``sign_unsigned_tx``: decode the base64, parse the ``VersionedTransaction`` and
+sign its message bytes with the keypair. The guard (``bot.exits.guard``) must have passed the transaction before it gets here;
 this module only makes sure the key is the one the transaction asks for.
 """
 
@@ -12,6 +11,8 @@ import base64
 import binascii
 
 from solders.keypair import Keypair
+from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
@@ -39,22 +40,20 @@ def decode_unsigned(b64: str) -> VersionedTransaction:
 
 
 def sign_transaction(tx: VersionedTransaction, keypair: Keypair) -> VersionedTransaction:
-    """Sign ``tx`` with ``keypair``, which must be its fee payer and only signer."""
+    """Sign ``tx`` with ``keypair``, which must be its fee payer and only signer.
+
+    The message bytes are signed once and the signature put in place (``populate``): building the transaction
+    from the message and the keypair, as the SDK does, costs twice as much for the same bytes."""
     message = tx.message
+    keys = message.account_keys
+    if message.header.num_required_signatures != 1 or not keys:
+        raise SigningError("The transaction asks for more than one signature; the bot signs only for your wallet.")
+    signer = Pubkey.from_bytes(bytes(keypair)[32:])  # the keypair's public half, as kept (pubkey() derives it again)
+    if keys[0] != signer:
+        raise SigningError(f"This wallet key ({signer}) is not the one the transaction must be signed by ({keys[0]}).")
     try:
-        # solders refuses a keypair that is not among the required signers (or too few of them);
-        # letting it check keeps signing as cheap as the official SDK's.
-        return VersionedTransaction(message, [keypair])
-    except Exception as error:
-        keys = message.account_keys
-        if message.header.num_required_signatures != 1 or not keys:
-            raise SigningError(
-                "The transaction asks for more than one signature; the bot signs only for your wallet."
-            ) from error
-        if keys[0] != keypair.pubkey():
-            raise SigningError(
-                f"This wallet key ({keypair.pubkey()}) is not the one the transaction must be signed by ({keys[0]})."
-            ) from error
+        return VersionedTransaction.populate(message, [keypair.sign_message(to_bytes_versioned(message))])
+    except Exception as error:  # solders raises its own error types
         raise SigningError(f"Signing failed: {error}") from error
 
 

@@ -65,6 +65,30 @@ async def test_a_signal_is_checked_while_shown_and_a_tap_on_an_unchanged_market_
     assert h.services.chain.token_balance(trader.wallet, mint) == 0
 
 
+async def test_a_tip_lowered_while_the_signal_is_shown_is_the_one_the_tap_is_checked_against(harness: Harness) -> None:
+    """The check ahead read the trader's settings (a 0.001 SOL tip cap) and the tap would sign on it; the trader
+    lowers the tip to 0.0005 SOL first. The tap reads the settings again: the transaction's 0.001 SOL tip is over
+    the new cap, so the guard refuses and nothing is signed."""
+    h = harness
+    rpc = h.services.rpc
+    trader, mint = await holding(h, "Ann", "PEPE")
+    simulated_before = rpc.calls["simulateTransaction"]
+    signal = await take_profit(h, trader, mint)
+    await trader.chat.wait_for(lambda ms: rpc.calls["simulateTransaction"] > simulated_before,
+                               what="the signal's transaction simulated while it is shown")
+    panel = await trader.chat.send("/settings", expect=r"Settings")
+    await trader.chat.press(r"^Tip 0\.001 SOL$", message=panel, expect=r"Send the tip in SOL")
+    await trader.chat.send("0.0005", expect=r"✅ Tip set to 0\.0005 SOL")
+
+    await trader.chat.press("Sell", message=signal)
+    refused = await trader.chat.wait_text(r"more than your 0\.0005 SOL tip", timeout=15)
+
+    assert refused["message_id"] == signal["message_id"] and "Nothing was signed" in refused["text"]
+    assert sends(h) == 0
+    assert (await stored(h, signal_id(signal))).state == "failed"
+    assert h.services.chain.token_balance(trader.wallet, mint) > 0
+
+
 async def test_a_foreign_tap_is_refused_and_changes_nothing(harness: Harness) -> None:
     h = harness
     trader, mint = await holding(h, "Ann", "PEPE")
