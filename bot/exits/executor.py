@@ -669,8 +669,10 @@ class Executor:
             await self.send_resilient(trade.user_id, raw, trade.send_mode)
         except RpcError as exc:
             return await hooks.send_failed(exc, raw)
-        await trade.records.transition(trade.record_id, ("signing",), "submitted")
+        # the hook waits while other sells of a burst are still to be sent (their sends come first), then the state
+        # moves on ("signing" and "submitted" are both looked up by signature after a crash)
         await hooks.sent(checked)
+        await trade.records.transition(trade.record_id, ("signing",), "submitted")
         return await self.confirm(raw, signature, hooks)
 
     async def _sign(self, trade: Trade) -> VersionedTransaction | SigningError:
