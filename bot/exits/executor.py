@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -428,6 +429,7 @@ class Executor:
         self.ahead_moved = 0  # runs ahead not used because an account had changed since
         self._ahead: dict[str, _Ahead] = {}  # record id -> the guard run on it before the tap
         self._rereads = AccountReads(core.rpc)
+        self._asking: dict[Hash, asyncio.Future[bool]] = {}  # blockhash -> isBlockhashValid asked at a tap
 
     async def close(self) -> None:
         await self._rereads.close()
@@ -608,13 +610,19 @@ class Executor:
         ahead = self._ahead.get(record_id)
         if ahead is None:
             return
-        if ask_blockhash:
-            task = asyncio.ensure_future(self._blockhash_valid(ahead.blockhash))
+        asking = self._asking.get(ahead.blockhash)
+        if ask_blockhash and (asking is None or asking.done()):  # one question for the taps of a burst
+            task = self._asking[ahead.blockhash] = asyncio.ensure_future(self._blockhash_valid(ahead.blockhash))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task.add_done_callback(partial(self._asked, ahead.blockhash))
         ran = ahead.result.result() if ahead.result.done() else None
         if ran is not None and ran[2] is not None and ran[2].before and ahead.reread is None:
             ahead.reread = self._rereads.read([str(a) for a in ran[2].before])
             ahead.reread.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _asked(self, blockhash: Hash, task: asyncio.Future[bool]) -> None:
+        if self._asking.get(blockhash) is task:
+            del self._asking[blockhash]
 
     async def blockhash_valid(self, tx: VersionedTransaction) -> bool:
         return await self._blockhash_valid(tx.message.recent_blockhash)
