@@ -564,6 +564,10 @@ class _CopyHooks(TradeHooks[str]):
         return await self._fail(f"unverified: {reason}", f"⚠️ <b>Not copied</b>: the transaction could not be verified "
                                 f"({render.esc(reason)}), and the bot never signs blind.")
 
+    async def moved_on(self) -> str:
+        await self._report(False)
+        return "already handled"  # whoever moved the order on told the trader
+
     async def stale(self) -> str:
         await self.copier.orders.set(self.order.id, state="expired", error="blockhash")
         await self._report(False)

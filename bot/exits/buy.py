@@ -338,6 +338,9 @@ class _BuyHooks(TradeHooks[str]):
     async def signing_failed(self, error: SigningError) -> str:
         return await self._fail("signing", f"❌ {render.esc(error)}")
 
+    async def moved_on(self) -> str:
+        return "already handled"  # whoever moved the order on told the trader
+
     async def send_failed(self, error: RpcError, raw: bytes) -> str:
         return await self._fail(str(error), f"❌ <b>Not bought</b>: the network refused it ({render.esc(error)}).")
 

@@ -132,6 +132,10 @@ class TradeHooks(Generic[Outcome]):
     async def signing_failed(self, error: SigningError) -> Outcome:
         raise NotImplementedError
 
+    async def moved_on(self) -> Outcome:
+        """The record left "approved" before its signed bytes could be stored (handled elsewhere): nothing was sent."""
+        raise NotImplementedError
+
     async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
         raise NotImplementedError
 
@@ -670,9 +674,11 @@ class Executor:
         raw = bytes(signed)
         signature = str(signed.signatures[0])
         # Persist before sending: after a crash the signature is looked up instead of trading twice.
-        await trade.records.transition(
+        if not await trade.records.transition(
             trade.record_id, ("approved",), "signing", signed_tx_b64=base64.b64encode(raw).decode(), signature=signature
-        )
+        ):
+            log.warning("%s left 'approved' before it was sent; the signed bytes are dropped unsent", trade.record_id)
+            return await hooks.moved_on()
         try:
             await self.send_resilient(trade.user_id, raw, trade.send_mode)
         except RpcError as exc:

@@ -847,6 +847,10 @@ class _SellHooks(TradeHooks[Outcome]):
     def _mark_sent(self) -> None:
         self.seller.mark_sent(self.signal.id)
 
+    async def moved_on(self) -> Outcome:
+        self._mark_sent()
+        return Outcome("failed", "already handled")  # whoever moved it told the trader
+
     async def send_failed(self, error: RpcError, raw: bytes) -> Outcome:
         self._mark_sent()
         kind, words = explain(_rpc_error_kind(error), VersionedTransaction.from_bytes(raw))

@@ -268,6 +268,11 @@ class _WithdrawHooks(TradeHooks[WithdrawalOutcome]):
     async def stale(self) -> WithdrawalOutcome:
         return await self._end("failed", "The transaction went stale before signing: try again.", "failed")
 
+    async def moved_on(self) -> WithdrawalOutcome:
+        current = await self.records.get(self.record.id)
+        return WithdrawalOutcome("failed", "This withdrawal was already handled; nothing more was sent.",
+                                 current or self.record)
+
     async def cannot_pay(self, needed: int, held: int) -> WithdrawalOutcome:
         return await self._end("failed", f"The wallet holds {format_sol(held)}, less than the {format_sol(needed)} "
                                "this needs.", "failed")

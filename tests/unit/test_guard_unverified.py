@@ -12,6 +12,7 @@ import pytest
 from solders.compute_budget import set_compute_unit_limit
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -193,3 +194,51 @@ async def test_a_signal_that_disagrees_with_the_position_is_refused_with_the_rea
         await executor.close()
     assert words in refused.value.detail
     assert honest.token_account == Pubkey.from_string(account) and honest.max_tokens == TOKENS
+
+
+async def test_a_trade_that_left_approved_before_its_bytes_were_stored_is_not_sent(wallet: Pubkey) -> None:
+    """The signed bytes go to the record (approved -> signing) before the send; a record that moved on meanwhile
+    (handled elsewhere) refuses the move, and the bytes are dropped unsent."""
+    signer = Keypair()
+    wallet = signer.pubkey()
+    sent: list[bytes] = []
+
+    class SendingRpc(DownRpc):
+        async def send_transaction(self, tx: Any, *, skip_preflight: bool = True) -> str:
+            sent.append(bytes(tx))
+            return "sig"
+
+    class OwnKeys:
+        async def keypair(self, user_id: int, address: str) -> Keypair:
+            return signer
+
+    class MovedOn:
+        def __init__(self) -> None:
+            self.asked: list[tuple[tuple[str, ...], str]] = []
+
+        async def set(self, record_id: str, **values: Any) -> None:
+            raise AssertionError("nothing else is written")
+
+        async def transition(self, record_id: str, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
+            self.asked.append((from_states, to_state))
+            return False  # someone else moved it out of "approved"
+
+    class Hooks(TradeHooks):
+        async def moved_on(self) -> str:
+            return "moved on"
+
+    mint = Pubkey.new_unique()
+    pump_sell = Instruction(
+        PUMP_FUN,
+        bytes.fromhex("33e685a4017f83ad") + TOKENS.to_bytes(8, "little") + (1).to_bytes(8, "little"),
+        [AccountMeta(k, k == wallet, True) for k in (Pubkey.new_unique(), mint, Pubkey.new_unique(), wallet)],
+    )
+    records = MovedOn()
+    executor = Executor(SimpleNamespace(rpc=SendingRpc(), settings=SimpleNamespace(), accounts=OwnKeys()))
+    try:
+        outcome = await executor.execute(dataclasses.replace(trade(wallet, mint, [pump_sell]), records=records), Hooks())
+    finally:
+        await executor.close()
+    assert outcome == "moved on"
+    assert records.asked == [(("approved",), "signing")]
+    assert sent == []
