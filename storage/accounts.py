@@ -255,11 +255,14 @@ class SettingsStore:
                     value = int(value)
                 values.append(value)
             assignments = ", ".join(f"{name}=?" for name in fields)
-            user_written(self.db, telegram_id)
-            await self.db.execute(
-                f"UPDATE user_settings SET {assignments}, updated_at=? WHERE telegram_id=?",
-                (*values, now_ms(), telegram_id),
-            )
+            user_written(self.db, telegram_id)  # before and after: a read between them may see either row
+            try:
+                await self.db.execute(
+                    f"UPDATE user_settings SET {assignments}, updated_at=? WHERE telegram_id=?",
+                    (*values, now_ms(), telegram_id),
+                )
+            finally:
+                user_written(self.db, telegram_id)
         return await self.get(telegram_id)
 
 

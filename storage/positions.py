@@ -163,7 +163,7 @@ class Positions:
             assert position is not None
             return position, False
         number = await self._new_number(telegram_id, stream_id)
-        user_written(self.db, telegram_id)
+        user_written(self.db, telegram_id)  # and again below: a read in between may see the row or not
         now = now_ms()
         market = context.get("market_type") if isinstance(context, dict) else None
         await self.db.execute(
@@ -178,6 +178,7 @@ class Positions:
                 now, int(bool(msg.get("watched"))), msg.get("token_price_quote"), msg.get("market_cap_quote"), now,
             ),
         )
+        user_written(self.db, telegram_id)
         position = await self.get(telegram_id, number)
         assert position is not None
         return position, True
@@ -234,12 +235,17 @@ class Positions:
             if isinstance(value, bool):
                 values[key] = int(value)
         assignments = ", ".join(f"{k}=?" for k in values)
-        if _counted if _counted is not None else bool(_SOLD_ON.intersection(values)):
-            user_written(self.db, telegram_id)
-        await self.db.write(
-            f"UPDATE positions SET {assignments}, updated_at=? WHERE telegram_id=? AND position_id=?",
-            (*values.values(), now_ms(), telegram_id, position_id),
-        )
+        counted = _counted if _counted is not None else bool(_SOLD_ON.intersection(values))
+        if counted:
+            user_written(self.db, telegram_id)  # before and after: a read between them may see either row
+        try:
+            await self.db.write(
+                f"UPDATE positions SET {assignments}, updated_at=? WHERE telegram_id=? AND position_id=?",
+                (*values.values(), now_ms(), telegram_id, position_id),
+            )
+        finally:
+            if counted:
+                user_written(self.db, telegram_id)
 
     async def tokens_changed(self, telegram_id: int, wallet: str, mint: str, tokens: int) -> int | None:
         """The wallet now holds `tokens` of the position's mint (a balance_update). After a partial sell the

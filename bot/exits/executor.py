@@ -229,11 +229,13 @@ class AccountReads:
         try:
             chunks = await asyncio.gather(*(self.rpc.get_accounts(addresses[start : start + MAX_SIMULATED_ACCOUNTS])
                                             for start in range(0, len(addresses), MAX_SIMULATED_ACCOUNTS)))
-        except Exception as exc:  # whatever went wrong, nobody is left waiting
+        except BaseException as exc:  # whatever went wrong (a shutdown too), nobody is left waiting
             error = exc if isinstance(exc, RpcError) else RpcError(f"getMultipleAccounts failed ({type(exc).__name__})")
             for _, future in readers:
                 if not future.done():
                     future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
             return
         found = dict(zip(addresses, (account for chunk in chunks for account in chunk), strict=True))
         for wanted, future in readers:
@@ -685,8 +687,10 @@ class Executor:
             return await hooks.send_failed(exc, raw)
         # the hook waits while other sells of a burst are still to be sent (their sends come first), then the state
         # moves on ("signing" and "submitted" are both looked up by signature after a crash)
-        await hooks.sent(checked)
-        await trade.records.transition(trade.record_id, ("signing",), "submitted")
+        try:
+            await hooks.sent(checked)
+        finally:
+            await trade.records.transition(trade.record_id, ("signing",), "submitted")
         return await self.confirm(raw, signature, hooks)
 
     async def _sign(self, trade: Trade) -> VersionedTransaction | SigningError:
@@ -758,6 +762,8 @@ class Executor:
             status, text = await self._senders.post(url, body, headers)
         except (SenderError, TimeoutError) as exc:
             raise RpcError(f"{send_mode} did not answer ({type(exc).__name__})") from None
+        except ValueError as exc:  # the request could not be made (a stored key HTTP cannot carry): definite
+            raise RpcError(f"the {send_mode} request could not be made: {exc}", -32602) from None
         if status == 429:
             raise RpcError(f"{send_mode} is rate limiting us (HTTP 429)", 429)
         try:

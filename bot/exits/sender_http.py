@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from typing import cast
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024  # a response head larger than this is not a sender's
 MAX_BODY = 4 * 1024 * 1024
+IDLE_S = 30.0  # a connection idle this long is not used again (a NAT or balancer may have dropped it unsaid)
 
 
 class SenderError(Exception):
@@ -51,6 +53,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._answer: _Answer | None = None
         self.got_bytes = False
+        self.last_used = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.WriteTransport, transport)  # uvloop's are not asyncio's classes
@@ -86,6 +89,10 @@ class _Connection(asyncio.Protocol):
         self._waiter = asyncio.get_running_loop().create_future()
         self._answer = None
         self.got_bytes = False
+        if self.closed or self.transport.is_closing():  # closed while it was handed over: fail now, not at the timeout
+            self._waiter.set_exception(SenderError("the sender closed the connection before answering"))
+            return self._waiter
+        self.last_used = time.monotonic()
         self.transport.write(data)
         return self._waiter
 
@@ -157,6 +164,8 @@ class _Connection(asyncio.Protocol):
                 raise SenderError("the sender's response is too large")
 
     def _deliver(self, status: int, body: bytes) -> None:
+        if self._buffer:
+            self.reusable = False  # bytes beyond the answer: the next one could not be read from here
         waiter, self._waiter, self._answer = self._waiter, None, None
         if waiter is not None and not waiter.done():
             waiter.set_result((status, body))
@@ -213,8 +222,9 @@ class HttpSender:
         """(status, body). Raises SenderError or TimeoutError when there is no answer."""
         head = [f"{method} {target or '/'} HTTP/1.1", f"Host: {self._host_header}"]
         for name, value in (headers or {}).items():
-            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-                raise ValueError("a header cannot hold a line break")
+            if not (name + value).isascii() or not (name + value).isprintable():
+                # the value is not repeated here: it may be a key
+                raise ValueError(f"the {name!r} header holds a line break or characters HTTP cannot carry")
             head.append(f"{name}: {value}")
         if body or method == "POST":
             head.append(f"Content-Length: {len(body)}")
@@ -245,8 +255,9 @@ class HttpSender:
                 raise SenderError("the sender's connections are closed")
             while self._idle:
                 conn = self._idle.pop()  # the most recently used: the likeliest still open
-                if not conn.closed:
+                if not conn.closed and time.monotonic() - conn.last_used < IDLE_S:
                     return conn, True
+                conn.close()  # closed by the sender, or idle so long a middlebox may have dropped it silently
                 self._count -= 1
             if self._count < self.max_connections:
                 self._count += 1
@@ -261,8 +272,11 @@ class HttpSender:
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._release(waiter.result())  # handed over as we were cancelled: pass it on
+                if waiter.done() and not waiter.cancelled():
+                    if waiter.result() is not None:
+                        self._release(waiter.result())  # handed over as we were cancelled: pass it on
+                    else:
+                        self._wake()  # a free slot was ours: the next waiter takes it
                 raise
             if handed is not None:
                 return handed, True

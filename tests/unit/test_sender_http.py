@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+import bot.exits.sender_http as sender_http
 from bot.exits.sender_http import HttpSender, SenderError
 
 Reply = Callable[[bytes], bytes | None]  # the request's bytes -> what to answer (None: close without a word)
@@ -147,4 +148,27 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(ser
     server, sender = await served(lambda request: ok(b"x"))
     with pytest.raises(ValueError, match="line break"):
         await sender.request("POST", "/", b"{}", {"x-api-key": "k\r\nX-Evil: 1"})
+    assert server.requests == []
+
+
+async def test_a_connection_idle_too_long_is_not_used_again(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    server, sender = await served(lambda request: ok(b"x"))
+    assert await sender.request("POST", "/", b"{}") == (200, b"x")
+    monkeypatch.setattr(sender_http, "IDLE_S", 0.0)  # a middlebox may have dropped it without a word
+    assert await sender.request("POST", "/", b"{}") == (200, b"x")
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+async def test_bytes_beyond_an_answer_retire_the_connection(served) -> None:  # type: ignore[no-untyped-def]
+    server, sender = await served(lambda request: ok(b"x") + b"HTTP/1.1 200 OK\r\n")  # junk after the answer
+    assert await sender.request("POST", "/", b"{}") == (200, b"x")
+    assert await sender.request("POST", "/", b"{}") == (200, b"x")  # on a new connection, not the junk
+    assert server.connections == 2
+
+
+async def test_a_header_http_cannot_carry_is_refused_without_repeating_it(served) -> None:  # type: ignore[no-untyped-def]
+    server, sender = await served(lambda request: ok(b"x"))
+    with pytest.raises(ValueError) as refused:
+        await sender.request("POST", "/", b"{}", {"x-api-key": "secret\u200bkey"})
+    assert "secret" not in str(refused.value) and "x-api-key" in str(refused.value)
     assert server.requests == []
