@@ -5,6 +5,7 @@ kill -9 (test_faults_kill9.py)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from bot.exits import sell as sell_module
 from tests.e2e.harness import (
@@ -41,6 +42,18 @@ async def test_twenty_concurrent_taps_submit_once(harness: Harness) -> None:
     assert (await stored(h, signal_id(signal))).state == "landed"
 
 
+async def checked_while_shown(h: Harness) -> tuple[Any, Any, dict[str, Any], int]:
+    """Ann holds PEPE and gets a take-profit signal, whose transaction the guard simulates while it is shown.
+    Returns (trader, mint, the signal message, simulations before the signal)."""
+    rpc = h.services.rpc
+    trader, mint = await holding(h, "Ann", "PEPE")
+    simulated_before = rpc.calls["simulateTransaction"]
+    signal = await take_profit(h, trader, mint)
+    await trader.chat.wait_for(lambda ms: rpc.calls["simulateTransaction"] > simulated_before,
+                               what="the signal's transaction simulated while it is shown")
+    return trader, mint, signal, simulated_before
+
+
 async def test_a_signal_is_checked_while_shown_and_a_tap_on_an_unchanged_market_sells_on_that_check(
     harness: Harness,
 ) -> None:
@@ -49,11 +62,7 @@ async def test_a_signal_is_checked_while_shown_and_a_tap_on_an_unchanged_market_
     (A market that moved in between is simulated again: test_a_slippage_failure_is_retried_...)"""
     h = harness
     rpc = h.services.rpc
-    trader, mint = await holding(h, "Ann", "PEPE")
-    simulated_before = rpc.calls["simulateTransaction"]
-    signal = await take_profit(h, trader, mint)
-    await trader.chat.wait_for(lambda ms: rpc.calls["simulateTransaction"] > simulated_before,
-                               what="the signal's transaction simulated while it is shown")
+    trader, mint, signal, simulated_before = await checked_while_shown(h)
     reads_before = rpc.calls["getMultipleAccounts"]
 
     await trader.chat.press("Sell", message=signal)
@@ -70,12 +79,7 @@ async def test_a_tip_lowered_while_the_signal_is_shown_is_the_one_the_tap_is_che
     lowers the tip to 0.0005 SOL first. The tap reads the settings again: the transaction's 0.001 SOL tip is over
     the new cap, so the guard refuses and nothing is signed."""
     h = harness
-    rpc = h.services.rpc
-    trader, mint = await holding(h, "Ann", "PEPE")
-    simulated_before = rpc.calls["simulateTransaction"]
-    signal = await take_profit(h, trader, mint)
-    await trader.chat.wait_for(lambda ms: rpc.calls["simulateTransaction"] > simulated_before,
-                               what="the signal's transaction simulated while it is shown")
+    trader, mint, signal, _ = await checked_while_shown(h)
     panel = await trader.chat.send("/settings", expect=r"Settings")
     await trader.chat.press(r"^Tip 0\.001 SOL$", message=panel, expect=r"Send the tip in SOL")
     await trader.chat.send("0.0005", expect=r"✅ Tip set to 0\.0005 SOL")
