@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-# the Database whose transaction the current task is inside, if any
 _USER_WRITES: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
 
 
@@ -50,6 +49,7 @@ def user_writes(db: object, telegram_id: int) -> int:
     return _USER_WRITES.get(db, {}).get(telegram_id, 0)
 
 
+# the Database whose transaction the current task is inside, if any
 _IN_TRANSACTION: contextvars.ContextVar[Database | None] = contextvars.ContextVar("in_transaction", default=None)
 
 

@@ -443,8 +443,10 @@ class Seller:
         except (SigningError, GuardRefusal):
             return  # the tap says why, with the full check
         if self.core.db is not None and self.core.db.backend == "sqlite":  # one process: it sees every write
-            while len(self._prepared) >= MAX_PREPARED:
-                del self._prepared[next(iter(self._prepared))]
+            now = time.monotonic()
+            while self._prepared and (len(self._prepared) >= MAX_PREPARED
+                                      or now - next(iter(self._prepared.values())).at > AHEAD_S):
+                del self._prepared[next(iter(self._prepared))]  # the oldest: full, or too old to be taken
             self._prepared[signal.id] = _Prepared(time.monotonic(), writes, signal.unsigned_tx_b64, position, settings, tx)
         self.executor.warm_sender(settings.send_mode)
         await self.executor.check_ahead(self._trade(signal, tx, intent, position, settings))
@@ -773,6 +775,7 @@ class Seller:
         if settings.auto_sell:
             return f"Selling {share}…"
         return f"Sell {share} ready: tap Sell to confirm."
+
 
 @dataclass(frozen=True)
 class _Prepared:
