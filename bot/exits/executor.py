@@ -346,19 +346,23 @@ class SendTargets:
         self._timeout = timeout
         self._max_connections = max_connections
         self._senders: dict[tuple[str, str, int | None], HttpSender] = {}
+        self._targets: dict[str, tuple[HttpSender, str]] = {}  # url -> its sender and request target
         self._warming: dict[str, asyncio.Future[None]] = {}
         self._warmed: dict[str, float] = {}  # url -> when it was last warmed
         self._warm_count: dict[str, int] = {}  # url -> how many connections that warm opened
 
     def _sender(self, url: str) -> tuple[HttpSender, str]:
-        """The connections to `url`'s host, and the request target (path and query) on it."""
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname or "", parts.port)
-        sender = self._senders.get(key)
-        if sender is None:
-            sender = self._senders[key] = HttpSender(url, timeout=self._timeout, max_connections=self._max_connections)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return sender, target
+        """The connections to `url`'s host, and the request target (path and query) on it (worked out once per url)."""
+        found = self._targets.get(url)
+        if found is None:
+            parts = urlsplit(url)
+            key = (parts.scheme, parts.hostname or "", parts.port)
+            sender = self._senders.get(key)
+            if sender is None:
+                sender = self._senders[key] = HttpSender(url, timeout=self._timeout,
+                                                         max_connections=self._max_connections)
+            found = self._targets[url] = (sender, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        return found
 
     async def post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str]:
         """(HTTP status, body text); raises SenderError or TimeoutError when there is no answer."""
@@ -405,6 +409,7 @@ class SendTargets:
         for sender in self._senders.values():
             sender.close()
         self._senders.clear()
+        self._targets.clear()
 
 
 @dataclass
@@ -489,7 +494,7 @@ class Executor:
             now = [_fingerprint(raw) for raw in await reread]
         except (RpcError, KeyError, TypeError, ValueError):
             return None
-        if now != (ahead.fingerprints or [_fingerprint_of(view) for view in simulated.before.values()]):
+        if now != ahead.fingerprints:
             self.ahead_moved += 1
             return None
         return ran

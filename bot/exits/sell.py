@@ -406,16 +406,15 @@ class Seller:
         user_id = signal.telegram_id
         prepared = self._take_prepared(signal)
         if prepared is not None:
-            position, settings, tx = prepared.position, prepared.settings, prepared.tx
-            hooks = _SellHooks(self, signal, position, settings, auto)
+            position, settings = prepared.position, prepared.settings
         else:
             position = await self.positions.get(user_id, signal.position_id)
             settings = await self.core.accounts.store.get(user_id)
-            hooks = _SellHooks(self, signal, position, settings, auto)
-            try:
-                tx = decode_unsigned(signal.unsigned_tx_b64)
-            except SigningError as exc:
-                return await hooks.signing_failed(exc)
+        hooks = _SellHooks(self, signal, position, settings, auto)
+        try:
+            tx = prepared.tx if prepared is not None else decode_unsigned(signal.unsigned_tx_b64)
+        except SigningError as exc:
+            return await hooks.signing_failed(exc)
         try:
             intent = await self.intent(signal, position, settings)
         except GuardRefusal as refusal:
